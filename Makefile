@@ -1,0 +1,40 @@
+# ricom — two commands set everything up on a fresh machine:
+#   make demo   creates .venv, installs ricom, simulates and reconstructs the built-in specimen
+#   make test   installs the test extras and runs the test suite
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
+
+.PHONY: demo test lint bench acceptance clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(TEST_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $@ $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/ricom demo -o ricom_demo
+
+test: $(TEST_STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(TEST_STAMP)
+	$(BIN)/ruff check src tests
+
+acceptance: $(STAMP)
+	$(BIN)/python ../shared/acceptance/quick_check.py
+
+bench: $(STAMP)
+	$(BIN)/ricom bench --quick
+
+clean:
+	rm -rf $(VENV) ricom_demo .pytest_cache build *.egg-info src/*.egg-info

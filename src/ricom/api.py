@@ -1,0 +1,147 @@
+"""The Python API in one call: open an input, build settings, run, return a snapshot.
+
+`reconstruct` is what the command line's ``ricom reconstruct`` does, minus the file
+writing; `make_settings` turns flat keyword arguments (as a user types them) into the
+`Settings` objects of `ricom.params`.
+"""
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+
+from .engine import Reconstruction
+from .errors import SettingsError
+from .params import (Calibration, DetectorGeometry, KernelSettings, Settings, VirtualDetector)
+from .run import RunResult, run
+from .snapshot import Snapshot
+from .sources import Source, open_source
+from .sources.arrays import ArraySource
+
+DEFAULT_VIRTUAL_DETECTORS = (
+    VirtualDetector("vbf", 0.0, 1.0, "bf"),
+    VirtualDetector("vabf", 0.5, 1.0, "bf"),
+    VirtualDetector("vadf", 1.2, math.inf, "bf"),
+)
+"""Bright field (disc), annular bright field (outer half of the disc) and annular dark
+field (everything beyond 1.2 disc radii), relative to the bright-field disc radius
+estimated from the first chunk."""
+
+
+def open_input(data, **source_options) -> Source:
+    """A `Source` from an array, a path or spec string, or a source itself."""
+    if isinstance(data, Source):
+        return data
+    if isinstance(data, np.ndarray):
+        return ArraySource(data, **source_options)
+    return open_source(os.fspath(data), **source_options)
+
+
+def virtual_detectors_from_annulus(annulus, unit: str = "px") -> tuple[VirtualDetector, ...]:
+    """``vadf`` = the annulus [r_in, r_out), ``vbf`` = the disc inside it, ``vabf`` its outer half."""
+    if annulus is None:
+        return DEFAULT_VIRTUAL_DETECTORS
+    r_in, r_out = (float(v) for v in annulus)
+    return (VirtualDetector("vbf", 0.0, r_in, unit), VirtualDetector("vabf", r_in / 2, r_in, unit),
+            VirtualDetector("vadf", r_in, r_out, unit))
+
+
+def make_settings(*, kernel_size: int = 21, band_pass=None, band_pass_unit: str = "cycles_per_pixel",
+                  rotation_deg: float = 0.0, flip: bool = False, center_yx=None, step_A=None,
+                  pixel_size_mrad=None, energy_keV=None, virtual_detector=None,
+                  virtual_detector_unit: str = "px", com_mask_px=None, hints: dict | None = None) -> Settings:
+    """Settings from flat arguments; ``hints`` (from the input) fill what is not given.
+
+    ``band_pass_unit`` is ``"cycles_per_pixel"`` (Nyquist 0.5) or ``"inv_A"`` (needs the
+    step).  ``virtual_detector`` is an annulus ``(r_in, r_out)`` in
+    ``virtual_detector_unit`` (``"px"`` or ``"mrad"``), see
+    `virtual_detectors_from_annulus`; None gives `DEFAULT_VIRTUAL_DETECTORS`.
+    """
+    hints = hints or {}
+    step_A = step_A if step_A is not None else hints.get("step_A")
+    pixel_size_mrad = pixel_size_mrad if pixel_size_mrad is not None else hints.get("pixel_size_mrad")
+    energy_keV = energy_keV if energy_keV is not None else hints.get("energy_keV")
+    calibration = Calibration(step_A, pixel_size_mrad, energy_keV)
+    if band_pass is not None and band_pass_unit == "inv_A":
+        if step_A is None:
+            raise SettingsError("a band-pass in 1/Å needs the scan step (--step)")
+        kernel = KernelSettings.from_inverse_angstrom(int(kernel_size), *band_pass, step_A)
+    elif band_pass_unit in ("cycles_per_pixel", "inv_A"):
+        kernel = KernelSettings(int(kernel_size), tuple(band_pass) if band_pass is not None else None)
+    else:
+        raise SettingsError(f"band-pass unit must be 'cycles_per_pixel' or 'inv_A', got {band_pass_unit!r}")
+    if center_yx is None:
+        center_yx = hints.get("center_yx")
+    elif isinstance(center_yx, str) and center_yx == "auto":
+        center_yx = None
+    geometry = DetectorGeometry(center_yx, float(rotation_deg), bool(flip))
+    return Settings(kernel=kernel, geometry=geometry, calibration=calibration,
+                    virtual_detectors=virtual_detectors_from_annulus(virtual_detector, virtual_detector_unit),
+                    com_mask_px=tuple(com_mask_px) if com_mask_px is not None else None)
+
+
+def reference_center(reference, **source_options) -> tuple[float, float]:
+    """Pattern centre from a vacuum reference scan: its mean COM (detector pixels)."""
+    src = open_input(reference, **source_options)
+    shape = src.scan_shape or (1, src.n_frames or 1)
+    rec = Reconstruction(shape, src.detector_shape, Settings(kernel=KernelSettings(3)))
+    run(src, rec)
+    c = rec.center_yx()
+    if c is None:
+        raise SettingsError("the reference scan has no counts; cannot find the centre from it")
+    return c
+
+
+def reconstruct_run(data, *, settings: Settings | None = None, reference=None, progress=False,
+                    chunk_size: int = 512, stop=None, source_options: dict | None = None,
+                    **setting_args) -> tuple[RunResult, Reconstruction, Source]:
+    """Like `reconstruct` but returns the full `RunResult`, the engine and the source."""
+    source = open_input(data, **(source_options or {}))
+    if settings is None:
+        settings = make_settings(hints=source.hints(), **setting_args)
+    elif setting_args:
+        raise SettingsError("give either settings= or individual setting arguments, not both")
+    if source.scan_shape is None:
+        raise SettingsError("the input does not carry its scan shape; give scan_shape (--scan-shape SY SX)")
+    ref_c = reference_center(reference) if reference is not None else None
+    rec = Reconstruction(source.scan_shape, source.detector_shape, settings, reference_center_yx=ref_c)
+    result = run(source, rec, chunk_size=chunk_size, progress=progress, stop=stop)
+    return result, rec, source
+
+
+def reconstruct(data, *, scan_shape=None, settings: Settings | None = None, reference=None,
+                progress: bool = False, chunk_size: int = 512, **setting_args) -> Snapshot:
+    """Reconstruct a whole dataset and return its images.
+
+    Parameters
+    ----------
+    data : ndarray, str or Source
+        A 4D array ``(scan_y, scan_x, det_y, det_x)``, a 3D stack with ``scan_shape``, a
+        file name (``.npy`` …), ``"demo"``, or a `Source`.
+    scan_shape : (int, int), optional
+        Where the input does not carry it.
+    settings : Settings, optional
+        Full settings; otherwise keyword arguments of `make_settings`
+        (``kernel_size``, ``band_pass``, ``rotation_deg``, ``center_yx``, ``step_A``,
+        ``pixel_size_mrad``, ``energy_keV`` …).
+    reference : array or str, optional
+        Vacuum reference scan for the pattern centre.
+
+    Returns
+    -------
+    Snapshot
+        ``.ricom``, ``.com_x``, ``.com_y``, ``.signal("icom")`` …
+
+    Examples
+    --------
+    >>> import numpy as np, ricom
+    >>> data = np.random.default_rng(0).poisson(3.0, (6, 6, 8, 8)).astype(np.uint16)
+    >>> snap = ricom.reconstruct(data, kernel_size=5, center_yx=(3.5, 3.5))
+    >>> snap.ricom.shape, snap.n_patterns
+    ((6, 6), 36)
+    """
+    options = {"scan_shape": scan_shape} if scan_shape is not None else {}
+    result, _, _ = reconstruct_run(data, settings=settings, reference=reference, progress=progress,
+                                   chunk_size=chunk_size, source_options=options, **setting_args)
+    return result.snapshot

@@ -1,0 +1,55 @@
+"""Entry point of the ``ricom`` command: builds the parser and turns errors into one line.
+
+Each command is a module with ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``;
+add new ones to `COMMANDS`.  Exit codes: 0 done, 2 bad input or settings (one-line
+reason on stderr), 3 the input broke off (partial result saved), 130 interrupted
+(partial result saved).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMANDS = {
+    "reconstruct": "ricom.cli.reconstruct",
+    "demo": "ricom.cli.demo",
+    "simulate": "ricom.cli.simulate",
+    "kernel": "ricom.cli.kernel",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ricom", description="Real-time integrated centre-of-mass (riCOM) imaging for 4D-STEM.")
+    from .. import __version__
+    parser.add_argument("--version", action="version", version=f"ricom {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, path in COMMANDS.items():
+        module = importlib.import_module(path)
+        p = sub.add_parser(name, help=module.HELP, description=module.__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ..errors import RicomError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["simulate"] and (len(argv) == 1 or argv[1] not in ("data", "merlin", "events", "-h", "--help")):
+        argv.insert(1, "data")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except RicomError as exc:
+        print(f"ricom: error: {exc}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+        print(f"ricom: error: {exc.strerror}: {exc.filename}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ricom: interrupted", file=sys.stderr)
+        return 130

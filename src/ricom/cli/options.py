@@ -1,0 +1,116 @@
+"""Command-line options shared by every command that reconstructs (reconstruct, live, gui).
+
+Units, as the help says: ``--center`` in detector pixels (row, column); ``--rotation`` in
+degrees, turning the measured COM from detector +x towards +y (clockwise on screen);
+``--flip`` mirrors detector x before the rotation; ``--filter`` in cycles per scan pixel
+(0.5 = Nyquist) unless ``--filter-unit inv_A``; ``--virtual-detector`` in detector pixels
+unless ``--virtual-detector-unit mrad``.
+"""
+from __future__ import annotations
+
+import argparse
+
+from ..errors import SettingsError
+
+DEFAULT_SIGNALS = "ricom,icom,com,vbf,vadf"
+
+
+def add_source_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("input layout")
+    g.add_argument("--scan-shape", nargs=2, type=int, metavar=("SY", "SX"),
+                   help="scan shape where the input does not carry it")
+    g.add_argument("--skip-frames", type=int, default=0, metavar="N", help="frames to drop at the start")
+    g.add_argument("--flyback-frames", type=int, default=0, metavar="N",
+                   help="extra frames at the end of every scan line, dropped")
+    g.add_argument("--frames-per-position", type=int, default=1, metavar="N",
+                   help="consecutive frames per scan position (summed)")
+
+
+def source_options(args) -> dict:
+    opts = {"skip_frames": args.skip_frames, "flyback_frames": args.flyback_frames,
+            "frames_per_position": args.frames_per_position}
+    if args.scan_shape:
+        opts["scan_shape"] = tuple(args.scan_shape)
+    return opts
+
+
+def add_reconstruction_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("reconstruction")
+    g.add_argument("--kernel-size", type=int, default=21, metavar="N", help="odd n of the n×n kernel (default 21)")
+    g.add_argument("--filter", nargs=2, type=float, metavar=("KMIN", "KMAX"),
+                   help="band-pass folded into the kernel, in cycles per scan pixel (0.5 = Nyquist)")
+    g.add_argument("--filter-unit", choices=("cycles_per_pixel", "inv_A"), default="cycles_per_pixel",
+                   help="unit of --filter; inv_A needs --step")
+    g.add_argument("--rotation", default="0", metavar="DEG|auto",
+                   help="scan-detector rotation in degrees: the measured COM is turned by DEG from "
+                        "detector +x towards +y (clockwise on screen); 'auto' finds it from the data")
+    g.add_argument("--flip", action="store_true", help="mirror the detector x axis before the rotation")
+    g.add_argument("--center", nargs="+", metavar="CY CX|auto",
+                   help="pattern centre in detector pixels (row column), or 'auto' (running mean COM); "
+                        "default: from the input if it knows it, else auto")
+    g.add_argument("--reference", metavar="FILE", help="vacuum reference scan; its mean COM is the centre")
+    g.add_argument("--com-mask", nargs=2, type=float, metavar=("RIN", "ROUT"),
+                   help="only pixels with RIN ≤ r < ROUT (detector pixels from the centre) enter the COM")
+    c = p.add_argument_group("calibration (all three give riCOM and iCOM in V·Å)")
+    c.add_argument("--step", type=float, metavar="ANGSTROM", help="scan step in Å")
+    c.add_argument("--pixel-size-mrad", type=float, metavar="MRAD", help="detector pixel size in mrad")
+    c.add_argument("--energy-kev", type=float, metavar="KEV", help="beam energy in keV")
+    o = p.add_argument_group("signals")
+    o.add_argument("--signals", default=DEFAULT_SIGNALS, metavar="LIST",
+                   help="comma list: ricom, icom, com (com_x, com_y), vbf, vabf, vadf, divergence, curl, "
+                        f"efield, counts (default {DEFAULT_SIGNALS})")
+    o.add_argument("--virtual-detector", nargs=2, type=float, metavar=("RIN", "ROUT"),
+                   help="annulus of vadf (vbf is the disc inside RIN); detector pixels unless "
+                        "--virtual-detector-unit mrad; default: from the bright-field disc")
+    o.add_argument("--virtual-detector-unit", choices=("px", "mrad"), default="px")
+    o.add_argument("--chunk-size", type=int, default=512, metavar="N", help="patterns per chunk")
+
+
+def parse_center(values) -> tuple[float, float] | str | None:
+    if values is None:
+        return None
+    if len(values) == 1 and values[0] == "auto":
+        return "auto"
+    if len(values) != 2:
+        raise SettingsError("--center takes two numbers CY CX (detector pixels) or 'auto'")
+    try:
+        return float(values[0]), float(values[1])
+    except ValueError:
+        raise SettingsError(f"--center takes two numbers CY CX or 'auto', got {' '.join(values)}") from None
+
+
+def parse_rotation(value: str) -> float | str:
+    if value == "auto":
+        return "auto"
+    try:
+        return float(value)
+    except ValueError:
+        raise SettingsError(f"--rotation takes an angle in degrees or 'auto', got {value!r}") from None
+
+
+def signal_list(text: str) -> list[str]:
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    if not names:
+        raise SettingsError("--signals needs at least one name, e.g. ricom,icom,com")
+    return names
+
+
+def settings_kwargs(args) -> dict:
+    """Keyword arguments of `ricom.api.make_settings` from parsed options."""
+    rotation = parse_rotation(args.rotation)
+    if args.chunk_size < 1:
+        raise SettingsError("--chunk-size must be at least 1")
+    return {
+        "kernel_size": args.kernel_size,
+        "band_pass": tuple(args.filter) if args.filter else None,
+        "band_pass_unit": args.filter_unit,
+        "rotation_deg": 0.0 if rotation == "auto" else rotation,
+        "flip": args.flip,
+        "center_yx": parse_center(args.center),
+        "step_A": args.step,
+        "pixel_size_mrad": args.pixel_size_mrad,
+        "energy_keV": args.energy_kev,
+        "virtual_detector": tuple(args.virtual_detector) if args.virtual_detector else None,
+        "virtual_detector_unit": args.virtual_detector_unit,
+        "com_mask_px": tuple(args.com_mask) if args.com_mask else None,
+    }

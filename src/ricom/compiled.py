@@ -1,0 +1,183 @@
+"""Every compiled hot loop of the project, in one place (numba, ``nogil``, cached).
+
+The engine calls these on whole chunks: per-pattern reductions (total, first moments,
+ring sums), accumulation of those moments into the per-position state, and the riCOM
+kernel scatter.  Nothing here allocates per pattern or calls back into Python.
+
+State layout shared with `ricom.engine`: ``state[m, p]`` holds moment ``m`` of scan
+position ``p``: row 0 total counts, 1 Σ I·x, 2 Σ I·y (x, y in detector pixels from the
+top-left pixel), rows 3… ring sums of the virtual-detector rings.
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+_JIT = {"nogil": True, "cache": True}
+
+TOTAL, SUM_X, SUM_Y, FIRST_RING = 0, 1, 2, 3
+
+
+@numba.njit(**_JIT)
+def frame_moments_int(frames, mask, use_mask, out):
+    """Total and first moments of integer patterns, exact int64 sums.
+
+    ``frames (k, ny, nx)``; ``mask (ny, nx)`` int weights used when ``use_mask``;
+    ``out (3 + r, k)`` receives rows TOTAL, SUM_X, SUM_Y.
+    """
+    k, ny, nx = frames.shape
+    for i in range(k):
+        t = 0
+        my = 0
+        mx = 0
+        for y in range(ny):
+            r = 0
+            rx = 0
+            if use_mask:
+                for x in range(nx):
+                    v = np.int64(frames[i, y, x]) * mask[y, x]
+                    r += v
+                    rx += v * x
+            else:
+                for x in range(nx):
+                    v = np.int64(frames[i, y, x])
+                    r += v
+                    rx += v * x
+            t += r
+            mx += rx
+            my += r * y
+        out[TOTAL, i] = t
+        out[SUM_X, i] = mx
+        out[SUM_Y, i] = my
+
+
+@numba.njit(fastmath={"reassoc", "contract"}, **_JIT)
+def frame_moments_float(frames, mask, use_mask, out):
+    """As `frame_moments_int` for float patterns (float64 sums; NaN/inf propagate)."""
+    k, ny, nx = frames.shape
+    for i in range(k):
+        t = 0.0
+        my = 0.0
+        mx = 0.0
+        for y in range(ny):
+            r = 0.0
+            rx = 0.0
+            if use_mask:
+                for x in range(nx):
+                    v = np.float64(frames[i, y, x]) * mask[y, x]
+                    r += v
+                    rx += v * x
+            else:
+                for x in range(nx):
+                    v = np.float64(frames[i, y, x])
+                    r += v
+                    rx += v * x
+            t += r
+            mx += rx
+            my += r * y
+        out[TOTAL, i] = t
+        out[SUM_X, i] = mx
+        out[SUM_Y, i] = my
+
+
+@numba.njit(**_JIT)
+def frame_ring_sums(frames, ring_of_pixel, out):
+    """Add each pixel to its ring: ``out[FIRST_RING + ring, i] += frames[i, y, x]``.
+
+    ``ring_of_pixel (ny, nx)`` int32, -1 for pixels in no ring.
+    """
+    k, ny, nx = frames.shape
+    for i in range(k):
+        for y in range(ny):
+            for x in range(nx):
+                ring = ring_of_pixel[y, x]
+                if ring >= 0:
+                    out[FIRST_RING + ring, i] += frames[i, y, x]
+
+
+@numba.njit(**_JIT)
+def accumulate(positions, moments, valid, state, hits, stamp, generation, touched, centre_sums):
+    """Add chunk moments into the per-position state.
+
+    ``moments (m, k)`` are added to ``state[:, positions[i]]`` where ``positions[i] ≥ 0``
+    and ``valid[i]``; ``hits`` counts frames per position.  Every touched position is
+    listed once in ``touched`` (deduplicated with ``stamp``/``generation``); the count is
+    returned.  ``centre_sums`` = [Σ COM_x, Σ COM_y, n] of the uncentred per-position COM
+    over non-empty positions is kept current.
+    """
+    m = moments.shape[0]
+    n_touched = 0
+    for i in range(positions.shape[0]):
+        p = positions[i]
+        if p < 0 or not valid[i]:
+            continue
+        if stamp[p] != generation:
+            stamp[p] = generation
+            touched[n_touched] = p
+            n_touched += 1
+        t_old = state[TOTAL, p]
+        if t_old > 0:
+            centre_sums[0] -= state[SUM_X, p] / t_old
+            centre_sums[1] -= state[SUM_Y, p] / t_old
+            centre_sums[2] -= 1.0
+        for j in range(m):
+            state[j, p] += moments[j, i]
+        t_new = state[TOTAL, p]
+        if t_new > 0:
+            centre_sums[0] += state[SUM_X, p] / t_new
+            centre_sums[1] += state[SUM_Y, p] / t_new
+            centre_sums[2] += 1.0
+        hits[p] += 1
+    return n_touched
+
+
+@numba.njit(**_JIT)
+def com_at(state, p, cy, cx, scale, m00, m01, m10, m11):
+    """Calibrated scan-frame COM (x, y) of position ``p``; (0, 0) when empty."""
+    t = state[TOTAL, p]
+    if not t > 0:
+        return 0.0, 0.0
+    u = state[SUM_X, p] / t - cx
+    w = state[SUM_Y, p] / t - cy
+    return scale * (m00 * u + m01 * w), scale * (m10 * u + m11 * w)
+
+
+@numba.njit(fastmath={"reassoc", "contract"}, **_JIT)
+def scatter_touched(touched, n_touched, state, cy, cx, scale, m00, m01, m10, m11,
+                    scattered_x, scattered_y, image, sx_kernel, sy_kernel):
+    """Bring the image up to date for the touched positions (the real-time riCOM update).
+
+    For each position the change of its calibrated COM since it was last scattered is
+    multiplied by the scatter kernels (n×n, centred) and added into ``image`` around the
+    position, clipped at the scan edges (no wrap-around).
+    """
+    sy, sx = image.shape
+    n = sx_kernel.shape[0]
+    r = n // 2
+    for j in range(n_touched):
+        p = touched[j]
+        vx, vy = com_at(state, p, cy, cx, scale, m00, m01, m10, m11)
+        dx = vx - scattered_x[p]
+        dy = vy - scattered_y[p]
+        scattered_x[p] = vx
+        scattered_y[p] = vy
+        if dx == 0.0 and dy == 0.0:
+            continue
+        iy = p // sx
+        ix = p - iy * sx
+        y0 = max(0, iy - r)
+        y1 = min(sy, iy + r + 1)
+        x0 = max(0, ix - r)
+        x1 = min(sx, ix + r + 1)
+        kx0 = x0 - (ix - r)
+        for yy in range(y0, y1):
+            ky = yy - (iy - r)
+            for xx in range(x1 - x0):
+                image[yy, x0 + xx] += dx * sx_kernel[ky, kx0 + xx] + dy * sy_kernel[ky, kx0 + xx]
+
+
+@numba.njit(**_JIT)
+def com_maps(state, cy, cx, scale, m00, m01, m10, m11, out_x, out_y):
+    """Calibrated COM of every position into flat ``out_x``, ``out_y``."""
+    for p in range(state.shape[1]):
+        out_x[p], out_y[p] = com_at(state, p, cy, cx, scale, m00, m01, m10, m11)

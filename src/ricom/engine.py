@@ -1,0 +1,368 @@
+"""The reconstruction engine: one object holds the state and does the physics.
+
+`Reconstruction` takes chunks of patterns (or precomputed per-pattern moments) at scan
+positions in any order and keeps, per position, the total counts, first moments and
+virtual-detector ring sums — never a pattern.  Each chunk immediately scatters the
+riCOM kernel of every updated position into the image (the real-time form), clipped at
+the scan edges.  A change of kernel, rotation, flip, centre or calibration rebuilds the
+image from the stored moments, so it always shows what the current settings give for
+everything seen so far.  `snapshot` returns a consistent copy from any thread.
+
+The riCOM update itself is `ricom.compiled.scatter_touched`; the kernel is built in
+`ricom.kernels`.
+"""
+from __future__ import annotations
+
+import math
+import threading
+import time
+
+import numpy as np
+
+from . import compiled as C
+from .errors import InputError, SettingsError
+from .kernels import correlate, correlation_kernels, scatter_kernels
+from .params import MAX_KERNEL_SIZE, Settings, VirtualDetector
+from .snapshot import Snapshot
+
+AUTO_CENTRE_TOLERANCE_PX = 0.02
+"""The live image is rebuilt when the running centre estimate moves by more than this."""
+
+
+class Reconstruction:
+    """Incremental riCOM reconstruction of one scan.
+
+    Parameters
+    ----------
+    scan_shape : (int, int)
+        (scan_y, scan_x).
+    detector_shape : (int, int)
+        (det_y, det_x) of the patterns.
+    settings : Settings, optional
+        Kernel, geometry, calibration and virtual detectors.
+    reference_center_yx : (float, float), optional
+        Centre measured on a vacuum reference scan; used when the geometry's centre is
+        auto (``None``) instead of the running mean COM.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ricom import Reconstruction, Settings, KernelSettings, DetectorGeometry
+    >>> data = np.random.default_rng(0).poisson(5.0, (8, 8, 16, 16))
+    >>> rec = Reconstruction((8, 8), (16, 16), Settings(kernel=KernelSettings(5),
+    ...                      geometry=DetectorGeometry(center_yx=(7.5, 7.5))))
+    >>> rec.process_frames(data.reshape(-1, 16, 16), positions=np.arange(64))
+    >>> rec.snapshot().ricom.shape
+    (8, 8)
+    """
+
+    def __init__(self, scan_shape, detector_shape, settings: Settings | None = None,
+                 reference_center_yx: tuple[float, float] | None = None) -> None:
+        self.scan_shape = _shape2("scan shape", scan_shape)
+        self.detector_shape = _shape2("detector shape", detector_shape)
+        self._lock = threading.RLock()
+        self._settings = settings if settings is not None else Settings()
+        self._reference_center = reference_center_yx
+        self._check_settings(self._settings)
+        n_pos = self.scan_shape[0] * self.scan_shape[1]
+        self._hits = np.zeros(n_pos, np.int64)
+        self._stamp = np.zeros(n_pos, np.int64)
+        self._generation = 0
+        self._touched = np.zeros(n_pos, np.int64)
+        self._centre_sums = np.zeros(3)
+        self._scattered_x = np.zeros(n_pos)
+        self._scattered_y = np.zeros(n_pos)
+        self._image = np.zeros(self.scan_shape)
+        self._centre_used: tuple[float, float] | None = None
+        self._rings_centre: tuple[float, float] | None = None
+        self._ring_of_pixel: np.ndarray | None = None
+        self._vd_rings: dict[str, np.ndarray] = {}
+        self._bf_radius_px: float | None = None
+        self._state = np.zeros((C.FIRST_RING, n_pos))
+        self._com_mask: np.ndarray | None = None
+        self.n_patterns = 0
+        self.n_empty = 0
+        self.n_invalid = 0
+        self.n_outside = 0
+        self.seconds_processing = 0.0
+        self._t_first: float | None = None
+        self._prepare_kernel()
+
+    # ------------------------------------------------------------------ settings
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    def _check_settings(self, s: Settings) -> None:
+        n = s.kernel.size
+        limit = min(MAX_KERNEL_SIZE, 2 * max(self.scan_shape) + 1)
+        if n > limit:
+            raise SettingsError(f"kernel size {n} is larger than needed for a {self.scan_shape[0]}×"
+                                f"{self.scan_shape[1]} scan; use at most {limit}")
+        c = s.geometry.center_yx
+        if c is not None:
+            dy, dx = self.detector_shape
+            if not (0 <= c[0] <= dy - 1 and 0 <= c[1] <= dx - 1):
+                raise SettingsError(f"centre ({c[0]:g}, {c[1]:g}) lies outside the {dy}×{dx} detector; "
+                                    f"give --center CY CX in detector pixels or --center auto")
+        for vd in s.virtual_detectors:
+            if vd.unit == "mrad":
+                vd.radii_px(s.calibration)
+
+    def _prepare_kernel(self) -> None:
+        step = self._settings.calibration.step
+        self._sx_kernel, self._sy_kernel = scatter_kernels(self._settings.kernel, step)
+
+    def update_settings(self, settings: Settings) -> None:
+        """Apply new settings; the image is rebuilt from everything seen so far.
+
+        Virtual detectors and the COM mask act on patterns as they arrive, so new ones
+        apply from the next chunk on (their images restart at zero).
+        """
+        self._check_settings(settings)
+        with self._lock:
+            old = self._settings
+            self._settings = settings
+            if settings.virtual_detectors != old.virtual_detectors or settings.com_mask_px != old.com_mask_px:
+                self._ring_of_pixel = None
+                self._com_mask = None
+                self._state = self._state[:C.FIRST_RING].copy()
+            if settings.kernel != old.kernel or settings.calibration.step != old.calibration.step:
+                self._prepare_kernel()
+            self._rebuild()
+
+    # ------------------------------------------------------------------ centre
+    def center_yx(self) -> tuple[float, float] | None:
+        """The centre in use: given, from the reference, or the running mean COM."""
+        given = self._settings.geometry.center_yx
+        if given is not None:
+            return given
+        if self._reference_center is not None:
+            return self._reference_center
+        n = self._centre_sums[2]
+        if n <= 0:
+            return None
+        return (self._centre_sums[1] / n, self._centre_sums[0] / n)
+
+    def _geometry_args(self):
+        cy, cx = self._centre_used if self._centre_used is not None else (0.0, 0.0)
+        m = self._settings.geometry.matrix()
+        return cy, cx, self._settings.calibration.com_scale, *m
+
+    # ------------------------------------------------------------------ input
+    def process_frames(self, frames: np.ndarray, positions: np.ndarray | None = None,
+                       start: int | None = None) -> None:
+        """Add a chunk of patterns.
+
+        Parameters
+        ----------
+        frames : ndarray
+            ``(k, det_y, det_x)`` (or ``(..., det_y, det_x)``), any integer or float dtype.
+        positions : ndarray of int, optional
+            Flat scan index ``iy * scan_x + ix`` per frame; ``-1`` skips a frame.
+        start : int, optional
+            Instead of ``positions``: frames are at consecutive positions from ``start``.
+        """
+        frames = np.asarray(frames)
+        if frames.ndim < 2 or frames.shape[-2:] != self.detector_shape:
+            raise InputError(f"patterns of shape {frames.shape[-2:]} do not match the detector "
+                             f"shape {self.detector_shape}")
+        frames = frames.reshape((-1, *self.detector_shape))
+        if frames.dtype.kind not in "uif":
+            raise InputError(f"pattern dtype {frames.dtype} is not a number type")
+        if frames.dtype.kind == "u" and frames.dtype.itemsize == 8:
+            frames = frames.astype(np.int64)
+        positions = self._positions(positions, start, frames.shape[0])
+        if self._t_first is None:
+            self._t_first = time.perf_counter()
+        k = frames.shape[0]
+        with self._lock:
+            self._ensure_detector_luts(frames)
+            moments = np.zeros((self._state.shape[0], k))
+            self._frame_moments(frames, moments)
+            if self._ring_of_pixel is not None:
+                C.frame_ring_sums(frames, self._ring_of_pixel, moments)
+            self._ingest(positions, moments)
+
+    def process_moments(self, positions: np.ndarray, moments: np.ndarray) -> None:
+        """Add per-pattern moments computed elsewhere (event decoders, Dask workers).
+
+        ``moments`` has rows TOTAL, SUM_X, SUM_Y and the ring sums of
+        `ring_boundaries_px`, one column per entry of ``positions``.
+        """
+        positions = self._positions(positions, None, moments.shape[1])
+        if self._t_first is None:
+            self._t_first = time.perf_counter()
+        with self._lock:
+            if moments.shape[0] != self._state.shape[0]:
+                raise InputError(f"expected {self._state.shape[0]} moment rows, got {moments.shape[0]}")
+            self._ingest(positions, np.ascontiguousarray(moments, dtype=np.float64))
+
+    def _positions(self, positions, start, k) -> np.ndarray:
+        n_pos = self._hits.shape[0]
+        if positions is None:
+            first = 0 if start is None else int(start)
+            positions = np.arange(first, first + k, dtype=np.int64)
+            positions[positions >= n_pos] = -1
+        positions = np.ascontiguousarray(positions, dtype=np.int64).ravel()
+        if positions.shape[0] != k:
+            raise InputError(f"{positions.shape[0]} positions for {k} patterns")
+        if positions.size and positions.max() >= n_pos:
+            raise InputError(f"scan position {positions.max()} is outside the "
+                             f"{self.scan_shape[0]}×{self.scan_shape[1]} scan")
+        return positions
+
+    def _frame_moments(self, frames, moments) -> None:
+        mask = self._com_mask
+        if frames.dtype.kind == "f":
+            m = mask.astype(np.float64) if mask is not None else np.ones((1, 1))
+            C.frame_moments_float(frames, m, mask is not None, moments)
+        else:
+            m = mask.astype(np.int64) if mask is not None else np.ones((1, 1), np.int64)
+            C.frame_moments_int(frames, m, mask is not None, moments)
+
+    def _ingest(self, positions: np.ndarray, moments: np.ndarray) -> None:
+        valid = np.isfinite(moments).all(axis=0)
+        inside = positions >= 0
+        self.n_outside += int((~inside).sum())
+        self.n_invalid += int((inside & ~valid).sum())
+        counted = inside & valid
+        self.n_patterns += int(counted.sum())
+        self.n_empty += int((counted & ~(moments[C.TOTAL] > 0)).sum())
+        self._generation += 1
+        n_t = C.accumulate(positions, moments, valid, self._state, self._hits, self._stamp,
+                           self._generation, self._touched, self._centre_sums)
+        centre = self.center_yx()
+        if centre is None:  # nothing but empty patterns so far
+            centre = ((self.detector_shape[0] - 1) / 2, (self.detector_shape[1] - 1) / 2)
+        if self._centre_used is None:
+            self._centre_used = centre
+        elif max(abs(centre[0] - self._centre_used[0]), abs(centre[1] - self._centre_used[1])) \
+                > AUTO_CENTRE_TOLERANCE_PX:
+            self._centre_used = centre
+            self._rebuild()
+            n_t = 0
+        C.scatter_touched(self._touched, n_t, self._state, *self._geometry_args(),
+                          self._scattered_x, self._scattered_y, self._image,
+                          self._sx_kernel, self._sy_kernel)
+        self.seconds_processing = time.perf_counter() - self._t_first
+
+    # ------------------------------------------------------------------ detector look-ups
+    def _ensure_detector_luts(self, frames: np.ndarray) -> None:
+        """Build the COM mask and ring look-up once a centre (and BF radius) is known."""
+        s = self._settings
+        need_rings = bool(s.virtual_detectors) and self._ring_of_pixel is None
+        need_mask = s.com_mask_px is not None and self._com_mask is None
+        if not (need_rings or need_mask):
+            return
+        centre = self.center_yx() or self._estimate_centre(frames)
+        r = _radius_map(self.detector_shape, centre)
+        if need_mask:
+            lo, hi = s.com_mask_px
+            self._com_mask = ((r >= lo) & (r < hi)).astype(np.uint8)
+        if need_rings:
+            if any(vd.unit == "bf" for vd in s.virtual_detectors) and self._bf_radius_px is None:
+                self._bf_radius_px = bright_field_radius(frames.reshape(-1, *self.detector_shape))
+            self._build_rings(r)
+
+    def _estimate_centre(self, frames: np.ndarray) -> tuple[float, float]:
+        mean = frames.reshape(-1, *self.detector_shape).astype(np.float64).mean(axis=0)
+        t = mean.sum()
+        if not t > 0:
+            return ((self.detector_shape[0] - 1) / 2, (self.detector_shape[1] - 1) / 2)
+        yy, xx = np.indices(self.detector_shape)
+        return (float((mean * yy).sum() / t), float((mean * xx).sum() / t))
+
+    def _build_rings(self, r: np.ndarray) -> None:
+        radii = {vd.name: self._radii_px(vd) for vd in self._settings.virtual_detectors}
+        bounds = np.unique([b for pair in radii.values() for b in pair])
+        ring = np.searchsorted(bounds, r, side="right") - 1
+        ring[(ring < 0) | (ring >= len(bounds) - 1)] = -1
+        self._ring_of_pixel = ring.astype(np.int32)
+        self._vd_rings = {name: np.flatnonzero((bounds[:-1] >= lo) & (bounds[1:] <= hi))
+                          for name, (lo, hi) in radii.items()}
+        n_rings = len(bounds) - 1
+        extra = np.zeros((n_rings, self._state.shape[1]))
+        self._state = np.ascontiguousarray(np.vstack([self._state[:C.FIRST_RING], extra]))
+
+    def _radii_px(self, vd: VirtualDetector) -> tuple[float, float]:
+        if vd.unit == "bf":
+            rb = self._bf_radius_px or 1.0
+            return vd.inner * rb, (vd.outer * rb if math.isfinite(vd.outer) else math.inf)
+        lo, hi = vd.radii_px(self._settings.calibration)
+        return lo, hi
+
+    def ring_boundaries_px(self) -> dict[str, tuple[float, float]]:
+        """Radii (px) of each virtual detector as used (after BF-radius estimation)."""
+        return {vd.name: self._radii_px(vd) for vd in self._settings.virtual_detectors}
+
+    # ------------------------------------------------------------------ rebuild and output
+    def _com_maps(self) -> tuple[np.ndarray, np.ndarray]:
+        n = self._state.shape[1]
+        cx_map, cy_map = np.zeros(n), np.zeros(n)
+        C.com_maps(self._state, *self._geometry_args(), cx_map, cy_map)
+        return cx_map, cy_map
+
+    def _rebuild(self) -> None:
+        """Recompute COM maps and the whole image from the stored moments."""
+        if self._centre_used is None:
+            return
+        self._centre_used = self.center_yx() or self._centre_used
+        cx_map, cy_map = self._com_maps()
+        self._scattered_x, self._scattered_y = cx_map, cy_map
+        wx, wy = correlation_kernels(self._settings.kernel, self._settings.calibration.step)
+        self._image = correlate(cx_map.reshape(self.scan_shape), cy_map.reshape(self.scan_shape), wx, wy)
+
+    def finalize(self) -> None:
+        """Settle the auto centre on its final estimate (rebuilds if it moved at all)."""
+        with self._lock:
+            centre = self.center_yx()
+            if centre is not None and centre != self._centre_used:
+                self._centre_used = centre
+                self._rebuild()
+
+    def snapshot(self) -> Snapshot:
+        """A consistent copy of all images, safe to take from any thread."""
+        with self._lock:
+            cal = self._settings.calibration
+            vds = {name: self._state[C.FIRST_RING + rings].sum(axis=0).reshape(self.scan_shape)
+                   for name, rings in self._vd_rings.items()}
+            for vd in self._settings.virtual_detectors:
+                vds.setdefault(vd.name, np.zeros(self.scan_shape))
+            return Snapshot(
+                ricom=self._image * cal.potential_scale,
+                com_x=self._scattered_x.reshape(self.scan_shape).copy(),
+                com_y=self._scattered_y.reshape(self.scan_shape).copy(),
+                counts=self._state[C.TOTAL].reshape(self.scan_shape).copy(),
+                hits=self._hits.reshape(self.scan_shape).copy(),
+                virtual=vds,
+                settings=self._settings,
+                center_yx=self._centre_used,
+                n_patterns=self.n_patterns, n_empty=self.n_empty, n_invalid=self.n_invalid,
+                n_outside=self.n_outside, seconds_processing=self.seconds_processing,
+                virtual_radii_px=self.ring_boundaries_px(),
+            )
+
+
+def bright_field_radius(frames: np.ndarray) -> float:
+    """Radius (px) of the bright-field disc: area above half the maximum of the mean pattern."""
+    mean = np.nanmean(frames.astype(np.float64), axis=0)
+    top = np.nanmax(mean)
+    if not top > 0:
+        return 1.0
+    return max(1.0, math.sqrt(float((mean > 0.5 * top).sum()) / math.pi))
+
+
+def _radius_map(shape, centre) -> np.ndarray:
+    yy, xx = np.indices(shape, dtype=np.float64)
+    return np.hypot(yy - centre[0], xx - centre[1])
+
+
+def _shape2(what: str, shape) -> tuple[int, int]:
+    try:
+        a, b = (int(v) for v in shape)
+    except (TypeError, ValueError):
+        raise SettingsError(f"{what} must be two integers, got {shape!r}") from None
+    if a < 1 or b < 1:
+        raise SettingsError(f"{what} must be positive, got {shape!r}")
+    return a, b

@@ -1,0 +1,62 @@
+"""Inputs: every file format, stream and simulator as a `Source` yielding chunks.
+
+`open_source` picks the reader from the input's name.  A new camera or format needs a
+module here with an ``open(spec, **options)`` function and one line in `_READERS`.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+
+from ..errors import InputError
+from .base import EventChunk, FrameChunk, ScanLayout, Source
+
+__all__ = ["EventChunk", "FrameChunk", "ScanLayout", "Source", "open_source"]
+
+
+def _ext(spec: str) -> str:
+    path = spec.split(":", 1)[0] if _is_h5_with_dataset(spec) else spec
+    name = os.path.basename(path).lower()
+    for double in (".ome.zarr",):
+        if name.endswith(double):
+            return double
+    return os.path.splitext(name.rstrip("/"))[1]
+
+
+def _is_h5_with_dataset(spec: str) -> bool:
+    head, sep, _ = spec.partition(":")
+    return bool(sep) and head.lower().endswith((".h5", ".hdf5", ".hdf", ".nxs", ".emd"))
+
+
+# (matcher, "module:function") — first match wins.  Modules are imported lazily.
+_READERS: list[tuple[object, str]] = [
+    (lambda s: s == "demo", "ricom.sources.demo:open"),
+    (lambda s: _ext(s) == ".npy", "ricom.sources.arrays:open_npy"),
+]
+
+
+def open_source(spec: str, **options) -> Source:
+    """Open an input by name.
+
+    Parameters
+    ----------
+    spec : str
+        A file path (``.npy``, ``.mib``, ``file.h5:/dataset``, ...) or ``"demo"``.
+    **options
+        ``scan_shape``, ``skip_frames``, ``flyback_frames``, ``frames_per_position`` and
+        format-specific options; readers ignore what does not apply to them.
+
+    Raises
+    ------
+    InputError
+        If no reader knows the input or the file does not exist.
+    """
+    spec = os.fspath(spec)
+    for match, target in _READERS:
+        if match(spec):
+            module, func = target.split(":")
+            return getattr(importlib.import_module(module), func)(spec, **options)
+    if not os.path.exists(spec.split(":", 1)[0]):
+        raise InputError(f"input {spec!r} does not exist")
+    raise InputError(f"cannot read {spec!r}: unknown format (expected .npy, .mib, .h5:/dataset, "
+                     f".zarr, .tpx3, .t3p or 'demo')")

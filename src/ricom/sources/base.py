@@ -1,0 +1,144 @@
+"""The source abstraction: what every input (file, stream, simulator) yields.
+
+A source produces chunks; a `FrameChunk` holds whole diffraction patterns, an
+`EventChunk` single-electron events.  Each carries flat scan positions
+(``iy * scan_x + ix``), with ``-1`` for data that belongs to no scan position
+(flyback, skipped frames, events outside a line).  `ScanLayout` maps a running frame
+index to scan positions for sources that deliver frames in acquisition order.
+"""
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import SettingsError
+
+
+@dataclass
+class FrameChunk:
+    """Diffraction patterns ``frames[k, det_y, det_x]`` at ``positions[k]`` (flat, -1 = skip)."""
+
+    frames: np.ndarray
+    positions: np.ndarray
+
+
+@dataclass
+class EventChunk:
+    """Single-electron events.
+
+    ``positions[i]`` is the flat scan index of event i (-1 = outside the scan);
+    ``x``/``y`` the detector column/row (float allowed: sub-pixel positions);
+    ``t_ns`` the arrival time after the probe reached the position (NaN if unknown);
+    ``tot`` time over threshold (optional).  ``positions_done`` optionally lists the
+    positions whose dwell ended in this chunk (they count as processed patterns).
+    """
+
+    positions: np.ndarray
+    x: np.ndarray
+    y: np.ndarray
+    t_ns: np.ndarray | None = None
+    tot: np.ndarray | None = None
+    positions_done: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class ScanLayout:
+    """Order of frames in an acquisition.
+
+    Parameters
+    ----------
+    scan_shape : (int, int)
+        (scan_y, scan_x).
+    skip_frames : int
+        Frames to drop at the start.
+    flyback_frames : int
+        Extra frames at the end of each scan line, dropped.
+    frames_per_position : int
+        Consecutive frames recorded at each position (summed by the engine).
+
+    Frames past the last position start a new pass of the scan (repeated scans).
+
+    Examples
+    --------
+    >>> ScanLayout((2, 3), flyback_frames=1).positions(0, 8).tolist()
+    [0, 1, 2, -1, 3, 4, 5, -1]
+    """
+
+    scan_shape: tuple[int, int]
+    skip_frames: int = 0
+    flyback_frames: int = 0
+    frames_per_position: int = 1
+
+    def __post_init__(self) -> None:
+        sy, sx = self.scan_shape
+        if sy < 1 or sx < 1:
+            raise SettingsError(f"scan shape must be positive, got {self.scan_shape}")
+        if self.skip_frames < 0 or self.flyback_frames < 0 or self.frames_per_position < 1:
+            raise SettingsError("skip and flyback frames must be ≥ 0 and frames per position ≥ 1")
+
+    @property
+    def frames_per_pass(self) -> int:
+        sy, sx = self.scan_shape
+        return sy * (sx + self.flyback_frames) * self.frames_per_position
+
+    def positions(self, start: int, count: int) -> np.ndarray:
+        """Flat scan positions of frames ``start … start+count-1`` (file order)."""
+        sy, sx = self.scan_shape
+        i = np.arange(start, start + count, dtype=np.int64) - self.skip_frames
+        k = i // self.frames_per_position
+        line_len = sx + self.flyback_frames
+        k = k % (sy * line_len)
+        line, col = np.divmod(k, line_len)
+        pos = line * sx + col
+        pos[(col >= sx) | (i < 0)] = -1
+        return pos
+
+
+class Source(abc.ABC):
+    """Base of all inputs.  Subclasses set the attributes and implement `chunks`.
+
+    Attributes
+    ----------
+    kind : str
+        ``"frames"`` or ``"events"``.
+    scan_shape : (int, int) or None
+        Known scan shape, else None (the caller must give one).
+    detector_shape : (int, int)
+        Pattern shape (rows, columns).
+    n_frames : int or None
+        Frames (or positions, for events) the source will deliver, for progress.
+    """
+
+    kind: str = "frames"
+    scan_shape: tuple[int, int] | None = None
+    detector_shape: tuple[int, int] = (0, 0)
+    n_frames: int | None = None
+
+    @abc.abstractmethod
+    def chunks(self, chunk_size: int = 256) -> Iterator[FrameChunk | EventChunk]:
+        """Yield chunks of at most ``chunk_size`` frames (or a comparable event count)."""
+
+    def hints(self) -> dict:
+        """Calibration the input carries, used where the user gives none.
+
+        Keys (all optional): ``step_A``, ``pixel_size_mrad``, ``energy_keV``,
+        ``center_yx``, ``rotation_deg``, ``flip``.
+        """
+        return {}
+
+    def describe(self) -> dict:
+        """What was detected about the input (for ``ricom info``)."""
+        return {"kind": self.kind, "scan_shape": self.scan_shape,
+                "detector_shape": self.detector_shape, "n_frames": self.n_frames}
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release files or connections."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
