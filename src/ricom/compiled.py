@@ -132,18 +132,21 @@ def accumulate(positions, moments, valid, state, hits, stamp, generation, touche
 
 
 @numba.njit(**_JIT)
-def com_at(state, p, cy, cx, scale, m00, m01, m10, m11):
-    """Calibrated scan-frame COM (x, y) of position ``p``; (0, 0) when empty."""
+def com_at(state, p, cy, cx, descan, scale, m00, m01, m10, m11):
+    """Calibrated scan-frame COM (x, y) of position ``p``; (0, 0) when empty.
+
+    The centre of position ``p`` is ``(cy + descan[0, p], cx + descan[1, p])``.
+    """
     t = state[TOTAL, p]
     if not t > 0:
         return 0.0, 0.0
-    u = state[SUM_X, p] / t - cx
-    w = state[SUM_Y, p] / t - cy
+    u = state[SUM_X, p] / t - cx - descan[1, p]
+    w = state[SUM_Y, p] / t - cy - descan[0, p]
     return scale * (m00 * u + m01 * w), scale * (m10 * u + m11 * w)
 
 
 @numba.njit(fastmath={"reassoc", "contract"}, **_JIT)
-def scatter_touched(touched, n_touched, state, cy, cx, scale, m00, m01, m10, m11,
+def scatter_touched(touched, n_touched, state, cy, cx, descan, scale, m00, m01, m10, m11,
                     scattered_x, scattered_y, image, sx_kernel, sy_kernel):
     """Bring the image up to date for the touched positions (the real-time riCOM update).
 
@@ -156,7 +159,7 @@ def scatter_touched(touched, n_touched, state, cy, cx, scale, m00, m01, m10, m11
     r = n // 2
     for j in range(n_touched):
         p = touched[j]
-        vx, vy = com_at(state, p, cy, cx, scale, m00, m01, m10, m11)
+        vx, vy = com_at(state, p, cy, cx, descan, scale, m00, m01, m10, m11)
         dx = vx - scattered_x[p]
         dy = vy - scattered_y[p]
         scattered_x[p] = vx
@@ -177,7 +180,7 @@ def scatter_touched(touched, n_touched, state, cy, cx, scale, m00, m01, m10, m11
 
 
 @numba.njit(**_JIT)
-def com_maps(state, cy, cx, scale, m00, m01, m10, m11, out_x, out_y):
+def com_maps(state, cy, cx, descan, scale, m00, m01, m10, m11, out_x, out_y):
     """Calibrated COM of every position into flat ``out_x``, ``out_y``."""
     for p in range(state.shape[1]):
-        out_x[p], out_y[p] = com_at(state, p, cy, cx, scale, m00, m01, m10, m11)
+        out_x[p], out_y[p] = com_at(state, p, cy, cx, descan, scale, m00, m01, m10, m11)

@@ -79,6 +79,7 @@ class Reconstruction:
         self._vd_rings: dict[str, np.ndarray] = {}
         self._bf_radius_px: float | None = None
         self._state = np.zeros((C.FIRST_RING, n_pos))
+        self._descan = np.zeros((2, n_pos))
         self._com_mask: np.ndarray | None = None
         self.n_patterns = 0
         self.n_empty = 0
@@ -147,7 +148,32 @@ class Reconstruction:
     def _geometry_args(self):
         cy, cx = self._centre_used if self._centre_used is not None else (0.0, 0.0)
         m = self._settings.geometry.matrix()
-        return cy, cx, self._settings.calibration.com_scale, *m
+        return cy, cx, self._descan, self._settings.calibration.com_scale, *m
+
+    def set_descan(self, offset_y: np.ndarray | None, offset_x: np.ndarray | None = None) -> None:
+        """Per-position shift of the pattern centre (detector pixels), e.g. a fitted plane
+        or a vacuum reference's COM map minus its mean; ``None`` clears it.  Rebuilds."""
+        with self._lock:
+            if offset_y is None:
+                self._descan = np.zeros_like(self._descan)
+            else:
+                oy = np.broadcast_to(np.asarray(offset_y, np.float64), self.scan_shape)
+                ox = np.broadcast_to(np.asarray(offset_x, np.float64), self.scan_shape)
+                self._descan = np.ascontiguousarray(np.stack([oy.ravel(), ox.ravel()]))
+            self._rebuild()
+
+    def uncentred_com(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Raw per-position COM (row, column) in detector pixels and the total counts.
+
+        Empty positions are NaN.  This is what calibration (centre, descan, rotation)
+        works from.
+        """
+        with self._lock:
+            t = self._state[C.TOTAL].reshape(self.scan_shape).copy()
+            with np.errstate(invalid="ignore", divide="ignore"):
+                cy = np.where(t > 0, self._state[C.SUM_Y].reshape(self.scan_shape) / t, np.nan)
+                cx = np.where(t > 0, self._state[C.SUM_X].reshape(self.scan_shape) / t, np.nan)
+            return cy, cx, t
 
     # ------------------------------------------------------------------ input
     def process_frames(self, frames: np.ndarray, positions: np.ndarray | None = None,

@@ -178,8 +178,6 @@ class _Optics:
         self.pixel_rad = self.lam / (n * self.s)
         self.center_yx = (float(dy // 2), float(dx // 2))
         self.cy, self.cx = (crop, crop) if self.rotated else (dy, dx)
-        self.rows = (np.arange(self.cy) - self.cy // 2) % n  # FFT indices of the kept frequencies
-        self.cols = (np.arange(self.cx) - self.cx // 2) % n
         k = np.fft.fftfreq(n, self.s)
         ky, kx = np.meshgrid(k, k, indexing="ij")
         theta = self.lam * np.hypot(kx, ky)
@@ -188,12 +186,15 @@ class _Optics:
         chi = 2 * np.pi / self.lam * 0.5 * theta**2 * (
             -p.defocus_A + p.astigmatism_A * np.cos(2 * (phi - math.radians(p.astigmatism_angle_deg))))
         pk = aperture * np.exp(-1j * chi)
+        # A phase ramp shifts the kept frequencies −c//2 … c−c//2−1 to FFT indices 0 … c−1.
+        u = np.arange(n)
+        ramp = np.outer(np.exp(2j * np.pi * (self.cy // 2) * u / n), np.exp(2j * np.pi * (self.cx // 2) * u / n))
         shifts = (n // 2 + np.arange(self.q) / self.q) * self.s
         self.probes = np.empty((self.q, self.q, n, n), complex)
         for fy in range(self.q):
             for fx in range(self.q):
                 w = np.fft.ifft2(pk * np.exp(-2j * np.pi * (ky * shifts[fy] + kx * shifts[fx])))
-                self.probes[fy, fx] = w / np.sqrt(np.sum(np.abs(w) ** 2))
+                self.probes[fy, fx] = w / np.sqrt(np.sum(np.abs(w) ** 2)) * ramp
         if self.rotated:
             self._rotation_map(p)
         self.vacuum_peak = float(np.max(aperture**2) / np.sum(aperture**2))
@@ -215,9 +216,8 @@ class _Optics:
 
     def patterns(self, windows: np.ndarray, probes: np.ndarray, det_shape) -> np.ndarray:
         """|FFT(probe × transmission)|², only the kept frequencies, optical axis at det//2."""
-        f = np.fft.fft(windows * probes, axis=2)
-        f = np.take(f, self.cols, axis=2)  # pruned 2D FFT: only the kept columns go on
-        f = np.take(np.fft.fft(f, axis=1, out=f), self.rows, axis=1)
+        f = np.fft.fft(windows * probes, axis=2)[:, :, :self.cx]  # pruned 2D FFT
+        f = np.fft.fft(f, axis=1)[:, :self.cy, :]
         out = (f.real**2 + f.imag**2) / self.n**2
         if self.rotated:
             flat = out.reshape(len(out), -1)
