@@ -13,7 +13,7 @@ import numpy as np
 
 from .engine import Reconstruction
 from .errors import SettingsError
-from .params import (Calibration, DetectorGeometry, KernelSettings, Settings, VirtualDetector)
+from .params import Calibration, DetectorGeometry, KernelSettings, Settings, VirtualDetector
 from .run import RunResult, run
 from .snapshot import Snapshot
 from .sources import Source, open_source
@@ -47,7 +47,15 @@ def virtual_detectors_from_annulus(annulus, unit: str = "px") -> tuple[VirtualDe
             VirtualDetector("vadf", r_in, r_out, unit))
 
 
-def make_settings(*, kernel_size: int = 21, band_pass=None, band_pass_unit: str = "cycles_per_pixel",
+DEFAULT_KERNEL_SIZE = 21
+
+
+def default_kernel_size(scan_shape) -> int:
+    """21, or the largest useful odd size for a scan smaller than that (2·max + 1)."""
+    return min(DEFAULT_KERNEL_SIZE, 2 * max(scan_shape) + 1)
+
+
+def make_settings(*, kernel_size: int | None = None, band_pass=None, band_pass_unit: str = "cycles_per_pixel",
                   rotation_deg: float = 0.0, flip: bool = False, center_yx=None, step_A=None,
                   pixel_size_mrad=None, energy_keV=None, virtual_detector=None,
                   virtual_detector_unit: str = "px", com_mask_px=None, hints: dict | None = None) -> Settings:
@@ -59,6 +67,7 @@ def make_settings(*, kernel_size: int = 21, band_pass=None, band_pass_unit: str 
     `virtual_detectors_from_annulus`; None gives `DEFAULT_VIRTUAL_DETECTORS`.
     """
     hints = hints or {}
+    kernel_size = kernel_size if kernel_size is not None else DEFAULT_KERNEL_SIZE
     step_A = step_A if step_A is not None else hints.get("step_A")
     pixel_size_mrad = pixel_size_mrad if pixel_size_mrad is not None else hints.get("pixel_size_mrad")
     energy_keV = energy_keV if energy_keV is not None else hints.get("energy_keV")
@@ -98,12 +107,14 @@ def reconstruct_run(data, *, settings: Settings | None = None, reference=None, p
                     **setting_args) -> tuple[RunResult, Reconstruction, Source]:
     """Like `reconstruct` but returns the full `RunResult`, the engine and the source."""
     source = open_input(data, **(source_options or {}))
+    if source.scan_shape is None:
+        raise SettingsError("the input does not carry its scan shape; give scan_shape (--scan-shape SY SX)")
     if settings is None:
+        if setting_args.get("kernel_size") is None:
+            setting_args["kernel_size"] = default_kernel_size(source.scan_shape)
         settings = make_settings(hints=source.hints(), **setting_args)
     elif setting_args:
         raise SettingsError("give either settings= or individual setting arguments, not both")
-    if source.scan_shape is None:
-        raise SettingsError("the input does not carry its scan shape; give scan_shape (--scan-shape SY SX)")
     ref_c = reference_center(reference) if reference is not None else None
     rec = Reconstruction(source.scan_shape, source.detector_shape, settings, reference_center_yx=ref_c)
     result = run(source, rec, chunk_size=chunk_size, progress=progress, stop=stop)

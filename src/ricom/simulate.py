@@ -35,23 +35,43 @@ _GAUSSIANS = {
     "O": ((82.26, 0.0957), (14.96, 0.5547), (156.2, 0.2257)),  # Z = 8
 }
 # Atom columns per unit cell: element and fractional (x, y) position.
-# Simulation grid points per detector pixel along each axis (2: Nyquist angle = 2× the
-# detector half-width; 4 changes COM maps by ≤ 1.3 % of their maximum on the quick_srtio3 case).
-_OVERSAMPLE = 2
 _SITES = (("Sr", (0.0, 0.0)), ("Ti", (0.5, 0.5)), ("O", (0.5, 0.5)),
           ("O", (0.5, 0.0)), ("O", (0.0, 0.5)))
+# Simulation grid points per detector pixel (2: grid Nyquist angle = 2× the detector
+# half-width; 4 changes the quick_srtio3 COM maps by ≤ 1.3 % of their maximum).
+_OVERSAMPLE = 2
+_LOWER_LIMITS = {"step_A": 1e-4, "energy_keV": 1.0, "convergence_mrad": 0.1, "thickness_A": 0.0,
+                 "pore_radius_A": 0.0, "astigmatism_A": 0.0, "defocus_A": -math.inf,
+                 "astigmatism_angle_deg": -math.inf, "rotation_deg": -math.inf}
 
 
 @dataclass(frozen=True)
 class SimulationParams:
     """Everything that defines a simulated data set (lengths in Å, angles in mrad).
 
-    ``defocus_A`` > 0 is underfocus (Kirkland's Δf; aberration coefficient C1 = −Δf).
-    ``astigmatism_angle_deg`` is measured from scan +x towards scan +y.  The pore is
-    centred on the scan centre ((sx−1)/2·step, (sy−1)/2·step).  ``dose_e_per_probe``
-    gives Poisson counts with mean dose × (fraction of the beam in each pixel).
-    ``rotation_deg``/``flip`` record the patterns such that the reconstruction's
-    correction (flip detector x, then rotate by θ) restores the scan-frame COM.
+    Parameters
+    ----------
+    scan_shape, detector_shape : (int, int)
+        (rows, columns) of the scan and of each pattern.
+    step_A, energy_keV, convergence_mrad : float
+        Scan step, beam energy, probe semi-angle.
+    defocus_A : float
+        Positive = underfocus (Kirkland's Δf; aberration coefficient C1 = −Δf).
+    astigmatism_A, astigmatism_angle_deg : float
+        Two-fold astigmatism |A1| and its axis, measured from scan +x towards scan +y.
+    thickness_A : float
+        Specimen thickness; the projected potential scales linearly with it.
+    pore_radius_A : float
+        Vacuum disc (zero potential) centred at ((sx−1)/2·step, (sy−1)/2·step); 0 = none.
+    dose_e_per_probe : float or None
+        None: float32 fractions of the beam per pixel; else Poisson counts with mean
+        dose × fraction (uint16, or uint32 where a pixel could exceed 65535).
+    rotation_deg, flip : float, bool
+        Record the patterns such that the reconstruction's correction (mirror detector
+        x if ``flip``, then rotate by θ: x_s = x cosθ − y sinθ, y_s = x sinθ + y cosθ)
+        restores the scan-frame COM.
+    seed : int
+        Seed of ``numpy.random.default_rng`` for the noise.
     """
 
     scan_shape: tuple[int, int] = (64, 64)
@@ -70,25 +90,32 @@ class SimulationParams:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "scan_shape", tuple(int(v) for v in self.scan_shape))
-        object.__setattr__(self, "detector_shape", tuple(int(v) for v in self.detector_shape))
-        if len(self.scan_shape) != 2 or min(self.scan_shape) < 1:
-            raise SettingsError(f"scan_shape must be two positive integers, got {self.scan_shape}")
-        if len(self.detector_shape) != 2 or min(self.detector_shape) < 8:
-            raise SettingsError(f"detector_shape must be two integers ≥ 8, got {self.detector_shape}")
-        for name in ("step_A", "energy_keV", "convergence_mrad"):
-            if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
-                raise SettingsError(f"{name} must be a positive number, got {getattr(self, name)!r}")
-        for name in ("thickness_A", "pore_radius_A", "astigmatism_A"):
-            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
-                raise SettingsError(f"{name} must be ≥ 0, got {getattr(self, name)!r}")
+        for name, low in (("scan_shape", 1), ("detector_shape", 8)):
+            shape = tuple(int(v) for v in getattr(self, name))
+            object.__setattr__(self, name, shape)
+            if len(shape) != 2 or min(shape) < low:
+                raise SettingsError(f"{name} must be two integers ≥ {low}, got {shape}")
+        for name, low in _LOWER_LIMITS.items():
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= low):
+                raise SettingsError(f"simulation parameter {name} = {getattr(self, name)!r} must be ≥ {low}")
         if self.dose_e_per_probe is not None and not (self.dose_e_per_probe > 0):
             raise SettingsError(f"dose_e_per_probe must be positive or None, got {self.dose_e_per_probe!r}")
 
 
 @dataclass
 class SimulatedData:
-    """A simulated 4D data set with its ground truth and calibration."""
+    """A simulated data set with its ground truth and calibration.
+
+    Attributes
+    ----------
+    data : ndarray
+        (scan_y, scan_x, det_y, det_x) patterns.
+    potential : ndarray
+        Model projected potential (V·Å) at the probe positions, (scan_y, scan_x).
+    params : SimulationParams
+    pixel_size_mrad, center_yx : float, (float, float)
+        Detector pixel size; optical-axis index (row, col) = (det_y//2, det_x//2).
+    """
 
     data: np.ndarray
     potential: np.ndarray
@@ -100,14 +127,12 @@ class SimulatedData:
         """JSON-serialisable metadata: parameters, calibration, units."""
         p = self.params
         return {"params": asdict(p), "pixel_size_mrad": float(self.pixel_size_mrad),
-                "center_yx": [float(v) for v in self.center_yx],
-                "wavelength_A": wavelength_A(p.energy_keV),
+                "center_yx": [float(v) for v in self.center_yx], "wavelength_A": wavelength_A(p.energy_keV),
                 "sigma_rad_per_VA": interaction_parameter(p.energy_keV),
                 "specimen": f"SrTiO3 [001], a = {LATTICE_A} Å, Sr column at the scan origin",
+                "array_order": "(scan_y, scan_x, det_y, det_x)",
                 "units": {"data": "counts" if p.dose_e_per_probe else "fraction of beam per pixel",
-                          "potential": "V·Å", "step_A": "Å", "pixel_size_mrad": "mrad",
-                          "center_yx": "detector pixels (row, col)"},
-                "array_order": "(scan_y, scan_x, det_y, det_x)"}
+                          "potential": "V·Å", "pixel_size_mrad": "mrad", "center_yx": "detector px"}}
 
 
 def _sum_gaussians_1d(coords: np.ndarray, offset: float, width: float) -> np.ndarray:
@@ -146,12 +171,8 @@ def projected_potential(params: SimulationParams, shape_yx, sampling_A: float) -
 
 def _fft_size(target: float, minimum: int) -> int:
     """Even 2^a·3^b·5^c ≥ ``minimum`` nearest to ``target``."""
-    def smooth(n: int) -> bool:
-        for f in (2, 3, 5):
-            while n % f == 0:
-                n //= f
-        return n == 1
-    cands = [n for n in range(minimum + minimum % 2, 2 * max(minimum, int(target)) + 16, 2) if smooth(n)]
+    smooth = sorted(2**a * 3**b * 5**c for a in range(1, 16) for b in range(10) for c in range(7))
+    cands = [n for n in smooth if minimum <= n <= 2 * max(minimum, target) + 16]
     return min(cands, key=lambda n: (abs(n - target), n))
 
 
@@ -163,7 +184,7 @@ class _Optics:
         self.sigma = interaction_parameter(p.energy_keV)
         alpha = p.convergence_mrad * 1e-3
         dy, dx = p.detector_shape
-        window0 = self.lam * dx / (4 * alpha)  # field of view that puts 2α across half the detector
+        window0 = self.lam * min(dy, dx) / (4 * alpha)  # field of view: 2α across half the detector
         n_min = _OVERSAMPLE * max(dy, dx)  # grid Nyquist angle ≥ twice the detector half-width
         s_max = window0 / n_min
         if p.step_A >= s_max:  # grid pixel s = step/m: probe positions are whole pixels
@@ -178,8 +199,7 @@ class _Optics:
         self.pixel_rad = self.lam / (n * self.s)
         self.center_yx = (float(dy // 2), float(dx // 2))
         self.cy, self.cx = (crop, crop) if self.rotated else (dy, dx)
-        k = np.fft.fftfreq(n, self.s)
-        ky, kx = np.meshgrid(k, k, indexing="ij")
+        ky, kx = np.meshgrid(np.fft.fftfreq(n, self.s), np.fft.fftfreq(n, self.s), indexing="ij")
         theta = self.lam * np.hypot(kx, ky)
         phi = np.arctan2(ky, kx)
         aperture = np.clip((alpha - theta) / self.pixel_rad + 0.5, 0.0, 1.0)  # one-pixel soft edge
@@ -187,8 +207,8 @@ class _Optics:
             -p.defocus_A + p.astigmatism_A * np.cos(2 * (phi - math.radians(p.astigmatism_angle_deg))))
         pk = aperture * np.exp(-1j * chi)
         # A phase ramp shifts the kept frequencies −c//2 … c−c//2−1 to FFT indices 0 … c−1.
-        u = np.arange(n)
-        ramp = np.outer(np.exp(2j * np.pi * (self.cy // 2) * u / n), np.exp(2j * np.pi * (self.cx // 2) * u / n))
+        u = 2j * np.pi * np.arange(n) / n
+        ramp = np.outer(np.exp(u * (self.cy // 2)), np.exp(u * (self.cx // 2)))
         shifts = (n // 2 + np.arange(self.q) / self.q) * self.s
         self.probes = np.empty((self.q, self.q, n, n), complex)
         for fy in range(self.q):
@@ -197,7 +217,10 @@ class _Optics:
                 self.probes[fy, fx] = w / np.sqrt(np.sum(np.abs(w) ** 2)) * ramp
         if self.rotated:
             self._rotation_map(p)
-        self.vacuum_peak = float(np.max(aperture**2) / np.sum(aperture**2))
+        self.dtype = np.float32
+        if p.dose_e_per_probe:  # a specimen focuses at most some tens × the vacuum peak into a pixel
+            peak = p.dose_e_per_probe * min(1.0, 50 * float(np.max(aperture**2) / np.sum(aperture**2)))
+            self.dtype = np.uint16 if peak + 10 * math.sqrt(peak) + 10 < 65535 else np.uint32
 
     def _rotation_map(self, p: SimulationParams) -> None:
         """Bilinear weights: detector pixel k_d shows the true pattern at R(θ)·F·k_d."""
@@ -208,11 +231,12 @@ class _Optics:
         xs = np.round(xx * math.cos(t) - yy * math.sin(t), 9) + self.cx // 2
         ys = np.round(xx * math.sin(t) + yy * math.cos(t), 9) + self.cy // 2
         x0, y0 = np.floor(xs).astype(int), np.floor(ys).astype(int)
-        wx, wy = xs - x0, ys - y0
-        self.gather = np.stack([(y0 + a) * self.cx + (x0 + b) for a in (0, 1) for b in (0, 1)], -1).reshape(-1, 4)
-        self.weights = np.stack([(wy if a else 1 - wy) * (wx if b else 1 - wx)
-                                 for a in (0, 1) for b in (0, 1)], -1).reshape(-1, 4)
-        self.gather = np.clip(self.gather, 0, self.cy * self.cx - 1)
+        wx, wy = xs - x0, ys - y0  # bilinear weights of the four neighbours
+        corners = ((0, 0), (0, 1), (1, 0), (1, 1))
+        gather = np.stack([(y0 + a) * self.cx + (x0 + b) for a, b in corners], -1)
+        self.gather = np.clip(gather, 0, self.cy * self.cx - 1).reshape(-1, 4)
+        self.weights = np.stack([(wy if a else 1 - wy) * (wx if b else 1 - wx) for a, b in corners],
+                                -1).reshape(-1, 4)
 
     def patterns(self, windows: np.ndarray, probes: np.ndarray, det_shape) -> np.ndarray:
         """|FFT(probe × transmission)|², only the kept frequencies, optical axis at det//2."""
@@ -231,12 +255,6 @@ def detector_calibration(params: SimulationParams) -> tuple[float, tuple[float, 
     return optics.pixel_rad * 1e3, optics.center_yx
 
 
-def _count_dtype(params: SimulationParams, optics: _Optics) -> type:
-    # A specimen focuses at most a few tens of times the vacuum peak into one pixel.
-    peak = params.dose_e_per_probe * min(1.0, 50 * optics.vacuum_peak)
-    return np.uint16 if peak + 10 * math.sqrt(peak) + 10 < 65535 else np.uint32
-
-
 def simulate_chunks(params: SimulationParams, rows_per_chunk: int = 4,
                     _optics: _Optics | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield ``(frames (k, det_y, det_x), flat positions (k,) int64)`` band of rows by band.
@@ -245,24 +263,22 @@ def simulate_chunks(params: SimulationParams, rows_per_chunk: int = 4,
     any size stream.  Noise (if any) is drawn from one generator in scan order, so the
     concatenated chunks equal `simulate` for the same parameters.
     """
-    p = params
-    optics = _optics or _Optics(p)
+    p, optics = params, _optics or _Optics(params)
     sy, sx = p.scan_shape
     n, m, q, s = optics.n, optics.m, optics.q, optics.s
     rng = np.random.default_rng(p.seed)
-    dtype = _count_dtype(p, optics) if p.dose_e_per_probe else np.float32
     ix = np.arange(sx)
     x0, fx = (ix * m) // q, (ix * m) % q
     grid_x = (np.arange(x0[-1] + n) - n // 2) * s
-    batch = max(1, 2**21 // (n * n))
-    ar = np.arange(n)
-    for r0 in range(0, sy, max(1, int(rows_per_chunk))):
-        rows = np.arange(r0, min(sy, r0 + max(1, int(rows_per_chunk))))
+    batch, ar = max(1, 2**21 // (n * n)), np.arange(n)
+    band_rows = max(1, int(rows_per_chunk))
+    for r0 in range(0, sy, band_rows):
+        rows = np.arange(r0, min(sy, r0 + band_rows))
         y0, fy = (rows * m) // q, (rows * m) % q
         grid_y = (np.arange(y0[0], y0[-1] + n) - n // 2) * s
         trans = np.exp(1j * optics.sigma * _potential(p, grid_y, grid_x))
         frames = np.empty((len(rows), sx, *p.detector_shape), np.float32)
-        for i, iy in enumerate(rows):
+        for i in range(len(rows)):
             band = trans[y0[i] - y0[0]:y0[i] - y0[0] + n]
             for b0 in range(0, sx, batch):
                 sl = slice(b0, min(sx, b0 + batch))
@@ -276,12 +292,12 @@ def simulate_chunks(params: SimulationParams, rows_per_chunk: int = 4,
         frames = frames.reshape(-1, *p.detector_shape)
         if p.dose_e_per_probe:
             counts = rng.poisson(p.dose_e_per_probe * np.maximum(frames, 0))
-            frames = np.minimum(counts, np.iinfo(dtype).max).astype(dtype)
+            frames = np.minimum(counts, np.iinfo(optics.dtype).max).astype(optics.dtype)
         positions = (rows[:, None] * sx + ix[None, :]).ravel().astype(np.int64)
         yield frames, positions
 
 
-def simulate(params: SimulationParams = SimulationParams(), progress: bool = False) -> SimulatedData:  # noqa: B008
+def simulate(params: SimulationParams = SimulationParams(), progress: bool = False) -> SimulatedData:
     """Simulate a whole 4D data set.
 
     Parameters
@@ -298,8 +314,7 @@ def simulate(params: SimulationParams = SimulationParams(), progress: bool = Fal
     """
     optics = _Optics(params)
     sy, sx = params.scan_shape
-    dtype = _count_dtype(params, optics) if params.dose_e_per_probe else np.float32
-    data = np.empty((sy * sx, *params.detector_shape), dtype)
+    data = np.empty((sy * sx, *params.detector_shape), optics.dtype)
     chunks = simulate_chunks(params, 4, _optics=optics)
     if progress:
         from tqdm import tqdm

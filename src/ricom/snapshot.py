@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import signals as S
+from .errors import SettingsError
 from .params import Settings
 
 SIGNALS = ("ricom", "icom", "com_x", "com_y", "divergence", "curl", "efield_magnitude",
@@ -18,6 +19,20 @@ SIGNALS = ("ricom", "icom", "com_x", "com_y", "divergence", "curl", "efield_magn
 """Names `Snapshot.signal` knows besides the virtual detectors (``vbf``, ``vadf``, ...)."""
 
 ALIASES = {"com": ("com_x", "com_y"), "efield": ("efield_magnitude", "efield_direction")}
+
+
+def expand_signals(names, virtual_names=()) -> list[str]:
+    """Resolve aliases (``com`` → ``com_x, com_y``); unknown names raise `SettingsError`."""
+    out: list[str] = []
+    known = [*SIGNALS, *virtual_names]
+    for name in names:
+        for n in ALIASES.get(name, (name,)):
+            if n not in known:
+                raise SettingsError(f"unknown signal {n!r}; choose from {', '.join(known)}, "
+                                    f"{', '.join(ALIASES)}")
+            if n not in out:
+                out.append(n)
+    return out
 
 
 @dataclass
@@ -65,14 +80,7 @@ class Snapshot:
 
     def expand(self, names) -> list[str]:
         """Resolve aliases (``com`` → ``com_x, com_y``) and check the names."""
-        out: list[str] = []
-        for name in names:
-            for n in ALIASES.get(name, (name,)):
-                if n not in SIGNALS and n not in self.virtual:
-                    raise KeyError(f"unknown signal {n!r}; choose from {', '.join(self.names())}, com")
-                if n not in out:
-                    out.append(n)
-        return out
+        return expand_signals(names, self.virtual)
 
     def signal(self, name: str) -> np.ndarray:
         """One image by name (see `SIGNALS` and the virtual-detector names)."""
@@ -94,7 +102,7 @@ class Snapshot:
             "hits": lambda: self.hits,
         }
         if name not in derived:
-            raise KeyError(f"unknown signal {name!r}; choose from {', '.join(self.names())}")
+            raise SettingsError(f"unknown signal {name!r}; choose from {', '.join(self.names())}")
         return derived[name]()
 
     def unit(self, name: str) -> str:

@@ -36,7 +36,8 @@ def source_options(args) -> dict:
 
 def add_reconstruction_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("reconstruction")
-    g.add_argument("--kernel-size", type=int, default=21, metavar="N", help="odd n of the n×n kernel (default 21)")
+    g.add_argument("--kernel-size", type=int, metavar="N",
+                   help="odd n of the n×n kernel (default 21, or less for scans smaller than 10 positions)")
     g.add_argument("--filter", nargs=2, type=float, metavar=("KMIN", "KMAX"),
                    help="band-pass folded into the kernel, in cycles per scan pixel (0.5 = Nyquist)")
     g.add_argument("--filter-unit", choices=("cycles_per_pixel", "inv_A"), default="cycles_per_pixel",

@@ -12,8 +12,7 @@ from __future__ import annotations
 import os
 import sys
 
-from .options import add_reconstruction_options, add_source_options, settings_kwargs, signal_list, \
-    source_options
+from .options import add_reconstruction_options, add_source_options, settings_kwargs, signal_list, source_options
 
 HELP = "reconstruct riCOM and other signals from a dataset"
 
@@ -38,13 +37,15 @@ def run(args) -> int:
 
     output = args.output or default_output(args.input)
     outputs.check_output_path(output)
-    names = signal_list(args.signals)
+    from ..snapshot import expand_signals
+
     kwargs = settings_kwargs(args)
-    result, rec, source = api.reconstruct_run(
+    vd_names = [vd.name for vd in api.make_settings(**{**kwargs, "kernel_size": 3}).virtual_detectors]
+    names = expand_signals(signal_list(args.signals), vd_names)
+    result, rec, _ = api.reconstruct_run(
         args.input, reference=args.reference, progress=not args.no_progress, chunk_size=args.chunk_size,
         source_options=source_options(args), **kwargs)
     snap = result.snapshot
-    snap.expand(names)  # unknown names fail before writing
     extra = {"input": args.input}
     if parse_rotation(args.rotation) == "auto":
         from ..calibrate import apply_auto_rotation
