@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from ..errors import InputError, SettingsError
-from ..simulate import SimulationParams, detector_calibration, simulate_chunks
+from ..simulate import SimulationParams, detector_calibration, projected_potential, simulate_chunks
 from .base import FrameChunk, Source
 
 _FIELDS = {f.name for f in dataclasses.fields(SimulationParams)}
@@ -50,6 +50,15 @@ class SimulatorSource(Source):
         for frames, positions in simulate_chunks(self.params, rows_per_chunk=rows):
             for start in range(0, len(positions), chunk_size):
                 yield FrameChunk(frames[start:start + chunk_size], positions[start:start + chunk_size])
+
+    def hints(self) -> dict:
+        """The simulation's own calibration: step, pixel size, energy and centre."""
+        return {"step_A": self.params.step_A, "pixel_size_mrad": self.pixel_size_mrad,
+                "energy_keV": self.params.energy_keV, "center_yx": tuple(self.center_yx)}
+
+    def ground_truth_potential(self) -> np.ndarray:
+        """Projected potential (V·Å) at the probe positions."""
+        return projected_potential(self.params, self.scan_shape, self.params.step_A)
 
     def describe(self) -> dict:
         p = self.params
