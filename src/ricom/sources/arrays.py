@@ -56,14 +56,13 @@ class ArraySource(Source):
                 f"{name}: scan shape {self.scan_shape[0]}×{self.scan_shape[1]} needs {needed} frames "
                 f"but the data has {self._frames.shape[0]}; check --scan-shape, skips and flyback")
         self.n_frames = int(self._frames.shape[0])
+        self._hints: dict = {}
 
     def chunks(self, chunk_size: int = 256) -> Iterator[FrameChunk]:
         n = self.n_frames
         for start in range(0, n, chunk_size):
             stop = min(n, start + chunk_size)
             yield FrameChunk(np.asarray(self._frames[start:stop]), self.layout.positions(start, stop - start))
-
-        self._hints: dict = {}
 
     def hints(self) -> dict:
         return dict(self._hints)
