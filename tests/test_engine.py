@@ -295,3 +295,17 @@ def test_quick_dataset_all_doses_against_the_contract(quick_params):
             assert np.std(snap.ricom) / np.std(want) == pytest.approx(1.0, abs=0.02)
             assert np.abs(snap.com_x - cx).max() <= 1e-3
             assert ref.pearson(snap.ricom, blurred) > 0.85  # atoms bright
+
+
+def test_replace_mode_shows_the_newest_pass(poisson_data, rng):
+    frames = poisson_data.reshape(-1, 16, 16)
+    other = rng.poisson(3.0, frames.shape).astype(np.uint16)
+    s = Settings(kernel=KernelSettings(5), geometry=DetectorGeometry((7.5, 7.5)))
+    rec = Reconstruction((8, 9), (16, 16), s, repeats="replace")
+    rec.process_frames(frames, start=0, scan_pass=0)
+    rec.process_frames(other[:40], positions=np.arange(40), scan_pass=1)
+    mixed = np.concatenate([other[:40], frames[40:]])
+    fresh = make(poisson_data)
+    fresh.process_frames(mixed, start=0)
+    np.testing.assert_allclose(rec.snapshot().ricom, fresh.snapshot().ricom, rtol=1e-10, atol=1e-12)
+    assert rec.snapshot().hits.max() == 1

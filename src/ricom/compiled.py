@@ -96,16 +96,20 @@ def frame_ring_sums(frames, ring_of_pixel, out):
 
 
 @numba.njit(**_JIT)
-def accumulate(positions, moments, valid, state, hits, stamp, generation, touched, centre_sums):
+def accumulate(positions, moments, valid, state, hits, stamp, generation, touched, centre_sums,
+               frame_pass, last_pass):
     """Add chunk moments into the per-position state.
 
     ``moments (m, k)`` are added to ``state[:, positions[i]]`` where ``positions[i] ≥ 0``
     and ``valid[i]``; ``hits`` counts frames per position.  Every touched position is
     listed once in ``touched`` (deduplicated with ``stamp``/``generation``); the count is
     returned.  ``centre_sums`` = [Σ COM_x, Σ COM_y, n] of the uncentred per-position COM
-    over non-empty positions is kept current.
+    over non-empty positions is kept current.  When ``frame_pass`` is not empty (replace
+    mode), a frame from a newer scan pass than ``last_pass[p]`` first clears position p,
+    so each position shows its latest pass only.
     """
     m = moments.shape[0]
+    replace = frame_pass.shape[0] > 0
     n_touched = 0
     for i in range(positions.shape[0]):
         p = positions[i]
@@ -120,6 +124,11 @@ def accumulate(positions, moments, valid, state, hits, stamp, generation, touche
             centre_sums[0] -= state[SUM_X, p] / t_old
             centre_sums[1] -= state[SUM_Y, p] / t_old
             centre_sums[2] -= 1.0
+        if replace and frame_pass[i] != last_pass[p]:
+            last_pass[p] = frame_pass[i]
+            hits[p] = 0
+            for j in range(m):
+                state[j, p] = 0.0
         for j in range(m):
             state[j, p] += moments[j, i]
         t_new = state[TOTAL, p]
@@ -184,3 +193,84 @@ def com_maps(state, cy, cx, descan, scale, m00, m01, m10, m11, out_x, out_y):
     """Calibrated COM of every position into flat ``out_x``, ``out_y``."""
     for p in range(state.shape[1]):
         out_x[p], out_y[p] = com_at(state, p, cy, cx, descan, scale, m00, m01, m10, m11)
+
+
+@numba.njit(**_JIT)
+def accumulate_events(positions, x, y, bounds2, cy, cx, mask_lo2, mask_hi2, use_mask, state, hits,
+                      stamp, generation, touched, centre_sums, done, count_visits, counters):
+    """Add single-electron events into the per-position state (the event form of `accumulate`).
+
+    Event ``i`` at flat position ``positions[i]`` (``-1`` skips it) and detector column/row
+    ``x[i]``, ``y[i]`` (any number type; sub-pixel positions are kept, never truncated) adds
+    1 to TOTAL, ``x`` to SUM_X and ``y`` to SUM_Y, and 1 to ring ``k`` where
+    ``bounds2[k] ≤ r² < bounds2[k + 1]`` (``r`` from the centre ``(cy, cx)``; ``bounds2``
+    are the squared ring boundaries, empty for no rings).  With ``use_mask`` only events
+    with ``mask_lo2 ≤ r² < mask_hi2`` enter the moments (the rings take every event).
+
+    Every position in ``done`` (its dwell ended) counts once in ``hits``; with
+    ``count_visits`` a position counts the first time it receives events instead.
+    ``touched``/``stamp``/``generation`` and ``centre_sums`` work as in `accumulate`.
+    ``counters`` receives [non-finite events skipped, patterns counted, empty patterns].
+    Returns the number of touched positions.
+    """
+    n_rings = bounds2.shape[0] - 1
+    need_r = use_mask or n_rings > 0
+    n_touched = 0
+    n_invalid = 0
+    n_new = 0
+    for i in range(positions.shape[0]):
+        p = positions[i]
+        if p < 0:
+            continue
+        xi = np.float64(x[i])
+        yi = np.float64(y[i])
+        if not (np.isfinite(xi) and np.isfinite(yi)):
+            n_invalid += 1
+            continue
+        if stamp[p] != generation:
+            stamp[p] = generation
+            touched[n_touched] = p
+            n_touched += 1
+            t_old = state[TOTAL, p]
+            if t_old > 0:
+                centre_sums[0] -= state[SUM_X, p] / t_old
+                centre_sums[1] -= state[SUM_Y, p] / t_old
+                centre_sums[2] -= 1.0
+            if count_visits and hits[p] == 0:
+                hits[p] = 1
+                n_new += 1
+        r2 = 0.0
+        if need_r:
+            dy = yi - cy
+            dx = xi - cx
+            r2 = dy * dy + dx * dx
+        if not use_mask or (r2 >= mask_lo2 and r2 < mask_hi2):
+            state[TOTAL, p] += 1.0
+            state[SUM_X, p] += xi
+            state[SUM_Y, p] += yi
+        if n_rings > 0 and r2 >= bounds2[0]:
+            k = 0
+            while k < n_rings and r2 >= bounds2[k + 1]:
+                k += 1
+            if k < n_rings:
+                state[FIRST_RING + k, p] += 1.0
+    for j in range(n_touched):
+        p = touched[j]
+        t_new = state[TOTAL, p]
+        if t_new > 0:
+            centre_sums[0] += state[SUM_X, p] / t_new
+            centre_sums[1] += state[SUM_Y, p] / t_new
+            centre_sums[2] += 1.0
+    n_empty = 0
+    for j in range(done.shape[0]):
+        p = done[j]
+        if p < 0:
+            continue
+        hits[p] += 1
+        n_new += 1
+        if not state[TOTAL, p] > 0:
+            n_empty += 1
+    counters[0] = n_invalid
+    counters[1] = n_new
+    counters[2] = n_empty
+    return n_touched

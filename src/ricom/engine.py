@@ -25,6 +25,8 @@ from .kernels import correlate, correlation_kernels, scatter_kernels
 from .params import MAX_KERNEL_SIZE, Settings, VirtualDetector
 from .snapshot import Snapshot
 
+_NO_PASS = np.zeros(0, np.int64)
+
 AUTO_CENTRE_TOLERANCE_PX = 0.02
 """The live image is rebuilt when the running centre estimate moves by more than this."""
 
@@ -43,6 +45,10 @@ class Reconstruction:
     reference_center_yx : (float, float), optional
         Centre measured on a vacuum reference scan; used when the geometry's centre is
         auto (``None``) instead of the running mean COM.
+    repeats : {"sum", "replace"}
+        What a later scan pass does at a position already seen: ``"sum"`` adds its
+        counts (averaging repeated scans), ``"replace"`` shows the newest pass only (live
+        viewing while the operator tunes focus).  Passes are told by ``scan_pass``.
 
     Examples
     --------
@@ -57,7 +63,10 @@ class Reconstruction:
     """
 
     def __init__(self, scan_shape, detector_shape, settings: Settings | None = None,
-                 reference_center_yx: tuple[float, float] | None = None) -> None:
+                 reference_center_yx: tuple[float, float] | None = None, repeats: str = "sum") -> None:
+        if repeats not in ("sum", "replace"):
+            raise SettingsError(f"repeats must be 'sum' or 'replace', got {repeats!r}")
+        self.repeats = repeats
         self.scan_shape = _shape2("scan shape", scan_shape)
         self.detector_shape = _shape2("detector shape", detector_shape)
         self._lock = threading.RLock()
@@ -66,6 +75,7 @@ class Reconstruction:
         self._check_settings(self._settings)
         n_pos = self.scan_shape[0] * self.scan_shape[1]
         self._hits = np.zeros(n_pos, np.int64)
+        self._last_pass = np.full(n_pos, -1, np.int64)
         self._stamp = np.zeros(n_pos, np.int64)
         self._generation = 0
         self._touched = np.zeros(n_pos, np.int64)
@@ -177,7 +187,7 @@ class Reconstruction:
 
     # ------------------------------------------------------------------ input
     def process_frames(self, frames: np.ndarray, positions: np.ndarray | None = None,
-                       start: int | None = None) -> None:
+                       start: int | None = None, scan_pass=None) -> None:
         """Add a chunk of patterns.
 
         Parameters
@@ -188,6 +198,8 @@ class Reconstruction:
             Flat scan index ``iy * scan_x + ix`` per frame; ``-1`` skips a frame.
         start : int, optional
             Instead of ``positions``: frames are at consecutive positions from ``start``.
+        scan_pass : int or ndarray of int, optional
+            Scan pass of each frame (used when ``repeats="replace"``).
         """
         frames = np.asarray(frames)
         if frames.ndim < 2 or frames.shape[-2:] != self.detector_shape:
@@ -208,9 +220,9 @@ class Reconstruction:
             self._frame_moments(frames, moments)
             if self._ring_of_pixel is not None:
                 C.frame_ring_sums(frames, self._ring_of_pixel, moments)
-            self._ingest(positions, moments)
+            self._ingest(positions, moments, scan_pass)
 
-    def process_moments(self, positions: np.ndarray, moments: np.ndarray) -> None:
+    def process_moments(self, positions: np.ndarray, moments: np.ndarray, scan_pass=None) -> None:
         """Add per-pattern moments computed elsewhere (event decoders, Dask workers).
 
         ``moments`` has rows TOTAL, SUM_X, SUM_Y and the ring sums of
@@ -222,7 +234,7 @@ class Reconstruction:
         with self._lock:
             if moments.shape[0] != self._state.shape[0]:
                 raise InputError(f"expected {self._state.shape[0]} moment rows, got {moments.shape[0]}")
-            self._ingest(positions, np.ascontiguousarray(moments, dtype=np.float64))
+            self._ingest(positions, np.ascontiguousarray(moments, dtype=np.float64), scan_pass)
 
     def _positions(self, positions, start, k) -> np.ndarray:
         n_pos = self._hits.shape[0]
@@ -247,7 +259,7 @@ class Reconstruction:
             m = mask.astype(np.int64) if mask is not None else np.ones((1, 1), np.int64)
             C.frame_moments_int(frames, m, mask is not None, moments)
 
-    def _ingest(self, positions: np.ndarray, moments: np.ndarray) -> None:
+    def _ingest(self, positions: np.ndarray, moments: np.ndarray, scan_pass=None) -> None:
         valid = np.isfinite(moments).all(axis=0)
         inside = positions >= 0
         self.n_outside += int((~inside).sum())
@@ -256,8 +268,13 @@ class Reconstruction:
         self.n_patterns += int(counted.sum())
         self.n_empty += int((counted & ~(moments[C.TOTAL] > 0)).sum())
         self._generation += 1
+        if self.repeats == "replace":
+            frame_pass = np.broadcast_to(np.asarray(0 if scan_pass is None else scan_pass, np.int64),
+                                         positions.shape).copy()
+        else:
+            frame_pass = _NO_PASS
         n_t = C.accumulate(positions, moments, valid, self._state, self._hits, self._stamp,
-                           self._generation, self._touched, self._centre_sums)
+                           self._generation, self._touched, self._centre_sums, frame_pass, self._last_pass)
         centre = self.center_yx()
         if centre is None:  # nothing but empty patterns so far
             centre = ((self.detector_shape[0] - 1) / 2, (self.detector_shape[1] - 1) / 2)

@@ -68,7 +68,7 @@ def run(source: Source, reconstruction: Reconstruction, chunk_size: int = 512,
                 reconstruction.process_events(chunk)
                 n = len(chunk.positions)
             else:
-                reconstruction.process_frames(chunk.frames, chunk.positions)
+                reconstruction.process_frames(chunk.frames, chunk.positions, scan_pass=chunk.scan_pass)
                 n = len(chunk.positions)
             t_last = time.perf_counter()
             if bar is not None:

@@ -62,7 +62,8 @@ class ArraySource(Source):
         n = self.n_frames
         for start in range(0, n, chunk_size):
             stop = min(n, start + chunk_size)
-            yield FrameChunk(np.asarray(self._frames[start:stop]), self.layout.positions(start, stop - start))
+            yield FrameChunk(np.asarray(self._frames[start:stop]), self.layout.positions(start, stop - start),
+                             self.layout.passes(start, stop - start))
 
     def hints(self) -> dict:
         return dict(self._hints)

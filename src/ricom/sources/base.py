@@ -19,10 +19,15 @@ from ..errors import SettingsError
 
 @dataclass
 class FrameChunk:
-    """Diffraction patterns ``frames[k, det_y, det_x]`` at ``positions[k]`` (flat, -1 = skip)."""
+    """Diffraction patterns ``frames[k, det_y, det_x]`` at ``positions[k]`` (flat, -1 = skip).
+
+    ``scan_pass`` optionally gives the pass of the scan each frame belongs to (0, 1, …)
+    for repeated scans.
+    """
 
     frames: np.ndarray
     positions: np.ndarray
+    scan_pass: np.ndarray | None = None
 
 
 @dataclass
@@ -83,6 +88,11 @@ class ScanLayout:
     def frames_per_pass(self) -> int:
         sy, sx = self.scan_shape
         return sy * (sx + self.flyback_frames) * self.frames_per_position
+
+    def passes(self, start: int, count: int) -> np.ndarray:
+        """Scan pass (0, 1, …) of frames ``start … start+count-1``."""
+        i = np.arange(start, start + count, dtype=np.int64) - self.skip_frames
+        return np.maximum(i, 0) // self.frames_per_pass
 
     def positions(self, start: int, count: int) -> np.ndarray:
         """Flat scan positions of frames ``start … start+count-1`` (file order)."""
