@@ -203,7 +203,8 @@ def test_mrad_virtual_detector_needs_pixel_size():
                                                 kernel=KernelSettings(3)))
 
 
-@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.uint32, np.uint64, np.int32, np.float32, np.float64])
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, ">u2", ">u4", ">f4", np.uint32, np.uint64, np.int16,
+                                   np.int32, np.float32, np.float64])
 def test_dtypes(poisson_data, dtype):
     data = poisson_data.astype(dtype)
     rec = make(data)

@@ -51,6 +51,44 @@ def frame_moments_int(frames, mask, use_mask, out):
         out[SUM_Y, i] = my
 
 
+@numba.njit(fastmath=True, **_JIT)
+def frame_moments_u16(frames, swap_bytes, out):
+    """Fast path of `frame_moments_int` for unmasked 8/16-bit unsigned patterns.
+
+    Column sums in uint32 (8 lanes per AVX2 vector) instead of per-pixel products;
+    exact while a column sums below 2³² (rows ≤ 65536).  ``swap_bytes`` reads
+    big-endian 16-bit data (Merlin) in place, without a converted copy.
+    """
+    k, ny, nx = frames.shape
+    col = np.zeros(nx, np.uint32)
+    for i in range(k):
+        col[:] = 0
+        t = 0
+        my = 0
+        for y in range(ny):
+            r = np.uint32(0)
+            fr = frames[i, y]
+            if swap_bytes:
+                for x in range(nx):
+                    u = np.uint32(fr[x])
+                    v = ((u >> 8) | (u << 8)) & np.uint32(0xFFFF)
+                    col[x] += v
+                    r += v
+            else:
+                for x in range(nx):
+                    v = np.uint32(fr[x])
+                    col[x] += v
+                    r += v
+            t += np.int64(r)
+            my += np.int64(r) * y
+        mx = 0
+        for x in range(nx):
+            mx += np.int64(col[x]) * x
+        out[TOTAL, i] = t
+        out[SUM_X, i] = mx
+        out[SUM_Y, i] = my
+
+
 @numba.njit(fastmath={"reassoc", "contract"}, **_JIT)
 def frame_moments_float(frames, mask, use_mask, out):
     """As `frame_moments_int` for float patterns (float64 sums; NaN/inf propagate)."""
@@ -154,7 +192,7 @@ def com_at(state, p, cy, cx, descan, scale, m00, m01, m10, m11):
     return scale * (m00 * u + m01 * w), scale * (m10 * u + m11 * w)
 
 
-@numba.njit(fastmath={"reassoc", "contract"}, **_JIT)
+@numba.njit(fastmath=True, **_JIT)
 def scatter_touched(touched, n_touched, state, cy, cx, descan, scale, m00, m01, m10, m11,
                     scattered_x, scattered_y, image, sx_kernel, sy_kernel):
     """Bring the image up to date for the touched positions (the real-time riCOM update).
@@ -182,10 +220,14 @@ def scatter_touched(touched, n_touched, state, cy, cx, descan, scale, m00, m01, 
         x0 = max(0, ix - r)
         x1 = min(sx, ix + r + 1)
         kx0 = x0 - (ix - r)
+        w = x1 - x0
         for yy in range(y0, y1):
             ky = yy - (iy - r)
-            for xx in range(x1 - x0):
-                image[yy, x0 + xx] += dx * sx_kernel[ky, kx0 + xx] + dy * sy_kernel[ky, kx0 + xx]
+            row = image[yy, x0:x1]  # row slices let LLVM vectorise the update
+            kxr = sx_kernel[ky, kx0:kx0 + w]
+            kyr = sy_kernel[ky, kx0:kx0 + w]
+            for t in range(w):
+                row[t] += dx * kxr[t] + dy * kyr[t]
 
 
 @numba.njit(**_JIT)

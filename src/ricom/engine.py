@@ -30,6 +30,10 @@ _NO_PASS = np.zeros(0, np.int64)
 AUTO_CENTRE_TOLERANCE_PX = 0.02
 """The live image is rebuilt when the running centre estimate moves by more than this."""
 
+MIN_EVENTS_FOR_LUT = 100_000
+"""Events held back until the centre and bright-field radius for the virtual detectors
+(and COM mask) can be estimated from them (all of them if the data ends earlier)."""
+
 
 class Reconstruction:
     """Incremental riCOM reconstruction of one scan.
@@ -87,6 +91,9 @@ class Reconstruction:
         self._rings_centre: tuple[float, float] | None = None
         self._ring_of_pixel: np.ndarray | None = None
         self._vd_rings: dict[str, np.ndarray] = {}
+        self._ring_bounds: np.ndarray | None = None
+        self._pending_events: list[tuple] = []
+        self._pending_n = 0
         self._bf_radius_px: float | None = None
         self._state = np.zeros((C.FIRST_RING, n_pos))
         self._descan = np.zeros((2, n_pos))
@@ -95,6 +102,8 @@ class Reconstruction:
         self.n_empty = 0
         self.n_invalid = 0
         self.n_outside = 0
+        self.n_events = 0
+        self.n_invalid_events = 0
         self.seconds_processing = 0.0
         self._t_first: float | None = None
         self._prepare_kernel()
@@ -136,6 +145,7 @@ class Reconstruction:
             self._settings = settings
             if settings.virtual_detectors != old.virtual_detectors or settings.com_mask_px != old.com_mask_px:
                 self._ring_of_pixel = None
+                self._ring_bounds = None
                 self._com_mask = None
                 self._state = self._state[:C.FIRST_RING].copy()
             if settings.kernel != old.kernel or settings.calibration.step != old.calibration.step:
@@ -210,6 +220,8 @@ class Reconstruction:
             raise InputError(f"pattern dtype {frames.dtype} is not a number type")
         if frames.dtype.kind == "u" and frames.dtype.itemsize == 8:
             frames = frames.astype(np.int64)
+        elif not frames.dtype.isnative and not (frames.dtype.kind == "u" and frames.dtype.itemsize <= 2):
+            frames = frames.astype(frames.dtype.newbyteorder("="))
         positions = self._positions(positions, start, frames.shape[0])
         if self._t_first is None:
             self._t_first = time.perf_counter()
@@ -236,6 +248,84 @@ class Reconstruction:
                 raise InputError(f"expected {self._state.shape[0]} moment rows, got {moments.shape[0]}")
             self._ingest(positions, np.ascontiguousarray(moments, dtype=np.float64), scan_pass)
 
+    def process_events(self, chunk) -> None:
+        """Add a chunk of single-electron events (`ricom.sources.base.EventChunk`).
+
+        Each event at ``chunk.positions[i] ≥ 0`` adds one count at detector column/row
+        ``(x[i], y[i])`` to its scan position: the COM is the event-count-weighted mean of
+        the (sub-pixel) event coordinates, never truncated to whole pixels; virtual
+        detectors count events by their radius from the centre.  Positions listed in
+        ``chunk.positions_done`` count as processed patterns (``n_patterns``, ``hits``);
+        without that list a position counts the first time it receives events.
+
+        While the centre or the bright-field radius of the virtual detectors is still
+        unknown, events are held back until `MIN_EVENTS_FOR_LUT` have arrived (or
+        `finalize`) and the look-ups are built from them.
+        """
+        positions = np.ascontiguousarray(chunk.positions, dtype=np.int64).ravel()
+        x = np.ascontiguousarray(chunk.x).ravel()
+        y = np.ascontiguousarray(chunk.y).ravel()
+        if not positions.shape[0] == x.shape[0] == y.shape[0]:
+            raise InputError(f"event chunk with {positions.shape[0]} positions, {x.shape[0]} x and "
+                             f"{y.shape[0]} y values; they must have one entry per event")
+        if x.dtype.kind not in "uif" or y.dtype.kind not in "uif":
+            raise InputError(f"event coordinates must be numbers, got {x.dtype} and {y.dtype}")
+        done = np.zeros(0, np.int64) if chunk.positions_done is None else \
+            np.ascontiguousarray(chunk.positions_done, dtype=np.int64).ravel()
+        n_pos = self._hits.shape[0]
+        for what, arr in (("event", positions), ("completed", done)):
+            if arr.size and arr.max() >= n_pos:
+                raise InputError(f"{what} scan position {arr.max()} is outside the "
+                                 f"{self.scan_shape[0]}×{self.scan_shape[1]} scan")
+        if self._t_first is None:
+            self._t_first = time.perf_counter()
+        item = (positions, x, y, done, chunk.positions_done is None)
+        with self._lock:
+            if self._luts_needed() or self._pending_events:
+                self._pending_events.append(item)
+                self._pending_n += positions.shape[0]
+                if self._pending_n >= MIN_EVENTS_FOR_LUT:
+                    self._flush_events()
+                return
+            self._ingest_events(*item)
+
+    def _flush_events(self) -> None:
+        """Build the detector look-ups from the held-back events, then add them."""
+        pending, self._pending_events, self._pending_n = self._pending_events, [], 0
+        if not pending:
+            return
+        if self._luts_needed():
+            xs = np.concatenate([p[1][p[0] >= 0] for p in pending]).astype(np.float64)
+            ys = np.concatenate([p[2][p[0] >= 0] for p in pending]).astype(np.float64)
+            centre = self.center_yx()
+            if centre is None:
+                centre = (float(ys.mean()), float(xs.mean())) if xs.size else \
+                    ((self.detector_shape[0] - 1) / 2, (self.detector_shape[1] - 1) / 2)
+            self._build_luts(centre, lambda: bright_field_radius(
+                event_histogram(ys, xs, self.detector_shape)[None]))
+        for item in pending:
+            self._ingest_events(*item)
+
+    def _ingest_events(self, positions, x, y, done, count_visits) -> None:
+        s = self._settings
+        n_rings = self._state.shape[0] - C.FIRST_RING
+        bounds = self._ring_bounds
+        if bounds is None or n_rings == 0 or bounds.shape[0] - 1 != n_rings:
+            bounds = np.zeros(0)
+        use_mask = s.com_mask_px is not None and self._com_mask is not None
+        lo, hi = s.com_mask_px if use_mask else (0.0, math.inf)
+        cy, cx = self._rings_centre if self._rings_centre is not None else (0.0, 0.0)
+        counters = np.zeros(3, np.int64)
+        self._generation += 1
+        n_t = C.accumulate_events(positions, x, y, bounds * bounds, cy, cx, lo * lo, hi * hi, use_mask,
+                                  self._state, self._hits, self._stamp, self._generation, self._touched,
+                                  self._centre_sums, done, count_visits, counters)
+        self.n_invalid_events += int(counters[0])
+        self.n_patterns += int(counters[1])
+        self.n_empty += int(counters[2])
+        self.n_events += positions.shape[0] - int((positions < 0).sum()) - int(counters[0])
+        self._scatter(n_t)
+
     def _positions(self, positions, start, k) -> np.ndarray:
         n_pos = self._hits.shape[0]
         if positions is None:
@@ -252,7 +342,11 @@ class Reconstruction:
 
     def _frame_moments(self, frames, moments) -> None:
         mask = self._com_mask
-        if frames.dtype.kind == "f":
+        if mask is None and frames.dtype.kind == "u" and frames.dtype.itemsize <= 2:
+            swap = not frames.dtype.isnative
+            native = frames.view(frames.dtype.newbyteorder("=")) if swap else frames
+            C.frame_moments_u16(native, swap and frames.dtype.itemsize == 2, moments)
+        elif frames.dtype.kind == "f":
             m = mask.astype(np.float64) if mask is not None else np.ones((1, 1))
             C.frame_moments_float(frames, m, mask is not None, moments)
         else:
@@ -275,6 +369,10 @@ class Reconstruction:
             frame_pass = _NO_PASS
         n_t = C.accumulate(positions, moments, valid, self._state, self._hits, self._stamp,
                            self._generation, self._touched, self._centre_sums, frame_pass, self._last_pass)
+        self._scatter(n_t)
+
+    def _scatter(self, n_t: int) -> None:
+        """Follow the centre estimate and scatter the ``n_t`` touched positions."""
         centre = self.center_yx()
         if centre is None:  # nothing but empty patterns so far
             centre = ((self.detector_shape[0] - 1) / 2, (self.detector_shape[1] - 1) / 2)
@@ -293,19 +391,29 @@ class Reconstruction:
     # ------------------------------------------------------------------ detector look-ups
     def _ensure_detector_luts(self, frames: np.ndarray) -> None:
         """Build the COM mask and ring look-up once a centre (and BF radius) is known."""
+        if not self._luts_needed():
+            return
+        centre = self.center_yx() or self._estimate_centre(frames)
+        self._build_luts(centre, lambda: bright_field_radius(frames.reshape(-1, *self.detector_shape)))
+
+    def _luts_needed(self) -> bool:
+        s = self._settings
+        return (bool(s.virtual_detectors) and self._ring_of_pixel is None) or \
+            (s.com_mask_px is not None and self._com_mask is None)
+
+    def _build_luts(self, centre, bf_radius) -> None:
+        """COM mask and rings around ``centre``; ``bf_radius()`` gives the BF-disc radius."""
         s = self._settings
         need_rings = bool(s.virtual_detectors) and self._ring_of_pixel is None
         need_mask = s.com_mask_px is not None and self._com_mask is None
-        if not (need_rings or need_mask):
-            return
-        centre = self.center_yx() or self._estimate_centre(frames)
         r = _radius_map(self.detector_shape, centre)
+        self._rings_centre = (float(centre[0]), float(centre[1]))
         if need_mask:
             lo, hi = s.com_mask_px
             self._com_mask = ((r >= lo) & (r < hi)).astype(np.uint8)
         if need_rings:
             if any(vd.unit == "bf" for vd in s.virtual_detectors) and self._bf_radius_px is None:
-                self._bf_radius_px = bright_field_radius(frames.reshape(-1, *self.detector_shape))
+                self._bf_radius_px = bf_radius()
             self._build_rings(r)
 
     def _estimate_centre(self, frames: np.ndarray) -> tuple[float, float]:
@@ -319,6 +427,7 @@ class Reconstruction:
     def _build_rings(self, r: np.ndarray) -> None:
         radii = {vd.name: self._radii_px(vd) for vd in self._settings.virtual_detectors}
         bounds = np.unique([b for pair in radii.values() for b in pair])
+        self._ring_bounds = np.asarray(bounds, np.float64)
         ring = np.searchsorted(bounds, r, side="right") - 1
         ring[(ring < 0) | (ring >= len(bounds) - 1)] = -1
         self._ring_of_pixel = ring.astype(np.int32)
@@ -357,8 +466,12 @@ class Reconstruction:
         self._image = correlate(cx_map.reshape(self.scan_shape), cy_map.reshape(self.scan_shape), wx, wy)
 
     def finalize(self) -> None:
-        """Settle the auto centre on its final estimate (rebuilds if it moved at all)."""
+        """Settle the auto centre on its final estimate (rebuilds if it moved at all).
+
+        Events still held back for the detector look-ups are processed first.
+        """
         with self._lock:
+            self._flush_events()
             centre = self.center_yx()
             if centre is not None and centre != self._centre_used:
                 self._centre_used = centre
@@ -394,6 +507,14 @@ def bright_field_radius(frames: np.ndarray) -> float:
     if not top > 0:
         return 1.0
     return max(1.0, math.sqrt(float((mean > 0.5 * top).sum()) / math.pi))
+
+
+def event_histogram(y: np.ndarray, x: np.ndarray, detector_shape) -> np.ndarray:
+    """Counts per detector pixel of events at (sub-pixel) rows ``y`` and columns ``x``."""
+    dy, dx = detector_shape
+    iy = np.clip(np.rint(y), 0, dy - 1).astype(np.int64)
+    ix = np.clip(np.rint(x), 0, dx - 1).astype(np.int64)
+    return np.bincount(iy * dx + ix, minlength=dy * dx).reshape(dy, dx).astype(np.float64)
 
 
 def _radius_map(shape, centre) -> np.ndarray:
