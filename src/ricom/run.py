@@ -2,13 +2,16 @@
 
 Every frontend (CLI, GUI, notebooks, live clients) uses `run` so that Ctrl-C, a dropped
 connection or a truncated file all end the same way: the reconstruction keeps what it
-has, and the caller gets a `RunResult` saying why it stopped.
+has, and the caller gets a `RunResult` saying why it stopped.  Reading and decoding the
+next chunks happens in a background thread (`prefetch`), overlapped with the engine's
+work on the current one.
 """
 from __future__ import annotations
 
+import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from .engine import Reconstruction
@@ -35,9 +38,60 @@ class RunResult:
         return not self.interrupted and self.error is None
 
 
+_DONE = object()
+
+
+def prefetched(chunks: Iterator, depth: int, stop: threading.Event) -> Iterator:
+    """Iterate ``chunks`` in a background thread, keeping up to ``depth`` chunks ready.
+
+    Exceptions of the producer are re-raised in the consumer, in order.  Setting
+    ``stop`` (or closing the returned generator) ends the producer at the next chunk.
+    """
+    q: queue.Queue = queue.Queue(maxsize=max(1, depth))
+
+    def produce() -> None:
+        try:
+            for item in chunks:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.05)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    break
+            item = _DONE
+        except BaseException as exc:  # handed to the consumer
+            item = exc
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.05)
+                return
+            except queue.Full:
+                continue
+
+    worker = threading.Thread(target=produce, name="ricom-reader", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = q.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        worker.join(timeout=5)
+
+
 def run(source: Source, reconstruction: Reconstruction, chunk_size: int = 512,
         progress: bool | Callable[[int], None] = False, stop: threading.Event | None = None,
-        description: str = "reconstructing") -> RunResult:
+        description: str = "reconstructing", prefetch: int = 2) -> RunResult:
     """Feed every chunk of ``source`` into ``reconstruction``.
 
     Parameters
@@ -53,6 +107,8 @@ def run(source: Source, reconstruction: Reconstruction, chunk_size: int = 512,
         number of frames (or events) of each chunk.
     stop : threading.Event, optional
         Set it from another thread to end the run after the current chunk.
+    prefetch : int
+        Chunks read ahead in a background thread; 0 reads in the calling thread.
     """
     bar = None
     if progress is True:
@@ -62,14 +118,17 @@ def run(source: Source, reconstruction: Reconstruction, chunk_size: int = 512,
     interrupted, error = False, None
     t0 = time.perf_counter()
     t_last = None
+    reader_stop = threading.Event()
+    chunks = source.chunks(chunk_size)
+    if prefetch > 0:
+        chunks = prefetched(chunks, prefetch, reader_stop)
     try:
-        for chunk in source.chunks(chunk_size):
+        for chunk in chunks:
             if isinstance(chunk, EventChunk):
                 reconstruction.process_events(chunk)
-                n = len(chunk.positions)
             else:
                 reconstruction.process_frames(chunk.frames, chunk.positions, scan_pass=chunk.scan_pass)
-                n = len(chunk.positions)
+            n = len(chunk.positions)
             t_last = time.perf_counter()
             if bar is not None:
                 bar.update(n)
@@ -85,6 +144,10 @@ def run(source: Source, reconstruction: Reconstruction, chunk_size: int = 512,
             raise
         error = str(exc)
     finally:
+        reader_stop.set()
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
         if bar is not None:
             bar.close()
         source.close()
