@@ -16,6 +16,10 @@ COMMANDS = {
     "demo": "ricom.cli.demo",
     "simulate": "ricom.cli.simulate",
     "kernel": "ricom.cli.kernel",
+    "calibrate": "ricom.cli.calibrate",
+    "convert": "ricom.cli.convert",
+    "info": "ricom.cli.info",
+    "bench": "ricom.cli.bench",
 }
 
 

@@ -1,0 +1,211 @@
+"""``ricom bench``: measure the whole path on this machine, with inputs it makes itself.
+
+Every case reports patterns/s (or events/s), GB/s of input bytes, and the ratio to a plain
+memory read of the same bytes measured in the same run (`memread_gb_per_s`), so figures
+from different machines compare by ratio.  Cases: in-memory engine, `.npy` and Merlin
+`.mib` files from the page cache (12-bit, 6-bit, raw 1-bit; 256² and 512²), live over
+loopback from the project's Merlin simulator, and Timepix3 events, for several kernel
+sizes and thread counts.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numba
+import numpy as np
+
+from .engine import Reconstruction
+from .params import DetectorGeometry, KernelSettings, Settings
+
+
+@dataclass
+class BenchRecord:
+    """One measured case (the JSON schema of ``ricom bench --json``)."""
+
+    case: str
+    threads: int
+    kernel_size: int
+    detector_shape: list
+    patterns_per_s: float | None
+    gb_per_s: float
+    memread_ratio: float
+    seconds: float
+    n_patterns: int
+    events_per_s: float | None = None
+    note: str = ""
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@numba.njit(nogil=True, cache=True)
+def _touch_all(words):
+    acc = np.uint64(0)
+    for i in range(words.shape[0]):
+        acc += words[i]
+    return acc
+
+
+def memread_gb_per_s(buf: np.ndarray, repeat: int = 3) -> float:
+    """Best-of-``repeat`` rate of reading every byte of ``buf`` once (compiled loop)."""
+    words = np.asarray(buf).reshape(-1).view(np.uint8)
+    words = words[: words.size // 8 * 8].view(np.uint64)
+    _touch_all(words[:8])
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        _touch_all(words)
+        best = min(best, time.perf_counter() - t)
+    return words.nbytes / best / 1e9
+
+
+def synthetic_frames(n_unique: int, detector_shape, max_count: int, seed: int = 0) -> np.ndarray:
+    """Poisson patterns with a bright-field disc, clipped to ``max_count``."""
+    rng = np.random.default_rng(seed)
+    ny, nx = detector_shape
+    yy, xx = np.indices(detector_shape)
+    disc = np.hypot(yy - ny / 2, xx - nx / 2) < min(ny, nx) / 5
+    lam = np.where(disc, min(max_count, 40) * 0.5, 0.2)
+    frames = rng.poisson(lam, (n_unique, ny, nx))
+    return np.minimum(frames, max_count).astype(np.uint16 if max_count > 255 else np.uint8)
+
+
+def _settings(kernel: int, detector_shape) -> Settings:
+    c = ((detector_shape[0] - 1) / 2, (detector_shape[1] - 1) / 2)
+    return Settings(kernel=KernelSettings(kernel), geometry=DetectorGeometry(c))
+
+
+def _time_run(make_source: Callable, scan_shape, detector_shape, kernel: int, threads: int,
+              chunk_size: int = 512) -> tuple[float, int]:
+    """Seconds and patterns for one full run (after a warm-up run on a few chunks)."""
+    from .run import run
+    rec = Reconstruction(scan_shape, detector_shape, _settings(kernel, detector_shape), **_threads(threads))
+    run(make_source(), rec, chunk_size=chunk_size)
+    rec = Reconstruction(scan_shape, detector_shape, _settings(kernel, detector_shape), **_threads(threads))
+    res = run(make_source(), rec, chunk_size=chunk_size)
+    return res.seconds_processing, res.snapshot.n_patterns
+
+
+def _threads(threads: int) -> dict:
+    import inspect
+    return {"threads": threads} if "threads" in inspect.signature(Reconstruction).parameters else {}
+
+
+def _record(case, threads, kernel, det, seconds, n, bytes_per_pattern, memread, note="") -> BenchRecord:
+    rate = n / seconds if seconds > 0 else float("nan")
+    gbs = rate * bytes_per_pattern / 1e9
+    return BenchRecord(case, threads, kernel, list(det), rate, gbs, gbs / memread, seconds, n, note=note)
+
+
+def bench_in_memory(scan_shape, detector_shape, kernel: int, threads: int, n_unique: int = 1024) -> BenchRecord:
+    """The engine on frames already in memory (uint16)."""
+    from .sources.arrays import ArraySource
+    sy, sx = scan_shape
+    unique = synthetic_frames(n_unique, detector_shape, 4095)
+    frames = np.resize(unique, (sy * sx, *detector_shape))
+    memread = memread_gb_per_s(frames)
+    secs, n = _time_run(lambda: ArraySource(frames, scan_shape=scan_shape), scan_shape, detector_shape,
+                        kernel, threads)
+    return _record("memory uint16", threads, kernel, detector_shape, secs, n, frames[0].nbytes, memread)
+
+
+def write_mib(path: str, scan_shape, detector_shape, depth: int, raw: bool, n_unique: int = 256) -> int:
+    """A simulated `.mib` file; returns bytes per frame."""
+    from .sources.merlin import encode_frames
+    quad = detector_shape[0] > 256
+    unique = synthetic_frames(n_unique, detector_shape, 2 ** depth - 1)
+    n = scan_shape[0] * scan_shape[1]
+    with open(path, "wb") as fh:
+        for start in range(0, n, n_unique):
+            count = min(n_unique, n - start)
+            block = encode_frames(unique[:count], depth, raw, quad=quad, start_seq=start + 1)
+            fh.write(block)
+    return len(block) // count
+
+
+def bench_mib(folder: str, scan_shape, detector_shape, depth: int, raw: bool, kernel: int,
+              threads: int) -> BenchRecord:
+    """A Merlin file from the page cache, through `MerlinSource`."""
+    from .sources.merlin import MerlinSource
+    path = os.path.join(folder, f"bench_{detector_shape[0]}_{depth}{'r' if raw else ''}.mib")
+    if not os.path.exists(path):
+        write_mib(path, scan_shape, detector_shape, depth, raw)
+    mm = np.memmap(path, np.uint8, "r")
+    memread = memread_gb_per_s(mm)
+    frame_bytes = mm.size // (scan_shape[0] * scan_shape[1])
+    del mm
+    secs, n = _time_run(lambda: MerlinSource(path, scan_shape=scan_shape), scan_shape, detector_shape,
+                        kernel, threads)
+    name = f"mib {'raw ' if raw else ''}{depth}-bit"
+    return _record(name, threads, kernel, detector_shape, secs, n, frame_bytes, memread)
+
+
+def bench_npy(folder: str, scan_shape, detector_shape, kernel: int, threads: int) -> BenchRecord:
+    """A `.npy` file from the page cache (memory-mapped)."""
+    from .sources.arrays import open_npy
+    path = os.path.join(folder, f"bench_{detector_shape[0]}.npy")
+    if not os.path.exists(path):
+        unique = synthetic_frames(256, detector_shape, 4095)
+        arr = np.lib.format.open_memmap(path, "w+", np.uint16, (*scan_shape, *detector_shape))
+        flat = arr.reshape(-1, *detector_shape)
+        for i in range(0, flat.shape[0], 256):
+            flat[i:i + 256] = unique[: flat.shape[0] - i]
+        arr.flush()
+        del arr, flat
+    mm = np.load(path, mmap_mode="r")
+    memread = memread_gb_per_s(mm)
+    bytes_per = mm[0, 0].nbytes
+    del mm
+    secs, n = _time_run(lambda: open_npy(path), scan_shape, detector_shape, kernel, threads)
+    return _record("npy uint16", threads, kernel, detector_shape, secs, n, bytes_per, memread)
+
+
+def plan(quick: bool) -> list[tuple[str, dict]]:
+    """The cases to run: (kind, arguments)."""
+    det = (256, 256)
+    if quick:
+        scan = (128, 64)
+        return [("memory", dict(scan_shape=scan, detector_shape=det, kernel=61, threads=1)),
+                ("memory", dict(scan_shape=scan, detector_shape=det, kernel=201, threads=1)),
+                ("mib", dict(scan_shape=scan, detector_shape=det, depth=12, raw=False, kernel=61, threads=1)),
+                ("mib", dict(scan_shape=scan, detector_shape=det, depth=1, raw=True, kernel=61, threads=1))]
+    scan = (128, 128)
+    cases = []
+    for k in (21, 61, 101, 201):
+        cases.append(("memory", dict(scan_shape=scan, detector_shape=det, kernel=k, threads=1)))
+    for t in (1, 2):
+        cases.append(("npy", dict(scan_shape=scan, detector_shape=det, kernel=61, threads=t)))
+        for depth, raw in ((12, False), (6, False), (1, True)):
+            cases.append(("mib", dict(scan_shape=scan, detector_shape=det, depth=depth, raw=raw, kernel=61,
+                                      threads=t)))
+    cases.append(("mib", dict(scan_shape=(64, 64), detector_shape=(512, 512), depth=12, raw=False, kernel=61,
+                              threads=1)))
+    return cases
+
+
+RUNNERS = {"memory": bench_in_memory, "mib": bench_mib, "npy": bench_npy}
+
+
+def run_bench(quick: bool = False, folder: str | None = None, report: Callable | None = None,
+              kinds: set[str] | None = None) -> list[BenchRecord]:
+    """Run the benchmark plan; files are made in ``folder`` (a temporary one by default)."""
+    records = []
+    with tempfile.TemporaryDirectory(prefix="ricom-bench-", dir=folder) as tmp:
+        for kind, args in plan(quick):
+            if kinds and kind not in kinds:
+                continue
+            fn = RUNNERS[kind]
+            try:
+                rec = fn(tmp, **args) if kind in ("mib", "npy") else fn(**args)
+            except ImportError as exc:
+                rec = BenchRecord(kind, args.get("threads", 1), args.get("kernel", 0),
+                                  list(args.get("detector_shape", ())), None, 0.0, 0.0, 0.0, 0,
+                                  note=f"skipped: {exc}")
+            records.append(rec)
+            if report:
+                report(rec)
+    return records
