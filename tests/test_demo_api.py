@@ -72,3 +72,15 @@ def test_reference_scan_sets_the_centre():
     snap = ricom.reconstruct(data, reference=vac, kernel_size=3)
     assert snap.center_yx == (6.0, 9.0)
     np.testing.assert_allclose(snap.com_x, 1.0)
+
+
+def test_cli_auto_rotation_and_descan_on_rotated_simulation(tmp_path):
+    path = tmp_path / "rot.npy"
+    assert main(["simulate", "-o", str(path), "--scan-shape", "20", "20", "--detector-shape", "32", "32",
+                 "--rotation", "40", "--flip"]) == 0
+    out = tmp_path / "r.h5"
+    assert main(["reconstruct", str(path), "-o", str(out), "--rotation", "auto", "--descan", "plane",
+                 "--kernel-size", "9", "--no-progress"]) == 0
+    with h5py.File(out) as f:
+        assert f.attrs["rotation_deg"] == pytest.approx(40.0, abs=1.0)
+        assert "mirrored" in f.attrs["flip"] and f.attrs["descan"] == "plane"

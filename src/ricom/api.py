@@ -102,8 +102,9 @@ def reference_center(reference, **source_options) -> tuple[float, float]:
     return c
 
 
-def reconstruct_run(data, *, settings: Settings | None = None, reference=None, progress=False,
-                    chunk_size: int = 512, stop=None, source_options: dict | None = None,
+def reconstruct_run(data, *, settings: Settings | None = None, reference=None, descan: str | None = None,
+                    descan_reference=None, progress=False, chunk_size: int = 512, stop=None,
+                    source_options: dict | None = None,
                     **setting_args) -> tuple[RunResult, Reconstruction, Source]:
     """Like `reconstruct` but returns the full `RunResult`, the engine and the source."""
     source = open_input(data, **(source_options or {}))
@@ -117,12 +118,21 @@ def reconstruct_run(data, *, settings: Settings | None = None, reference=None, p
         raise SettingsError("give either settings= or individual setting arguments, not both")
     ref_c = reference_center(reference) if reference is not None else None
     rec = Reconstruction(source.scan_shape, source.detector_shape, settings, reference_center_yx=ref_c)
+    if descan == "reference":
+        from .calibrate import apply_descan
+        apply_descan(rec, "reference", descan_reference, **(source_options or {}))
     result = run(source, rec, chunk_size=chunk_size, progress=progress, stop=stop)
+    if descan in ("plane", "quadratic"):
+        from .calibrate import apply_descan
+        apply_descan(rec, descan)  # fitted to all the data; rebuilds the image
+        result.snapshot = rec.snapshot()
+        result.snapshot.seconds_processing = result.seconds_processing
     return result, rec, source
 
 
 def reconstruct(data, *, scan_shape=None, settings: Settings | None = None, reference=None,
-                progress: bool = False, chunk_size: int = 512, **setting_args) -> Snapshot:
+                descan: str | None = None, descan_reference=None, progress: bool = False,
+                chunk_size: int = 512, **setting_args) -> Snapshot:
     """Reconstruct a whole dataset and return its images.
 
     Parameters
@@ -138,6 +148,9 @@ def reconstruct(data, *, scan_shape=None, settings: Settings | None = None, refe
         ``pixel_size_mrad``, ``energy_keV`` …).
     reference : array or str, optional
         Vacuum reference scan for the pattern centre.
+    descan : {"plane", "quadratic", "reference"}, optional
+        Descan correction (see `ricom.calibrate.apply_descan`); ``"reference"`` uses
+        ``descan_reference`` (a vacuum scan of the same scan).
 
     Returns
     -------
@@ -153,6 +166,7 @@ def reconstruct(data, *, scan_shape=None, settings: Settings | None = None, refe
     ((6, 6), 36)
     """
     options = {"scan_shape": scan_shape} if scan_shape is not None else {}
-    result, _, _ = reconstruct_run(data, settings=settings, reference=reference, progress=progress,
+    result, _, _ = reconstruct_run(data, settings=settings, reference=reference, descan=descan,
+                                   descan_reference=descan_reference, progress=progress,
                                    chunk_size=chunk_size, source_options=options, **setting_args)
     return result.snapshot

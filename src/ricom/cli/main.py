@@ -20,6 +20,8 @@ COMMANDS = {
     "convert": "ricom.cli.convert",
     "info": "ricom.cli.info",
     "bench": "ricom.cli.bench",
+    "report": "ricom.cli.report",
+    "gui": "ricom.cli.gui",
 }
 
 

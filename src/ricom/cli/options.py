@@ -50,6 +50,10 @@ def add_reconstruction_options(p: argparse.ArgumentParser) -> None:
                    help="pattern centre in detector pixels (row column), or 'auto' (running mean COM); "
                         "default: from the input if it knows it, else auto")
     g.add_argument("--reference", metavar="FILE", help="vacuum reference scan; its mean COM is the centre")
+    g.add_argument("--descan", nargs="+", metavar="ARG",
+                   help="descan correction: 'plane' (or 'quadratic') fitted to the COM over the scan (this "
+                        "also removes real long-range fields of that shape), or 'reference [FILE]': the COM "
+                        "map of a vacuum scan (FILE defaults to --reference); see docs/calibration.md")
     g.add_argument("--com-mask", nargs=2, type=float, metavar=("RIN", "ROUT"),
                    help="only pixels with RIN ≤ r < ROUT (detector pixels from the centre) enter the COM")
     c = p.add_argument_group("calibration (all three give riCOM and iCOM in V·Å)")
@@ -115,3 +119,20 @@ def settings_kwargs(args) -> dict:
         "virtual_detector_unit": args.virtual_detector_unit,
         "com_mask_px": tuple(args.com_mask) if args.com_mask else None,
     }
+
+
+def parse_descan(values, reference=None) -> tuple[str | None, str | None]:
+    """``--descan`` words → (mode, reference file); FILE defaults to ``--reference``.
+
+    Shared with ``ricom reconstruct --descan plane|quadratic|none|reference [FILE]``.
+    """
+    if not values:
+        return None, None
+    mode = values[0]
+    if mode not in ("plane", "quadratic", "none", "reference") or len(values) > (2 if mode == "reference" else 1):
+        raise SettingsError(f"--descan takes plane, quadratic, none or 'reference FILE', got {' '.join(values)}")
+    if mode == "reference":
+        reference = values[1] if len(values) == 2 else reference
+        if reference is None:
+            raise SettingsError("--descan reference needs the vacuum scan: --descan reference FILE")
+    return mode, reference

@@ -33,7 +33,7 @@ def default_output(spec: str) -> str:
 
 def run(args) -> int:
     from .. import api, outputs
-    from .options import parse_rotation
+    from .options import parse_descan, parse_rotation
 
     output = args.output or default_output(args.input)
     outputs.check_output_path(output)
@@ -42,17 +42,20 @@ def run(args) -> int:
     kwargs = settings_kwargs(args)
     vd_names = [vd.name for vd in api.make_settings(**{**kwargs, "kernel_size": 3}).virtual_detectors]
     names = expand_signals(signal_list(args.signals), vd_names)
+    descan, descan_ref = parse_descan(args.descan, args.reference)
     result, rec, _ = api.reconstruct_run(
-        args.input, reference=args.reference, progress=not args.no_progress, chunk_size=args.chunk_size,
-        source_options=source_options(args), **kwargs)
+        args.input, reference=args.reference, descan=descan, descan_reference=descan_ref,
+        progress=not args.no_progress, chunk_size=args.chunk_size, source_options=source_options(args), **kwargs)
     snap = result.snapshot
     extra = {"input": args.input}
+    if descan:
+        extra["descan"] = descan
     if parse_rotation(args.rotation) == "auto":
         from ..calibrate import apply_auto_rotation
         report = apply_auto_rotation(rec)
         snap = rec.snapshot()
         snap.seconds_processing = result.seconds_processing
-        extra.update(report)
+        extra.update({f"auto_rotation_{k}": v for k, v in report.items() if k not in ("rotation_deg", "flip")})
         print(f"rotation: {report['rotation_deg']:.2f}° flip: {report['flip']} "
               f"(confidence {report['confidence']:.2f})", file=sys.stderr)
     written = outputs.save(output, snap, names, extra)
