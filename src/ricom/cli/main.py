@@ -32,12 +32,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ricom {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, path in COMMANDS.items():
-        module = importlib.import_module(path)
+        try:
+            module = importlib.import_module(path)
+        except ImportError as exc:  # an optional extra is not installed
+            p = sub.add_parser(name, help=f"(unavailable: {exc})", add_help=False)
+            p.add_argument("rest", nargs=argparse.REMAINDER)
+            p.set_defaults(_run=_unavailable(name, exc))
+            continue
         p = sub.add_parser(name, help=module.HELP, description=module.__doc__,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
     return parser
+
+
+def _unavailable(name: str, exc: ImportError):
+    def run(_args) -> int:
+        from ..errors import RicomError
+        hint = " (install the extra: pip install 'ricom[gui]')" if name == "gui" else ""
+        raise RicomError(f"'ricom {name}' is unavailable: {exc}{hint}")
+    return run
 
 
 def main(argv: list[str] | None = None) -> int:
