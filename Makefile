@@ -7,7 +7,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: demo test lint bench acceptance clean
+DOCS_STAMP := $(VENV)/.installed-docs
+
+.PHONY: demo test lint bench acceptance clean docs report
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +20,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	touch $@
 
 $(TEST_STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet -e ".[test,gui,docs]"
 	touch $@ $(STAMP)
 
 demo: $(STAMP)
@@ -33,8 +35,18 @@ lint: $(TEST_STAMP)
 acceptance: $(STAMP)
 	$(BIN)/python ../shared/acceptance/quick_check.py
 
+$(DOCS_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[docs]"
+	touch $@ $(STAMP)
+
+docs: $(DOCS_STAMP)
+	$(BIN)/python -m sphinx -W --keep-going -b html docs docs/_build/html
+
+report: $(STAMP)
+	$(BIN)/ricom report demo -o ricom_report
+
 bench: $(STAMP)
 	$(BIN)/ricom bench --quick
 
 clean:
-	rm -rf $(VENV) ricom_demo .pytest_cache build *.egg-info src/*.egg-info
+	rm -rf $(VENV) ricom_demo ricom_report docs/_build .pytest_cache build *.egg-info src/*.egg-info

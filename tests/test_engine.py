@@ -310,3 +310,23 @@ def test_replace_mode_shows_the_newest_pass(poisson_data, rng):
     fresh.process_frames(mixed, start=0)
     np.testing.assert_allclose(rec.snapshot().ricom, fresh.snapshot().ricom, rtol=1e-10, atol=1e-12)
     assert rec.snapshot().hits.max() == 1
+
+
+@pytest.mark.parametrize("big_endian", [False, True])
+def test_packed_frames_with_headers_equal_plain_frames(poisson_data, big_endian):
+    """Frames inside a buffer with 384-byte headers (as in a Merlin file) are read in place."""
+    from ricom.sources.base import PackedFrames
+    frames = poisson_data.reshape(-1, 16, 16)
+    stored = frames.astype(">u2" if big_endian else "<u2").reshape(72, -1).view(np.uint8)
+    buf = np.zeros((72, 384 + stored.shape[1]), np.uint8)
+    buf[:, 384:] = stored
+    packed = PackedFrames(buf.view(np.uint16), 192, (16, 16), big_endian)
+    np.testing.assert_array_equal(packed[5], frames[5])
+    vds = (VirtualDetector("vbf", 0, 3), VirtualDetector("vadf", 4, math.inf))
+    s = Settings(kernel=KernelSettings(5), geometry=DetectorGeometry((7.5, 7.5)), virtual_detectors=vds)
+    a, b = Reconstruction((8, 9), (16, 16), s), Reconstruction((8, 9), (16, 16), s)
+    a.process_frames(packed, start=0)
+    b.process_frames(frames, start=0)
+    np.testing.assert_array_equal(a.snapshot().ricom, b.snapshot().ricom)
+    np.testing.assert_array_equal(a.snapshot().virtual["vadf"], b.snapshot().virtual["vadf"])
+    np.testing.assert_allclose(a.snapshot().virtual["vbf"], ref.annulus_sum(poisson_data, (7.5, 7.5), 0, 3))

@@ -58,13 +58,16 @@ def default_kernel_size(scan_shape) -> int:
 def make_settings(*, kernel_size: int | None = None, band_pass=None, band_pass_unit: str = "cycles_per_pixel",
                   rotation_deg: float = 0.0, flip: bool = False, center_yx=None, step_A=None,
                   pixel_size_mrad=None, energy_keV=None, virtual_detector=None,
-                  virtual_detector_unit: str = "px", com_mask_px=None, hints: dict | None = None) -> Settings:
+                  virtual_detector_unit: str = "px", com_mask_px=None, hints: dict | None = None,
+                  virtual_names=None) -> Settings:
     """Settings from flat arguments; ``hints`` (from the input) fill what is not given.
 
     ``band_pass_unit`` is ``"cycles_per_pixel"`` (Nyquist 0.5) or ``"inv_A"`` (needs the
     step).  ``virtual_detector`` is an annulus ``(r_in, r_out)`` in
     ``virtual_detector_unit`` (``"px"`` or ``"mrad"``), see
     `virtual_detectors_from_annulus`; None gives `DEFAULT_VIRTUAL_DETECTORS`.
+    ``virtual_names`` keeps only the virtual detectors of these names (None: all), so
+    that no time goes into detectors nobody asked for.
     """
     hints = hints or {}
     kernel_size = kernel_size if kernel_size is not None else DEFAULT_KERNEL_SIZE
@@ -85,8 +88,10 @@ def make_settings(*, kernel_size: int | None = None, band_pass=None, band_pass_u
     elif isinstance(center_yx, str) and center_yx == "auto":
         center_yx = None
     geometry = DetectorGeometry(center_yx, float(rotation_deg), bool(flip))
-    return Settings(kernel=kernel, geometry=geometry, calibration=calibration,
-                    virtual_detectors=virtual_detectors_from_annulus(virtual_detector, virtual_detector_unit),
+    vds = virtual_detectors_from_annulus(virtual_detector, virtual_detector_unit)
+    if virtual_names is not None:
+        vds = tuple(v for v in vds if v.name in set(virtual_names))
+    return Settings(kernel=kernel, geometry=geometry, calibration=calibration, virtual_detectors=vds,
                     com_mask_px=tuple(com_mask_px) if com_mask_px is not None else None)
 
 

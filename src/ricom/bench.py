@@ -130,7 +130,7 @@ def write_mib(path: str, scan_shape, detector_shape, depth: int, raw: bool, n_un
 def bench_mib(folder: str, scan_shape, detector_shape, depth: int, raw: bool, kernel: int,
               threads: int) -> BenchRecord:
     """A Merlin file from the page cache, through `MerlinSource`."""
-    from .sources.merlin import MerlinSource
+    from .sources.merlin_file import MerlinSource
     path = os.path.join(folder, f"bench_{detector_shape[0]}_{depth}{'r' if raw else ''}.mib")
     if not os.path.exists(path):
         write_mib(path, scan_shape, detector_shape, depth, raw)

@@ -52,33 +52,46 @@ def frame_moments_int(frames, mask, use_mask, out):
 
 
 @numba.njit(fastmath=True, **_JIT)
-def frame_moments_u16(frames, swap_bytes, out):
-    """Fast path of `frame_moments_int` for unmasked 8/16-bit unsigned patterns.
+def frame_moments_u16(rows, offset, ny, nx, swap_bytes, runs, n_rings, out):
+    """Moments (and ring sums) of unmasked 8/16-bit unsigned patterns in one read.
 
-    Column sums in uint32 (8 lanes per AVX2 vector) instead of per-pixel products;
-    exact while a column sums below 2³² (rows ≤ 65536).  ``swap_bytes`` reads
-    big-endian 16-bit data (Merlin) in place, without a converted copy.
+    Pattern i is ``rows[i, offset:offset + ny*nx]`` (rows C-contiguous: a plain
+    ``(k, ny*nx)`` view, or a file's frames with their headers).  ``swap_bytes`` reads
+    big-endian 16-bit data in place.  Column sums in uint32 (exact while a column sums
+    below 2³²) keep the inner loop vectorised.  ``runs (m, 4)`` = ``(y, x0, x1, ring)``
+    covering every pixel row by row (see `ricom.engine.ring_runs`); with ``n_rings = 0``
+    one run per row is enough.
     """
-    k, ny, nx = frames.shape
+    k = rows.shape[0]
     col = np.zeros(nx, np.uint32)
+    acc = np.zeros(max(n_rings, 1), np.int64)
     for i in range(k):
+        img = rows[i, offset:offset + ny * nx].reshape((ny, nx))
         col[:] = 0
+        acc[:] = 0
         t = 0
         my = 0
-        for y in range(ny):
+        for j in range(runs.shape[0]):
+            y = runs[j, 0]
+            x0 = runs[j, 1]
+            x1 = runs[j, 2]
+            seg = img[y, x0:x1]  # slices indexed from 0 keep the loop vectorised
+            cseg = col[x0:x1]
             r = np.uint32(0)
-            fr = frames[i, y]
             if swap_bytes:
-                for x in range(nx):
-                    u = np.uint32(fr[x])
+                for x in range(seg.shape[0]):
+                    u = np.uint32(seg[x])
                     v = ((u >> 8) | (u << 8)) & np.uint32(0xFFFF)
-                    col[x] += v
+                    cseg[x] += v
                     r += v
             else:
-                for x in range(nx):
-                    v = np.uint32(fr[x])
-                    col[x] += v
+                for x in range(seg.shape[0]):
+                    v = np.uint32(seg[x])
+                    cseg[x] += v
                     r += v
+            ring = runs[j, 3]
+            if ring >= 0:
+                acc[ring] += np.int64(r)
             t += np.int64(r)
             my += np.int64(r) * y
         mx = 0
@@ -87,6 +100,8 @@ def frame_moments_u16(frames, swap_bytes, out):
         out[TOTAL, i] = t
         out[SUM_X, i] = mx
         out[SUM_Y, i] = my
+        for ring in range(n_rings):
+            out[FIRST_RING + ring, i] = acc[ring]
 
 
 @numba.njit(fastmath={"reassoc", "contract"}, **_JIT)
@@ -118,19 +133,27 @@ def frame_moments_float(frames, mask, use_mask, out):
         out[SUM_Y, i] = my
 
 
-@numba.njit(**_JIT)
-def frame_ring_sums(frames, ring_of_pixel, out):
-    """Add each pixel to its ring: ``out[FIRST_RING + ring, i] += frames[i, y, x]``.
+@numba.njit(fastmath=True, **_JIT)
+def frame_ring_sums(frames, runs, n_rings, out):
+    """Ring sums ``out[FIRST_RING + ring, i]`` from runs of pixels of one ring.
 
-    ``ring_of_pixel (ny, nx)`` int32, -1 for pixels in no ring.
+    ``runs (m, 4)`` int64 rows ``(y, x0, x1, ring)``: pixels ``x0 ≤ x < x1`` of row y
+    belong to ``ring`` (-1: to none).  Contiguous runs keep the inner loop vectorised.
     """
-    k, ny, nx = frames.shape
-    for i in range(k):
-        for y in range(ny):
-            for x in range(nx):
-                ring = ring_of_pixel[y, x]
-                if ring >= 0:
-                    out[FIRST_RING + ring, i] += frames[i, y, x]
+    acc = np.zeros(n_rings)
+    for i in range(frames.shape[0]):
+        acc[:] = 0.0
+        for j in range(runs.shape[0]):
+            ring = runs[j, 3]
+            if ring < 0:
+                continue
+            row = frames[i, runs[j, 0]]
+            s = 0.0
+            for x in range(runs[j, 1], runs[j, 2]):
+                s += row[x]
+            acc[ring] += s
+        for ring in range(n_rings):
+            out[FIRST_RING + ring, i] = acc[ring]
 
 
 @numba.njit(**_JIT)
@@ -238,28 +261,79 @@ def com_maps(state, cy, cx, descan, scale, m00, m01, m10, m11, out_x, out_y):
 
 
 @numba.njit(**_JIT)
-def accumulate_events(positions, x, y, bounds2, cy, cx, mask_lo2, mask_hi2, use_mask, state, hits,
-                      stamp, generation, touched, centre_sums, done, count_visits, counters):
-    """Add single-electron events into the per-position state (the event form of `accumulate`).
+def _touch_all(positions, state, hits, stamp, generation, touched, centre_sums, count_visits):
+    """List every position of the chunk once in ``touched`` and take its current COM out
+    of ``centre_sums`` (put back by `accumulate_events` after the update).
 
-    Event ``i`` at flat position ``positions[i]`` (``-1`` skips it) and detector column/row
-    ``x[i]``, ``y[i]`` (any number type; sub-pixel positions are kept, never truncated) adds
-    1 to TOTAL, ``x`` to SUM_X and ``y`` to SUM_Y, and 1 to ring ``k`` where
-    ``bounds2[k] ≤ r² < bounds2[k + 1]`` (``r`` from the centre ``(cy, cx)``; ``bounds2``
-    are the squared ring boundaries, empty for no rings).  With ``use_mask`` only events
-    with ``mask_lo2 ≤ r² < mask_hi2`` enter the moments (the rings take every event).
+    Returns (touched count, new patterns: positions first seen, with ``count_visits``)."""
+    n_touched = n_new = 0
+    last = -1
+    for i in range(positions.shape[0]):
+        p = positions[i]
+        if p == last or p < 0:
+            continue
+        last = p
+        if stamp[p] == generation:
+            continue
+        stamp[p] = generation
+        touched[n_touched] = p
+        n_touched += 1
+        t_old = state[TOTAL, p]
+        if t_old > 0:
+            centre_sums[0] -= state[SUM_X, p] / t_old
+            centre_sums[1] -= state[SUM_Y, p] / t_old
+            centre_sums[2] -= 1.0
+        if count_visits and hits[p] == 0:
+            hits[p] = 1
+            n_new += 1
+    return n_touched, n_new
 
-    Every position in ``done`` (its dwell ended) counts once in ``hits``; with
-    ``count_visits`` a position counts the first time it receives events instead.
-    ``touched``/``stamp``/``generation`` and ``centre_sums`` work as in `accumulate`.
-    ``counters`` receives [non-finite events skipped, patterns counted, empty patterns].
-    Returns the number of touched positions.
-    """
+
+@numba.njit(**_JIT)
+def _events_lut(positions, x, y, ring_lut, mask_lut, use_mask, n_rings, state, counters):
+    """Integer coordinates: ring and mask from per-pixel look-ups; the moments of a run
+    of events at one position are summed in registers first."""
+    ny, nx = ring_lut.shape
+    n_invalid = n_added = 0
+    last = -1
+    ct = sx = sy = 0.0
+    for i in range(positions.shape[0]):
+        p = positions[i]
+        if p != last:
+            if last >= 0:
+                state[TOTAL, last] += ct
+                state[SUM_X, last] += sx
+                state[SUM_Y, last] += sy
+            ct = sx = sy = 0.0
+            last = p
+        if p < 0:
+            continue
+        ix = np.int64(x[i])
+        iy = np.int64(y[i])
+        if ix < 0 or iy < 0 or ix >= nx or iy >= ny:
+            n_invalid += 1
+            continue
+        n_added += 1
+        w = np.float64(mask_lut[iy, ix]) if use_mask else 1.0
+        ct += w
+        sx += w * ix
+        sy += w * iy
+        if n_rings > 0:
+            k = np.int64(ring_lut[iy, ix])
+            state[FIRST_RING + min(max(k, 0), n_rings - 1), p] += np.float64((k >= 0) & (k < n_rings))
+    if last >= 0:
+        state[TOTAL, last] += ct
+        state[SUM_X, last] += sx
+        state[SUM_Y, last] += sy
+    counters[0], counters[3] = n_invalid, n_added
+
+
+@numba.njit(**_JIT)
+def _events_radius(positions, x, y, bounds2, cy, cx, mask_lo2, mask_hi2, use_mask, state, counters):
+    """Any coordinates (sub-pixel floats): ring and mask from the radius of each event."""
     n_rings = bounds2.shape[0] - 1
     need_r = use_mask or n_rings > 0
-    n_touched = 0
-    n_invalid = 0
-    n_new = 0
+    n_invalid = n_added = 0
     for i in range(positions.shape[0]):
         p = positions[i]
         if p < 0:
@@ -269,33 +343,50 @@ def accumulate_events(positions, x, y, bounds2, cy, cx, mask_lo2, mask_hi2, use_
         if not (np.isfinite(xi) and np.isfinite(yi)):
             n_invalid += 1
             continue
-        if stamp[p] != generation:
-            stamp[p] = generation
-            touched[n_touched] = p
-            n_touched += 1
-            t_old = state[TOTAL, p]
-            if t_old > 0:
-                centre_sums[0] -= state[SUM_X, p] / t_old
-                centre_sums[1] -= state[SUM_Y, p] / t_old
-                centre_sums[2] -= 1.0
-            if count_visits and hits[p] == 0:
-                hits[p] = 1
-                n_new += 1
+        n_added += 1
         r2 = 0.0
         if need_r:
-            dy = yi - cy
-            dx = xi - cx
-            r2 = dy * dy + dx * dx
-        if not use_mask or (r2 >= mask_lo2 and r2 < mask_hi2):
-            state[TOTAL, p] += 1.0
-            state[SUM_X, p] += xi
-            state[SUM_Y, p] += yi
-        if n_rings > 0 and r2 >= bounds2[0]:
-            k = 0
-            while k < n_rings and r2 >= bounds2[k + 1]:
-                k += 1
-            if k < n_rings:
-                state[FIRST_RING + k, p] += 1.0
+            r2 = (yi - cy) * (yi - cy) + (xi - cx) * (xi - cx)
+        w = np.float64((r2 >= mask_lo2) & (r2 < mask_hi2)) if use_mask else 1.0
+        state[TOTAL, p] += w
+        state[SUM_X, p] += w * xi
+        state[SUM_Y, p] += w * yi
+        if n_rings > 0:  # ring k: bounds2[k] <= r2 < bounds2[k + 1], counted without branches
+            k = -1
+            for j in range(n_rings + 1):
+                k += r2 >= bounds2[j]
+            state[FIRST_RING + min(max(k, 0), n_rings - 1), p] += np.float64((k >= 0) & (k < n_rings))
+    counters[0], counters[3] = n_invalid, n_added
+
+
+@numba.njit(**_JIT)
+def accumulate_events(positions, x, y, ring_lut, mask_lut, use_lut, bounds2, cy, cx, mask_lo2, mask_hi2,
+                      use_mask, state, hits, stamp, generation, touched, centre_sums, done, count_visits,
+                      counters):
+    """Add single-electron events into the per-position state (the event form of `accumulate`).
+
+    Event ``i`` at flat position ``positions[i]`` (``-1`` skips it) and detector column/row
+    ``x[i]``, ``y[i]`` (any number type; sub-pixel positions are kept, never truncated) adds
+    1 to TOTAL, ``x`` to SUM_X and ``y`` to SUM_Y, and 1 to ring ``k`` where
+    ``bounds2[k] ≤ r² < bounds2[k + 1]`` (``r`` from the centre ``(cy, cx)``; ``bounds2``
+    are the squared ring boundaries, empty for no rings).  With ``use_mask`` only events
+    with ``mask_lo2 ≤ r² < mask_hi2`` enter the moments (the rings take every event).
+    With ``use_lut`` (integer coordinates) ring and mask come from the per-pixel look-ups
+    ``ring_lut`` (−1: no ring) and ``mask_lut`` instead — the same answer at pixel centres;
+    events off the detector are then skipped as invalid.
+
+    Every position in ``done`` (its dwell ended) counts once in ``hits``; with
+    ``count_visits`` a position counts the first time it receives events instead.
+    ``touched``/``stamp``/``generation`` and ``centre_sums`` work as in `accumulate`.
+    ``counters`` receives [events skipped as invalid, patterns counted, empty patterns,
+    events added].  Returns the number of touched positions.
+    """
+    n_touched, n_new = _touch_all(positions, state, hits, stamp, generation, touched, centre_sums, count_visits)
+    if use_lut:
+        _events_lut(positions, x, y, ring_lut, mask_lut, use_mask, bounds2.shape[0] - 1, state, counters)
+    else:
+        _events_radius(positions, x, y, bounds2, cy, cx, mask_lo2, mask_hi2, use_mask, state, counters)
+    counters[1] = n_new
     for j in range(n_touched):
         p = touched[j]
         t_new = state[TOTAL, p]
@@ -309,10 +400,8 @@ def accumulate_events(positions, x, y, bounds2, cy, cx, mask_lo2, mask_hi2, use_
         if p < 0:
             continue
         hits[p] += 1
-        n_new += 1
+        counters[1] += 1
         if not state[TOTAL, p] > 0:
             n_empty += 1
-    counters[0] = n_invalid
-    counters[1] = n_new
     counters[2] = n_empty
     return n_touched

@@ -24,6 +24,7 @@ from .errors import InputError, SettingsError
 from .kernels import correlate, correlation_kernels, scatter_kernels
 from .params import MAX_KERNEL_SIZE, Settings, VirtualDetector
 from .snapshot import Snapshot
+from .sources.base import PackedFrames
 
 _NO_PASS = np.zeros(0, np.int64)
 
@@ -90,6 +91,8 @@ class Reconstruction:
         self._centre_used: tuple[float, float] | None = None
         self._rings_centre: tuple[float, float] | None = None
         self._ring_of_pixel: np.ndarray | None = None
+        self._ring_runs: np.ndarray | None = None
+        self._row_runs = ring_runs(np.full(self.detector_shape, -1, np.int32))
         self._vd_rings: dict[str, np.ndarray] = {}
         self._ring_bounds: np.ndarray | None = None
         self._pending_events: list[tuple] = []
@@ -202,8 +205,9 @@ class Reconstruction:
 
         Parameters
         ----------
-        frames : ndarray
-            ``(k, det_y, det_x)`` (or ``(..., det_y, det_x)``), any integer or float dtype.
+        frames : ndarray or PackedFrames
+            ``(k, det_y, det_x)`` (or ``(..., det_y, det_x)``), any integer or float dtype,
+            any byte order; or patterns packed in a file buffer (read without a copy).
         positions : ndarray of int, optional
             Flat scan index ``iy * scan_x + ix`` per frame; ``-1`` skips a frame.
         start : int, optional
@@ -211,17 +215,7 @@ class Reconstruction:
         scan_pass : int or ndarray of int, optional
             Scan pass of each frame (used when ``repeats="replace"``).
         """
-        frames = np.asarray(frames)
-        if frames.ndim < 2 or frames.shape[-2:] != self.detector_shape:
-            raise InputError(f"patterns of shape {frames.shape[-2:]} do not match the detector "
-                             f"shape {self.detector_shape}")
-        frames = frames.reshape((-1, *self.detector_shape))
-        if frames.dtype.kind not in "uif":
-            raise InputError(f"pattern dtype {frames.dtype} is not a number type")
-        if frames.dtype.kind == "u" and frames.dtype.itemsize == 8:
-            frames = frames.astype(np.int64)
-        elif not frames.dtype.isnative and not (frames.dtype.kind == "u" and frames.dtype.itemsize <= 2):
-            frames = frames.astype(frames.dtype.newbyteorder("="))
+        frames = self._checked_frames(frames)
         positions = self._positions(positions, start, frames.shape[0])
         if self._t_first is None:
             self._t_first = time.perf_counter()
@@ -230,9 +224,29 @@ class Reconstruction:
             self._ensure_detector_luts(frames)
             moments = np.zeros((self._state.shape[0], k))
             self._frame_moments(frames, moments)
-            if self._ring_of_pixel is not None:
-                C.frame_ring_sums(frames, self._ring_of_pixel, moments)
             self._ingest(positions, moments, scan_pass)
+
+    def _checked_frames(self, frames):
+        """Frames as (k, ny, nx) in a dtype the compiled kernels take, or packed frames."""
+        if isinstance(frames, PackedFrames):
+            if frames.frame_shape != self.detector_shape:
+                raise InputError(f"patterns of shape {frames.frame_shape} do not match the detector "
+                                 f"shape {self.detector_shape}")
+            if self._settings.com_mask_px is None and frames.dtype.kind == "u" and frames.dtype.itemsize <= 2:
+                return frames
+            frames = frames.unpack()
+        frames = np.asarray(frames)
+        if frames.ndim < 2 or frames.shape[-2:] != self.detector_shape:
+            raise InputError(f"patterns of shape {frames.shape[-2:]} do not match the detector "
+                             f"shape {self.detector_shape}")
+        frames = frames.reshape((-1, *self.detector_shape))
+        if frames.dtype.kind not in "uif":
+            raise InputError(f"pattern dtype {frames.dtype} is not a number type")
+        if frames.dtype.kind == "u" and frames.dtype.itemsize == 8:
+            return frames.astype(np.int64)
+        if not frames.dtype.isnative and not (frames.dtype.kind == "u" and frames.dtype.itemsize <= 2):
+            return frames.astype(frames.dtype.newbyteorder("="))
+        return frames
 
     def process_moments(self, positions: np.ndarray, moments: np.ndarray, scan_pass=None) -> None:
         """Add per-pattern moments computed elsewhere (event decoders, Dask workers).
@@ -260,7 +274,8 @@ class Reconstruction:
 
         While the centre or the bright-field radius of the virtual detectors is still
         unknown, events are held back until `MIN_EVENTS_FOR_LUT` have arrived (or
-        `finalize`) and the look-ups are built from them.
+        `finalize`) and the look-ups are built from them.  Events of repeated scan passes
+        add up (``repeats="replace"`` acts on frames only).
         """
         positions = np.ascontiguousarray(chunk.positions, dtype=np.int64).ravel()
         x = np.ascontiguousarray(chunk.x).ravel()
@@ -282,7 +297,7 @@ class Reconstruction:
         item = (positions, x, y, done, chunk.positions_done is None)
         with self._lock:
             if self._luts_needed() or self._pending_events:
-                self._pending_events.append(item)
+                self._pending_events.append(tuple(a.copy() if isinstance(a, np.ndarray) else a for a in item))
                 self._pending_n += positions.shape[0]
                 if self._pending_n >= MIN_EVENTS_FOR_LUT:
                     self._flush_events()
@@ -315,15 +330,21 @@ class Reconstruction:
         use_mask = s.com_mask_px is not None and self._com_mask is not None
         lo, hi = s.com_mask_px if use_mask else (0.0, math.inf)
         cy, cx = self._rings_centre if self._rings_centre is not None else (0.0, 0.0)
-        counters = np.zeros(3, np.int64)
+        # integer coordinates: ring and mask from the per-pixel look-ups (same answer, faster)
+        use_lut = x.dtype.kind in "ui" and y.dtype.kind in "ui"
+        ring_lut = self._ring_of_pixel if bounds.shape[0] and self._ring_of_pixel is not None else None
+        if ring_lut is None:
+            ring_lut = np.broadcast_to(np.int32(-1), self.detector_shape)  # shape for the bounds check only
+        mask_lut = self._com_mask if use_mask else np.ones((1, 1), np.uint8)
+        counters = np.zeros(4, np.int64)
         self._generation += 1
-        n_t = C.accumulate_events(positions, x, y, bounds * bounds, cy, cx, lo * lo, hi * hi, use_mask,
-                                  self._state, self._hits, self._stamp, self._generation, self._touched,
-                                  self._centre_sums, done, count_visits, counters)
+        n_t = C.accumulate_events(positions, x, y, ring_lut, mask_lut, use_lut, bounds * bounds, cy, cx, lo * lo,
+                                  hi * hi, use_mask, self._state, self._hits, self._stamp, self._generation,
+                                  self._touched, self._centre_sums, done, count_visits, counters)
         self.n_invalid_events += int(counters[0])
         self.n_patterns += int(counters[1])
         self.n_empty += int(counters[2])
-        self.n_events += positions.shape[0] - int((positions < 0).sum()) - int(counters[0])
+        self.n_events += int(counters[3])
         self._scatter(n_t)
 
     def _positions(self, positions, start, k) -> np.ndarray:
@@ -341,12 +362,26 @@ class Reconstruction:
         return positions
 
     def _frame_moments(self, frames, moments) -> None:
+        """Totals, first moments and ring sums of a chunk (one pass where possible)."""
         mask = self._com_mask
+        runs = self._ring_runs
+        ny, nx = self.detector_shape
+        if isinstance(frames, PackedFrames):
+            n_rings = len(self._ring_bounds) - 1 if runs is not None else 0
+            C.frame_moments_u16(frames.rows, frames.offset, ny, nx, frames.big_endian and frames.dtype.itemsize == 2,
+                                runs if runs is not None else self._row_runs, n_rings, moments)
+            return
         if mask is None and frames.dtype.kind == "u" and frames.dtype.itemsize <= 2:
             swap = not frames.dtype.isnative
             native = frames.view(frames.dtype.newbyteorder("=")) if swap else frames
-            C.frame_moments_u16(native, swap and frames.dtype.itemsize == 2, moments)
-        elif frames.dtype.kind == "f":
+            rows = np.ascontiguousarray(native).reshape(native.shape[0], ny * nx)
+            n_rings = len(self._ring_bounds) - 1 if runs is not None else 0
+            C.frame_moments_u16(rows, 0, ny, nx, swap and frames.dtype.itemsize == 2,
+                                runs if runs is not None else self._row_runs, n_rings, moments)
+            return
+        if runs is not None:
+            C.frame_ring_sums(frames, runs, len(self._ring_bounds) - 1, moments)
+        if frames.dtype.kind == "f":
             m = mask.astype(np.float64) if mask is not None else np.ones((1, 1))
             C.frame_moments_float(frames, m, mask is not None, moments)
         else:
@@ -394,7 +429,7 @@ class Reconstruction:
         if not self._luts_needed():
             return
         centre = self.center_yx() or self._estimate_centre(frames)
-        self._build_luts(centre, lambda: bright_field_radius(frames.reshape(-1, *self.detector_shape)))
+        self._build_luts(centre, lambda: bright_field_radius(frames))
 
     def _luts_needed(self) -> bool:
         s = self._settings
@@ -417,7 +452,7 @@ class Reconstruction:
             self._build_rings(r)
 
     def _estimate_centre(self, frames: np.ndarray) -> tuple[float, float]:
-        mean = frames.reshape(-1, *self.detector_shape).astype(np.float64).mean(axis=0)
+        mean = mean_pattern(frames)
         t = mean.sum()
         if not t > 0:
             return ((self.detector_shape[0] - 1) / 2, (self.detector_shape[1] - 1) / 2)
@@ -431,6 +466,7 @@ class Reconstruction:
         ring = np.searchsorted(bounds, r, side="right") - 1
         ring[(ring < 0) | (ring >= len(bounds) - 1)] = -1
         self._ring_of_pixel = ring.astype(np.int32)
+        self._ring_runs = ring_runs(self._ring_of_pixel)
         self._vd_rings = {name: np.flatnonzero((bounds[:-1] >= lo) & (bounds[1:] <= hi))
                           for name, (lo, hi) in radii.items()}
         n_rings = len(bounds) - 1
@@ -500,9 +536,31 @@ class Reconstruction:
             )
 
 
+def mean_pattern(frames: np.ndarray, sample: int = 64) -> np.ndarray:
+    """Mean of up to ``sample`` patterns spread over ``frames``, NaN patterns left out."""
+    n = frames.shape[0]
+    pick = frames[np.unique(np.linspace(0, n - 1, min(n, sample)).astype(np.int64))]
+    pick = pick.astype(pick.dtype.newbyteorder("="), copy=False) if not pick.dtype.isnative else pick
+    if pick.dtype.kind == "f":
+        good = np.isfinite(pick).all(axis=(1, 2))
+        pick = pick[good] if good.any() else np.zeros_like(pick[:1])
+    return pick.mean(axis=0, dtype=np.float64)
+
+
+def ring_runs(ring_of_pixel: np.ndarray) -> np.ndarray:
+    """Runs ``(y, x0, x1, ring)`` of constant ring index covering every pixel, row by row."""
+    rows = []
+    for y, line in enumerate(ring_of_pixel):
+        edges = np.flatnonzero(np.diff(line)) + 1
+        starts = np.concatenate([[0], edges])
+        stops = np.concatenate([edges, [line.shape[0]]])
+        rows.append(np.stack([np.full(starts.shape, y), starts, stops, line[starts]], axis=1))
+    return np.ascontiguousarray(np.concatenate(rows).astype(np.int64))
+
+
 def bright_field_radius(frames: np.ndarray) -> float:
     """Radius (px) of the bright-field disc: area above half the maximum of the mean pattern."""
-    mean = np.nanmean(frames.astype(np.float64), axis=0)
+    mean = mean_pattern(frames)
     top = np.nanmax(mean)
     if not top > 0:
         return 1.0

@@ -127,7 +127,7 @@ def run(source: Source, reconstruction: Reconstruction, chunk_size: int = 512,
             if isinstance(chunk, EventChunk):
                 reconstruction.process_events(chunk)
             else:
-                reconstruction.process_frames(chunk.frames, chunk.positions, scan_pass=chunk.scan_pass)
+                reconstruction.process_frames(chunk.data, chunk.positions, scan_pass=chunk.scan_pass)
             n = len(chunk.positions)
             t_last = time.perf_counter()
             if bar is not None:

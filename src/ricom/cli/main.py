@@ -22,6 +22,7 @@ COMMANDS = {
     "bench": "ricom.cli.bench",
     "report": "ricom.cli.report",
     "gui": "ricom.cli.gui",
+    "live": "ricom.cli.live",
 }
 
 

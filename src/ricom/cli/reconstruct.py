@@ -42,6 +42,7 @@ def run(args) -> int:
     kwargs = settings_kwargs(args)
     vd_names = [vd.name for vd in api.make_settings(**{**kwargs, "kernel_size": 3}).virtual_detectors]
     names = expand_signals(signal_list(args.signals), vd_names)
+    kwargs["virtual_names"] = [n for n in names if n in vd_names]
     descan, descan_ref = parse_descan(args.descan, args.reference)
     result, rec, _ = api.reconstruct_run(
         args.input, reference=args.reference, descan=descan, descan_reference=descan_ref,

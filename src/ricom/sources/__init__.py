@@ -31,7 +31,17 @@ def _is_h5_with_dataset(spec: str) -> bool:
 # (matcher, "module:function") — first match wins.  Modules are imported lazily.
 _READERS: list[tuple[object, str]] = [
     (lambda s: s == "demo", "ricom.sources.demo:open"),
+    (lambda s: s.startswith("merlin://"), "ricom.sources.merlin_live:open"),
     (lambda s: _ext(s) == ".npy", "ricom.sources.arrays:open_npy"),
+    (lambda s: _ext(s) in (".mib", ".hdr"), "ricom.sources.merlin_file:open"),
+    (lambda s: _ext(s) == ".tpx3", "ricom.sources.tpx3:open"),
+    (lambda s: _ext(s) == ".t3p", "ricom.sources.t3p:open"),
+    (lambda s: _is_h5_with_dataset(f"{s}:") and importlib.import_module("ricom.sources.events_h5").is_event_file(s),
+     "ricom.sources.events_h5:open"),  # event lists (ricom /events or stempy /electron_events), by content
+    (lambda s: _is_h5_with_dataset(f"{s}:"), "ricom.sources.hdf5:open"),  # file.h5 with or without :/dataset
+    (lambda s: ".zarr:" in s.lower() or s.lower().rstrip("/\\").endswith(".zarr"), "ricom.sources.zarr_source:open"),
+    (lambda s: _ext(s) in (".raw", ".bin", ".xml"), "ricom.sources.raw:open"),
+    (lambda s: _ext(s) in ".dm3 .dm4 .blo .mrc .hspy .zspy .tvips .ser .emi".split(), "ricom.sources.rsciio:open"),
 ]
 
 

@@ -17,17 +17,79 @@ import numpy as np
 from ..errors import SettingsError
 
 
-@dataclass
+@dataclass(frozen=True)
+class PackedFrames:
+    """Patterns stored with a fixed gap between them (per-frame headers), read in place.
+
+    ``rows (k, L)`` is a C-contiguous uint8 or uint16 array over the stored bytes (e.g. a
+    memory-mapped Merlin file); pattern i is ``rows[i, offset:offset + ny*nx]`` in row
+    order, big-endian when ``big_endian``.  The engine reads it without a copy;
+    indexing or `unpack` gives ordinary native arrays.
+    """
+
+    rows: np.ndarray
+    offset: int
+    frame_shape: tuple[int, int]
+    big_endian: bool = False
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (self.rows.shape[0], *self.frame_shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.rows.dtype
+
+    def __len__(self) -> int:
+        return self.rows.shape[0]
+
+    def unpack(self, index=slice(None)) -> np.ndarray:
+        """Native ``(k, ny, nx)`` copy of the patterns ``index`` (a slice or int array)."""
+        ny, nx = self.frame_shape
+        block = self.rows[index, self.offset:self.offset + ny * nx]
+        if self.big_endian:
+            block = block.byteswap()
+        return np.ascontiguousarray(block).reshape(-1, ny, nx)
+
+    def __getitem__(self, index) -> np.ndarray:
+        if isinstance(index, (int, np.integer)):
+            i = int(index) % len(self)
+            return self.unpack(slice(i, i + 1))[0]
+        return self.unpack(index)
+
+
 class FrameChunk:
     """Diffraction patterns ``frames[k, det_y, det_x]`` at ``positions[k]`` (flat, -1 = skip).
 
     ``scan_pass`` optionally gives the pass of the scan each frame belongs to (0, 1, …)
-    for repeated scans.
+    for repeated scans.  Zero-copy readers give ``packed`` (`PackedFrames`) instead of
+    ``frames``; the engine reads those in place, and ``frames`` unpacks them on first use.
     """
 
-    frames: np.ndarray
-    positions: np.ndarray
-    scan_pass: np.ndarray | None = None
+    __slots__ = ("_frames", "packed", "positions", "scan_pass")
+
+    def __init__(self, frames: np.ndarray | None = None, positions: np.ndarray | None = None,
+                 scan_pass: np.ndarray | None = None, packed: PackedFrames | None = None) -> None:
+        if (frames is None) == (packed is None):
+            raise ValueError("give frames or packed")
+        self._frames = frames
+        self.packed = packed
+        self.positions = positions
+        self.scan_pass = scan_pass
+
+    @property
+    def frames(self) -> np.ndarray:
+        if self._frames is None:
+            self._frames = self.packed.unpack()
+        return self._frames
+
+    @property
+    def data(self) -> np.ndarray | PackedFrames:
+        """What the engine should read: the packed frames if any, else the array."""
+        return self.packed if self.packed is not None else self._frames
+
+    def __len__(self) -> int:
+        return len(self.positions)
 
 
 @dataclass

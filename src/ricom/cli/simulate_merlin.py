@@ -1,0 +1,95 @@
+"""ricom simulate merlin --port P (--from FILE.mib | --demo) [options]
+
+Serve MIB frames over TCP exactly as a Quantum Detectors Merlin does: a control port
+(GET/SET/CMD requests, e.g. SET COUNTERDEPTH 6, CMD STARTACQUISITION) and a data port
+that sends, for each acquisition, the acquisition header and then one message per
+frame, each framed as 'MPX,<10-digit length + 1>,<payload>'.  --from serves the frames
+of a .mib file (byte for byte unless --depth/--raw ask for another encoding); --demo
+serves the built-in SrTiO3 specimen (specimen options below; without --dose the
+intensities are scaled so the brightest pixel is full scale at the counter depth).
+
+An acquisition starts on CMD STARTACQUISITION (--start-on command), as soon as a data
+client connects (--start-on connect), or by default on whichever comes first:
+STARTACQUISITION, or 0.5 s after the data client connected.  With SET TRIGGERSTART 5
+(soft trigger) the frames then wait for CMD SOFTTRIGGER.  The fault options
+exercise clients: stale bytes before the header, a connection dropped mid-frame, a
+truncated frame, messages split into random small pieces.  Ctrl-C stops the server.
+
+Example:  ricom simulate merlin --demo --scan-shape 32 32 --depth 6 --rate 2000
+          ricom live merlin --data-port 6342 -o live.h5
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .simulate import add_specimen_arguments, simulation_params
+
+HELP = "a Merlin detector server over TCP"
+
+
+def add_arguments(p) -> None:
+    p.formatter_class = argparse.RawDescriptionHelpFormatter  # keep the layout of the text above
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--from", dest="from_file", metavar="FILE.mib", help="serve the frames of this .mib file")
+    src.add_argument("--demo", action="store_true", help="serve the built-in simulated specimen")
+    s = p.add_argument_group("server")
+    s.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1; 0.0.0.0 = all)")
+    s.add_argument("--port", type=int, default=6342, metavar="P", help="data port (default 6342; 0 = any free)")
+    s.add_argument("--control-port", type=int, metavar="P",
+                   help="control port (default: data port − 1, i.e. 6341; 0 = any free; -1 = none)")
+    s.add_argument("--rate", type=float, default=0.0, metavar="HZ", help="frames per second (0 = as fast as possible)")
+    s.add_argument("--depth", type=int, choices=(1, 6, 12, 24),
+                   help="counter depth (default: the file's, else 12); SET COUNTERDEPTH changes it")
+    s.add_argument("--raw", action="store_true", help="send raw R64 frames (SET FILEFORMAT 2 does the same)")
+    s.add_argument("--repeat", type=int, default=1, metavar="K", help="passes over the frames per acquisition")
+    s.add_argument("--start-on", choices=("auto", "connect", "command"), default="auto",
+                   help="when an acquisition starts (default auto: STARTACQUISITION or 0.5 s after a client "
+                        "connects)")
+    s.add_argument("--once", action="store_true", help="exit after the first data connection ends")
+    s.add_argument("--quiet", action="store_true", help="do not log connections and acquisitions")
+    f = p.add_argument_group("fault injection")
+    f.add_argument("--junk-bytes", type=int, default=0, metavar="N", help="stale bytes before the first header")
+    f.add_argument("--disconnect-after", type=int, metavar="N",
+                   help="drop the connection after N frames, in the middle of frame N+1")
+    f.add_argument("--truncate-frame", type=int, metavar="N", help="send frame N with its last quarter missing")
+    f.add_argument("--split-messages", action="store_true", help="send in random pieces of 1 B to 4 KiB")
+    add_specimen_arguments(p)
+    p.set_defaults(scan_shape=None)
+
+
+def build_server(args):
+    """The `MerlinServer` that ``args`` describe (not started)."""
+    from ..merlin_server import MerlinServer
+
+    if args.from_file:
+        data = args.from_file
+    else:
+        if args.scan_shape is None:
+            args.scan_shape = (64, 64)
+        data = simulation_params(args)
+    control = args.control_port if args.control_port is not None else max(0, args.port - 1)
+    log = None if args.quiet else (lambda text: print(f"ricom simulate merlin: {text}", file=sys.stderr,
+                                                     flush=True))
+    return MerlinServer(data, scan_shape=args.scan_shape, host=args.host, data_port=args.port,
+                        control_port=None if control < 0 else control, depth=args.depth,
+                        raw=True if args.raw else None, rate_hz=args.rate, repeat=args.repeat,
+                        junk_bytes=args.junk_bytes, disconnect_after=args.disconnect_after,
+                        truncate_frame=args.truncate_frame, split_messages=args.split_messages,
+                        start_on=args.start_on, once=args.once, seed=args.seed, log=log)
+
+
+def run(args) -> int:
+    server = build_server(args).start()
+    feed, p = server.feed, server.params
+    dy, dx = feed.detector_shape
+    scan = f", scan {server.scan_shape[0]}×{server.scan_shape[1]}" if server.scan_shape else ""
+    control = f", control port {server.control_port}" if server.control_port is not None else ""
+    print(f"Merlin simulator on {args.host}: data port {server.data_port}{control}; {feed.n_frames} frames "
+          f"of {dy}×{dx}{scan}, depth {p['COUNTERDEPTH']} {'raw' if p['FILEFORMAT'] == 2 else 'processed'}"
+          f"; Ctrl-C stops", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("ricom simulate merlin: stopped", file=sys.stderr)
+    return 0
