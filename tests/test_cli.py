@@ -165,3 +165,23 @@ def test_filter_in_inverse_angstrom_equals_cycles_per_pixel(tmp_path, npy):
                  "--step", "0.5", *common]) == 0
     # same band in cycles/pixel; b's riCOM carries the step (0.5 Å) as its distance unit
     np.testing.assert_allclose(np.load(b), 0.5 * np.load(a), rtol=1e-12)
+
+
+def test_frame_count_mismatch_needs_pad_or_crop(tmp_path, poisson_data):
+    stack = poisson_data.reshape(-1, 16, 16)
+    np.save(tmp_path / "long.npy", np.concatenate([stack, stack[:3]]))
+    np.save(tmp_path / "short.npy", stack[:-5])
+    common = ["--scan-shape", "8", "9", "--kernel-size", "3", "--no-progress", "--signals", "ricom"]
+    for name, flag in (("long", "--scan-crop"), ("short", "--scan-pad")):
+        pr = run_cli("reconstruct", tmp_path / f"{name}.npy", "-o", tmp_path / f"{name}.h5", *common)
+        assert pr.returncode == 2 and flag in pr.stderr, pr.stderr
+        assert main(["reconstruct", str(tmp_path / f"{name}.npy"), "-o", str(tmp_path / f"{name}.h5"), flag,
+                     *common]) == 0
+        with h5py.File(tmp_path / f"{name}.h5") as f:
+            assert f.attrs["n_patterns"] == (72 if name == "long" else 67)
+
+
+def test_outputs_get_normal_permissions(tmp_path, npy):
+    out = tmp_path / "o.h5"
+    assert main(["reconstruct", str(npy), "-o", str(out), "--no-progress", "--kernel-size", "3"]) == 0
+    assert out.stat().st_mode & 0o044  # readable by group/others like any file the user makes

@@ -43,11 +43,19 @@ def atomic_path(path: str) -> Iterator[str]:
     os.close(fd)
     try:
         yield tmp
+        if os.path.isfile(tmp):  # mkstemp makes private files; give the usual permissions
+            os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.remove(tmp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def settings_attrs(snap: Snapshot) -> dict:

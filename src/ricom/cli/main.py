@@ -56,8 +56,14 @@ def _unavailable(name: str, exc: ImportError):
 
 
 def main(argv: list[str] | None = None) -> int:
+    import warnings
+
     from ..errors import RicomError
 
+    def one_line_warning(message, category, filename, lineno, file=None, line=None):
+        print(f"ricom: warning: {message}", file=sys.stderr)
+
+    warnings.showwarning = one_line_warning
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["simulate"] and (len(argv) == 1 or argv[1] not in ("data", "merlin", "events", "-h", "--help")):
         argv.insert(1, "data")
@@ -74,3 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ricom: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `ricom info … | head`
+        import os
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0

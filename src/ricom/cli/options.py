@@ -24,6 +24,22 @@ def add_source_options(p: argparse.ArgumentParser) -> None:
                    help="extra frames at the end of every scan line, dropped")
     g.add_argument("--frames-per-position", type=int, default=1, metavar="N",
                    help="consecutive frames per scan position (summed)")
+    g.add_argument("--scan-pad", action="store_true",
+                   help="accept fewer frames than the scan shape needs (missing positions stay empty)")
+    g.add_argument("--scan-crop", action="store_true",
+                   help="accept more frames than the scan shape needs (the extra frames are dropped)")
+    e = p.add_argument_group("event data (.tpx3, .t3p, event .h5)")
+    e.add_argument("--dwell-ns", type=float, metavar="NS",
+                   help="dwell time per probe position; needed for .t3p and for .tpx3 without line triggers")
+    e.add_argument("--acceptance-ns", type=float, metavar="NS",
+                   help="keep only electrons arriving within NS of the probe reaching each position "
+                        "(lowers the dose after the fact; the mean dose is reported)")
+    e.add_argument("--sync", choices=("auto", "line", "pixel", "dwell"), default="auto",
+                   help=".tpx3 scan sync: TDC1 line trigger, pixel trigger, or dwell time alone")
+    e.add_argument("--skip-lines", type=int, default=0, metavar="N",
+                   help=".tpx3 line trigger: lines to drop at the start")
+    e.add_argument("--chip-layout", metavar="LAYOUT",
+                   help="'cheetah' (quad, default for several chips), 'single', or 'ox,oy,sx,sy[,t];…' per chip")
 
 
 def source_options(args) -> dict:
@@ -31,6 +47,14 @@ def source_options(args) -> dict:
             "frames_per_position": args.frames_per_position}
     if args.scan_shape:
         opts["scan_shape"] = tuple(args.scan_shape)
+    opts.update(pad=args.scan_pad, crop=args.scan_crop)
+    for name in ("dwell_ns", "acceptance_ns", "chip_layout"):
+        if getattr(args, name, None) is not None:
+            opts[name] = getattr(args, name)
+    if args.sync != "auto":
+        opts["sync"] = args.sync
+    if args.skip_lines:
+        opts["skip_lines"] = args.skip_lines
     return opts
 
 

@@ -8,6 +8,7 @@ detector data (see ``ricom simulate merlin --help``).
 """
 from __future__ import annotations
 
+import argparse
 import importlib
 import json
 import os
@@ -35,7 +36,8 @@ def available_targets() -> dict:
 def add_arguments(p) -> None:
     sub = p.add_subparsers(dest="target", metavar="TARGET")
     for name, (module, text) in available_targets().items():
-        sp = sub.add_parser(name, help=text, description=module.__doc__ if name != "data" else __doc__)
+        sp = sub.add_parser(name, help=text, description=module.__doc__ if name != "data" else __doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
         (add_data_arguments if name == "data" else module.add_arguments)(sp)
         sp.set_defaults(_run=run_data if name == "data" else module.run)
 

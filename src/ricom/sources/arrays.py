@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from ..errors import InputError, SettingsError
-from .base import FrameChunk, ScanLayout, Source
+from .base import FrameChunk, Source
 
 
 class ArraySource(Source):
@@ -26,13 +26,15 @@ class ArraySource(Source):
         Required for 3D data; for 4D data it may re-shape the scan (same frame count).
     skip_frames, flyback_frames, frames_per_position : int
         See `ScanLayout`.
+    pad, crop : bool
+        Accept a frame count that does not fill whole scans, see `ricom.sources.raw.resolve_scan`.
     name : str
         Shown in messages.
     """
 
     def __init__(self, data: np.ndarray, scan_shape=None, skip_frames: int = 0,
                  flyback_frames: int = 0, frames_per_position: int = 1, name: str = "array",
-                 **_ignored) -> None:
+                 pad: bool = False, crop: bool = False, **_ignored) -> None:
         if data.ndim not in (3, 4):
             raise InputError(f"{name}: expected a 4D (scan_y, scan_x, det_y, det_x) or 3D "
                              f"(frames, det_y, det_x) array, got {data.ndim}D shape {data.shape}")
@@ -48,14 +50,11 @@ class ArraySource(Source):
             raise InputError(f"{name}: the array holds no patterns (shape {data.shape})")
         if scan_shape is None:
             raise SettingsError(f"{name}: a 3D stack of {self._frames.shape[0]} frames needs --scan-shape SY SX")
-        self.scan_shape = (int(scan_shape[0]), int(scan_shape[1]))
-        self.layout = ScanLayout(self.scan_shape, skip_frames, flyback_frames, frames_per_position)
-        needed = self.layout.skip_frames + self.layout.frames_per_pass
-        if self._frames.shape[0] < needed:
-            raise SettingsError(
-                f"{name}: scan shape {self.scan_shape[0]}×{self.scan_shape[1]} needs {needed} frames "
-                f"but the data has {self._frames.shape[0]}; check --scan-shape, skips and flyback")
-        self.n_frames = int(self._frames.shape[0])
+        from .raw import resolve_scan
+        self.layout, n_use = resolve_scan(name, self._frames.shape[0], scan_shape, skip_frames, flyback_frames,
+                                          frames_per_position, pad, crop)
+        self.scan_shape = self.layout.scan_shape
+        self.n_frames = int(n_use)
         self._hints: dict = {}
 
     def chunks(self, chunk_size: int = 256) -> Iterator[FrameChunk]:
