@@ -330,3 +330,36 @@ def test_packed_frames_with_headers_equal_plain_frames(poisson_data, big_endian)
     np.testing.assert_array_equal(a.snapshot().ricom, b.snapshot().ricom)
     np.testing.assert_array_equal(a.snapshot().virtual["vadf"], b.snapshot().virtual["vadf"])
     np.testing.assert_allclose(a.snapshot().virtual["vbf"], ref.annulus_sum(poisson_data, (7.5, 7.5), 0, 3))
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_threads_give_the_same_image(poisson_data, packed):
+    from ricom.sources.base import PackedFrames
+    frames = poisson_data.reshape(-1, 16, 16)
+    data = PackedFrames(frames.reshape(72, -1).copy(), 0, (16, 16)) if packed else frames
+    vds = (VirtualDetector("vadf", 4, math.inf),)
+    s = Settings(kernel=KernelSettings(5), geometry=DetectorGeometry((7.5, 7.5)), virtual_detectors=vds)
+    one, two = Reconstruction((8, 9), (16, 16), s), Reconstruction((8, 9), (16, 16), s, threads=3)
+    one.process_frames(frames, start=0)
+    two.process_frames(data, start=0)
+    np.testing.assert_array_equal(one.snapshot().ricom, two.snapshot().ricom)
+    np.testing.assert_array_equal(one.snapshot().virtual["vadf"], two.snapshot().virtual["vadf"])
+
+
+def test_settings_change_while_moments_are_computed(poisson_data):
+    """A virtual-detector change between the moments and the scatter is picked up, not mixed."""
+    frames = poisson_data.reshape(-1, 16, 16)
+    s = Settings(kernel=KernelSettings(5), geometry=DetectorGeometry((7.5, 7.5)))
+    rec = Reconstruction((8, 9), (16, 16), s)
+    original = rec._frame_moments
+
+    def slow(frames_, luts):
+        out = original(frames_, luts)
+        if not hasattr(rec, "_changed"):
+            rec._changed = True
+            rec.update_settings(s.with_(virtual_detectors=(VirtualDetector("vbf", 0, 3),)))
+        return out
+
+    rec._frame_moments = slow
+    rec.process_frames(frames, start=0)
+    np.testing.assert_allclose(rec.snapshot().virtual["vbf"], ref.annulus_sum(poisson_data, (7.5, 7.5), 0, 3))

@@ -109,7 +109,7 @@ def reference_center(reference, **source_options) -> tuple[float, float]:
 
 def reconstruct_run(data, *, settings: Settings | None = None, reference=None, descan: str | None = None,
                     descan_reference=None, progress=False, chunk_size: int = 512, stop=None,
-                    source_options: dict | None = None,
+                    source_options: dict | None = None, threads: int = 1,
                     **setting_args) -> tuple[RunResult, Reconstruction, Source]:
     """Like `reconstruct` but returns the full `RunResult`, the engine and the source."""
     source = open_input(data, **(source_options or {}))
@@ -122,7 +122,8 @@ def reconstruct_run(data, *, settings: Settings | None = None, reference=None, d
     elif setting_args:
         raise SettingsError("give either settings= or individual setting arguments, not both")
     ref_c = reference_center(reference) if reference is not None else None
-    rec = Reconstruction(source.scan_shape, source.detector_shape, settings, reference_center_yx=ref_c)
+    rec = Reconstruction(source.scan_shape, source.detector_shape, settings, reference_center_yx=ref_c,
+                         threads=threads)
     if descan == "reference":
         from .calibrate import apply_descan
         apply_descan(rec, "reference", descan_reference, **(source_options or {}))
@@ -137,7 +138,7 @@ def reconstruct_run(data, *, settings: Settings | None = None, reference=None, d
 
 def reconstruct(data, *, scan_shape=None, settings: Settings | None = None, reference=None,
                 descan: str | None = None, descan_reference=None, progress: bool = False,
-                chunk_size: int = 512, **setting_args) -> Snapshot:
+                chunk_size: int = 512, threads: int = 1, **setting_args) -> Snapshot:
     """Reconstruct a whole dataset and return its images.
 
     Parameters
@@ -153,6 +154,8 @@ def reconstruct(data, *, scan_shape=None, settings: Settings | None = None, refe
         ``pixel_size_mrad``, ``energy_keV`` …).
     reference : array or str, optional
         Vacuum reference scan for the pattern centre.
+    threads : int
+        Threads for the per-pattern sums (the kernel scatter uses one).
     descan : {"plane", "quadratic", "reference"}, optional
         Descan correction (see `ricom.calibrate.apply_descan`); ``"reference"`` uses
         ``descan_reference`` (a vacuum scan of the same scan).
@@ -172,6 +175,6 @@ def reconstruct(data, *, scan_shape=None, settings: Settings | None = None, refe
     """
     options = {"scan_shape": scan_shape} if scan_shape is not None else {}
     result, _, _ = reconstruct_run(data, settings=settings, reference=reference, descan=descan,
-                                   descan_reference=descan_reference, progress=progress,
+                                   descan_reference=descan_reference, progress=progress, threads=threads,
                                    chunk_size=chunk_size, source_options=options, **setting_args)
     return result.snapshot

@@ -54,6 +54,9 @@ class Reconstruction:
         What a later scan pass does at a position already seen: ``"sum"`` adds its
         counts (averaging repeated scans), ``"replace"`` shows the newest pass only (live
         viewing while the operator tunes focus).  Passes are told by ``scan_pass``.
+    threads : int
+        Worker threads for the per-pattern sums of each chunk (compiled code releases the
+        GIL); the kernel scatter stays in the calling thread.
 
     Examples
     --------
@@ -68,10 +71,15 @@ class Reconstruction:
     """
 
     def __init__(self, scan_shape, detector_shape, settings: Settings | None = None,
-                 reference_center_yx: tuple[float, float] | None = None, repeats: str = "sum") -> None:
+                 reference_center_yx: tuple[float, float] | None = None, repeats: str = "sum",
+                 threads: int = 1) -> None:
         if repeats not in ("sum", "replace"):
             raise SettingsError(f"repeats must be 'sum' or 'replace', got {repeats!r}")
+        if int(threads) < 1:
+            raise SettingsError(f"threads must be at least 1, got {threads}")
         self.repeats = repeats
+        self.threads = int(threads)
+        self._pool = None
         self.scan_shape = _shape2("scan shape", scan_shape)
         self.detector_shape = _shape2("detector shape", detector_shape)
         self._lock = threading.RLock()
@@ -219,11 +227,15 @@ class Reconstruction:
         positions = self._positions(positions, start, frames.shape[0])
         if self._t_first is None:
             self._t_first = time.perf_counter()
-        k = frames.shape[0]
         with self._lock:
             self._ensure_detector_luts(frames)
-            moments = np.zeros((self._state.shape[0], k))
-            self._frame_moments(frames, moments)
+            luts = self._detector_luts()
+        moments = self._frame_moments(frames, luts)  # the long part, outside the lock
+        with self._lock:
+            now = self._detector_luts()
+            if self._luts_needed() or now[0] is not luts[0] or now[1] is not luts[1] or now[3] != luts[3]:
+                self._ensure_detector_luts(frames)  # settings changed meanwhile: redo with the new ones
+                moments = self._frame_moments(frames, self._detector_luts())
             self._ingest(positions, moments, scan_pass)
 
     def _checked_frames(self, frames):
@@ -361,32 +373,29 @@ class Reconstruction:
                              f"{self.scan_shape[0]}×{self.scan_shape[1]} scan")
         return positions
 
-    def _frame_moments(self, frames, moments) -> None:
-        """Totals, first moments and ring sums of a chunk (one pass where possible)."""
-        mask = self._com_mask
+    def _detector_luts(self) -> tuple:
+        """The look-ups a chunk's moments depend on (taken under the lock, used outside it)."""
         runs = self._ring_runs
-        ny, nx = self.detector_shape
-        if isinstance(frames, PackedFrames):
-            n_rings = len(self._ring_bounds) - 1 if runs is not None else 0
-            C.frame_moments_u16(frames.rows, frames.offset, ny, nx, frames.big_endian and frames.dtype.itemsize == 2,
-                                runs if runs is not None else self._row_runs, n_rings, moments)
-            return
-        if mask is None and frames.dtype.kind == "u" and frames.dtype.itemsize <= 2:
-            swap = not frames.dtype.isnative
-            native = frames.view(frames.dtype.newbyteorder("=")) if swap else frames
-            rows = np.ascontiguousarray(native).reshape(native.shape[0], ny * nx)
-            n_rings = len(self._ring_bounds) - 1 if runs is not None else 0
-            C.frame_moments_u16(rows, 0, ny, nx, swap and frames.dtype.itemsize == 2,
-                                runs if runs is not None else self._row_runs, n_rings, moments)
-            return
-        if runs is not None:
-            C.frame_ring_sums(frames, runs, len(self._ring_bounds) - 1, moments)
-        if frames.dtype.kind == "f":
-            m = mask.astype(np.float64) if mask is not None else np.ones((1, 1))
-            C.frame_moments_float(frames, m, mask is not None, moments)
-        else:
-            m = mask.astype(np.int64) if mask is not None else np.ones((1, 1), np.int64)
-            C.frame_moments_int(frames, m, mask is not None, moments)
+        n_rings = len(self._ring_bounds) - 1 if runs is not None else 0
+        return self._com_mask, runs, n_rings, self._state.shape[0]
+
+    def _frame_moments(self, frames, luts) -> np.ndarray:
+        """Totals, first moments and ring sums of a chunk, split over `threads` workers."""
+        k = frames.shape[0]
+        moments = np.zeros((luts[3], k))
+        if self.threads == 1 or k < 2 * self.threads:
+            _moments_into(frames, luts, self._row_runs, moments)
+            return moments
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="ricom-moments")
+        cuts = np.linspace(0, k, self.threads + 1).astype(int)
+        parts = [np.zeros((luts[3], b - a)) for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+        jobs = [self._pool.submit(_moments_into, _take(frames, a, b), luts, self._row_runs, part)
+                for (a, b, part) in zip(cuts[:-1], cuts[1:], parts, strict=True)]
+        for job in jobs:
+            job.result()
+        return np.concatenate(parts, axis=1)
 
     def _ingest(self, positions: np.ndarray, moments: np.ndarray, scan_pass=None) -> None:
         valid = np.isfinite(moments).all(axis=0)
@@ -534,6 +543,39 @@ class Reconstruction:
                 n_outside=self.n_outside, seconds_processing=self.seconds_processing,
                 virtual_radii_px=self.ring_boundaries_px(),
             )
+
+
+def _take(frames, a: int, b: int):
+    """Frames a…b-1 of an array or of packed frames (a view, no copy)."""
+    if isinstance(frames, PackedFrames):
+        return PackedFrames(frames.rows[a:b], frames.offset, frames.frame_shape, frames.big_endian)
+    return frames[a:b]
+
+
+def _moments_into(frames, luts, row_runs, moments) -> None:
+    """Totals, first moments and ring sums of a chunk into ``moments`` (one pass where possible)."""
+    mask, runs, n_rings, _ = luts
+    k = frames.shape[0]
+    ny, nx = frames.shape[1:]
+    line_runs = runs if runs is not None else row_runs
+    if isinstance(frames, PackedFrames):
+        C.frame_moments_u16(frames.rows, frames.offset, ny, nx, frames.big_endian and frames.dtype.itemsize == 2,
+                            line_runs, n_rings, moments)
+        return
+    if mask is None and frames.dtype.kind == "u" and frames.dtype.itemsize <= 2:
+        swap = not frames.dtype.isnative
+        native = frames.view(frames.dtype.newbyteorder("=")) if swap else frames
+        rows = np.ascontiguousarray(native).reshape(k, ny * nx)
+        C.frame_moments_u16(rows, 0, ny, nx, swap and frames.dtype.itemsize == 2, line_runs, n_rings, moments)
+        return
+    if runs is not None:
+        C.frame_ring_sums(frames, runs, n_rings, moments)
+    if frames.dtype.kind == "f":
+        m = mask.astype(np.float64) if mask is not None else np.ones((1, 1))
+        C.frame_moments_float(frames, m, mask is not None, moments)
+    else:
+        m = mask.astype(np.int64) if mask is not None else np.ones((1, 1), np.int64)
+        C.frame_moments_int(frames, m, mask is not None, moments)
 
 
 def mean_pattern(frames: np.ndarray, sample: int = 64) -> np.ndarray:

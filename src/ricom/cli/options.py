@@ -93,6 +93,8 @@ def add_reconstruction_options(p: argparse.ArgumentParser) -> None:
                         "--virtual-detector-unit mrad; default: from the bright-field disc")
     o.add_argument("--virtual-detector-unit", choices=("px", "mrad"), default="px")
     o.add_argument("--chunk-size", type=int, default=512, metavar="N", help="patterns per chunk")
+    o.add_argument("--threads", type=int, default=1, metavar="N",
+                   help="threads for the per-pattern sums (default 1; the kernel scatter uses one)")
 
 
 def parse_center(values) -> tuple[float, float] | str | None:

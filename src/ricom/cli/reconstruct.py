@@ -46,7 +46,8 @@ def run(args) -> int:
     descan, descan_ref = parse_descan(args.descan, args.reference)
     result, rec, _ = api.reconstruct_run(
         args.input, reference=args.reference, descan=descan, descan_reference=descan_ref,
-        progress=not args.no_progress, chunk_size=args.chunk_size, source_options=source_options(args), **kwargs)
+        progress=not args.no_progress, chunk_size=args.chunk_size, source_options=source_options(args),
+        threads=args.threads, **kwargs)
     snap = result.snapshot
     extra = {"input": args.input}
     if descan:
