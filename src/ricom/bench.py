@@ -164,6 +164,70 @@ def bench_npy(folder: str, scan_shape, detector_shape, kernel: int, threads: int
     return _record("npy uint16", threads, kernel, detector_shape, secs, n, bytes_per, memread)
 
 
+def bench_live(folder: str, scan_shape, detector_shape, depth: int, raw: bool, kernel: int,
+               threads: int, repeat: int = 4) -> BenchRecord:
+    """Frames over loopback from the project's Merlin simulator, run as a separate process."""
+    import re
+    import subprocess
+    import sys
+
+    from .sources.merlin_live import MerlinLiveSource
+    path = os.path.join(folder, f"bench_{detector_shape[0]}_{depth}{'r' if raw else ''}.mib")
+    if not os.path.exists(path):
+        write_mib(path, scan_shape, detector_shape, depth, raw)
+    n_file = scan_shape[0] * scan_shape[1]
+    cmd = [sys.executable, "-m", "ricom", "simulate", "merlin", "--from", path, "--port", "0", "--control-port",
+           "0", "--once", "--start-on", "connect", "--quiet", "--repeat", str(repeat), "--scan-shape",
+           str(scan_shape[0]), str(scan_shape[1])]
+    server = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        banner = server.stdout.readline()
+        port = int(re.search(r"data port (\d+)", banner).group(1))
+        src = MerlinLiveSource("127.0.0.1", port, scan_shape=scan_shape, timeout=60)
+        frame_bytes = src.frame_header.frame_bytes
+        from .run import run
+        rec = Reconstruction(scan_shape, detector_shape, _settings(kernel, detector_shape), **_threads(threads))
+        res = run(src, rec, chunk_size=256)
+        n = res.snapshot.hits.sum()
+        lost = n_file * repeat - int(n)
+        note = "no pattern lost" if lost == 0 else f"{lost} patterns lost"
+    finally:
+        server.kill()
+        server.wait()
+    # the network itself (no decoding): memread stands for the same bytes read from memory
+    memread = memread_gb_per_s(np.zeros(64 << 20, np.uint8))
+    name = f"live {'raw ' if raw else ''}{depth}-bit"
+    return _record(name, threads, kernel, detector_shape, res.seconds_processing, int(n), frame_bytes, memread, note)
+
+
+def bench_events(folder: str, scan_shape, kernel: int, threads: int, dose: float = 200.0) -> BenchRecord:
+    """A page-cached `.tpx3` file: decode, scan synchronisation and reconstruction."""
+    from .events import write_events
+    from .run import run
+    from .simulate import SimulationParams, simulate_chunks
+    from .sources import open_source
+    path = os.path.join(folder, f"bench_events_{scan_shape[0]}.tpx3")
+    if not os.path.exists(path):
+        params = SimulationParams(scan_shape=scan_shape, detector_shape=(128, 128), dose_e_per_probe=dose)
+        write_events(path, simulate_chunks(params, rows_per_chunk=8), scan_shape, (128, 128))
+    size = os.path.getsize(path)
+    mm = np.memmap(path, np.uint8, "r")
+    memread = memread_gb_per_s(mm)
+    del mm
+    best = None
+    for _ in range(2):  # the first run also warms the compiled code
+        src = open_source(path)
+        rec = Reconstruction(scan_shape, src.detector_shape, _settings(kernel, src.detector_shape), **_threads(threads))
+        res = run(src, rec, chunk_size=1 << 20)
+        if best is None or res.seconds_processing < best[0]:
+            best = (res.seconds_processing, rec.n_events, res.snapshot.n_patterns)
+    secs, n_events, n_pos = best
+    rec_ = BenchRecord("events tpx3", threads, kernel, [512, 512], n_pos / secs, size / secs / 1e9,
+                       size / secs / 1e9 / memread, secs, n_pos, events_per_s=n_events / secs,
+                       note=f"{n_events / n_pos:.0f} events per position")
+    return rec_
+
+
 def plan(quick: bool) -> list[tuple[str, dict]]:
     """The cases to run: (kind, arguments)."""
     det = (256, 256)
@@ -172,7 +236,9 @@ def plan(quick: bool) -> list[tuple[str, dict]]:
         return [("memory", dict(scan_shape=scan, detector_shape=det, kernel=61, threads=1)),
                 ("memory", dict(scan_shape=scan, detector_shape=det, kernel=201, threads=1)),
                 ("mib", dict(scan_shape=scan, detector_shape=det, depth=12, raw=False, kernel=61, threads=1)),
-                ("mib", dict(scan_shape=scan, detector_shape=det, depth=1, raw=True, kernel=61, threads=1))]
+                ("mib", dict(scan_shape=scan, detector_shape=det, depth=1, raw=True, kernel=61, threads=1)),
+                ("live", dict(scan_shape=scan, detector_shape=det, depth=12, raw=False, kernel=61, threads=1)),
+                ("events", dict(scan_shape=(64, 64), kernel=21, threads=1))]
     scan = (128, 128)
     cases = []
     for k in (21, 61, 101, 201):
@@ -184,10 +250,15 @@ def plan(quick: bool) -> list[tuple[str, dict]]:
                                       threads=t)))
     cases.append(("mib", dict(scan_shape=(64, 64), detector_shape=(512, 512), depth=12, raw=False, kernel=61,
                               threads=1)))
+    for depth, raw in ((12, False), (6, False), (1, True)):
+        cases.append(("live", dict(scan_shape=scan, detector_shape=det, depth=depth, raw=raw, kernel=61, threads=1)))
+    cases.append(("events", dict(scan_shape=(256, 256), kernel=21, threads=1)))
     return cases
 
 
-RUNNERS = {"memory": bench_in_memory, "mib": bench_mib, "npy": bench_npy}
+RUNNERS = {"memory": bench_in_memory, "mib": bench_mib, "npy": bench_npy, "live": bench_live,
+           "events": bench_events}
+NEEDS_FOLDER = {"mib", "npy", "live", "events"}
 
 
 def run_bench(quick: bool = False, folder: str | None = None, report: Callable | None = None,
@@ -200,7 +271,7 @@ def run_bench(quick: bool = False, folder: str | None = None, report: Callable |
                 continue
             fn = RUNNERS[kind]
             try:
-                rec = fn(tmp, **args) if kind in ("mib", "npy") else fn(**args)
+                rec = fn(tmp, **args) if kind in NEEDS_FOLDER else fn(**args)
             except ImportError as exc:
                 rec = BenchRecord(kind, args.get("threads", 1), args.get("kernel", 0),
                                   list(args.get("detector_shape", ())), None, 0.0, 0.0, 0.0, 0,

@@ -31,10 +31,11 @@ def run(args) -> int:
         if r.patterns_per_s is None and r.events_per_s is None:
             print(f"{r.case:<22}{r.threads:>4}{r.kernel_size:>7}  {r.note}")
             return
-        rate = r.patterns_per_s if r.patterns_per_s is not None else r.events_per_s
         det = "×".join(map(str, r.detector_shape))
-        print(f"{r.case:<22}{r.threads:>4}{r.kernel_size:>7}{det:>10}{rate:>13,.0f}{r.gb_per_s:>7.2f}"
-              f"{r.memread_ratio:>9.2f}", flush=True)
+        extra = f"  {r.events_per_s / 1e6:.1f} M events/s" if r.events_per_s else ""
+        extra += f"  {r.note}" if r.note else ""
+        print(f"{r.case:<22}{r.threads:>4}{r.kernel_size:>7}{det:>10}{r.patterns_per_s:>13,.0f}{r.gb_per_s:>7.2f}"
+              f"{r.memread_ratio:>9.2f}{extra}", flush=True)
 
     kinds = set(args.only.split(",")) if args.only else None
     records = run_bench(quick=args.quick, folder=args.tmp, report=show, kinds=kinds)

@@ -29,6 +29,8 @@ from .merlin import (
 )
 from .raw import positions_for, resolve_scan
 
+MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)  # Linux ≥ 5.14
+
 
 def _read_head(path: str) -> bytes:
     with builtins.open(path, "rb") as fh:
@@ -81,6 +83,14 @@ class _MibFile:
             a = start - start % mmap.PAGESIZE
             with contextlib.suppress(OSError, ValueError):
                 self._mm.madvise(mmap.MADV_DONTNEED, a, min(stop, self.size) - a)
+
+    def populate(self, start: int, stop: int) -> None:
+        """Map bytes ``start…stop`` into this process now (one batched call in the reader
+        thread instead of a page fault per 4 KiB in the engine); no-op where unsupported."""
+        if self._mm is not None and hasattr(self._mm, "madvise"):
+            a = start - start % mmap.PAGESIZE
+            with contextlib.suppress(OSError, ValueError):
+                self._mm.madvise(MADV_POPULATE_READ, a, min(stop, self.size) - a)
 
     def close(self) -> None:
         self.array = None
@@ -244,6 +254,7 @@ class MerlinSource(Source):
         buf = f.map()[s * fb:(s + c) * fb]
         good, seq = check_frames(buf, h, c, f.reference)
         if self.in_place and good:
+            f.populate(s * fb, (s + good) * fb)
             rows = buf[:good * fb].reshape(good, fb)
             item = 2 if h.dtype == "U16" else 1
             frames = PackedFrames(rows.view(np.uint16) if item == 2 else rows, h.header_bytes // item,

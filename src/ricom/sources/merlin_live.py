@@ -163,7 +163,7 @@ class MerlinLiveSource(Source):
                  skip_frames: int = 0, flyback_frames: int = 0, frames_per_position: int = 1,
                  n_frames: int | None = None, timeout: float | None = None,
                  stop: threading.Event | None = None, trigger: Callable[[], object] | None = None,
-                 max_latency: float = 0.1, control: MerlinControl | None = None,
+                 max_latency: float = 0.02, control: MerlinControl | None = None,
                  connect_timeout: float = 5.0, **_ignored) -> None:
         from .merlin import acquisition_scan_shape
 
