@@ -59,7 +59,7 @@ def frame_moments_u16(rows, offset, ny, nx, swap_bytes, runs, n_rings, out):
     ``(k, ny*nx)`` view, or a file's frames with their headers).  ``swap_bytes`` reads
     big-endian 16-bit data in place.  Column sums in uint32 (exact while a column sums
     below 2³²) keep the inner loop vectorised.  ``runs (m, 4)`` = ``(y, x0, x1, ring)``
-    covering every pixel row by row (see `ricom.engine.ring_runs`); with ``n_rings = 0``
+    covering every pixel row by row (see `ricom.detector.ring_runs`); with ``n_rings = 0``
     one run per row is enough.
     """
     k = rows.shape[0]

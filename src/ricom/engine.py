@@ -13,6 +13,7 @@ The riCOM update itself is `ricom.compiled.scatter_touched`; the kernel is built
 """
 from __future__ import annotations
 
+import itertools
 import math
 import threading
 import time
@@ -20,6 +21,15 @@ import time
 import numpy as np
 
 from . import compiled as C
+from .detector import (
+    bright_field_radius,
+    event_histogram,
+    frame_moments,
+    mean_pattern,
+    radius_map,
+    ring_runs,
+    take_frames,
+)
 from .errors import InputError, SettingsError
 from .kernels import correlate, correlation_kernels, scatter_kernels
 from .params import MAX_KERNEL_SIZE, Settings, VirtualDetector
@@ -384,18 +394,17 @@ class Reconstruction:
         k = frames.shape[0]
         moments = np.zeros((luts[3], k))
         if self.threads == 1 or k < 2 * self.threads:
-            _moments_into(frames, luts, self._row_runs, moments)
+            frame_moments(frames, luts, self._row_runs, moments)
             return moments
         if self._pool is None:
             from concurrent.futures import ThreadPoolExecutor
             self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="ricom-moments")
         cuts = np.linspace(0, k, self.threads + 1).astype(int)
-        parts = [np.zeros((luts[3], b - a)) for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
-        jobs = [self._pool.submit(_moments_into, _take(frames, a, b), luts, self._row_runs, part)
-                for (a, b, part) in zip(cuts[:-1], cuts[1:], parts, strict=True)]
+        jobs = [self._pool.submit(frame_moments, take_frames(frames, a, b), luts, self._row_runs, moments[:, a:b])
+                for a, b in itertools.pairwise(cuts)]
         for job in jobs:
             job.result()
-        return np.concatenate(parts, axis=1)
+        return moments
 
     def _ingest(self, positions: np.ndarray, moments: np.ndarray, scan_pass=None) -> None:
         valid = np.isfinite(moments).all(axis=0)
@@ -450,7 +459,7 @@ class Reconstruction:
         s = self._settings
         need_rings = bool(s.virtual_detectors) and self._ring_of_pixel is None
         need_mask = s.com_mask_px is not None and self._com_mask is None
-        r = _radius_map(self.detector_shape, centre)
+        r = radius_map(self.detector_shape, centre)
         self._rings_centre = (float(centre[0]), float(centre[1]))
         if need_mask:
             lo, hi = s.com_mask_px
@@ -543,83 +552,6 @@ class Reconstruction:
                 n_outside=self.n_outside, seconds_processing=self.seconds_processing,
                 virtual_radii_px=self.ring_boundaries_px(),
             )
-
-
-def _take(frames, a: int, b: int):
-    """Frames a…b-1 of an array or of packed frames (a view, no copy)."""
-    if isinstance(frames, PackedFrames):
-        return PackedFrames(frames.rows[a:b], frames.offset, frames.frame_shape, frames.big_endian)
-    return frames[a:b]
-
-
-def _moments_into(frames, luts, row_runs, moments) -> None:
-    """Totals, first moments and ring sums of a chunk into ``moments`` (one pass where possible)."""
-    mask, runs, n_rings, _ = luts
-    k = frames.shape[0]
-    ny, nx = frames.shape[1:]
-    line_runs = runs if runs is not None else row_runs
-    if isinstance(frames, PackedFrames):
-        C.frame_moments_u16(frames.rows, frames.offset, ny, nx, frames.big_endian and frames.dtype.itemsize == 2,
-                            line_runs, n_rings, moments)
-        return
-    if mask is None and frames.dtype.kind == "u" and frames.dtype.itemsize <= 2:
-        swap = not frames.dtype.isnative
-        native = frames.view(frames.dtype.newbyteorder("=")) if swap else frames
-        rows = np.ascontiguousarray(native).reshape(k, ny * nx)
-        C.frame_moments_u16(rows, 0, ny, nx, swap and frames.dtype.itemsize == 2, line_runs, n_rings, moments)
-        return
-    if runs is not None:
-        C.frame_ring_sums(frames, runs, n_rings, moments)
-    if frames.dtype.kind == "f":
-        m = mask.astype(np.float64) if mask is not None else np.ones((1, 1))
-        C.frame_moments_float(frames, m, mask is not None, moments)
-    else:
-        m = mask.astype(np.int64) if mask is not None else np.ones((1, 1), np.int64)
-        C.frame_moments_int(frames, m, mask is not None, moments)
-
-
-def mean_pattern(frames: np.ndarray, sample: int = 64) -> np.ndarray:
-    """Mean of up to ``sample`` patterns spread over ``frames``, NaN patterns left out."""
-    n = frames.shape[0]
-    pick = frames[np.unique(np.linspace(0, n - 1, min(n, sample)).astype(np.int64))]
-    pick = pick.astype(pick.dtype.newbyteorder("="), copy=False) if not pick.dtype.isnative else pick
-    if pick.dtype.kind == "f":
-        good = np.isfinite(pick).all(axis=(1, 2))
-        pick = pick[good] if good.any() else np.zeros_like(pick[:1])
-    return pick.mean(axis=0, dtype=np.float64)
-
-
-def ring_runs(ring_of_pixel: np.ndarray) -> np.ndarray:
-    """Runs ``(y, x0, x1, ring)`` of constant ring index covering every pixel, row by row."""
-    rows = []
-    for y, line in enumerate(ring_of_pixel):
-        edges = np.flatnonzero(np.diff(line)) + 1
-        starts = np.concatenate([[0], edges])
-        stops = np.concatenate([edges, [line.shape[0]]])
-        rows.append(np.stack([np.full(starts.shape, y), starts, stops, line[starts]], axis=1))
-    return np.ascontiguousarray(np.concatenate(rows).astype(np.int64))
-
-
-def bright_field_radius(frames: np.ndarray) -> float:
-    """Radius (px) of the bright-field disc: area above half the maximum of the mean pattern."""
-    mean = mean_pattern(frames)
-    top = np.nanmax(mean)
-    if not top > 0:
-        return 1.0
-    return max(1.0, math.sqrt(float((mean > 0.5 * top).sum()) / math.pi))
-
-
-def event_histogram(y: np.ndarray, x: np.ndarray, detector_shape) -> np.ndarray:
-    """Counts per detector pixel of events at (sub-pixel) rows ``y`` and columns ``x``."""
-    dy, dx = detector_shape
-    iy = np.clip(np.rint(y), 0, dy - 1).astype(np.int64)
-    ix = np.clip(np.rint(x), 0, dx - 1).astype(np.int64)
-    return np.bincount(iy * dx + ix, minlength=dy * dx).reshape(dy, dx).astype(np.float64)
-
-
-def _radius_map(shape, centre) -> np.ndarray:
-    yy, xx = np.indices(shape, dtype=np.float64)
-    return np.hypot(yy - centre[0], xx - centre[1])
 
 
 def _shape2(what: str, shape) -> tuple[int, int]:
