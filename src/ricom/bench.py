@@ -228,6 +228,73 @@ def bench_events(folder: str, scan_shape, kernel: int, threads: int, dose: float
     return rec_
 
 
+def bench_large_scan(scan_shape=(1024, 1024), detector_shape=(256, 256), kernel: int = 61,
+                     threads: int = 1, source: str = "simulator") -> BenchRecord:
+    """A million-position scan streamed through the engine; reports the peak resident memory.
+
+    ``source="simulator"`` serves 12-bit frames from the project's Merlin simulator over
+    loopback (the full path); ``"memory"`` repeats a small set of frames in memory (the
+    engine alone, much faster).
+    """
+    import resource
+    import subprocess
+    import sys
+
+    from .run import run
+    from .sources.merlin_live import MerlinLiveSource
+    n = scan_shape[0] * scan_shape[1]
+    unique = synthetic_frames(256, detector_shape, 4095)
+    rec = Reconstruction(scan_shape, detector_shape, _settings(kernel, detector_shape), **_threads(threads))
+    server = None
+    try:
+        if source == "simulator":
+            path = os.path.join(tempfile.gettempdir(), f"ricom_bench_unique_{detector_shape[0]}.mib")
+            write_mib(path, (16, 16), detector_shape, 12, False)
+            server = subprocess.Popen(
+                [sys.executable, "-m", "ricom", "simulate", "merlin", "--from", path, "--port", "0",
+                 "--control-port", "0", "--once", "--start-on", "connect", "--quiet", "--repeat", str(n // 256),
+                 "--scan-shape", str(scan_shape[0]), str(scan_shape[1])],
+                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            import re
+            port = int(re.search(r"data port (\d+)", server.stdout.readline()).group(1))
+            src = MerlinLiveSource("127.0.0.1", port, scan_shape=scan_shape, timeout=120)
+        else:
+            src = _Repeating(unique, scan_shape)
+        res = run(src, rec, chunk_size=512)
+    finally:
+        if server is not None:
+            server.kill()
+            server.wait()
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    memread = memread_gb_per_s(unique)
+    rec_ = _record(f"{scan_shape[0]}×{scan_shape[1]} scan ({source})", threads, kernel, detector_shape,
+                   res.seconds_processing, res.snapshot.n_patterns, unique[0].nbytes, memread,
+                   note=f"peak RSS {peak_mb:.0f} MB")
+    return rec_
+
+
+class _Repeating:
+    """A scan whose patterns cycle through a few frames held in memory (engine-only cases)."""
+
+    kind = "frames"
+
+    def __init__(self, frames: np.ndarray, scan_shape) -> None:
+        self.frames, self.scan_shape = frames, tuple(scan_shape)
+        self.detector_shape = frames.shape[1:]
+        self.n_frames = scan_shape[0] * scan_shape[1]
+
+    def chunks(self, chunk_size: int = 256):
+        from .sources.base import FrameChunk
+        m = self.frames.shape[0]
+        step = max(1, min(chunk_size, m))
+        for start in range(0, self.n_frames, step):
+            k = min(step, self.n_frames - start)
+            yield FrameChunk(self.frames[:k], np.arange(start, start + k, dtype=np.int64))
+
+    def close(self) -> None:
+        pass
+
+
 def plan(quick: bool) -> list[tuple[str, dict]]:
     """The cases to run: (kind, arguments)."""
     det = (256, 256)
@@ -253,11 +320,12 @@ def plan(quick: bool) -> list[tuple[str, dict]]:
     for depth, raw in ((12, False), (6, False), (1, True)):
         cases.append(("live", dict(scan_shape=scan, detector_shape=det, depth=depth, raw=raw, kernel=61, threads=1)))
     cases.append(("events", dict(scan_shape=(256, 256), kernel=21, threads=1)))
+    cases.append(("largescan", dict(source="memory")))
     return cases
 
 
 RUNNERS = {"memory": bench_in_memory, "mib": bench_mib, "npy": bench_npy, "live": bench_live,
-           "events": bench_events}
+           "events": bench_events, "largescan": bench_large_scan}
 NEEDS_FOLDER = {"mib", "npy", "live", "events"}
 
 
