@@ -3,12 +3,8 @@
 It behaves like the Merlin software (FORMATS.md §2): on the data port (default 6342)
 each acquisition is one ``MPX,<len+1>,HDR,…`` message (the ``.hdr`` text) followed by
 one ``MPX,<len+1>,`` + MIB frame message per frame; the control port (default 6341)
-answers ``MPX``-framed ``GET,NAME`` / ``SET,NAME,VALUE`` / ``CMD,NAME`` requests with
-``GET,NAME,VALUE,CODE`` / ``SET,NAME,CODE`` / ``CMD,NAME,CODE`` (0 OK, 1 busy,
-2 unrecognised, 3 out of range).  ``COUNTERDEPTH``, ``FILEFORMAT`` (0 processed,
-2 raw), ``NUMFRAMESTOACQUIRE`` (0 = continuous), ``SCANX``/``SCANY`` and
-``TRIGGERSTART`` (5 = soft trigger) change what is sent; ``IMAGEX``, ``IMAGEY`` and
-``DETECTORSTATUS`` can be read.
+answers ``MPX``-framed ``GET``/``SET``/``CMD`` requests (`ricom.merlin_server_control`:
+the parameters, commands and return codes).
 
 When an acquisition starts (``start_on``): ``"connect"`` — as soon as a data client
 connects (like LiberTEM-live's simulator); ``"command"`` — on ``STARTACQUISITION``
@@ -17,149 +13,30 @@ connects (like LiberTEM-live's simulator); ``"command"`` — on ``STARTACQUISITI
 client connected, whichever is first.  Later acquisitions on the same connection need
 ``STARTACQUISITION``.
 
-Frames come from a ``.mib`` file (served byte for byte when depth and format are
-unchanged, else decoded and re-encoded), an integer array, or the built-in specimen
-(`ricom.simulate`).  Faults for tests: junk bytes before the header, a disconnect after
-N frames (in the middle of frame N + 1), a truncated frame, messages sent in random
-small pieces.  `MerlinServer.start` runs it on background threads (``port 0`` picks a
-free port); ``ricom simulate merlin`` runs it in the foreground.
+Frames come from a ``.mib`` file, an integer array, or the built-in specimen
+(`ricom.merlin_feed` encodes them).  This module owns `MerlinServer`: its life cycle,
+threads, the data port and its faults for tests: junk bytes before the header, a
+disconnect after N frames (in the middle of frame N + 1), a truncated frame, messages
+sent in random small pieces.  `MerlinServer.start` runs it on background threads
+(``port 0`` picks a free port); ``ricom simulate merlin`` runs it in the foreground.
 """
 from __future__ import annotations
 
-import os
 import select
 import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator
 
 import numpy as np
 
 from .errors import InputError, SettingsError
-from .sources.merlin_live import PREFIX_BYTES, mpx_prefix
-
-BLOCK_BYTES = 16 << 20
-STATUS = {"idle": 0, "busy": 1, "armed": 4}
-_SETTABLE = {  # name: (type, allowed values or (low, high) or None), default
-    "COUNTERDEPTH": ((int, {1, 6, 12, 24}), 12), "FILEFORMAT": ((int, {0, 2}), 0),
-    "NUMFRAMESTOACQUIRE": ((int, (0, 2**31)), 0), "NUMFRAMESPERTRIGGER": ((int, (1, 2**31)), 1),
-    "TRIGGERSTART": ((int, (0, 7)), 0), "TRIGGERSTOP": ((int, (0, 7)), 0),
-    "SCANX": ((int, (0, 65535)), 0), "SCANY": ((int, (0, 65535)), 0),
-    "ACQUISITIONTIME": ((float, (0, 1e7)), 1.0), "ACQUISITIONPERIOD": ((float, (0, 1e7)), 1.0),
-    "CONTINUOUSRW": ((int, {0, 1}), 1), "GAIN": ((int, (0, 3)), 0), "COLOURMODE": ((int, {0, 1}), 0),
-    "CHARGESUMMING": ((int, {0, 1}), 0), "ENABLECOUNTER1": ((int, (0, 2)), 0),
-    "OPERATINGENERGY": ((float, (0, 1e3)), 300.0), "HVBIAS": ((float, (0, 1e3)), 120.0),
-    "POLARITY": ((int, {0, 1}), 0), "FILEENABLE": ((int, {0, 1}), 0), "RUNHEADLESS": ((int, {0, 1}), 1),
-    "FILEDIRECTORY": ((str, None), ""), "FILENAME": ((str, None), ""),
-    "FLATFIELDCORRECTION": ((int, {0, 1}), 0), "DEADTIMECORRECTION": ((int, {0, 1}), 0),
-    "MASKINDATA": ((int, {0, 1}), 0), "GAPFILLMODE": ((int, (0, 3)), 0),
-    **{f"THRESHOLD{i}": ((float, (0, 1e3)), 2.0 if i == 0 else 511.0) for i in range(8)},
-}
-_COMMANDS = {"STARTACQUISITION", "STOPACQUISITION", "SOFTTRIGGER", "ABORT", "RESET", "THSCAN"}
+from .merlin_feed import Feed, make_feed, patch_sequence, wire_messages
+from .merlin_server_control import SETTABLE, ControlPort
+from .sources.merlin_control import PREFIX_BYTES, mpx_prefix
 
 
-class _Feed:
-    """Frames to serve, encoded for a (depth, raw) setting, one pass in blocks."""
-
-    n_frames: int
-    detector_shape: tuple[int, int]
-    scan_shape: tuple[int, int] | None = None
-    native: tuple[int, bool] = (12, False)
-    quad = gap = False
-
-    def counts(self) -> Iterator[np.ndarray]:
-        raise NotImplementedError
-
-    def encoded(self, depth: int, raw: bool, block: int) -> Iterator[np.ndarray]:
-        """Blocks ``(k, frame_bytes)`` uint8 of real MIB frames (sequence numbers are patched later)."""
-        from .sources.merlin import encode_frames
-
-        top = 2**depth - 1
-        for frames in self.counts():
-            for s in range(0, len(frames), block):
-                part = np.clip(frames[s:s + block], 0, top).astype(np.uint32 if depth == 24 else np.uint16)
-                data = encode_frames(part, depth, raw, quad=self.quad, gap=self.gap)
-                yield np.frombuffer(data, np.uint8).reshape(len(part), -1)
-
-
-class _ArrayFeed(_Feed):
-    def __init__(self, frames: np.ndarray, scan_shape=None, depth: int = 12) -> None:
-        frames = np.asarray(frames)
-        if frames.ndim == 4:
-            scan_shape = scan_shape or frames.shape[:2]
-            frames = frames.reshape(-1, *frames.shape[2:])
-        if frames.ndim != 3 or frames.dtype.kind not in "uib" or len(frames) == 0:
-            raise SettingsError(f"the simulator serves integer (n, rows, cols) frames, got {frames.dtype} "
-                                f"{frames.shape}")
-        self.frames, self.n_frames = frames, len(frames)
-        self.detector_shape = tuple(int(v) for v in frames.shape[1:])
-        self.scan_shape = tuple(int(v) for v in scan_shape) if scan_shape is not None else None
-        self.native = (depth, False)
-
-    def counts(self) -> Iterator[np.ndarray]:
-        yield self.frames
-
-
-class _DemoFeed(_Feed):
-    """The built-in specimen; without a dose, scaled so the first band's brightest pixel is full scale."""
-
-    def __init__(self, params, depth: int = 12) -> None:
-        self.params, self.native = params, (depth, False)
-        self.n_frames = params.scan_shape[0] * params.scan_shape[1]
-        self.detector_shape, self.scan_shape = params.detector_shape, params.scan_shape
-        self._scale = None
-
-    def counts(self) -> Iterator[np.ndarray]:
-        from .simulate import simulate_chunks
-
-        top = 2 ** min(self.native[0], 16) - 1
-        for frames, _ in simulate_chunks(self.params):
-            if self.params.dose_e_per_probe is None:
-                if self._scale is None:
-                    self._scale = top / max(float(frames.max()), 1e-30)
-                frames = np.rint(frames * self._scale)
-            yield frames
-
-
-class _FileFeed(_Feed):
-    def __init__(self, path: str, scan_shape=None) -> None:
-        from .sources.merlin_file import MerlinSource
-
-        self.source = MerlinSource(path, scan_shape=scan_shape, pad=True, prefetch=False, split_files=False)
-        h = self.source.header
-        self.header, self.native = h, (h.counter_depth, h.raw)
-        self.n_frames, self.detector_shape = self.source.frames_in_files, tuple(h.detector_shape)
-        self.scan_shape = self.source.scan_shape
-        self.quad, self.gap = h.n_chips == 4, h.gap > 0
-
-    def counts(self) -> Iterator[np.ndarray]:
-        for chunk in self.source.chunks(256):
-            yield chunk.frames
-
-    def encoded(self, depth: int, raw: bool, block: int) -> Iterator[np.ndarray]:
-        if (depth, raw) != self.native:
-            yield from super().encoded(depth, raw, block)
-            return
-        data = self.source.files[0].map()
-        fb = self.header.frame_bytes
-        for s in range(0, self.n_frames, block):
-            k = min(block, self.n_frames - s)
-            yield data[s * fb:(s + k) * fb].reshape(k, fb)
-
-
-def make_feed(data, scan_shape=None, depth: int | None = None) -> _Feed:
-    """A feed from a ``.mib`` path, an integer array or a `SimulationParams`."""
-    from .simulate import SimulationParams
-
-    if isinstance(data, (str, os.PathLike)):
-        return _FileFeed(os.fspath(data), scan_shape)
-    if isinstance(data, SimulationParams):
-        return _DemoFeed(data, depth or 12)
-    return _ArrayFeed(data, scan_shape, depth or 12)
-
-
-class MerlinServer:
+class MerlinServer(ControlPort):
     """A simulated Merlin detector (see the module docstring).
 
     Parameters
@@ -203,7 +80,7 @@ class MerlinServer:
                  truncate_frame: int | None = None, split_messages: bool = False, start_on: str = "auto",
                  auto_start_s: float = 0.5, once: bool = False, seed: int = 0, log=None,
                  cache_bytes: int = 1 << 30) -> None:
-        self.feed = data if isinstance(data, _Feed) else make_feed(data, scan_shape, depth)
+        self.feed = data if isinstance(data, Feed) else make_feed(data, scan_shape, depth)
         if start_on not in ("auto", "connect", "command"):
             raise SettingsError(f"start_on must be 'auto', 'connect' or 'command', got {start_on!r}")
         if repeat < 1 or rate_hz < 0 or junk_bytes < 0 or (disconnect_after or 0) < 0 or (truncate_frame or 1) < 1:
@@ -216,7 +93,7 @@ class MerlinServer:
         self.disconnect_after, self.truncate_frame = disconnect_after, truncate_frame
         self.start_on, self.auto_start_s, self.once, self.log = start_on, float(auto_start_s), once, log
         self.cache_bytes, self._rng = cache_bytes, np.random.default_rng(seed)
-        self.params = {k: v for k, ((_, _), v) in _SETTABLE.items()}
+        self.params = {k: v for k, ((_, _), v) in SETTABLE.items()}
         d0, r0 = self.feed.native
         self.params.update(COUNTERDEPTH=depth or d0, FILEFORMAT=2 if (r0 if raw is None else raw) else 0,
                            NUMFRAMESTOACQUIRE=self.feed.n_frames * int(repeat))
@@ -317,84 +194,6 @@ class MerlinServer:
             self._say(f"connection from {addr[0]}:{addr[1]} on port {listener.getsockname()[1]}")
             handler(conn)
 
-    # --- control port --------------------------------------------------------------------
-    def _serve_control_thread(self, conn: socket.socket) -> None:
-        self._spawn(self._serve_control, conn)
-
-    def _serve_control(self, conn: socket.socket) -> None:
-        buf = bytearray()
-        conn.settimeout(0.2)
-        try:
-            while not self._stopping.is_set():
-                try:
-                    data = conn.recv(65536)
-                except TimeoutError:
-                    continue
-                if not data:
-                    return
-                buf += data
-                while (request := _take_message(buf)) is not None:
-                    body = self.handle_request(request.decode("latin-1")).encode("latin-1")
-                    conn.sendall(mpx_prefix(len(body)) + body)
-        except OSError:
-            return
-        finally:
-            self._conns.discard(conn)
-            conn.close()
-
-    def handle_request(self, text: str) -> str:
-        """Reply body (without the MPX prefix) to one control request body."""
-        parts = [p.strip() for p in text.strip().split(",")]
-        kind, name = parts[0].upper(), (parts[1] if len(parts) > 1 else "")
-        key, value = name.upper(), (parts[2] if len(parts) > 2 else None)
-        with self._cond:
-            busy = self._state != "idle"
-            if kind == "GET":
-                v = self._get(key)
-                return f"GET,{name},{'0' if v is None else v},{2 if v is None else 0}"
-            if kind == "SET":
-                if key not in _SETTABLE or value is None:
-                    return f"SET,{name},2"
-                if busy:
-                    return f"SET,{name},1"
-                (typ, allowed), _ = _SETTABLE[key]
-                try:
-                    v = typ(float(value)) if typ is int else typ(value)
-                except ValueError:
-                    return f"SET,{name},3"
-                if (isinstance(allowed, set) and v not in allowed) or \
-                        (isinstance(allowed, tuple) and not allowed[0] <= v <= allowed[1]) or \
-                        (key == "FILEFORMAT" and v == 2 and not self._raw_ok):
-                    return f"SET,{name},3"
-                self.params[key] = v
-                return f"SET,{name},0"
-            if kind == "CMD":
-                return f"CMD,{name},{self._command(key, busy)}"
-        return f"{kind},{name},2"
-
-    def _get(self, key: str):
-        if key in self.params:
-            v = self.params[key]
-            return f"{v:.6f}" if isinstance(v, float) else v
-        return {"IMAGEX": self.feed.detector_shape[1], "IMAGEY": self.feed.detector_shape[0],
-                "DETECTORSTATUS": STATUS[self._state], "SOFTWAREVERSION": "ricom-merlin-simulator",
-                "TEMPERATURE": "30.000000"}.get(key)
-
-    def _command(self, key: str, busy: bool) -> int:
-        if key not in _COMMANDS:
-            return 2
-        if key == "STARTACQUISITION":
-            if busy and not self._auto:
-                return 1
-            if not busy:
-                self._start_pending, self._trigger = True, False
-        elif key == "SOFTTRIGGER":
-            self._trigger = True
-        elif key in ("STOPACQUISITION", "ABORT"):
-            self._start_pending, self._abort = False, busy
-        self._cond.notify_all()
-        return 0
-
     # --- data port -----------------------------------------------------------------------
     def _serve_data(self, conn: socket.socket) -> None:
         try:
@@ -462,10 +261,10 @@ class MerlinServer:
         sent, t0 = 0, time.monotonic()
         while (n_total == 0 or sent < n_total) and not self._ended():
             empty = True
-            for wire in self._wire(depth, raw):
+            for wire in wire_messages(self.feed, depth, raw, self._cache, self.cache_bytes):
                 empty = False
                 k = len(wire) if n_total == 0 else min(len(wire), n_total - sent)
-                _patch_sequence(wire[:k], sent + 1)
+                patch_sequence(wire[:k], sent + 1)
                 result = self._send_frames(conn, wire[:k], sent, t0)
                 if result is None:
                     return False
@@ -480,27 +279,6 @@ class MerlinServer:
 
     def _ended(self) -> bool:
         return self._stopping.is_set() or self._abort
-
-    def _wire(self, depth: int, raw: bool) -> Iterator[np.ndarray]:
-        """One pass over the data as wire messages ``(k, 15 + frame_bytes)`` (cached when small)."""
-        key = (depth, raw)
-        if key in self._cache:
-            yield from self._cache[key]
-            return
-        blocks, size = [], 0
-        dy, dx = self.feed.detector_shape
-        for enc in self.feed.encoded(depth, raw, max(1, BLOCK_BYTES // (800 + 4 * dy * dx))):
-            wire = np.empty((len(enc), PREFIX_BYTES + enc.shape[1]), np.uint8)
-            wire[:, :PREFIX_BYTES] = np.frombuffer(mpx_prefix(enc.shape[1]), np.uint8)
-            wire[:, PREFIX_BYTES:] = enc
-            size += wire.nbytes
-            if blocks is not None and size <= self.cache_bytes:
-                blocks.append(wire)
-            else:
-                blocks = None
-            yield wire
-        if blocks is not None:
-            self._cache[key] = blocks
 
     def _send_frames(self, conn: socket.socket, wire: np.ndarray, done: int, t0: float) -> int | None:
         """Send ``wire`` rows (frames done+1 …) with pacing and faults; frames sent, None if dropped."""
@@ -545,32 +323,3 @@ class MerlinServer:
                 conn.sendall(view[pos:pos + piece])
                 pos += piece
         self.bytes_sent += len(view)
-
-
-def _patch_sequence(wire: np.ndarray, first: int) -> None:
-    """Write sequence numbers first, first+1, … into the 6-digit field of each MIB header."""
-    at = PREFIX_BYTES + 4
-    if len(wire) and wire[0, at + 6] == ord(","):
-        seq = np.arange(first, first + len(wire), dtype=np.int64) % 1_000_000
-        wire[:, at:at + 6] = (seq[:, None] // 10 ** np.arange(5, -1, -1)) % 10 + 48
-
-
-def _take_message(buf: bytearray) -> bytes | None:
-    """Remove and return the payload of the first complete MPX message in ``buf``."""
-    start = buf.find(b"MPX,")
-    if start < 0:
-        del buf[:max(0, len(buf) - 3)]
-        return None
-    del buf[:start]
-    if len(buf) < PREFIX_BYTES:
-        return None
-    digits = bytes(buf[4:14])
-    if not digits.isdigit() or buf[14:15] != b",":
-        del buf[:4]
-        return _take_message(buf)
-    end = PREFIX_BYTES + int(digits) - 1
-    if len(buf) < end:
-        return None
-    payload = bytes(buf[PREFIX_BYTES:end])
-    del buf[:end]
-    return payload

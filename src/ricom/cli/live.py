@@ -63,7 +63,7 @@ def _arm(args, opts: dict):
     """(trigger callback, MerlinControl) for --start, else (None, None)."""
     from ..errors import SettingsError
     from ..sources.base import ScanLayout
-    from ..sources.merlin_live import MerlinControl
+    from ..sources.merlin_control import MerlinControl
 
     if not args.start:
         if args.depth or args.raw:
