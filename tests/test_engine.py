@@ -363,3 +363,26 @@ def test_settings_change_while_moments_are_computed(poisson_data):
     rec._frame_moments = slow
     rec.process_frames(frames, start=0)
     np.testing.assert_allclose(rec.snapshot().virtual["vbf"], ref.annulus_sum(poisson_data, (7.5, 7.5), 0, 3))
+
+
+def test_snapshot_right_after_a_virtual_detector_change(poisson_data):
+    vds = (VirtualDetector("vbf", 0, 3),)
+    s = Settings(kernel=KernelSettings(5), geometry=DetectorGeometry((7.5, 7.5)), virtual_detectors=vds)
+    rec = Reconstruction((8, 9), (16, 16), s)
+    rec.process_frames(poisson_data.reshape(-1, 16, 16), start=0)
+    rec.update_settings(s.with_(virtual_detectors=(VirtualDetector("vadf", 4, 8),)))
+    snap = rec.snapshot()  # the new detector starts from zero; no stale ring rows
+    assert set(snap.virtual) == {"vadf"} and not snap.virtual["vadf"].any()
+
+
+def test_virtual_detector_change_then_more_data(poisson_data):
+    frames = poisson_data.reshape(-1, 16, 16)
+    s = Settings(kernel=KernelSettings(5), geometry=DetectorGeometry((7.5, 7.5)),
+                 virtual_detectors=(VirtualDetector("vbf", 0, 3),))
+    rec = Reconstruction((8, 9), (16, 16), s)
+    rec.process_frames(frames[:30], start=0)
+    rec.update_settings(s.with_(virtual_detectors=(VirtualDetector("vadf", 4, 8),)))
+    rec.process_frames(frames[30:], positions=np.arange(30, 72))
+    want = ref.annulus_sum(poisson_data, (7.5, 7.5), 4, 8).ravel()
+    want[:30] = 0
+    np.testing.assert_allclose(rec.snapshot().virtual["vadf"].ravel(), want)

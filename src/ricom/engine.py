@@ -167,6 +167,8 @@ class Reconstruction:
             if settings.virtual_detectors != old.virtual_detectors or settings.com_mask_px != old.com_mask_px:
                 self._ring_of_pixel = None
                 self._ring_bounds = None
+                self._ring_runs = None
+                self._vd_rings = {}
                 self._com_mask = None
                 self._state = self._state[:C.FIRST_RING].copy()
             if settings.kernel != old.kernel or settings.calibration.step != old.calibration.step:

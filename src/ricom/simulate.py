@@ -256,12 +256,14 @@ def detector_calibration(params: SimulationParams) -> tuple[float, tuple[float, 
 
 
 def simulate_chunks(params: SimulationParams, rows_per_chunk: int = 4,
-                    _optics: _Optics | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+                    _optics: _Optics | None = None, start_row: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield ``(frames (k, det_y, det_x), flat positions (k,) int64)`` band of rows by band.
 
     Only the transmission function of the current band is held in memory, so scans of
     any size stream.  Noise (if any) is drawn from one generator in scan order, so the
-    concatenated chunks equal `simulate` for the same parameters.
+    concatenated chunks equal `simulate` for the same parameters.  ``start_row`` begins
+    the scan part-way down (a live simulation whose parameters change mid-scan); the
+    noise then differs from `simulate`'s.
     """
     p, optics = params, _optics or _Optics(params)
     sy, sx = p.scan_shape
@@ -272,7 +274,9 @@ def simulate_chunks(params: SimulationParams, rows_per_chunk: int = 4,
     grid_x = (np.arange(x0[-1] + n) - n // 2) * s
     batch, ar = max(1, 2**21 // (n * n)), np.arange(n)
     band_rows = max(1, int(rows_per_chunk))
-    for r0 in range(0, sy, band_rows):
+    if not 0 <= int(start_row) < sy:
+        raise SettingsError(f"start_row must lie in 0…{sy - 1}, got {start_row}")
+    for r0 in range(int(start_row), sy, band_rows):
         rows = np.arange(r0, min(sy, r0 + band_rows))
         y0, fy = (rows * m) // q, (rows * m) % q
         grid_y = (np.arange(y0[0], y0[-1] + n) - n // 2) * s

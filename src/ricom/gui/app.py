@@ -1,0 +1,103 @@
+"""Starting the GUI: the Qt application, headless mode, timed screenshot and exit.
+
+Owns `run_gui`, which ``ricom gui`` calls: it picks the offscreen Qt platform when
+there is no display, builds the `ricom.gui.window.MainWindow`, applies the settings and
+source given on the command line, starts the source, and — for testing and scripting —
+saves a screenshot of the whole window and quits after a given time.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+SCREENSHOT_DEFAULT_S = 5.0
+"""Seconds before the screenshot when ``--screenshot`` is given without ``--exit-after``."""
+
+
+def ensure_display() -> bool:
+    """Use Qt's offscreen platform when no display is available; True if it did."""
+    if os.environ.get("QT_QPA_PLATFORM"):
+        return os.environ["QT_QPA_PLATFORM"] == "offscreen"
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        os.environ["QT_QPA_PLATFORM"] = "offscreen"
+        return True
+    return False
+
+
+def application():
+    """The process's `QApplication` (created on first use)."""
+    from PySide6 import QtWidgets
+
+    app = QtWidgets.QApplication.instance()
+    if app is None:
+        app = QtWidgets.QApplication([sys.argv[0] if sys.argv else "ricom"])
+        app.setApplicationName("ricom")
+        app.setOrganizationName("ricom")
+    return app
+
+
+def run_gui(request=None, settings=None, scan_shape=None, settings_file: str | None = None,
+            reference: str | None = None, screenshot: str | None = None, exit_after: float | None = None,
+            remember_layout: bool = True) -> int:
+    """Show the window and run the Qt event loop; returns the exit status.
+
+    Parameters
+    ----------
+    request : ricom.gui.source_panel.SourceRequest, optional
+        Source to start at once.
+    settings : ricom.params.Settings, optional
+        Initial reconstruction settings.
+    scan_shape : (int, int), optional
+        Scan shape of the simulator (and for inputs that do not carry one).
+    settings_file : str, optional
+        JSON settings file to load (after ``settings``).
+    reference : str, optional
+        Reference scan whose mean COM becomes the centre.
+    screenshot : str, optional
+        Save a PNG of the whole window after ``exit_after`` seconds (default
+        `SCREENSHOT_DEFAULT_S`), then quit.
+    exit_after : float, optional
+        Quit after this many seconds.
+    remember_layout : bool
+        Restore and save the dock layout (off in timed runs).
+    """
+    ensure_display()
+    from PySide6 import QtCore
+
+    from .window import MainWindow
+
+    app = application()
+    timed = screenshot is not None or exit_after is not None
+    window = MainWindow(remember_layout=remember_layout and not timed)
+    if scan_shape is not None:
+        window.column.set_scan_shape(scan_shape)
+        window.column.scan_override.setChecked(request is not None and request.kind != "simulator")
+    if settings is not None:
+        window.column.set_settings(settings)
+    if settings_file:
+        window._guard(window.load_settings, settings_file)
+    if reference:
+        window.measure_reference(reference)
+    window.show()
+    if request is not None:
+        window.start(request)
+    status = {"code": 0}
+    if timed:
+        seconds = exit_after if exit_after is not None else SCREENSHOT_DEFAULT_S
+
+        def finish() -> None:
+            if screenshot:
+                try:
+                    window.tick()
+                    window.save_screenshot(screenshot)
+                except OSError as exc:
+                    print(f"ricom gui: error: cannot save the screenshot: {exc}", file=sys.stderr)
+                    status["code"] = 2
+            for text in window.messages:
+                print(f"ricom gui: {text}", file=sys.stderr)
+            window.close()
+            app.exit(status["code"])
+
+        QtCore.QTimer.singleShot(int(seconds * 1000), finish)
+    code = app.exec()
+    return status["code"] if timed else int(code)

@@ -1,0 +1,199 @@
+"""The diffraction-pattern panel: the latest pattern with the centre and detectors on it.
+
+Owns `DiffractionPanel`: the last pattern the source delivered (kept by
+`ricom.gui.worker.PatternTap`; for event data, a histogram of the last event chunk)
+on a log scale, with the centre in use (cyan, draggable: dropping it sets a manual
+centre), the mean uncentred COM of the scan so far (red) and the virtual-detector radii
+(the annulus edges r_in and r_out are draggable circles; dropping one sets manual radii,
+which the engine applies from the next chunk).  Overlay positions are detector pixels
+(row, column) of the pixel centres, as everywhere in ricom.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6 import QtCore
+
+from ..detector import event_histogram
+from .imageview import ImageView
+from .panels import Panel, single_view_layout
+
+MEAN_COM_INTERVAL_S = 0.25
+"""How often the mean COM marker is re-read from the engine."""
+
+
+class DiffractionPanel(Panel):
+    """Latest pattern (log scale) with draggable centre and detector radii.
+
+    Signals
+    -------
+    centre_moved(float, float)
+        The user dropped the centre marker at (row, column).
+    radii_moved(float, float)
+        The user dropped an annulus edge: (r_in, r_out) in detector pixels (r_out may be inf).
+    """
+
+    key, title = "diffraction", "Diffraction pattern"
+    centre_moved = QtCore.Signal(float, float)
+    radii_moved = QtCore.Signal(float, float)
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.view = ImageView("inferno", formats=("tif", "png", "npy"))
+        self.view.low.setValue(1.0)
+        self.view.high.setValue(99.9)
+        single_view_layout(self, self.view)
+        self.pattern: np.ndarray | None = None
+        self.centre_yx: tuple[float, float] | None = None
+        self.mean_com_yx: tuple[float, float] | None = None
+        self.radii: tuple[float, float] = (0.0, math.inf)
+        self._programmatic = False
+        self._dragging = False
+        self._t_mean = 0.0
+        self._overlay_state = None
+        self.centre_item = pg.TargetItem(size=14, pen=pg.mkPen("c", width=2), movable=True,
+                                         label="centre", labelOpts={"color": "c", "offset": (10, -20)})
+        self.com_item = pg.TargetItem(size=10, symbol="x", pen=pg.mkPen("r", width=2), movable=False,
+                                      label="mean COM", labelOpts={"color": "r", "offset": (10, 8)})
+        self.guides: list[pg.QtWidgets.QGraphicsEllipseItem] = []
+        self.inner_roi = _ring_roi("#4fd04f")
+        self.outer_roi = _ring_roi("#f0c020")
+        for item in (self.inner_roi, self.outer_roi, self.com_item, self.centre_item):
+            self.view.view.addItem(item)
+            item.hide()
+        self.centre_item.sigPositionChanged.connect(self._drag_started)
+        self.centre_item.sigPositionChangeFinished.connect(self._centre_dropped)
+        for roi in (self.inner_roi, self.outer_roi):
+            roi.sigRegionChangeStarted.connect(self._drag_started)
+            roi.sigRegionChangeFinished.connect(self._radius_dropped)
+
+    # ------------------------------------------------------------------ drawing
+    def state_key(self, live):
+        tap_id = live.tap.latest_id if live.tap is not None else -1
+        return live.key, tap_id
+
+    def refresh(self, live) -> None:
+        tap, rec = live.tap, live.rec
+        if tap is not None:
+            if tap.latest is not None:
+                self.pattern = np.asarray(tap.latest, np.float64)
+            elif tap.latest_events is not None and rec is not None:
+                self.pattern = event_histogram(*tap.latest_events, rec.detector_shape)
+        if self.pattern is None:
+            return
+        shown = np.log10(1.0 + np.clip(self.pattern, 0, None))
+        self.view.set_image(shown, "log10(1 + counts)")
+        self.view.readout.setToolTip("the read-out shows log10(1 + counts)")
+        snap = live.snapshot
+        if snap is None or self._dragging:
+            return
+        if rec is not None and time.monotonic() - self._t_mean > MEAN_COM_INTERVAL_S:
+            self._t_mean = time.monotonic()
+            cy, cx, _ = rec.uncentred_com()
+            if np.isfinite(cy).any():
+                self.mean_com_yx = (float(np.nanmean(cy)), float(np.nanmean(cx)))
+        self.centre_yx = snap.center_yx
+        radii = snap.virtual_radii_px
+        if "vadf" in radii:
+            self.radii = tuple(float(v) for v in radii["vadf"])
+        self._place_overlays(radii)
+
+    def _place_overlays(self, radii: dict) -> None:
+        state = (self.centre_yx, self.mean_com_yx, self.radii, tuple(sorted(radii.items())), self.pattern.shape)
+        if state == self._overlay_state:  # nothing moved: leave the items alone
+            return
+        self._overlay_state = state
+        self._programmatic = True
+        try:
+            if self.centre_yx is not None:
+                cy, cx = self.centre_yx
+                self.centre_item.setPos(cx + 0.5, cy + 0.5)
+                self.centre_item.show()
+            if self.mean_com_yx is not None:
+                self.com_item.setPos(self.mean_com_yx[1] + 0.5, self.mean_com_yx[0] + 0.5)
+                self.com_item.show()
+            if self.centre_yx is None:
+                return
+            edge = self._edge_radius()
+            r_in, r_out = self.radii
+            for roi, r in ((self.inner_roi, r_in), (self.outer_roi, r_out if math.isfinite(r_out) else edge)):
+                if r > 0:
+                    self._set_ring(roi, r)
+                    roi.show()
+                else:
+                    roi.hide()
+            self._draw_guides(radii, edge)
+        finally:
+            self._programmatic = False
+
+    def _edge_radius(self) -> float:
+        dy, dx = self.pattern.shape
+        cy, cx = self.centre_yx
+        return float(max(math.hypot(max(cy, dy - 1 - cy), max(cx, dx - 1 - cx)), 1.0))
+
+    def _set_ring(self, roi: pg.ROI, r: float) -> None:
+        cy, cx = self.centre_yx
+        roi.setPos((cx + 0.5 - r, cy + 0.5 - r), update=False, finish=False)
+        roi.setSize((2 * r, 2 * r), update=True, finish=False)
+
+    def _draw_guides(self, radii: dict, edge: float) -> None:
+        """Thin circles at every other detector edge (vBF, vABF radii)."""
+        wanted = sorted({r for pair in radii.values() for r in pair
+                         if math.isfinite(r) and r > 0 and not any(abs(r - e) < 1e-6 for e in self.radii)})
+        while len(self.guides) < len(wanted):
+            g = pg.QtWidgets.QGraphicsEllipseItem()
+            g.setPen(pg.mkPen((255, 255, 255, 140), width=1, style=QtCore.Qt.DashLine, cosmetic=True))
+            self.view.view.addItem(g)
+            self.guides.append(g)
+        cy, cx = self.centre_yx
+        for g, r in zip(self.guides, wanted + [None] * len(self.guides), strict=False):
+            if r is None:
+                g.hide()
+            else:
+                g.setRect(cx + 0.5 - r, cy + 0.5 - r, 2 * r, 2 * r)
+                g.show()
+
+    # ------------------------------------------------------------------ dragging
+    def _drag_started(self, *_) -> None:
+        if not self._programmatic:
+            self._dragging = True
+
+    def _centre_dropped(self, *_) -> None:
+        if self._programmatic:
+            return
+        self._dragging = False
+        self._overlay_state = None
+        p = self.centre_item.pos()
+        self.centre_yx = (float(p.y() - 0.5), float(p.x() - 0.5))
+        self.centre_moved.emit(*self.centre_yx)
+
+    def _radius_dropped(self, roi) -> None:
+        if self._programmatic:
+            return
+        self._dragging = False
+        self._overlay_state = None
+        r = float(roi.size().x()) / 2
+        r_in, r_out = self.radii
+        if roi is self.inner_roi:
+            r_in = r
+        else:
+            r_out = r
+        r_in, r_out = min(r_in, r_out), max(r_in, r_out)
+        if r_out - r_in < 0.5:
+            r_out = r_in + 0.5
+        self.radii = (r_in, r_out)
+        self.radii_moved.emit(r_in, r_out)
+
+    def export(self):
+        if self.pattern is None:
+            return None
+        return "pattern", np.asarray(self.pattern, np.float64), "counts"
+
+
+def _ring_roi(colour: str) -> pg.CircleROI:
+    roi = pg.CircleROI((0, 0), radius=1.0, movable=False, rotatable=False, pen=pg.mkPen(colour, width=2))
+    roi.setZValue(10)
+    return roi

@@ -1,0 +1,117 @@
+"""How the main window is laid out: docks, menus, status bar, and the remembered layout.
+
+Owns `WindowLayout`, a mixin of `ricom.gui.window.MainWindow`: the left dock (messages,
+source controls, settings column), the default arrangement of the panel docks (settings
+on the left, a four-column grid with riCOM largest), the File and View menus, the status
+bar widgets, and saving/restoring the dock layout, window geometry and each panel's
+display settings with `QSettings`.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+
+from PySide6 import QtCore, QtGui, QtWidgets
+
+SETTINGS_ORG, SETTINGS_APP = "ricom", "gui"
+
+
+class _MessageBar(QtWidgets.QLabel):
+    """The red message above the source controls; a click hides it."""
+
+    def mousePressEvent(self, event) -> None:
+        self.hide()
+        super().mousePressEvent(event)
+
+
+class WindowLayout:
+    """Layout of `MainWindow` (needs its panels, docks, source panel and settings column)."""
+
+    # ------------------------------------------------------------------ layout
+    def _build_left_dock(self) -> None:
+        self.message_bar = _MessageBar(wordWrap=True, visible=False, toolTip="click to dismiss",
+                                       styleSheet="background:#fde2e1; color:#8a1111; padding:4px")
+        inner = QtWidgets.QWidget()
+        lay = QtWidgets.QVBoxLayout(inner)
+        lay.setContentsMargins(0, 0, 0, 0)
+        for w in (self.message_bar, self.source_panel, self.column):
+            lay.addWidget(w)
+        lay.addStretch(1)  # spare height goes below the settings, not into the source controls
+        scroll = QtWidgets.QScrollArea(widgetResizable=True)
+        scroll.setWidget(inner)
+        scroll.setMinimumWidth(290)
+        self.settings_dock = QtWidgets.QDockWidget("Source and settings", self)
+        self.settings_dock.setObjectName("dock_settings")
+        self.settings_dock.setWidget(scroll)
+
+    def _default_layout(self) -> None:
+        """Settings on the left; a 4-column grid of panels (riCOM large) on the right."""
+        d = self.docks
+        self.addDockWidget(QtCore.Qt.LeftDockWidgetArea, self.settings_dock)
+        self.addDockWidget(QtCore.Qt.RightDockWidgetArea, d["ricom"])
+        columns = [["ricom", "fft"], ["icom", "com_x", "com_y"], ["virtual", "efield", "divergence"],
+                   ["diffraction", "kernel"]]
+        previous = d["ricom"]
+        for col in columns[1:]:
+            self.splitDockWidget(previous, d[col[0]], QtCore.Qt.Horizontal)
+            previous = d[col[0]]
+        for col in columns:
+            for above, below in itertools.pairwise(col):
+                self.splitDockWidget(d[above], d[below], QtCore.Qt.Vertical)
+        self.resizeDocks([self.settings_dock, d["ricom"], d["icom"], d["virtual"], d["diffraction"]],
+                         [300, 420, 280, 280, 320], QtCore.Qt.Horizontal)
+        self.resizeDocks([d["ricom"], d["fft"]], [650, 300], QtCore.Qt.Vertical)
+        for dock in (self.settings_dock, *d.values()):
+            dock.show()
+
+    def reset_layout(self) -> None:
+        self.restoreState(self._default_state)
+
+    def _restore_layout(self) -> None:
+        store = QtCore.QSettings(SETTINGS_ORG, SETTINGS_APP)
+        geometry, state = store.value("geometry"), store.value("state")
+        if geometry is not None:
+            self.restoreGeometry(geometry)
+        if state is not None:
+            self.restoreState(state)
+        try:
+            display = json.loads(store.value("display", "{}"))
+        except (TypeError, ValueError):
+            display = {}
+        for key, panel in self.panels.items():
+            if panel.view is not None and isinstance(display.get(key), dict):
+                panel.view.set_display_state(display[key])
+
+    def _build_menus(self) -> None:
+        m = self.menuBar().addMenu("&File")
+        m.addAction("Open data file…", self._open_file_dialog, QtGui.QKeySequence.Open)
+        m.addAction("Start / restart", lambda: self.start(), "Ctrl+R")  # not start(checked)
+        m.addAction("Stop", lambda: self.stop_run(), "Ctrl+.")
+        m.addSeparator()
+        m.addAction("Save all signals (HDF5)…", self._ask_save_all, QtGui.QKeySequence.Save)
+        m.addAction("Save settings…", self._ask_save_settings)
+        m.addAction("Load settings…", self._ask_load_settings)
+        m.addAction("Save window screenshot…", self._ask_screenshot)
+        m.addSeparator()
+        m.addAction("Quit", self.close, QtGui.QKeySequence.Quit)
+        v = self.menuBar().addMenu("&View")
+        for dock in (self.settings_dock, *self.docks.values()):
+            v.addAction(dock.toggleViewAction())
+        v.addSeparator()
+        v.addAction("Reset layout", self.reset_layout)
+
+    def _build_status_bar(self) -> None:
+        sb = self.statusBar()
+        self.progress = QtWidgets.QProgressBar(minimumWidth=170, maximumWidth=220, maximum=1000, textVisible=True)
+        self.state_label = QtWidgets.QLabel("idle")
+        self.rate_label = QtWidgets.QLabel("")
+        self.dose_label = QtWidgets.QLabel("")
+        for w in (self.state_label, self.progress, self.rate_label, self.dose_label):
+            sb.addPermanentWidget(w)
+
+    def _save_layout(self) -> None:
+        store = QtCore.QSettings(SETTINGS_ORG, SETTINGS_APP)
+        store.setValue("geometry", self.saveGeometry())
+        store.setValue("state", self.saveState())
+        store.setValue("display", json.dumps({k: p.view.display_state() for k, p in self.panels.items()
+                                              if p.view is not None}))
