@@ -300,3 +300,26 @@ def test_screenshot_command_writes_a_png_of_the_window(tmp_path):
     assert img.width() >= 1200 and img.height() >= 700
     arr = np.frombuffer(img.convertToFormat(QtGui.QImage.Format_Grayscale8).constBits(), np.uint8)
     assert arr.std() > 20  # not a blank window
+
+
+def test_guess_button_finds_the_rotation_of_rotated_patterns(qtbot, window):
+    w = window
+    rotated = simulate(SimulationParams(scan_shape=(24, 24), detector_shape=(32, 32), rotation_deg=35.0, flip=True))
+    w.start_source(ArraySource(rotated.data))
+    qtbot.waitUntil(lambda: w.worker is not None and not w.worker.running and w.rec is not None, timeout=WAIT_MS)
+    w.column.guess_button.click()
+    g = w.rec.settings.geometry
+    assert abs((g.rotation_deg - 35.0 + 180) % 360 - 180) < 1.0 and g.flip
+    assert w.column.rotation.value() == pytest.approx(g.rotation_deg, abs=0.01) and w.column.flip.isChecked()
+    qtbot.waitUntil(lambda: _panel_shows_engine(w), timeout=WAIT_MS)
+
+
+def test_guess_button_refuses_noise(qtbot, window):
+    w = window
+    noise = np.random.default_rng(0).poisson(5.0, (16, 16, 32, 32)).astype(np.uint16)
+    w.start_source(ArraySource(noise))
+    qtbot.waitUntil(lambda: w.worker is not None and not w.worker.running and w.rec is not None, timeout=WAIT_MS)
+    before = w.rec.settings.geometry
+    w.column.guess_button.click()
+    assert w.rec.settings.geometry == before
+    assert "cannot determine" in w.messages[-1]

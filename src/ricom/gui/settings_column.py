@@ -39,10 +39,13 @@ class SettingsColumn(QtWidgets.QWidget):
         The user changed a reconstruction setting.
     reference_requested()
         The user asked to measure the centre on a reference scan.
+    guess_requested()
+        The user asked to find rotation and flip from the data seen so far.
     """
 
     changed = QtCore.Signal()
     reference_requested = QtCore.Signal()
+    guess_requested = QtCore.Signal()
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
@@ -73,8 +76,12 @@ class SettingsColumn(QtWidgets.QWidget):
         self.centre_x = _dspin(0.0, 65535.0, 0.0, 2, 0.25, tip="centre column, detector pixels")
         self.reference_button = QtWidgets.QPushButton("Reference scan…")
         form = self._group(lay, "Geometry")
+        self.guess_button = QtWidgets.QPushButton(
+            "Guess rotation + flip", toolTip="find them from the COM field seen so far (curl and divergence)")
+        self.guess_button.clicked.connect(self.guess_requested)
         form.addRow("rotation", self.rotation)
         form.addRow(self.flip)
+        form.addRow(self.guess_button)
         form.addRow("centre", self.centre_mode)
         form.addRow("row / col", _pair(self.centre_y, self.centre_x))
         form.addRow(self.reference_button)

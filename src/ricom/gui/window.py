@@ -153,6 +153,7 @@ class MainWindow(WindowLayout, WindowActions, QtWidgets.QMainWindow):
         sp.rate_changed.connect(self._rate_changed)
         self.column.changed.connect(self.apply_settings)
         self.column.reference_requested.connect(self._ask_reference)
+        self.column.guess_requested.connect(self.guess_rotation)
         diff = self.panels["diffraction"]
         diff.centre_moved.connect(self.column.set_manual_centre)
         diff.radii_moved.connect(self.column.set_manual_radii)
@@ -250,6 +251,27 @@ class MainWindow(WindowLayout, WindowActions, QtWidgets.QMainWindow):
             return
         self._epoch += 1
         self.refresh(all_stale=True)
+
+    def guess_rotation(self) -> dict | None:
+        """Find rotation and flip from the data so far and apply them live (the Guess button)."""
+        if self.rec is None:
+            self.show_message("start a source first: the rotation is found from its COM field", error=True)
+            return None
+        from ..calibrate import apply_auto_rotation
+        try:
+            info = apply_auto_rotation(self.rec, require=False)
+        except RicomError as exc:
+            self.show_message(str(exc), error=True)
+            return None
+        if not info.get("determined", True):
+            self.show_message(f"cannot determine the rotation: {info.get('reason', 'no structure')}", error=True)
+            return info
+        self.column.set_settings(self.rec.settings)
+        self.show_message(f"rotation {info['rotation_deg']:.2f}°, flip {'on' if info['flip'] else 'off'} "
+                          f"(confidence {info['confidence']:.2f})")
+        self._epoch += 1
+        self.refresh(all_stale=True)
+        return info
 
     # ------------------------------------------------------------------ the timer
     def tick(self) -> None:
