@@ -115,8 +115,9 @@ def run_merlin(args) -> int:
 
 
 def _run_live(args, output, names, kwargs, opts, trigger, control, stop) -> int:
-    from .. import api, outputs
+    from .. import api
     from ..sources.merlin_live import MerlinLiveSource
+    from .finish import save_result
     from .options import parse_descan, parse_rotation
 
     descan, descan_ref = parse_descan(args.descan, args.reference)
@@ -129,32 +130,9 @@ def _run_live(args, output, names, kwargs, opts, trigger, control, stop) -> int:
     result, rec, _ = api.reconstruct_run(source, reference=args.reference, descan=descan,
                                          descan_reference=descan_ref, progress=not args.no_progress,
                                          chunk_size=args.chunk_size, stop=stop, **kwargs)
-    snap = result.snapshot
     extra = {"input": f"merlin://{args.host}:{args.data_port}", "frames_received": source.frames_received,
              "frames_in_acquisition": source.n_frames or 0}
     if descan:
         extra["descan"] = descan
-    if parse_rotation(args.rotation) == "auto":
-        from ..calibrate import apply_auto_rotation
-        report = apply_auto_rotation(rec)
-        snap = rec.snapshot()
-        snap.seconds_processing = result.seconds_processing
-        extra.update({f"auto_rotation_{k}": v for k, v in report.items() if k not in ("rotation_deg", "flip")})
-        print(f"rotation: {report['rotation_deg']:.2f}° flip: {report['flip']} "
-              f"(confidence {report['confidence']:.2f})", file=sys.stderr)
-    written = outputs.save(output, snap, names, extra)
-    if snap.n_invalid:
-        print(f"warning: {snap.n_invalid} patterns contained NaN or infinite values and were skipped",
-              file=sys.stderr)
-    rate = snap.n_patterns / result.seconds_processing if result.seconds_processing > 0 else float("nan")
-    print(f"{snap.n_patterns} patterns in {result.seconds_processing:.2f} s ({rate:,.0f}/s); "
-          f"wrote {', '.join(written)} to {output}")
-    if result.interrupted or stop.is_set():
-        print(f"ricom: interrupted; the partial result ({snap.n_patterns} patterns) is saved in {output}",
-              file=sys.stderr)
-        return 130
-    if result.error:
-        print(f"ricom: error: {result.error}; the partial result ({snap.n_patterns} patterns) is saved "
-              f"in {output}", file=sys.stderr)
-        return 3
-    return 0
+    return save_result(output, names, result, rec, extra, parse_rotation(args.rotation) == "auto",
+                       interrupted=stop.is_set())
