@@ -107,11 +107,11 @@ def reference_center(reference, **source_options) -> tuple[float, float]:
     return c
 
 
-def reconstruct_run(data, *, settings: Settings | None = None, reference=None, descan: str | None = None,
-                    descan_reference=None, progress=False, chunk_size: int = 512, stop=None,
-                    source_options: dict | None = None, threads: int = 1,
-                    **setting_args) -> tuple[RunResult, Reconstruction, Source]:
-    """Like `reconstruct` but returns the full `RunResult`, the engine and the source."""
+def open_with_settings(data, settings: Settings | None = None, source_options: dict | None = None,
+                       **setting_args) -> tuple[Source, Settings]:
+    """Open the input and settle its settings: given ``settings``, or `make_settings` of
+    ``setting_args`` completed by the input's own calibration (`Source.hints`) and a
+    kernel size that suits the scan.  Every frontend starts here."""
     source = open_input(data, **(source_options or {}))
     if source.scan_shape is None:
         raise SettingsError("the input does not carry its scan shape; give scan_shape (--scan-shape SY SX)")
@@ -121,6 +121,15 @@ def reconstruct_run(data, *, settings: Settings | None = None, reference=None, d
         settings = make_settings(hints=source.hints(), **setting_args)
     elif setting_args:
         raise SettingsError("give either settings= or individual setting arguments, not both")
+    return source, settings
+
+
+def reconstruct_run(data, *, settings: Settings | None = None, reference=None, descan: str | None = None,
+                    descan_reference=None, progress=False, chunk_size: int = 512, stop=None,
+                    source_options: dict | None = None, threads: int = 1,
+                    **setting_args) -> tuple[RunResult, Reconstruction, Source]:
+    """Like `reconstruct` but returns the full `RunResult`, the engine and the source."""
+    source, settings = open_with_settings(data, settings, source_options, **setting_args)
     ref_c = reference_center(reference) if reference is not None else None
     rec = Reconstruction(source.scan_shape, source.detector_shape, settings, reference_center_yx=ref_c,
                          threads=threads)

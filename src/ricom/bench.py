@@ -5,10 +5,13 @@ memory read of the same bytes measured in the same run (`memread_gb_per_s`), so 
 from different machines compare by ratio.  Cases: in-memory engine, `.npy` and Merlin
 `.mib` files from the page cache (12-bit, 6-bit, raw 1-bit; 256² and 512²), live over
 loopback from the project's Merlin simulator, and Timepix3 events, for several kernel
-sizes and thread counts.
+sizes and thread counts.  ``--only dask`` (never run otherwise) reconstructs a multi-GB
+`.mib` in one process and on local Dask clusters of 1 and 2 worker processes
+(`ricom.distributed`), once with a worker killed in the middle, and compares the images.
 """
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 import time
@@ -295,12 +298,96 @@ class _Repeating:
         pass
 
 
+_DASK_TIMES: dict = {}
+"""Single-process seconds and snapshot, and seconds per worker count, of each dask bench file."""
+
+
+def _warm_worker(path: str, scan_shape) -> None:
+    """Load the compiled kernels in this process (run on every worker before timing)."""
+    from .api import reconstruct_run
+    reconstruct_run(path, source_options={"scan_shape": scan_shape}, kernel_size=3)
+
+
+def _kill_one_busy_worker(client) -> Callable[[int], None]:
+    """A progress callback that SIGKILLs a worker holding a range, once, after the first range is done."""
+    import signal
+    pids, killed = client.run(os.getpid), []
+
+    def kill(_units: int) -> None:
+        busy = [addr for addr, keys in client.processing().items() if keys and addr in pids]
+        if busy and not killed:
+            os.kill(pids[busy[0]], getattr(signal, "SIGKILL", signal.SIGTERM))
+            killed.append(busy[0])
+    return kill
+
+
+def bench_dask(folder: str, scan_shape, detector_shape, depth: int, kernel: int, workers: int,
+               kill: bool = False, repeat: int = 3) -> BenchRecord:
+    """A simulated `.mib` on a local Dask cluster of ``workers`` processes (0: the single-process path).
+
+    Timed from the call to the images (reading the file from the page cache, the client's
+    first chunk, all ranges, assembling, one rebuild), best of ``repeat`` runs, after the
+    compiled kernels are loaded in every process; the cluster's start-up is reported
+    separately.  With ``kill`` one run, in which a busy worker is killed.  The note
+    compares with the single-process time and images of the same file.
+    """
+    from .api import reconstruct_run
+    sy, sx = scan_shape
+    path = os.path.join(folder, f"bench_dask_{sy}x{sx}_{detector_shape[0]}_{depth}.mib")
+    warm = path[:-4] + "_warm.mib"
+    if not os.path.exists(path):
+        write_mib(path, scan_shape, detector_shape, depth, False)
+        write_mib(warm, (8, 8), detector_shape, depth, False)
+    mm = np.memmap(path, np.uint8, "r")
+    memread = memread_gb_per_s(mm)
+    frame_bytes = mm.size // (sy * sx)
+    del mm
+    args = dict(source_options={"scan_shape": tuple(scan_shape)}, kernel_size=kernel)
+    if path not in _DASK_TIMES:
+        _warm_worker(warm, (8, 8))
+        best = math.inf
+        for _ in range(repeat):
+            t = time.perf_counter()
+            res, _, _ = reconstruct_run(path, **args)
+            best = min(best, time.perf_counter() - t)
+        _DASK_TIMES[path] = (best, res.snapshot)
+    single, ref = _DASK_TIMES[path]
+    if workers == 0:
+        return _record("dask: single process", 1, kernel, detector_shape, single, sy * sx, frame_bytes, memread,
+                       note="the baseline of the dask cases")
+    from .distributed import connect, reconstruct_run_distributed
+    t = time.perf_counter()
+    with connect(f"local:{workers}") as client:
+        startup = time.perf_counter() - t
+        client.run(_warm_worker, warm, (8, 8))
+        secs = math.inf
+        for _ in range(1 if kill else repeat):
+            progress = _kill_one_busy_worker(client) if kill else False
+            t = time.perf_counter()
+            res, _, _ = reconstruct_run_distributed(path, client=client, progress=progress, **args)
+            secs = min(secs, time.perf_counter() - t)
+    snap = res.snapshot
+    diff = max(float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-300))
+               for a, b in ((snap.ricom, ref.ricom), (snap.virtual["vadf"], ref.virtual["vadf"])))
+    complete = snap.n_patterns == ref.n_patterns and np.array_equal(snap.hits, ref.hits)
+    note = (f"{single / secs:.2f}× the single-process speed ({single:.2f} s)"
+            + (f", {_DASK_TIMES[(path, 1)] / secs:.2f}× 1 worker" if (path, 1) in _DASK_TIMES and workers > 1 else "")
+            + f"; cluster start {startup:.1f} s; max |Δ|/max {diff:.1e}; {'complete' if complete else 'INCOMPLETE'}"
+            + ("; a busy worker was killed after the first range" if kill else ""))
+    if not kill:
+        _DASK_TIMES[(path, workers)] = secs
+    case = f"dask {workers} worker{'s' if workers > 1 else ''}" + (", 1 killed" if kill else "")
+    return _record(case, workers, kernel, detector_shape, secs, sy * sx, frame_bytes, memread, note=note)
+
+
 def plan(quick: bool) -> list[tuple[str, dict]]:
     """The cases to run: (kind, arguments)."""
     det = (256, 256)
     if quick:
         scan = (128, 64)
-        return [("memory", dict(scan_shape=scan, detector_shape=det, kernel=61, threads=1)),
+        dask = dict(scan_shape=(64, 64), detector_shape=det, depth=12, kernel=61)
+        return [*(("dask", {**dask, "workers": w}) for w in (0, 1, 2)), ("dask", {**dask, "workers": 2, "kill": True}),
+                ("memory", dict(scan_shape=scan, detector_shape=det, kernel=61, threads=1)),
                 ("memory", dict(scan_shape=scan, detector_shape=det, kernel=201, threads=1)),
                 ("mib", dict(scan_shape=scan, detector_shape=det, depth=12, raw=False, kernel=61, threads=1)),
                 ("mib", dict(scan_shape=scan, detector_shape=det, depth=1, raw=True, kernel=61, threads=1)),
@@ -321,12 +408,16 @@ def plan(quick: bool) -> list[tuple[str, dict]]:
         cases.append(("live", dict(scan_shape=scan, detector_shape=det, depth=depth, raw=raw, kernel=61, threads=1)))
     cases.append(("events", dict(scan_shape=(256, 256), kernel=21, threads=1)))
     cases.append(("largescan", dict(source="memory")))
+    dask = dict(scan_shape=(128, 128), detector_shape=det, depth=12, kernel=61)  # a 2.2 GB file
+    cases += [("dask", {**dask, "workers": w}) for w in (0, 1, 2)] + [("dask", {**dask, "workers": 2, "kill": True})]
     return cases
 
 
 RUNNERS = {"memory": bench_in_memory, "mib": bench_mib, "npy": bench_npy, "live": bench_live,
-           "events": bench_events, "largescan": bench_large_scan}
-NEEDS_FOLDER = {"mib", "npy", "live", "events"}
+           "events": bench_events, "largescan": bench_large_scan, "dask": bench_dask}
+NEEDS_FOLDER = {"mib", "npy", "live", "events", "dask"}
+ONLY_WHEN_ASKED = {"dask"}
+"""Kinds that run only when named with ``--only`` (they start clusters of worker processes)."""
 
 
 def run_bench(quick: bool = False, folder: str | None = None, report: Callable | None = None,
@@ -335,7 +426,7 @@ def run_bench(quick: bool = False, folder: str | None = None, report: Callable |
     records = []
     with tempfile.TemporaryDirectory(prefix="ricom-bench-", dir=folder) as tmp:
         for kind, args in plan(quick):
-            if kinds and kind not in kinds:
+            if (kinds and kind not in kinds) or (kind in ONLY_WHEN_ASKED and not (kinds and kind in kinds)):
                 continue
             fn = RUNNERS[kind]
             try:

@@ -218,6 +218,17 @@ class Reconstruction:
                 cx = np.where(t > 0, self._state[C.SUM_X].reshape(self.scan_shape) / t, np.nan)
             return cy, cx, t
 
+    def moment_maps(self) -> tuple[np.ndarray, np.ndarray]:
+        """Copies of the per-position sums (rows: total, Σ I·x, Σ I·y, ring sums — see
+        `ricom.compiled`) and of the patterns per position; what a Dask worker returns."""
+        with self._lock:
+            return self._state.copy(), self._hits.copy()
+
+    @property
+    def lookup_centre_yx(self) -> tuple[float, float] | None:
+        """The centre the detector look-ups (rings, COM mask) were built around, if any."""
+        return self._rings_centre
+
     # ------------------------------------------------------------------ input
     def process_frames(self, frames: np.ndarray, positions: np.ndarray | None = None,
                        start: int | None = None, scan_pass=None) -> None:

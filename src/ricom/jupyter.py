@@ -322,18 +322,9 @@ def live_reconstruct(data, *, signals: Sequence[str] = ("ricom", "vadf"), interv
     >>> live.result.complete, live.snapshot().n_patterns
     (True, 256)
     """
-    from .api import default_kernel_size, make_settings, open_input
-    from .errors import SettingsError
+    from .api import open_with_settings
 
-    source = open_input(data, **(source_options or {}))
-    if source.scan_shape is None:
-        raise SettingsError("the input does not carry its scan shape; give source_options={'scan_shape': (SY, SX)}")
-    if settings is None:
-        if setting_args.get("kernel_size") is None:
-            setting_args["kernel_size"] = default_kernel_size(source.scan_shape)
-        settings = make_settings(hints=source.hints(), **setting_args)
-    elif setting_args:
-        raise SettingsError("give either settings= or individual setting arguments, not both")
+    source, settings = open_with_settings(data, settings, source_options, **setting_args)
     rec = Reconstruction(source.scan_shape, source.detector_shape, settings)
     view = LiveView(rec, signals, interval_s, widgets=widgets)
     live = LiveRun(source, rec, view, chunk_size)

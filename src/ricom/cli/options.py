@@ -58,7 +58,8 @@ def source_options(args) -> dict:
     return opts
 
 
-def add_reconstruction_options(p: argparse.ArgumentParser) -> None:
+def add_reconstruction_options(p: argparse.ArgumentParser, cluster: bool = False) -> None:
+    """The reconstruction, calibration and signal options; ``cluster`` adds ``--cluster``/``--scheduler``."""
     g = p.add_argument_group("reconstruction")
     g.add_argument("--kernel-size", type=int, metavar="N",
                    help="odd n of the n×n kernel (default 21, or less for scans smaller than 10 positions)")
@@ -80,6 +81,14 @@ def add_reconstruction_options(p: argparse.ArgumentParser) -> None:
                         "map of a vacuum scan (FILE defaults to --reference); see docs/calibration.md")
     g.add_argument("--com-mask", nargs=2, type=float, metavar=("RIN", "ROUT"),
                    help="only pixels with RIN ≤ r < ROUT (detector pixels from the centre) enter the COM")
+    if cluster:
+        where = g.add_mutually_exclusive_group()
+        where.add_argument("--cluster", metavar="local:N",
+                           help="read and reduce the patterns on N local worker processes with Dask (needs "
+                                "ricom[distributed]); the input must be a file that can be split (not .tpx3/.t3p)")
+        where.add_argument("--scheduler", metavar="tcp://HOST:PORT",
+                           help="the same on an existing Dask cluster; every worker must read INPUT under the "
+                                "same path (shared file system)")
     c = p.add_argument_group("calibration (all three give riCOM and iCOM in V·Å)")
     c.add_argument("--step", type=float, metavar="ANGSTROM", help="scan step in Å")
     c.add_argument("--pixel-size-mrad", type=float, metavar="MRAD", help="detector pixel size in mrad")
@@ -95,6 +104,17 @@ def add_reconstruction_options(p: argparse.ArgumentParser) -> None:
     o.add_argument("--chunk-size", type=int, default=512, metavar="N", help="patterns per chunk")
     o.add_argument("--threads", type=int, default=1, metavar="N",
                    help="threads for the per-pattern sums (default 1; the kernel scatter uses one)")
+
+
+def cluster_address(args) -> str | None:
+    """``--cluster local:N`` or ``--scheduler tcp://HOST:PORT`` as one address, or None."""
+    cluster, scheduler = getattr(args, "cluster", None), getattr(args, "scheduler", None)
+    if cluster is not None:
+        from ..distributed import parse_cluster
+        return f"local:{parse_cluster(cluster)}"
+    if scheduler is not None and "://" not in scheduler:
+        raise SettingsError(f"--scheduler takes an address tcp://HOST:PORT, got {scheduler!r}")
+    return scheduler
 
 
 def parse_center(values) -> tuple[float, float] | str | None:

@@ -9,9 +9,9 @@ import importlib
 import os
 
 from ..errors import InputError
-from .base import EventChunk, FrameChunk, ScanLayout, Source
+from .base import EventChunk, FrameChunk, PackedFrames, ScanLayout, Source
 
-__all__ = ["EventChunk", "FrameChunk", "ScanLayout", "Source", "open_source"]
+__all__ = ["EventChunk", "FrameChunk", "PackedFrames", "ScanLayout", "Source", "open_source"]
 
 
 def _ext(spec: str) -> str:

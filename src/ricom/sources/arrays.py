@@ -58,11 +58,21 @@ class ArraySource(Source):
         self._hints: dict = {}
 
     def chunks(self, chunk_size: int = 256) -> Iterator[FrameChunk]:
-        n = self.n_frames
-        for start in range(0, n, chunk_size):
-            stop = min(n, start + chunk_size)
-            yield FrameChunk(np.asarray(self._frames[start:stop]), self.layout.positions(start, stop - start),
-                             self.layout.passes(start, stop - start))
+        return self.read_range(0, self.n_frames, chunk_size)
+
+    @property
+    def splittable(self) -> bool:
+        """Frames of an array (or a memory-mapped ``.npy``) can be read from anywhere."""
+        return True
+
+    def read_range(self, start: int, stop: int, chunk_size: int = 256) -> Iterator[FrameChunk]:
+        """Frames ``start … stop-1`` (acquisition order) in chunks of ``chunk_size``."""
+        start, stop = self._check_range(start, stop)
+        chunk_size = max(1, int(chunk_size))
+        for a in range(start, stop, chunk_size):
+            b = min(stop, a + chunk_size)
+            yield FrameChunk(np.asarray(self._frames[a:b]), self.layout.positions(a, b - a),
+                             self.layout.passes(a, b - a))
 
     def hints(self) -> dict:
         return dict(self._hints)

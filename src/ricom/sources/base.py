@@ -5,6 +5,12 @@ A source produces chunks; a `FrameChunk` holds whole diffraction patterns, an
 (``iy * scan_x + ix``), with ``-1`` for data that belongs to no scan position
 (flyback, skipped frames, events outside a line).  `ScanLayout` maps a running frame
 index to scan positions for sources that deliver frames in acquisition order.
+
+Sources whose data can be read from any point (files of whole frames, event lists
+indexed by position) are *splittable*: `Source.read_range` reads units
+``start … stop-1`` (frames in acquisition order, or positions/rows of an event list)
+with their scan positions, so that separate processes can each read their own part of
+one shared file (`ricom.distributed`).
 """
 from __future__ import annotations
 
@@ -14,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import SettingsError
+from ..errors import InputError, SettingsError
 
 
 @dataclass(frozen=True)
@@ -182,16 +188,58 @@ class Source(abc.ABC):
         Pattern shape (rows, columns).
     n_frames : int or None
         Frames (or positions, for events) the source will deliver, for progress.
+    range_note : str
+        Why the source cannot be read by range and what to do instead (shown by
+        `read_range` when `splittable` is False).
     """
 
     kind: str = "frames"
     scan_shape: tuple[int, int] | None = None
     detector_shape: tuple[int, int] = (0, 0)
     n_frames: int | None = None
+    range_note: str = "it can only be read from its start; reconstruct it on one machine (without --cluster)"
 
     @abc.abstractmethod
     def chunks(self, chunk_size: int = 256) -> Iterator[FrameChunk | EventChunk]:
         """Yield chunks of at most ``chunk_size`` frames (or a comparable event count)."""
+
+    @property
+    def splittable(self) -> bool:
+        """True if `read_range` can read any part of the input on its own."""
+        return False
+
+    @property
+    def n_units(self) -> int | None:
+        """Units `read_range` counts: frames in acquisition order (event lists: positions
+        or rows); None if the source is not splittable."""
+        return self.n_frames if self.splittable else None
+
+    def read_range(self, start: int, stop: int, chunk_size: int = 256) -> Iterator[FrameChunk | EventChunk]:
+        """Yield the chunks of units ``start … stop-1`` with their scan positions.
+
+        ``read_range(0, n_units, k)`` yields exactly what ``chunks(k)`` does, and the
+        chunks of consecutive ranges together are those of the whole input.  A frame
+        chunk covers ``len(chunk.positions)`` units, an event chunk
+        ``len(chunk.positions_done)``.
+
+        Raises
+        ------
+        InputError
+            If the source is not `splittable` (the message says why and what to do).
+        """
+        raise InputError(f"{self.format_name()} cannot be read by range; {self.range_note}")
+
+    def format_name(self) -> str:
+        """The input's name for messages (its path, ``"demo"``, …)."""
+        return str(getattr(self, "name", None) or type(self).__name__)
+
+    def _check_range(self, start: int, stop: int) -> tuple[int, int]:
+        """``(start, stop)`` as ints inside ``0 … n_units``, or a one-line error."""
+        n = self.n_units
+        start, stop = int(start), int(stop)
+        if n is None or not 0 <= start <= stop <= n:
+            raise InputError(f"{self.format_name()}: range {start}…{stop} lies outside its {n} units")
+        return start, stop
 
     def hints(self) -> dict:
         """Calibration the input carries, used where the user gives none.

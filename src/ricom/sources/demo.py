@@ -35,6 +35,9 @@ class SimulatorSource(Source):
     """
 
     kind = "frames"
+    name = "demo"
+    range_note = ("it is simulated in the reading process; write it to a file first (ricom simulate -o scan.npy) "
+                  "and reconstruct that")
 
     def __init__(self, params: SimulationParams | None = None) -> None:
         self.params = params if params is not None else SimulationParams()

@@ -128,20 +128,34 @@ class EventsH5Source(Source):
         self.n_frames = None
         self.dwell_ns = None
 
-    def chunks(self, chunk_size: int = 256):
+    @property
+    def splittable(self) -> bool:
+        """Events are stored by scan position (ricom) or by row (stempy): any range can be read."""
+        return True
+
+    @property
+    def n_units(self) -> int:
+        """Scan positions (ricom layout) or rows of ``frames`` (stempy layout)."""
         if self.layout == "ricom":
-            yield from self._ricom_chunks(chunk_size)
-        else:
-            yield from self._stempy_chunks(chunk_size)
+            return int(self._offsets.shape[0] - 1)
+        return int(self._g["frames"].shape[0])
+
+    def read_range(self, start: int, stop: int, chunk_size: int = 256):
+        """Events of positions (ricom) or rows (stempy) ``start … stop-1``, in chunks."""
+        start, stop = self._check_range(start, stop)
+        if self.layout == "ricom":
+            return self._ricom_chunks(chunk_size, start, stop)
+        return self._stempy_chunks(chunk_size, start, stop)
+
+    def chunks(self, chunk_size: int = 256):
+        yield from self.read_range(0, self.n_units, chunk_size)
         if self.acceptance_ns is not None:
             d = self.describe()
             warnings.warn(f"{self.name}: acceptance {self.acceptance_ns:g} ns kept {self._kept} events: mean dose "
                           f"{d['mean_dose_e_per_position']:.4g} e/position", stacklevel=2)
 
-    def _ricom_chunks(self, chunk_size: int):
+    def _ricom_chunks(self, chunk_size: int, p0: int, n_pos: int):
         g, off = self._g, self._offsets
-        n_pos = off.shape[0] - 1
-        p0 = 0
         while p0 < n_pos:
             p1 = int(np.searchsorted(off, off[p0] + self.events_per_chunk, side="right")) - 1
             p1 = min(n_pos, max(p1, p0 + max(1, chunk_size)))
@@ -159,12 +173,12 @@ class EventsH5Source(Source):
             yield EventChunk(pos, x, y, t, tot, np.arange(p0, p1, dtype=np.int64))
             p0 = p1
 
-    def _stempy_chunks(self, chunk_size: int):
+    def _stempy_chunks(self, chunk_size: int, start: int, stop: int):
         frames, sp = self._g["frames"], self._scan_positions
         dx = self.detector_shape[1]
         rows = max(1, chunk_size)
-        for r0 in range(0, frames.shape[0], rows):
-            block = frames[r0:r0 + rows]
+        for r0 in range(start, stop, rows):
+            block = frames[r0:min(stop, r0 + rows)]
             lists = [np.asarray(v, np.int64) for v in block.ravel()]
             lengths = np.array([v.shape[0] for v in lists], np.int64)
             per_row = int(np.prod(block.shape[1:])) if block.ndim > 1 else 1

@@ -234,16 +234,20 @@ class MerlinSource(Source):
         warnings.warn(f"{self.files[-1].path}: incomplete acquisition: {'; '.join(parts)}; using the "
                       f"{self.frames_in_files} complete frames", stacklevel=3)
 
-    def _plan(self, chunk_size: int) -> list[tuple[_MibFile, int, int, int]]:
-        plan, g = [], self._offset
-        end = self._offset + self.n_frames
+    def _plan(self, chunk_size: int, start: int = 0, stop: int | None = None) -> list[tuple[_MibFile, int, int, int]]:
+        """Chunks ``(file, first frame in file, count, global frame index)`` of frames
+        ``start … stop-1`` (counted from the first frame of the first file), cut every
+        ``chunk_size`` frames from the start of the range and at file boundaries."""
+        stop = self.n_frames if stop is None else stop
+        plan, g0 = [], self._offset  # g0: global index of the current file's first frame
+        lo, hi = self._offset + start, self._offset + stop
         for f in self.files:
-            for s in range(0, f.n_frames, chunk_size):
-                c = min(chunk_size, f.n_frames - s, end - g)
-                if c <= 0:
-                    return plan
-                plan.append((f, s, c, g))
-                g += c
+            a, b = max(lo, g0), min(hi, g0 + f.n_frames)
+            for g in range(a, b, chunk_size):
+                plan.append((f, g - g0, min(chunk_size, b - g), g))
+            g0 += f.n_frames
+            if g0 >= hi:
+                break
         return plan
 
     def _decode(self, job) -> tuple[np.ndarray | PackedFrames, int, str | None, np.ndarray]:
@@ -301,7 +305,23 @@ class MerlinSource(Source):
                 f"rest of the file is not used")
 
     def chunks(self, chunk_size: int = 256):
-        plan = self._plan(max(1, int(chunk_size)))
+        return self._read_plan(self._plan(max(1, int(chunk_size))))
+
+    @property
+    def splittable(self) -> bool:
+        """Every frame of a ``.mib`` has the same size, so any range can be found directly."""
+        return True
+
+    def read_range(self, start: int, stop: int, chunk_size: int = 256):
+        """Frames ``start … stop-1`` (acquisition order, across split files) in chunks.
+
+        A change of frame header inside the range ends it with `InputError`, as in
+        `chunks`; the sequence-number check runs within the range only.
+        """
+        start, stop = self._check_range(start, stop)
+        return self._read_plan(self._plan(max(1, int(chunk_size)), start, stop))
+
+    def _read_plan(self, plan):
         if not plan:
             return
         with ThreadPoolExecutor(1, thread_name_prefix="ricom-mib") if self.prefetch else \

@@ -181,10 +181,20 @@ class LazyArraySource(Source):
         return native(out)
 
     def chunks(self, chunk_size: int = 256) -> Iterator[FrameChunk]:
+        return self.read_range(0, self.n_frames, chunk_size)
+
+    @property
+    def splittable(self) -> bool:
+        """Lazily sliced arrays (HDF5, Zarr, memory maps, RosettaSciIO) read any frame range."""
+        return True
+
+    def read_range(self, start: int, stop: int, chunk_size: int = 256) -> Iterator[FrameChunk]:
+        """Frames ``start … stop-1`` (acquisition order), read a block at a time, in chunks."""
+        start, stop = self._check_range(start, stop)
         chunk_size = max(1, int(chunk_size))
         block = max(self._block, chunk_size)
-        for a in range(0, self.n_frames, block):
-            b = min(self.n_frames, a + block)
+        for a in range(start, stop, block):
+            b = min(stop, a + block)
             frames = self._read(a, b)
             for s in range(0, b - a, chunk_size):
                 part = frames[s:s + chunk_size]

@@ -62,6 +62,9 @@ def _decode(index, toa, chip, ftoa, tot_in, layout, t, x, y, tot, off, counters)
 class T3pSource(TimedEventSource):
     """Events from a PIXet ``.t3p`` file.
 
+    Not splittable (`read_range` raises): the dwell clock counts positions, and which
+    positions are complete, from the first record on.
+
     Parameters
     ----------
     path : str
@@ -80,6 +83,9 @@ class T3pSource(TimedEventSource):
     block_records : int
         Records decoded per block.
     """
+
+    range_note = ("its dwell clock counts scan positions from the first record, so a part of it cannot be placed "
+                  "on its own; reconstruct it on one machine (without --cluster/--scheduler)")
 
     def __init__(self, path: str, scan_shape=None, dwell_ns=None, acceptance_ns=None, chip_layout=None,
                  skip_frames: int = 0, flyback_frames: int = 0, start_ns: float = 0.0,

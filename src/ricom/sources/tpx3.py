@@ -296,6 +296,10 @@ class TimedEventSource(Source):
 class Tpx3Source(TimedEventSource):
     """Events from a raw ``.tpx3`` file.
 
+    Not splittable (`read_range` raises): a hit's scan position depends on the line or
+    pixel triggers and ToA roll-overs counted from the start of the file, and a chip's
+    packets carry no chip index of their own (it is in the chunk header before them).
+
     Parameters
     ----------
     path : str
@@ -316,6 +320,10 @@ class Tpx3Source(TimedEventSource):
     block_packets : int
         Packets decoded per block (memory ≈ 22 bytes per packet).
     """
+
+    range_note = ("the scan position of a hit depends on the triggers and ToA roll-overs counted from the start "
+                  "of the file (sync state), so a part of it cannot be placed on its own; reconstruct it on one "
+                  "machine (without --cluster/--scheduler)")
 
     def __init__(self, path: str, scan_shape=None, sync: str = "auto", dwell_ns=None, acceptance_ns=None,
                  trigger: str = "tdc1", chip_layout=None, skip_lines: int = 0, skip_frames: int = 0,
