@@ -233,6 +233,19 @@ def bench_events(folder: str, scan_shape, kernel: int, threads: int, dose: float
 
 def bench_large_scan(scan_shape=(1024, 1024), detector_shape=(256, 256), kernel: int = 61,
                      threads: int = 1, source: str = "simulator") -> BenchRecord:
+    """Runs `large_scan` in a fresh process, so that its peak memory is its own."""
+    import json
+    import subprocess
+    import sys
+    code = ("import json, sys; from ricom.bench import large_scan; "
+            f"r = large_scan({tuple(scan_shape)}, {tuple(detector_shape)}, {kernel}, {threads}, {source!r}); "
+            "print(json.dumps(r.as_dict()))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return BenchRecord(**json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def large_scan(scan_shape=(1024, 1024), detector_shape=(256, 256), kernel: int = 61,
+               threads: int = 1, source: str = "simulator") -> BenchRecord:
     """A million-position scan streamed through the engine; reports the peak resident memory.
 
     ``source="simulator"`` serves 12-bit frames from the project's Merlin simulator over

@@ -104,6 +104,58 @@ def frame_moments_u16(rows, offset, ny, nx, swap_bytes, runs, n_rings, out):
             out[FIRST_RING + ring, i] = acc[ring]
 
 
+@numba.njit(inline="always")
+def _popcount(x):
+    x = x - ((x >> np.uint64(1)) & np.uint64(0x5555555555555555))
+    x = (x & np.uint64(0x3333333333333333)) + ((x >> np.uint64(2)) & np.uint64(0x3333333333333333))
+    x = (x + (x >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
+    return np.int64((x * np.uint64(0x0101010101010101)) >> np.uint64(56))
+
+
+@numba.njit(inline="always")
+def _bswap64(x):
+    x = ((x & np.uint64(0x00FF00FF00FF00FF)) << np.uint64(8)) | ((x >> np.uint64(8)) & np.uint64(0x00FF00FF00FF00FF))
+    x = ((x & np.uint64(0x0000FFFF0000FFFF)) << np.uint64(16)) | ((x >> np.uint64(16)) & np.uint64(0x0000FFFF0000FFFF))
+    return (x << np.uint64(32)) | (x >> np.uint64(32))
+
+
+@numba.njit(**_JIT)
+def frame_moments_bits(words, offset, ny, nx, word_rings, ring_masks, out):
+    """Moments (and ring sums) of 1-bit patterns straight from packed 64-bit words.
+
+    Pattern i is ``words[i, offset:offset + ny*nx/64]``: big-endian words whose bit k is
+    pixel ``64·j + k`` of the row (Merlin raw 1-bit), read without unpacking.  Σ x of the
+    set bits of a word is ``64·j·popcount(w) + Σ_b 2^b·popcount(w & M_b)``.
+    ``word_rings (n_words + 1)`` indexes ``ring_masks (m, 2)`` = (ring, mask) pairs: the
+    pixels of word n in each ring (empty without virtual detectors).
+    """
+    wpr = nx // 64
+    m = (np.uint64(0xAAAAAAAAAAAAAAAA), np.uint64(0xCCCCCCCCCCCCCCCC), np.uint64(0xF0F0F0F0F0F0F0F0),
+         np.uint64(0xFF00FF00FF00FF00), np.uint64(0xFFFF0000FFFF0000), np.uint64(0xFFFFFFFF00000000))
+    for i in range(words.shape[0]):
+        t = 0
+        sx = 0
+        sy = 0
+        for y in range(ny):
+            r = 0
+            for j in range(wpr):
+                n = y * wpr + j
+                w = _bswap64(words[i, offset + n])
+                if w == 0:
+                    continue
+                c = _popcount(w)
+                r += c
+                sx += 64 * j * c + _popcount(w & m[0]) + 2 * _popcount(w & m[1]) + 4 * _popcount(w & m[2]) \
+                    + 8 * _popcount(w & m[3]) + 16 * _popcount(w & m[4]) + 32 * _popcount(w & m[5])
+                for q in range(word_rings[n], word_rings[n + 1]):
+                    out[FIRST_RING + ring_masks[q, 0], i] += _popcount(w & np.uint64(ring_masks[q, 1]))
+            t += r
+            sy += r * y
+        out[TOTAL, i] = t
+        out[SUM_X, i] = sx
+        out[SUM_Y, i] = sy
+
+
 @numba.njit(fastmath={"reassoc", "contract"}, **_JIT)
 def frame_moments_float(frames, mask, use_mask, out):
     """As `frame_moments_int` for float patterns (float64 sums; NaN/inf propagate)."""

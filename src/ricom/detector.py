@@ -35,6 +35,11 @@ def frame_moments(frames, luts, row_runs, moments) -> None:
     k = frames.shape[0]
     ny, nx = frames.shape[1:]
     line_runs = runs if runs is not None else row_runs
+    if isinstance(frames, PackedFrames) and frames.bits == 1:
+        word_rings, ring_masks = bit_ring_masks(runs, nx) if runs is not None else \
+            (np.zeros(ny * nx // 64 + 1, np.int64), np.zeros((0, 2), np.int64))
+        C.frame_moments_bits(frames.rows, frames.offset, ny, nx, word_rings, ring_masks, moments)
+        return
     if isinstance(frames, PackedFrames):
         C.frame_moments_u16(frames.rows, frames.offset, ny, nx, frames.big_endian and frames.dtype.itemsize == 2,
                             line_runs, n_rings, moments)
@@ -53,6 +58,40 @@ def frame_moments(frames, luts, row_runs, moments) -> None:
     else:
         m = mask.astype(np.int64) if mask is not None else np.ones((1, 1), np.int64)
         C.frame_moments_int(frames, m, mask is not None, moments)
+
+
+_BIT_MASKS: dict = {}
+
+
+def bit_ring_masks(runs: np.ndarray, nx: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per 64-pixel word, the (ring, bit mask) pairs of its pixels: for packed 1-bit frames.
+
+    Returns ``word_rings`` (start index of each word's pairs, plus the end) and
+    ``pairs (m, 2)`` int64 (the mask's bits stored as int64).  Cached per ``runs`` array.
+    """
+    hit = _BIT_MASKS.get(id(runs))
+    if hit is not None and hit[0] is runs:
+        return hit[1]
+    wpr = nx // 64
+    n_words = int(runs[:, 0].max() + 1) * wpr
+    per_word: list[dict] = [{} for _ in range(n_words)]
+    for y, x0, x1, ring in runs.tolist():
+        if ring < 0:
+            continue
+        for j in range(x0 // 64, (x1 - 1) // 64 + 1):
+            a, b = max(x0, 64 * j) - 64 * j, min(x1, 64 * j + 64) - 64 * j
+            mask = ((1 << b) - 1) ^ ((1 << a) - 1)
+            d = per_word[y * wpr + j]
+            d[ring] = d.get(ring, 0) | mask
+    starts = np.zeros(n_words + 1, np.int64)
+    pairs = []
+    for n, d in enumerate(per_word):
+        pairs.extend((ring, mask - (1 << 64) if mask >= 1 << 63 else mask) for ring, mask in d.items())
+        starts[n + 1] = len(pairs)
+    result = (starts, np.array(pairs, np.int64).reshape(-1, 2))
+    _BIT_MASKS.clear()
+    _BIT_MASKS[id(runs)] = (runs, result)
+    return result
 
 
 def mean_pattern(frames: np.ndarray, sample: int = 64) -> np.ndarray:

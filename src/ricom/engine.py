@@ -267,7 +267,7 @@ class Reconstruction:
             if frames.frame_shape != self.detector_shape:
                 raise InputError(f"patterns of shape {frames.frame_shape} do not match the detector "
                                  f"shape {self.detector_shape}")
-            if self._settings.com_mask_px is None and frames.dtype.kind == "u" and frames.dtype.itemsize <= 2:
+            if self._settings.com_mask_px is None and (frames.bits == 1 or frames.dtype.itemsize <= 2):
                 return frames
             frames = frames.unpack()
         frames = np.asarray(frames)

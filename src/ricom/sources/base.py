@@ -37,6 +37,9 @@ class PackedFrames:
     offset: int
     frame_shape: tuple[int, int]
     big_endian: bool = False
+    bits: int = 0
+    """1: one bit per pixel, packed in big-endian 64-bit words (``rows`` uint64, bit k of
+    word j of a row is pixel 64·j + k; Merlin raw 1-bit).  0: one ``rows`` item per pixel."""
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -52,6 +55,11 @@ class PackedFrames:
     def unpack(self, index=slice(None)) -> np.ndarray:
         """Native ``(k, ny, nx)`` copy of the patterns ``index`` (a slice or int array)."""
         ny, nx = self.frame_shape
+        if self.bits == 1:
+            words = np.ascontiguousarray(self.rows[index, self.offset:self.offset + ny * nx // 64])
+            k = words.shape[0]
+            octets = words.view(np.uint8).reshape(k, -1, 8)[:, :, ::-1]  # big-endian words, bit k = pixel k
+            return np.unpackbits(octets, axis=-1, bitorder="little").reshape(k, ny, nx)
         block = self.rows[index, self.offset:self.offset + ny * nx]
         if self.big_endian:
             block = block.byteswap()

@@ -154,8 +154,8 @@ class MerlinSource(Source):
     counter_depth : int, optional
         For headers without it (older software); else from the header or ``.hdr``.
     in_place : bool
-        Hand processed 8/16-bit frames to the engine as `PackedFrames` over the memory
-        map, without decoding them into a copy (default True).
+        Hand processed 8/16-bit and raw 1-bit single-chip frames to the engine as
+        `PackedFrames` over the memory map, without decoding them (default True).
     """
 
     kind = "frames"
@@ -185,8 +185,10 @@ class MerlinSource(Source):
         self.detector_shape = self.header.detector_shape
         self.prefetch = bool(prefetch)
         h = self.header
-        self.in_place = bool(in_place) and not h.raw and h.dtype in ("U08", "U16") \
-            and h.header_bytes % 2 == 0 and h.frame_bytes % 2 == 0
+        self._packed_bits = h.raw and h.counter_depth == 1 and not h.is_raw_quad and h.n_chips == 1 \
+            and self.detector_shape[1] % 64 == 0 and h.header_bytes % 8 == 0 and h.frame_bytes % 8 == 0
+        self.in_place = bool(in_place) and (self._packed_bits or (
+            not h.raw and h.dtype in ("U08", "U16") and h.header_bytes % 2 == 0 and h.frame_bytes % 2 == 0))
         self._to_release: list = []
         self.name = path if len(self.files) == 1 else f"{path} (+{len(self.files) - 1} split files)"
         self._offset = self.files[0].first_seq - 1  # frames before the first file (missing)
@@ -260,9 +262,12 @@ class MerlinSource(Source):
         if self.in_place and good:
             f.populate(s * fb, (s + good) * fb)
             rows = buf[:good * fb].reshape(good, fb)
-            item = 2 if h.dtype == "U16" else 1
-            frames = PackedFrames(rows.view(np.uint16) if item == 2 else rows, h.header_bytes // item,
-                                  self.detector_shape, big_endian=item == 2)
+            if self._packed_bits:  # raw 1-bit: the engine counts bits in the 64-bit words
+                frames = PackedFrames(rows.view(np.uint64), h.header_bytes // 8, self.detector_shape, bits=1)
+            else:
+                item = 2 if h.dtype == "U16" else 1
+                frames = PackedFrames(rows.view(np.uint16) if item == 2 else rows, h.header_bytes // item,
+                                      self.detector_shape, big_endian=item == 2)
             self._release_later(f, s * fb, (s + good) * fb)
         else:
             frames = np.empty((c, *self.detector_shape), h.out_dtype)[:good]
