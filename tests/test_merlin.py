@@ -319,7 +319,8 @@ def test_raw_1bit_read_in_place_equals_decoded(tmp_path, vd):
         assert chunk.packed is not None and chunk.packed.bits == 1
         np.testing.assert_array_equal(chunk.frames, frames)
     import ricom
-    a = ricom.reconstruct(str(path), scan_shape=(6, 8), kernel_size=5, center_yx=(120.3, 131.7), **opts)
+    a = ricom.reconstruct(str(path), scan_shape=(6, 8), kernel_size=5, center_yx=(120.3, 131.7), threads=2,
+                          chunk_size=16, **opts)
     b = ricom.reconstruct(frames, scan_shape=(6, 8), kernel_size=5, center_yx=(120.3, 131.7), **opts)
     np.testing.assert_array_equal(a.ricom, b.ricom)
     np.testing.assert_array_equal(a.counts, b.counts)

@@ -208,6 +208,16 @@ def frame_ring_sums(frames, runs, n_rings, out):
             out[FIRST_RING + ring, i] = acc[ring]
 
 
+@numba.njit(inline="always")
+def _centre_sums_add(state, p, centre_sums, sign):
+    """Add (sign 1) or remove (sign -1) position p's uncentred COM in the running mean."""
+    t = state[TOTAL, p]
+    if t > 0:
+        centre_sums[0] += sign * state[SUM_X, p] / t
+        centre_sums[1] += sign * state[SUM_Y, p] / t
+        centre_sums[2] += sign
+
+
 @numba.njit(**_JIT)
 def accumulate(positions, moments, valid, state, hits, stamp, generation, touched, centre_sums,
                frame_pass, last_pass):
@@ -232,11 +242,7 @@ def accumulate(positions, moments, valid, state, hits, stamp, generation, touche
             stamp[p] = generation
             touched[n_touched] = p
             n_touched += 1
-        t_old = state[TOTAL, p]
-        if t_old > 0:
-            centre_sums[0] -= state[SUM_X, p] / t_old
-            centre_sums[1] -= state[SUM_Y, p] / t_old
-            centre_sums[2] -= 1.0
+        _centre_sums_add(state, p, centre_sums, -1.0)
         if replace and frame_pass[i] != last_pass[p]:
             last_pass[p] = frame_pass[i]
             hits[p] = 0
@@ -244,11 +250,7 @@ def accumulate(positions, moments, valid, state, hits, stamp, generation, touche
                 state[j, p] = 0.0
         for j in range(m):
             state[j, p] += moments[j, i]
-        t_new = state[TOTAL, p]
-        if t_new > 0:
-            centre_sums[0] += state[SUM_X, p] / t_new
-            centre_sums[1] += state[SUM_Y, p] / t_new
-            centre_sums[2] += 1.0
+        _centre_sums_add(state, p, centre_sums, 1.0)
         hits[p] += 1
     return n_touched
 
@@ -330,11 +332,7 @@ def _touch_all(positions, state, hits, stamp, generation, touched, centre_sums, 
         stamp[p] = generation
         touched[n_touched] = p
         n_touched += 1
-        t_old = state[TOTAL, p]
-        if t_old > 0:
-            centre_sums[0] -= state[SUM_X, p] / t_old
-            centre_sums[1] -= state[SUM_Y, p] / t_old
-            centre_sums[2] -= 1.0
+        _centre_sums_add(state, p, centre_sums, -1.0)
         if count_visits and hits[p] == 0:
             hits[p] = 1
             n_new += 1
@@ -441,11 +439,7 @@ def accumulate_events(positions, x, y, ring_lut, mask_lut, use_lut, bounds2, cy,
     counters[1] = n_new
     for j in range(n_touched):
         p = touched[j]
-        t_new = state[TOTAL, p]
-        if t_new > 0:
-            centre_sums[0] += state[SUM_X, p] / t_new
-            centre_sums[1] += state[SUM_Y, p] / t_new
-            centre_sums[2] += 1.0
+        _centre_sums_add(state, p, centre_sums, 1.0)
     n_empty = 0
     for j in range(done.shape[0]):
         p = done[j]

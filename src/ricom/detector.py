@@ -8,6 +8,7 @@ state.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -19,7 +20,7 @@ from .sources.base import PackedFrames
 def take_frames(frames, a: int, b: int):
     """Frames a…b-1 of an array or of packed frames (a view, no copy)."""
     if isinstance(frames, PackedFrames):
-        return PackedFrames(frames.rows[a:b], frames.offset, frames.frame_shape, frames.big_endian)
+        return dataclasses.replace(frames, rows=frames.rows[a:b])
     return frames[a:b]
 
 
