@@ -252,7 +252,6 @@ def large_scan(scan_shape=(1024, 1024), detector_shape=(256, 256), kernel: int =
     loopback (the full path); ``"memory"`` repeats a small set of frames in memory (the
     engine alone, much faster).
     """
-    import resource
     import subprocess
     import sys
 
@@ -281,12 +280,26 @@ def large_scan(scan_shape=(1024, 1024), detector_shape=(256, 256), kernel: int =
         if server is not None:
             server.kill()
             server.wait()
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mb = peak_rss_mb()
     memread = memread_gb_per_s(unique)
     rec_ = _record(f"{scan_shape[0]}×{scan_shape[1]} scan ({source})", threads, kernel, detector_shape,
                    res.seconds_processing, res.snapshot.n_patterns, unique[0].nbytes, memread,
                    note=f"peak RSS {peak_mb:.0f} MB")
     return rec_
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process in MB (VmHWM: unlike ``ru_maxrss`` on Linux,
+    not inherited from the parent process)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 class _Repeating:
