@@ -9,7 +9,7 @@ How a run goes (`reconstruct_run_distributed`):
 1. The client opens the input (headers only) and processes its **first chunk** itself,
    exactly as the single-process path does, which fixes the pattern centre and the
    bright-field radius behind the virtual detectors (event lists: the first
-   `ricom.engine.MIN_EVENTS_FOR_LUT` events).
+   `ricom.engine_events.MIN_EVENTS_FOR_LUT` events).
 2. The rest is cut into unit ranges (frames in acquisition order; positions or rows of
    an event list, see `ricom.sources.base.Source.read_range`).  Each Dask task gets the
    file name, the source options, the resolved detector look-up parameters and its range,
