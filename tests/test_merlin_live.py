@@ -377,3 +377,11 @@ def test_real_merlin_files_stream_byte_for_byte(tmp_path):
             got = np.concatenate([c.frames.copy() for c in source.chunks(4)])
             source.close()
         assert np.array_equal(got, offline_frames), name
+
+
+def test_sequence_numbers_past_a_million_wrap_without_loss():
+    """The six-digit sequence field wraps in long scans; positions continue regardless."""
+    from ricom.sources.merlin_live import unwrap_sequence
+    seq = (np.arange(999_990, 1_000_020) % 1_000_000)
+    np.testing.assert_array_equal(unwrap_sequence(seq, 999_990), np.arange(999_990, 1_000_020))
+    np.testing.assert_array_equal(unwrap_sequence(seq[12:], 1_000_002), np.arange(1_000_002, 1_000_020))

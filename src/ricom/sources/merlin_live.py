@@ -41,6 +41,35 @@ _POLL_S = 0.05
 _HDR_RE = re.compile(rb"MPX,(\d{10}),HDR,")
 
 
+SEQUENCE_MODULUS = 1_000_000
+"""The header's sequence field has six digits; long acquisitions wrap it around."""
+
+
+def unwrap_sequence(seq: np.ndarray, expected_first: int) -> np.ndarray:
+    """Sequence numbers continued past a six-digit wrap (999999 → 000000 → 1000000 …).
+
+    Each number is moved by whole multiples of 10⁶ to lie nearest to the one expected
+    (the previous plus one), so a wrap is not taken for millions of lost frames.
+
+    Examples
+    --------
+    >>> unwrap_sequence(np.array([999_999, 0, 1]), 999_999).tolist()
+    [999999, 1000000, 1000001]
+    """
+    out = np.asarray(seq, np.int64)
+    if out.size == 0:
+        return out.copy()
+    m, half = SEQUENCE_MODULUS, SEQUENCE_MODULUS // 2
+    out = out + ((int(expected_first) - int(out[0]) + half) // m) * m  # align the first to the expected
+    steps = np.diff(out)
+    turns = np.concatenate([[0], np.cumsum((steps < -half).astype(np.int64) - (steps > half))])
+    return out + turns * m
+
+
+CHUNK_BYTES = 16 << 20
+"""Largest decoded chunk (bytes); a 256×256 16-bit detector gives 128 frames per chunk."""
+
+
 class _Stream:
     """A socket read into one preallocated buffer; ``buf[start:end]`` holds unread bytes."""
 
@@ -249,7 +278,10 @@ class MerlinLiveSource(Source):
         if self._used:
             raise InputError("a live Merlin acquisition can be read only once; connect again for the next one")
         self._used = True
-        chunk_size, s, msg = max(1, int(chunk_size)), self._stream, self._message_bytes
+        s, msg = self._stream, self._message_bytes
+        # at most CHUNK_BYTES of decoded frames per chunk: memory stays small however large the scan
+        frame_bytes = int(np.prod(self.detector_shape)) * np.dtype(self.frame_header.out_dtype).itemsize
+        chunk_size = max(1, min(int(chunk_size), CHUNK_BYTES // max(1, frame_bytes)))
         self._chunk_size = chunk_size
         t_first = None
         while True:
@@ -299,13 +331,13 @@ class MerlinLiveSource(Source):
             if len(buf) >= n and sys.getrefcount(buf) <= 3:  # the pool, `buf` and the call: free
                 return buf[:n]
         buf = np.empty((max(n, self._chunk_size), *self.detector_shape), self.frame_header.out_dtype)
-        if len(self._pool) < 6:
+        if len(self._pool) < 4:  # two chunks queued by the reader thread, one in the engine, one filling
             self._pool.append(buf)
         return buf[:n]
 
     def _positions(self, seq: np.ndarray) -> np.ndarray:
-        seq = seq - self._seq0
         first = self._last_seq + 1
+        seq = unwrap_sequence(seq - self._seq0, first)
         if seq[0] == first and (len(seq) == 1 or (np.diff(seq) == 1).all()):
             positions = self.layout.positions(first - 1, len(seq))
         else:
