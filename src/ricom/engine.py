@@ -95,7 +95,7 @@ class Reconstruction(EventInput):
         self._check_settings(self._settings)
         n_pos = self.scan_shape[0] * self.scan_shape[1]
         self._hits = np.zeros(n_pos, np.int64)
-        self._last_pass = np.full(n_pos, -1, np.int64)
+        self._last_pass = np.full(n_pos if repeats == "replace" else 0, -1, np.int64)
         self._stamp = np.zeros(n_pos, np.int64)
         self._generation = 0
         self._touched = np.zeros(n_pos, np.int64)
