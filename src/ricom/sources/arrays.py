@@ -7,15 +7,14 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 
 import numpy as np
 
 from ..errors import InputError, SettingsError
-from .base import FrameChunk, Source
+from .raw import LazyArraySource
 
 
-class ArraySource(Source):
+class ArraySource(LazyArraySource):
     """Frames from a NumPy array (or memory map) in scan order.
 
     Parameters
@@ -38,47 +37,15 @@ class ArraySource(Source):
         if data.ndim not in (3, 4):
             raise InputError(f"{name}: expected a 4D (scan_y, scan_x, det_y, det_x) or 3D "
                              f"(frames, det_y, det_x) array, got {data.ndim}D shape {data.shape}")
-        if data.dtype.kind not in "uif" or data.dtype.kind == "c":
+        if data.dtype.kind not in "uif":
             raise InputError(f"{name}: pattern data must be integer or float, got dtype {data.dtype}")
-        self.name = name
-        self.detector_shape = tuple(int(v) for v in data.shape[-2:])
-        if data.ndim == 4 and scan_shape is None and not (skip_frames or flyback_frames) \
-                and frames_per_position == 1:
-            scan_shape = tuple(int(v) for v in data.shape[:2])
-        self._frames = data.reshape((-1, *self.detector_shape))
-        if self._frames.shape[0] == 0 or 0 in self.detector_shape:
-            raise InputError(f"{name}: the array holds no patterns (shape {data.shape})")
-        if scan_shape is None:
-            raise SettingsError(f"{name}: a 3D stack of {self._frames.shape[0]} frames needs --scan-shape SY SX")
-        from .raw import resolve_scan
-        self.layout, n_use = resolve_scan(name, self._frames.shape[0], scan_shape, skip_frames, flyback_frames,
-                                          frames_per_position, pad, crop)
-        self.scan_shape = self.layout.scan_shape
-        self.n_frames = int(n_use)
+        super().__init__(data, name, scan_shape, skip_frames, flyback_frames, frames_per_position, pad, crop)
+        if self.scan_shape is None:
+            raise SettingsError(f"{name}: a 3D stack of {self.n_frames} frames needs --scan-shape SY SX")
         self._hints: dict = {}
-
-    def chunks(self, chunk_size: int = 256) -> Iterator[FrameChunk]:
-        return self.read_range(0, self.n_frames, chunk_size)
-
-    @property
-    def splittable(self) -> bool:
-        """Frames of an array (or a memory-mapped ``.npy``) can be read from anywhere."""
-        return True
-
-    def read_range(self, start: int, stop: int, chunk_size: int = 256) -> Iterator[FrameChunk]:
-        """Frames ``start … stop-1`` (acquisition order) in chunks of ``chunk_size``."""
-        start, stop = self._check_range(start, stop)
-        chunk_size = max(1, int(chunk_size))
-        for a in range(start, stop, chunk_size):
-            b = min(stop, a + chunk_size)
-            yield FrameChunk(np.asarray(self._frames[a:b]), self.layout.positions(a, b - a),
-                             self.layout.passes(a, b - a))
 
     def hints(self) -> dict:
         return dict(self._hints)
-
-    def describe(self) -> dict:
-        return {**super().describe(), "dtype": str(self._frames.dtype), "name": self.name}
 
 
 def open_npy(path: str, **options) -> ArraySource:

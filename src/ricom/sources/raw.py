@@ -198,7 +198,8 @@ class LazyArraySource(Source):
             frames = self._read(a, b)
             for s in range(0, b - a, chunk_size):
                 part = frames[s:s + chunk_size]
-                yield FrameChunk(part, positions_for(self.layout, a + s, len(part), self.skip_frames))
+                passes = self.layout.passes(a + s, len(part)) if self.layout is not None else None
+                yield FrameChunk(part, positions_for(self.layout, a + s, len(part), self.skip_frames), passes)
 
     def describe(self) -> dict:
         d = {**super().describe(), "name": self.name, "array_shape": tuple(int(v) for v in self.data.shape),
