@@ -21,13 +21,13 @@ import numpy as np
 
 from .bench_core import (
     BenchRecord,
-    _record,
-    _settings,
-    _threads,
-    _time_run,
+    bench_settings,
+    make_record,
     memread_gb_per_s,
     peak_rss_mb,
     synthetic_frames,
+    threads_option,
+    time_run,
     write_mib,
 )
 from .engine import Reconstruction
@@ -40,9 +40,9 @@ def bench_in_memory(scan_shape, detector_shape, kernel: int, threads: int, n_uni
     unique = synthetic_frames(n_unique, detector_shape, 4095)
     frames = np.resize(unique, (sy * sx, *detector_shape))
     memread = memread_gb_per_s(frames)
-    secs, n = _time_run(lambda: ArraySource(frames, scan_shape=scan_shape), scan_shape, detector_shape,
+    secs, n = time_run(lambda: ArraySource(frames, scan_shape=scan_shape), scan_shape, detector_shape,
                         kernel, threads)
-    return _record("memory uint16", threads, kernel, detector_shape, secs, n, frames[0].nbytes, memread)
+    return make_record("memory uint16", threads, kernel, detector_shape, secs, n, frames[0].nbytes, memread)
 
 
 def bench_mib(folder: str, scan_shape, detector_shape, depth: int, raw: bool, kernel: int,
@@ -56,10 +56,10 @@ def bench_mib(folder: str, scan_shape, detector_shape, depth: int, raw: bool, ke
     memread = memread_gb_per_s(mm)
     frame_bytes = mm.size // (scan_shape[0] * scan_shape[1])
     del mm
-    secs, n = _time_run(lambda: MerlinSource(path, scan_shape=scan_shape), scan_shape, detector_shape,
+    secs, n = time_run(lambda: MerlinSource(path, scan_shape=scan_shape), scan_shape, detector_shape,
                         kernel, threads)
     name = f"mib {'raw ' if raw else ''}{depth}-bit"
-    return _record(name, threads, kernel, detector_shape, secs, n, frame_bytes, memread)
+    return make_record(name, threads, kernel, detector_shape, secs, n, frame_bytes, memread)
 
 
 def bench_npy(folder: str, scan_shape, detector_shape, kernel: int, threads: int) -> BenchRecord:
@@ -78,8 +78,8 @@ def bench_npy(folder: str, scan_shape, detector_shape, kernel: int, threads: int
     memread = memread_gb_per_s(mm)
     bytes_per = mm[0, 0].nbytes
     del mm
-    secs, n = _time_run(lambda: open_npy(path), scan_shape, detector_shape, kernel, threads)
-    return _record("npy uint16", threads, kernel, detector_shape, secs, n, bytes_per, memread)
+    secs, n = time_run(lambda: open_npy(path), scan_shape, detector_shape, kernel, threads)
+    return make_record("npy uint16", threads, kernel, detector_shape, secs, n, bytes_per, memread)
 
 
 def bench_live(folder: str, scan_shape, detector_shape, depth: int, raw: bool, kernel: int,
@@ -104,7 +104,8 @@ def bench_live(folder: str, scan_shape, detector_shape, depth: int, raw: bool, k
         src = MerlinLiveSource("127.0.0.1", port, scan_shape=scan_shape, timeout=60)
         frame_bytes = src.frame_header.frame_bytes
         from .run import run
-        rec = Reconstruction(scan_shape, detector_shape, _settings(kernel, detector_shape), **_threads(threads))
+        rec = Reconstruction(scan_shape, detector_shape, bench_settings(kernel, detector_shape),
+                             **threads_option(threads))
         res = run(src, rec, chunk_size=256)
         n = res.snapshot.hits.sum()
         lost = n_file * repeat - int(n)
@@ -115,7 +116,8 @@ def bench_live(folder: str, scan_shape, detector_shape, depth: int, raw: bool, k
     # the network itself (no decoding): memread stands for the same bytes read from memory
     memread = memread_gb_per_s(np.zeros(64 << 20, np.uint8))
     name = f"live {'raw ' if raw else ''}{depth}-bit"
-    return _record(name, threads, kernel, detector_shape, res.seconds_processing, int(n), frame_bytes, memread, note)
+    return make_record(name, threads, kernel, detector_shape, res.seconds_processing, int(n), frame_bytes, memread,
+                       note)
 
 
 def bench_events(folder: str, scan_shape, kernel: int, threads: int, dose: float = 200.0) -> BenchRecord:
@@ -135,7 +137,8 @@ def bench_events(folder: str, scan_shape, kernel: int, threads: int, dose: float
     best = None
     for _ in range(2):  # the first run also warms the compiled code
         src = open_source(path)
-        rec = Reconstruction(scan_shape, src.detector_shape, _settings(kernel, src.detector_shape), **_threads(threads))
+        rec = Reconstruction(scan_shape, src.detector_shape, bench_settings(kernel, src.detector_shape),
+                             **threads_option(threads))
         res = run(src, rec, chunk_size=1 << 20)
         if best is None or res.seconds_processing < best[0]:
             best = (res.seconds_processing, rec.n_events, res.snapshot.n_patterns)
@@ -174,7 +177,7 @@ def large_scan(scan_shape=(1024, 1024), detector_shape=(256, 256), kernel: int =
     from .sources.merlin_live import MerlinLiveSource
     n = scan_shape[0] * scan_shape[1]
     unique = synthetic_frames(256, detector_shape, 4095)
-    rec = Reconstruction(scan_shape, detector_shape, _settings(kernel, detector_shape), **_threads(threads))
+    rec = Reconstruction(scan_shape, detector_shape, bench_settings(kernel, detector_shape), **threads_option(threads))
     server = None
     try:
         if source == "simulator":
@@ -197,7 +200,7 @@ def large_scan(scan_shape=(1024, 1024), detector_shape=(256, 256), kernel: int =
             server.wait()
     peak_mb = peak_rss_mb()
     memread = memread_gb_per_s(unique)
-    rec_ = _record(f"{scan_shape[0]}×{scan_shape[1]} scan ({source})", threads, kernel, detector_shape,
+    rec_ = make_record(f"{scan_shape[0]}×{scan_shape[1]} scan ({source})", threads, kernel, detector_shape,
                    res.seconds_processing, res.snapshot.n_patterns, unique[0].nbytes, memread,
                    note=f"peak RSS {peak_mb:.0f} MB")
     return rec_
@@ -280,7 +283,7 @@ def bench_dask(folder: str, scan_shape, detector_shape, depth: int, kernel: int,
         _DASK_TIMES[path] = (best, res.snapshot)
     single, ref = _DASK_TIMES[path]
     if workers == 0:
-        return _record("dask: single process", 1, kernel, detector_shape, single, sy * sx, frame_bytes, memread,
+        return make_record("dask: single process", 1, kernel, detector_shape, single, sy * sx, frame_bytes, memread,
                        note="the baseline of the dask cases")
     from .distributed import connect, reconstruct_run_distributed
     t = time.perf_counter()
@@ -304,7 +307,7 @@ def bench_dask(folder: str, scan_shape, detector_shape, depth: int, kernel: int,
     if not kill:
         _DASK_TIMES[(path, workers)] = secs
     case = f"dask {workers} worker{'s' if workers > 1 else ''}" + (", 1 killed" if kill else "")
-    return _record(case, workers, kernel, detector_shape, secs, sy * sx, frame_bytes, memread, note=note)
+    return make_record(case, workers, kernel, detector_shape, secs, sy * sx, frame_bytes, memread, note=note)
 
 
 def plan(quick: bool) -> list[tuple[str, dict]]:

@@ -65,28 +65,28 @@ def synthetic_frames(n_unique: int, detector_shape, max_count: int, seed: int = 
     return np.minimum(frames, max_count).astype(np.uint16 if max_count > 255 else np.uint8)
 
 
-def _settings(kernel: int, detector_shape) -> Settings:
+def bench_settings(kernel: int, detector_shape) -> Settings:
     c = ((detector_shape[0] - 1) / 2, (detector_shape[1] - 1) / 2)
     return Settings(kernel=KernelSettings(kernel), geometry=DetectorGeometry(c))
 
 
-def _time_run(make_source: Callable, scan_shape, detector_shape, kernel: int, threads: int,
+def time_run(make_source: Callable, scan_shape, detector_shape, kernel: int, threads: int,
               chunk_size: int = 512) -> tuple[float, int]:
     """Seconds and patterns for one full run (after a warm-up run on a few chunks)."""
     from .run import run
-    rec = Reconstruction(scan_shape, detector_shape, _settings(kernel, detector_shape), **_threads(threads))
+    rec = Reconstruction(scan_shape, detector_shape, bench_settings(kernel, detector_shape), **threads_option(threads))
     run(make_source(), rec, chunk_size=chunk_size)
-    rec = Reconstruction(scan_shape, detector_shape, _settings(kernel, detector_shape), **_threads(threads))
+    rec = Reconstruction(scan_shape, detector_shape, bench_settings(kernel, detector_shape), **threads_option(threads))
     res = run(make_source(), rec, chunk_size=chunk_size)
     return res.seconds_processing, res.snapshot.n_patterns
 
 
-def _threads(threads: int) -> dict:
+def threads_option(threads: int) -> dict:
     import inspect
     return {"threads": threads} if "threads" in inspect.signature(Reconstruction).parameters else {}
 
 
-def _record(case, threads, kernel, det, seconds, n, bytes_per_pattern, memread, note="") -> BenchRecord:
+def make_record(case, threads, kernel, det, seconds, n, bytes_per_pattern, memread, note="") -> BenchRecord:
     rate = n / seconds if seconds > 0 else float("nan")
     gbs = rate * bytes_per_pattern / 1e9
     return BenchRecord(case, threads, kernel, list(det), rate, gbs, gbs / memread, seconds, n, note=note)
