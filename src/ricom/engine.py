@@ -32,7 +32,7 @@ from .detector import (
 from .engine_events import EventInput
 from .errors import InputError, SettingsError
 from .kernels import correlate, correlation_kernels, scatter_kernels
-from .params import MAX_KERNEL_SIZE, Settings, VirtualDetector
+from .params import MAX_KERNEL_SIZE, Settings, VirtualDetector, shape2
 from .snapshot import Snapshot
 from .sources.base import PackedFrames
 
@@ -87,8 +87,8 @@ class Reconstruction(EventInput):
         self.repeats = repeats
         self.threads = int(threads)
         self._pool = None
-        self.scan_shape = _shape2("scan shape", scan_shape)
-        self.detector_shape = _shape2("detector shape", detector_shape)
+        self.scan_shape = shape2("scan shape", scan_shape)
+        self.detector_shape = shape2("detector shape", detector_shape)
         self._lock = threading.RLock()
         self._settings = settings if settings is not None else Settings()
         self._reference_center = reference_center_yx
@@ -477,13 +477,3 @@ class Reconstruction(EventInput):
                 n_outside=self.n_outside, seconds_processing=self.seconds_processing,
                 virtual_radii_px=self.ring_boundaries_px(),
             )
-
-
-def _shape2(what: str, shape) -> tuple[int, int]:
-    try:
-        a, b = (int(v) for v in shape)
-    except (TypeError, ValueError):
-        raise SettingsError(f"{what} must be two integers, got {shape!r}") from None
-    if a < 1 or b < 1:
-        raise SettingsError(f"{what} must be positive, got {shape!r}")
-    return a, b

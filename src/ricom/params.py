@@ -30,6 +30,23 @@ def _positive_or_none(name: str, value: float | None) -> None:
         raise SettingsError(f"{name} must be a positive number, got {value!r}")
 
 
+def shape2(what: str, value) -> tuple[int, int]:
+    """Two positive integers (rows, cols), or a one-line `SettingsError` naming ``what``.
+
+    Examples
+    --------
+    >>> shape2("scan shape", (4.0, 5))
+    (4, 5)
+    """
+    try:
+        rows, cols = (int(v) for v in value)
+    except (TypeError, ValueError):
+        raise SettingsError(f"{what} must be two integers (rows, cols), got {value!r}") from None
+    if rows < 1 or cols < 1:
+        raise SettingsError(f"{what} must be positive, got {value!r}")
+    return rows, cols
+
+
 @dataclass(frozen=True)
 class Calibration:
     """Physical calibration; every field is optional.

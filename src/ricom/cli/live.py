@@ -20,7 +20,7 @@ import signal
 import sys
 import threading
 
-from .options import add_reconstruction_options, add_source_options, settings_kwargs, signal_list, source_options
+from .options import add_reconstruction_options, add_source_options, signals_and_settings, source_options
 
 HELP = "reconstruct live from a detector stream (Merlin over TCP)"
 
@@ -86,14 +86,11 @@ def _arm(args, opts: dict):
 
 
 def run_merlin(args) -> int:
-    from .. import api, outputs
-    from ..snapshot import expand_signals
+    from .. import outputs
 
     output = args.output
     outputs.check_output_path(output)
-    kwargs = settings_kwargs(args)  # everything is checked before connecting
-    vd_names = [vd.name for vd in api.make_settings(**{**kwargs, "kernel_size": 3}).virtual_detectors]
-    names = expand_signals(signal_list(args.signals), vd_names)
+    names, kwargs = signals_and_settings(args)  # everything is checked before connecting
     opts = source_options(args)
     trigger, control = _arm(args, opts)
     stop = threading.Event()

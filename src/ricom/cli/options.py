@@ -146,6 +146,20 @@ def signal_list(text: str) -> list[str]:
     return names
 
 
+def signals_and_settings(args) -> tuple[list[str], dict]:
+    """The signals to save (checked) and the `make_settings` keywords for them: only the
+    virtual detectors that are asked for get computed."""
+    from ..api import virtual_detectors_from_annulus
+    from ..snapshot import expand_signals
+
+    kwargs = settings_kwargs(args)
+    vd_names = [vd.name for vd in virtual_detectors_from_annulus(kwargs["virtual_detector"],
+                                                                  kwargs["virtual_detector_unit"])]
+    names = expand_signals(signal_list(args.signals), vd_names)
+    kwargs["virtual_names"] = [n for n in names if n in vd_names]
+    return names, kwargs
+
+
 def settings_kwargs(args) -> dict:
     """Keyword arguments of `ricom.api.make_settings` from parsed options."""
     rotation = parse_rotation(args.rotation)

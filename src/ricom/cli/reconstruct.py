@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 
-from .options import add_reconstruction_options, add_source_options, settings_kwargs, signal_list, source_options
+from .options import add_reconstruction_options, add_source_options, signals_and_settings, source_options
 
 HELP = "reconstruct riCOM and other signals from a dataset"
 
@@ -35,16 +35,12 @@ def default_output(spec: str) -> str:
 
 def run(args) -> int:
     from .. import api, outputs
-    from ..snapshot import expand_signals
     from .finish import save_result
     from .options import cluster_address, parse_descan, parse_rotation
 
     output = args.output or default_output(args.input)
     outputs.check_output_path(output)
-    kwargs = settings_kwargs(args)
-    vd_names = [vd.name for vd in api.make_settings(**{**kwargs, "kernel_size": 3}).virtual_detectors]
-    names = expand_signals(signal_list(args.signals), vd_names)
-    kwargs["virtual_names"] = [n for n in names if n in vd_names]
+    names, kwargs = signals_and_settings(args)
     descan, descan_ref = parse_descan(args.descan, args.reference)
     address = cluster_address(args)
     if address is not None:

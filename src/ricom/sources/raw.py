@@ -23,6 +23,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from ..errors import InputError, SettingsError
+from ..params import shape2
 from .base import FrameChunk, ScanLayout, Source
 
 BLOCK_BYTES = 64 * 2**20
@@ -210,16 +211,6 @@ class LazyArraySource(Source):
         return d
 
 
-def _shape_option(value, what: str) -> tuple[int, int]:
-    try:
-        rows, cols = (int(v) for v in value)
-    except (TypeError, ValueError):
-        raise SettingsError(f"{what} must be two integers (rows, cols), got {value!r}") from None
-    if rows < 1 or cols < 1:
-        raise SettingsError(f"{what} must be positive, got {value!r}")
-    return rows, cols
-
-
 def open_raw(path: str, dtype=None, detector_shape=None, header_bytes: int = 0, frame_header_bytes: int = 0,
              **options) -> LazyArraySource:
     """Open a headerless binary stack of frames (``.raw``/``.bin``) memory-mapped.
@@ -249,7 +240,7 @@ def open_raw(path: str, dtype=None, detector_shape=None, header_bytes: int = 0, 
         dt = np.dtype(dtype)
     except TypeError:
         raise SettingsError(f"{path}: unknown dtype {dtype!r}; use e.g. '<u2', '>u4', '<f4'") from None
-    rows, cols = _shape_option(detector_shape, "detector_shape")
+    rows, cols = shape2("detector_shape", detector_shape)
     header_bytes, frame_header_bytes = int(header_bytes), int(frame_header_bytes)
     if header_bytes < 0 or frame_header_bytes < 0:
         raise SettingsError("header_bytes and frame_header_bytes must be ≥ 0")
