@@ -49,16 +49,20 @@ def prefetched(chunks: Iterator, depth: int, stop: threading.Event) -> Iterator:
     """
     q: queue.Queue = queue.Queue(maxsize=max(1, depth))
 
+    def put(item) -> bool:
+        """Hand ``item`` to the consumer unless the run is stopping; False if it is."""
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def produce() -> None:
         try:
             for item in chunks:
-                while not stop.is_set():
-                    try:
-                        q.put(item, timeout=0.05)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not put(item):
                     break
             item = _DONE
         except BaseException as exc:  # handed to the consumer
@@ -67,12 +71,7 @@ def prefetched(chunks: Iterator, depth: int, stop: threading.Event) -> Iterator:
             close = getattr(chunks, "close", None)
             if close is not None:
                 close()
-        while not stop.is_set():
-            try:
-                q.put(item, timeout=0.05)
-                return
-            except queue.Full:
-                continue
+        put(item)
 
     worker = threading.Thread(target=produce, name="ricom-reader", daemon=True)
     worker.start()
