@@ -71,14 +71,11 @@ def make_settings(*, kernel_size: int | None = None, band_pass=None, band_pass_u
     """
     hints = hints or {}
     kernel_size = kernel_size if kernel_size is not None else DEFAULT_KERNEL_SIZE
-    step_A = step_A if step_A is not None else hints.get("step_A")
-    pixel_size_mrad = pixel_size_mrad if pixel_size_mrad is not None else hints.get("pixel_size_mrad")
-    energy_keV = energy_keV if energy_keV is not None else hints.get("energy_keV")
-    calibration = Calibration(step_A, pixel_size_mrad, energy_keV)
+    calibration = Calibration(step_A, pixel_size_mrad, energy_keV).filled_from(hints)
     if band_pass is not None and band_pass_unit == "inv_A":
-        if step_A is None:
+        if calibration.step_A is None:
             raise SettingsError("a band-pass in 1/Å needs the scan step (--step)")
-        kernel = KernelSettings.from_inverse_angstrom(int(kernel_size), *band_pass, step_A)
+        kernel = KernelSettings.from_inverse_angstrom(int(kernel_size), *band_pass, calibration.step_A)
     elif band_pass_unit in ("cycles_per_pixel", "inv_A"):
         kernel = KernelSettings(int(kernel_size), tuple(band_pass) if band_pass is not None else None)
     else:

@@ -70,6 +70,17 @@ class Calibration:
         _positive_or_none("pixel_size_mrad", self.pixel_size_mrad)
         _positive_or_none("energy_keV", self.energy_keV)
 
+    def filled_from(self, hints: dict) -> Calibration:
+        """This calibration with the fields it lacks taken from an input's hints.
+
+        Examples
+        --------
+        >>> Calibration(step_A=0.5).filled_from({"step_A": 0.2, "energy_keV": 300})
+        Calibration(step_A=0.5, pixel_size_mrad=None, energy_keV=300)
+        """
+        return Calibration(*(getattr(self, k) if getattr(self, k) is not None else hints.get(k)
+                             for k in ("step_A", "pixel_size_mrad", "energy_keV")))
+
     @property
     def step(self) -> float:
         """Scan step used in formulas: Å if known, else 1 (scan pixels)."""

@@ -255,6 +255,13 @@ def detector_calibration(params: SimulationParams) -> tuple[float, tuple[float, 
     return optics.pixel_rad * 1e3, optics.center_yx
 
 
+def simulation_hints(params: SimulationParams) -> dict:
+    """The calibration a simulation carries (`ricom.sources.base.Source.hints` keys)."""
+    pixel_size_mrad, center_yx = detector_calibration(params)
+    return {"step_A": params.step_A, "pixel_size_mrad": pixel_size_mrad, "energy_keV": params.energy_keV,
+            "center_yx": tuple(center_yx)}
+
+
 def simulate_chunks(params: SimulationParams, rows_per_chunk: int = 4,
                     _optics: _Optics | None = None, start_row: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield ``(frames (k, det_y, det_x), flat positions (k,) int64)`` band of rows by band.

@@ -42,9 +42,6 @@ class ReplaySource(Source):
                 yield FrameChunk(self._frames[start:stop], np.arange(start, stop, dtype=np.int64),
                                  np.full(stop - start, k, np.int64))
 
-    def hints(self) -> dict:
-        return dict(self._hints)
-
 
 def _without_gui(data, passes, hints, settings, repeats, chunk_size) -> float:
     """The GUI's own worker thread (`RunWorker`), with no window."""

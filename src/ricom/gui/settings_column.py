@@ -304,10 +304,7 @@ class SettingsColumn(QtWidgets.QWidget):
 def settings_with_hints(settings: Settings, hints: dict, scan_shape) -> Settings:
     """``settings`` with the calibration the input carries filled in where none is given,
     and the kernel no larger than useful for ``scan_shape`` (2·max + 1)."""
-    cal = settings.calibration
-    filled = Calibration(cal.step_A if cal.step_A is not None else hints.get("step_A"),
-                         cal.pixel_size_mrad if cal.pixel_size_mrad is not None else hints.get("pixel_size_mrad"),
-                         cal.energy_keV if cal.energy_keV is not None else hints.get("energy_keV"))
+    filled = settings.calibration.filled_from(hints)
     limit = 2 * max(scan_shape) + 1
     kernel = settings.kernel
     if kernel.size > limit:

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from ..errors import SettingsError
-from ..simulate import SimulationParams, detector_calibration, simulate_chunks
+from ..simulate import SimulationParams, detector_calibration, simulate_chunks, simulation_hints
 from ..sources.base import FrameChunk, Source
 
 DEFAULT_PARAMS = SimulationParams(scan_shape=(64, 64), detector_shape=(48, 48), dose_e_per_probe=2e4)
@@ -184,9 +184,7 @@ class LiveSimulatorSource(Source):
     # ------------------------------------------------------------------ metadata
     def hints(self) -> dict:
         """Calibration of the simulation: step, pixel size, energy and centre."""
-        p = self.params
-        return {"step_A": p.step_A, "pixel_size_mrad": self.pixel_size_mrad, "energy_keV": p.energy_keV,
-                "center_yx": tuple(self.center_yx)}
+        return simulation_hints(self.params)
 
     def describe(self) -> dict:
         return {**super().describe(), "name": "live simulator (SrTiO3 [001])",

@@ -44,9 +44,6 @@ class ArraySource(LazyArraySource):
             raise SettingsError(f"{name}: a 3D stack of {self.n_frames} frames needs --scan-shape SY SX")
         self._hints: dict = {}
 
-    def hints(self) -> dict:
-        return dict(self._hints)
-
 
 def open_npy(path: str, **options) -> ArraySource:
     """Open a `.npy` file memory-mapped."""

@@ -253,9 +253,9 @@ class Source(abc.ABC):
         """Calibration the input carries, used where the user gives none.
 
         Keys (all optional): ``step_A``, ``pixel_size_mrad``, ``energy_keV``,
-        ``center_yx``, ``rotation_deg``, ``flip``.
+        ``center_yx``, ``rotation_deg``, ``flip``.  Readers store them in ``_hints``.
         """
-        return {}
+        return dict(getattr(self, "_hints", None) or {})
 
     def describe(self) -> dict:
         """What was detected about the input (for ``ricom info``)."""

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from ..errors import InputError, SettingsError
-from ..simulate import SimulationParams, detector_calibration, projected_potential, simulate_chunks
+from ..simulate import SimulationParams, detector_calibration, projected_potential, simulate_chunks, simulation_hints
 from .base import FrameChunk, Source
 
 _FIELDS = {f.name for f in dataclasses.fields(SimulationParams)}
@@ -56,8 +56,7 @@ class SimulatorSource(Source):
 
     def hints(self) -> dict:
         """The simulation's own calibration: step, pixel size, energy and centre."""
-        return {"step_A": self.params.step_A, "pixel_size_mrad": self.pixel_size_mrad,
-                "energy_keV": self.params.energy_keV, "center_yx": tuple(self.center_yx)}
+        return simulation_hints(self.params)
 
     def ground_truth_potential(self) -> np.ndarray:
         """Projected potential (V·Å) at the probe positions."""

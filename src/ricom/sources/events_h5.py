@@ -191,9 +191,6 @@ class EventsH5Source(Source):
             yield EventChunk(pos, x.astype(np.uint16), y.astype(np.uint16), None, None,
                              np.asarray(sp[r0:r0 + block.shape[0]], np.int64))
 
-    def hints(self) -> dict:
-        return dict(self._hints)
-
     def describe(self) -> dict:
         return {**super().describe(), "name": self.name, "layout": self.layout, "dwell_ns": self.dwell_ns,
                 "acceptance_ns": self.acceptance_ns, "events_kept": self._kept, "positions_done": self._done,

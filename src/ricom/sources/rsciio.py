@@ -56,9 +56,6 @@ class RsciioSource(LazyArraySource):
         self._hints, self.title = hints, title
         super().__init__(data, name=name, **options)
 
-    def hints(self) -> dict:
-        return dict(self._hints)
-
     def describe(self) -> dict:
         return {**super().describe(), "format": "RosettaSciIO", "title": self.title, "hints": self._hints}
 

@@ -137,9 +137,6 @@ class T3pSource(TimedEventSource):
             out.append(f"the file ends in a partial record ({self._tail} bytes ignored): truncated?")
         return out
 
-    def hints(self) -> dict:
-        return dict(self._hints)
-
     def describe(self) -> dict:
         return {**super().describe(), "chip_layout": self.layout.tolist(), "records": self.n_frames}
 

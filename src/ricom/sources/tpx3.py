@@ -377,9 +377,6 @@ class Tpx3Source(TimedEventSource):
             out.append(f"the file ends in a partial packet ({self._tail} bytes ignored): truncated?")
         return out
 
-    def hints(self) -> dict:
-        return dict(self._hints)
-
     def describe(self) -> dict:
         out = {**super().describe(), "chip_layout": self.layout.tolist(), "trigger": self.trigger}
         if self._decoder is not None:
