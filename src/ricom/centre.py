@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .detector import pattern_centre_of_mass
 from .errors import SettingsError
 
 
@@ -207,11 +208,10 @@ def center_from_reference(reference, method: str = "com", **source_options) -> t
         pattern = reference.astype(np.float64)
         if method == "disc":
             return center_from_disc(pattern)
-        total = pattern.sum()
-        if not total > 0:
+        centre = pattern_centre_of_mass(pattern)
+        if centre is None:
             raise SettingsError("the reference pattern has no counts; cannot find the centre from it")
-        yy, xx = np.indices(pattern.shape)
-        return float((pattern * yy).sum() / total), float((pattern * xx).sum() / total)
+        return centre
     m = measure(reference, **source_options)
     if method == "disc":
         if m.mean_pattern is None:

@@ -106,6 +106,22 @@ def mean_pattern(frames: np.ndarray, sample: int = 64) -> np.ndarray:
     return pick.mean(axis=0, dtype=np.float64)
 
 
+def pattern_centre_of_mass(pattern: np.ndarray) -> tuple[float, float] | None:
+    """(row, column) centre of mass of one pattern in detector pixels; None if it has no counts.
+
+    Examples
+    --------
+    >>> p = np.zeros((5, 5)); p[1, 3] = 2.0
+    >>> pattern_centre_of_mass(p)
+    (1.0, 3.0)
+    """
+    p = np.asarray(pattern, np.float64)
+    total = p.sum()
+    if not total > 0:
+        return None
+    return float(p.sum(axis=1) @ np.arange(p.shape[0]) / total), float(p.sum(axis=0) @ np.arange(p.shape[1]) / total)
+
+
 def ring_runs(ring_of_pixel: np.ndarray) -> np.ndarray:
     """Runs ``(y, x0, x1, ring)`` of constant ring index covering every pixel, row by row."""
     rows = []

@@ -25,6 +25,7 @@ from .detector import (
     bright_field_radius,
     frame_moments,
     mean_pattern,
+    pattern_centre_of_mass,
     radius_map,
     ring_runs,
     take_frames,
@@ -395,12 +396,8 @@ class Reconstruction(EventInput):
             self._build_rings(r)
 
     def _estimate_centre(self, frames: np.ndarray) -> tuple[float, float]:
-        mean = mean_pattern(frames)
-        t = mean.sum()
-        if not t > 0:
-            return ((self.detector_shape[0] - 1) / 2, (self.detector_shape[1] - 1) / 2)
-        yy, xx = np.indices(self.detector_shape)
-        return (float((mean * yy).sum() / t), float((mean * xx).sum() / t))
+        centre = pattern_centre_of_mass(mean_pattern(frames))
+        return centre if centre is not None else ((self.detector_shape[0] - 1) / 2, (self.detector_shape[1] - 1) / 2)
 
     def _build_rings(self, r: np.ndarray) -> None:
         radii = {vd.name: self._radii_px(vd) for vd in self._settings.virtual_detectors}
