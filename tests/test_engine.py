@@ -353,8 +353,8 @@ def test_settings_change_while_moments_are_computed(poisson_data):
     rec = Reconstruction((8, 9), (16, 16), s)
     original = rec._frame_moments
 
-    def slow(frames_, luts):
-        out = original(frames_, luts)
+    def slow(frames_, luts, split):
+        out = original(frames_, luts, split)
         if not hasattr(rec, "_changed"):
             rec._changed = True
             rec.update_settings(s.with_(virtual_detectors=(VirtualDetector("vbf", 0, 3),)))

@@ -32,13 +32,14 @@ class Breaking(Source):
         self.closed = True
 
 
-def engine(data):
-    return Reconstruction(data.shape[:2], data.shape[2:], Settings(kernel=KernelSettings(3)))
+def engine(data, threads=1):
+    return Reconstruction(data.shape[:2], data.shape[2:], Settings(kernel=KernelSettings(3)), threads=threads)
 
 
-@pytest.mark.parametrize("prefetch", [0, 2])
-def test_same_result_with_and_without_prefetch(poisson_data, prefetch):
-    a = engine(poisson_data)
+@pytest.mark.parametrize("prefetch, threads", [(0, 1), (2, 1), (2, 2), (0, 3)])
+def test_same_result_with_and_without_prefetch(poisson_data, prefetch, threads):
+    """Reading ahead and reducing chunks on worker threads (the pipeline) change nothing."""
+    a = engine(poisson_data, threads)
     res = run(ArraySource(poisson_data), a, chunk_size=7, prefetch=prefetch)
     b = engine(poisson_data)
     b.process_frames(poisson_data.reshape(-1, 16, 16), start=0)
@@ -47,16 +48,16 @@ def test_same_result_with_and_without_prefetch(poisson_data, prefetch):
     assert res.complete and res.snapshot.n_patterns == 72
 
 
-@pytest.mark.parametrize("prefetch", [0, 2])
-def test_source_error_keeps_partial_result(poisson_data, prefetch):
+@pytest.mark.parametrize("prefetch, threads", [(0, 1), (2, 1), (2, 2)])
+def test_source_error_keeps_partial_result(poisson_data, prefetch, threads):
     src = Breaking(poisson_data, 3, InputError("connection dropped"))
-    res = run(src, engine(poisson_data), prefetch=prefetch)
+    res = run(src, engine(poisson_data, threads), prefetch=prefetch)
     assert res.error == "connection dropped" and res.snapshot.n_patterns == 12 and src.closed
 
 
-@pytest.mark.parametrize("prefetch", [0, 2])
-def test_interrupt_keeps_partial_result(poisson_data, prefetch):
-    res = run(Breaking(poisson_data, 2, KeyboardInterrupt()), engine(poisson_data), prefetch=prefetch)
+@pytest.mark.parametrize("prefetch, threads", [(0, 1), (2, 1), (0, 2)])
+def test_interrupt_keeps_partial_result(poisson_data, prefetch, threads):
+    res = run(Breaking(poisson_data, 2, KeyboardInterrupt()), engine(poisson_data, threads), prefetch=prefetch)
     assert res.interrupted and res.snapshot.n_patterns == 8
 
 

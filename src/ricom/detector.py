@@ -24,32 +24,30 @@ def take_frames(frames, a: int, b: int):
     return frames[a:b]
 
 
-def frame_moments(frames, luts, row_runs, moments) -> None:
+def frame_moments(frames, luts, moments) -> None:
     """Totals, first moments and ring sums of a chunk into ``moments`` (one pass where possible).
 
-    ``luts`` = (COM mask or None, ring runs or None, number of rings, moment rows);
-    ``row_runs`` are whole-row runs used when there are no rings.  Picks the compiled
+    ``luts`` = (COM mask or None, ring runs or None, number of rings, moment rows).  Picks the compiled
     kernel for the data: packed or plain 8/16-bit (fast path, byte-swapped in place if
     big-endian), other integers, or floats.
     """
     mask, runs, n_rings, _ = luts
     k = frames.shape[0]
     ny, nx = frames.shape[1:]
-    line_runs = runs if runs is not None else row_runs
     if isinstance(frames, PackedFrames) and frames.bits == 1:
         word_rings, ring_masks = bit_ring_masks(runs, nx) if runs is not None else \
             (np.zeros(ny * nx // 64 + 1, np.int64), np.zeros((0, 2), np.int64))
         C.frame_moments_bits(frames.rows, frames.offset, ny, nx, word_rings, ring_masks, moments)
         return
     if isinstance(frames, PackedFrames):
-        C.frame_moments_u16(frames.rows, frames.offset, ny, nx, frames.big_endian and frames.dtype.itemsize == 2,
-                            line_runs, n_rings, moments)
+        _moments_u16(frames.rows, frames.offset, ny, nx, frames.big_endian and frames.dtype.itemsize == 2,
+                     runs, n_rings, moments)
         return
     if mask is None and frames.dtype.kind == "u" and frames.dtype.itemsize <= 2:
         swap = not frames.dtype.isnative
         native = frames.view(frames.dtype.newbyteorder("=")) if swap else frames
         rows = np.ascontiguousarray(native).reshape(k, ny * nx)
-        C.frame_moments_u16(rows, 0, ny, nx, swap and frames.dtype.itemsize == 2, line_runs, n_rings, moments)
+        _moments_u16(rows, 0, ny, nx, swap and frames.dtype.itemsize == 2, runs, n_rings, moments)
         return
     if runs is not None:
         C.frame_ring_sums(frames, runs, n_rings, moments)
@@ -59,6 +57,13 @@ def frame_moments(frames, luts, row_runs, moments) -> None:
     else:
         m = mask.astype(np.int64) if mask is not None else np.ones((1, 1), np.int64)
         C.frame_moments_int(frames, m, mask is not None, moments)
+
+
+def _moments_u16(rows, offset, ny, nx, swap, runs, n_rings, moments) -> None:
+    if n_rings:
+        C.frame_moments_rings_u16(rows, offset, ny, nx, swap, runs, n_rings, moments)
+    else:
+        C.frame_moments_u16(rows, offset, ny, nx, swap, moments)
 
 
 _BIT_MASKS: dict = {}

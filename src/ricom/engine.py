@@ -17,6 +17,7 @@ import itertools
 import math
 import threading
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -39,9 +40,19 @@ from .sources.base import PackedFrames
 
 _NO_PASS = np.zeros(0, np.int64)
 
+
+@dataclass
+class PreparedFrames:
+    """A chunk reduced to per-pattern sums by `Reconstruction.prepare_frames`, not yet added."""
+
+    frames: np.ndarray | PackedFrames
+    positions: np.ndarray
+    scan_pass: object
+    moments: np.ndarray
+    luts: tuple
+
 AUTO_CENTRE_TOLERANCE_PX = 0.02
 """The live image is rebuilt when the running centre estimate moves by more than this."""
-
 
 
 class Reconstruction(EventInput):
@@ -108,7 +119,6 @@ class Reconstruction(EventInput):
         self._rings_centre: tuple[float, float] | None = None
         self._ring_of_pixel: np.ndarray | None = None
         self._ring_runs: np.ndarray | None = None
-        self._row_runs = ring_runs(np.full(self.detector_shape, -1, np.int32))
         self._vd_rings: dict[str, np.ndarray] = {}
         self._ring_bounds: np.ndarray | None = None
         self._pending_events: list[tuple] = []
@@ -244,20 +254,41 @@ class Reconstruction(EventInput):
         scan_pass : int or ndarray of int, optional
             Scan pass of each frame (used when ``repeats="replace"``).
         """
+        self.add_prepared(self.prepare_frames(frames, positions, start, scan_pass))
+
+    def prepare_frames(self, frames: np.ndarray, positions: np.ndarray | None = None,
+                       start: int | None = None, scan_pass=None, split: bool = True) -> PreparedFrames:
+        """The per-pattern sums of a chunk, ready for `add_prepared` (the first half of
+        `process_frames`).
+
+        Safe to call from several threads at once: it reads the patterns and changes no
+        state, so a pipeline (`ricom.run.run`) reduces the next chunks on worker threads
+        while the calling thread adds the previous ones.  ``split`` shares one chunk over
+        the `threads` workers (leave it off when chunks already run in parallel).
+        """
         frames = self._checked_frames(frames)
         positions = self._positions(positions, start, frames.shape[0])
-        if self._t_first is None:
-            self._t_first = time.perf_counter()
         with self._lock:
+            if self._t_first is None:
+                self._t_first = time.perf_counter()
             self._ensure_detector_luts(frames)
             luts = self._detector_luts()
-        moments = self._frame_moments(frames, luts)  # the long part, outside the lock
+        return PreparedFrames(frames, positions, scan_pass, self._frame_moments(frames, luts, split), luts)
+
+    def add_prepared(self, chunk: PreparedFrames) -> None:
+        """Add a chunk reduced by `prepare_frames` and bring the image up to date.
+
+        If the settings changed the detector look-ups meanwhile, the chunk is reduced again
+        with the new ones, so the result is the same as with `process_frames`.
+        """
         with self._lock:
             now = self._detector_luts()
+            luts = chunk.luts
+            moments = chunk.moments
             if self._luts_needed() or now[0] is not luts[0] or now[1] is not luts[1] or now[3] != luts[3]:
-                self._ensure_detector_luts(frames)  # settings changed meanwhile: redo with the new ones
-                moments = self._frame_moments(frames, self._detector_luts())
-            self._ingest(positions, moments, scan_pass)
+                self._ensure_detector_luts(chunk.frames)
+                moments = self._frame_moments(chunk.frames, self._detector_luts(), True)
+            self._ingest(chunk.positions, moments, chunk.scan_pass)
 
     def _checked_frames(self, frames):
         """Frames as (k, ny, nx) in a dtype the compiled kernels take, or packed frames."""
@@ -315,18 +346,18 @@ class Reconstruction(EventInput):
         n_rings = len(self._ring_bounds) - 1 if runs is not None else 0
         return self._com_mask, runs, n_rings, self._state.shape[0]
 
-    def _frame_moments(self, frames, luts) -> np.ndarray:
-        """Totals, first moments and ring sums of a chunk, split over `threads` workers."""
+    def _frame_moments(self, frames, luts, split: bool) -> np.ndarray:
+        """Totals, first moments and ring sums of a chunk (``split``: over `threads` workers)."""
         k = frames.shape[0]
         moments = np.zeros((luts[3], k))
-        if self.threads == 1 or k < 2 * self.threads:
-            frame_moments(frames, luts, self._row_runs, moments)
+        if not split or self.threads == 1 or k < 2 * self.threads:
+            frame_moments(frames, luts, moments)
             return moments
         if self._pool is None:
             from concurrent.futures import ThreadPoolExecutor
             self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="ricom-moments")
         cuts = np.linspace(0, k, self.threads + 1).astype(int)
-        jobs = [self._pool.submit(frame_moments, take_frames(frames, a, b), luts, self._row_runs, moments[:, a:b])
+        jobs = [self._pool.submit(frame_moments, take_frames(frames, a, b), luts, moments[:, a:b])
                 for a, b in itertools.pairwise(cuts)]
         for job in jobs:
             job.result()

@@ -8,6 +8,7 @@ work on the current one.
 """
 from __future__ import annotations
 
+import collections
 import queue
 import threading
 import time
@@ -88,6 +89,47 @@ def prefetched(chunks: Iterator, depth: int, stop: threading.Event) -> Iterator:
         worker.join(timeout=5)
 
 
+class _Pipeline:
+    """Adds chunks to a reconstruction in order; with ``threads > 1`` the per-pattern sums
+    of the next chunks run on worker threads (one chunk each) while this thread adds the
+    finished ones and updates the image."""
+
+    def __init__(self, reconstruction: Reconstruction) -> None:
+        self.rec = reconstruction
+        self.pending: collections.deque = collections.deque()
+        self.pool = None
+        if reconstruction.threads > 1:
+            from concurrent.futures import ThreadPoolExecutor
+            self.pool = ThreadPoolExecutor(reconstruction.threads, thread_name_prefix="ricom-chunk")
+
+    def add(self, chunk) -> None:
+        if isinstance(chunk, EventChunk):
+            self.drain()
+            self.rec.process_events(chunk)
+        elif self.pool is None:
+            self.rec.process_frames(chunk.data, chunk.positions, scan_pass=chunk.scan_pass)
+        else:
+            self.pending.append(self.pool.submit(self.rec.prepare_frames, chunk.data, chunk.positions,
+                                                 scan_pass=chunk.scan_pass, split=False))
+            while len(self.pending) > self.rec.threads:
+                self.rec.add_prepared(self.pending.popleft().result())
+
+    def drain(self) -> None:
+        """Add every chunk handed in so far."""
+        while self.pending:
+            self.rec.add_prepared(self.pending.popleft().result())
+
+    def close(self) -> None:
+        """After Ctrl-C or an error: still add the (at most ``threads``) chunks already
+        read, except any whose reduction failed."""
+        while self.pending:
+            job = self.pending.popleft()
+            if job.exception() is None:
+                self.rec.add_prepared(job.result())
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+
 def run(source: Source, reconstruction: Reconstruction, chunk_size: int = 512,
         progress: bool | Callable[[int], None] = False, stop: threading.Event | None = None,
         description: str = "reconstructing", prefetch: int = 2) -> RunResult:
@@ -121,12 +163,10 @@ def run(source: Source, reconstruction: Reconstruction, chunk_size: int = 512,
     chunks = source.chunks(chunk_size)
     if prefetch > 0:
         chunks = prefetched(chunks, prefetch, reader_stop)
+    feed = _Pipeline(reconstruction)
     try:
         for chunk in chunks:
-            if isinstance(chunk, EventChunk):
-                reconstruction.process_events(chunk)
-            else:
-                reconstruction.process_frames(chunk.data, chunk.positions, scan_pass=chunk.scan_pass)
+            feed.add(chunk)
             n = len(chunk.positions)
             t_last = time.perf_counter()
             if bar is not None:
@@ -136,13 +176,18 @@ def run(source: Source, reconstruction: Reconstruction, chunk_size: int = 512,
             if stop is not None and stop.is_set():
                 interrupted = True
                 break
+        feed.drain()
+        if t_last is not None:
+            t_last = time.perf_counter()
     except KeyboardInterrupt:
         interrupted = True
     except (RicomError, OSError, ConnectionError) as exc:
+        feed.close()  # chunks reduced before the failure count too
         if reconstruction.n_patterns == 0:
             raise
         error = str(exc)
     finally:
+        feed.close()
         reader_stop.set()
         close = getattr(chunks, "close", None)
         if close is not None:

@@ -1,0 +1,27 @@
+"""Every compiled hot loop of the project, in one place (numba, ``nogil``, cached).
+
+The engine calls these on whole chunks: per-pattern reductions (total, first moments,
+ring sums; `ricom.compiled.frames`), accumulation of those moments into the
+per-position state and the riCOM kernel scatter (`ricom.compiled.state`), and the same
+for single-electron events (`ricom.compiled.events`).  Nothing here allocates per
+pattern or calls back into Python.
+
+State layout shared with `ricom.engine`: ``state[m, p]`` holds moment ``m`` of scan
+position ``p``: row 0 total counts, 1 Σ I·x, 2 Σ I·y (x, y in detector pixels from the
+top-left pixel), rows 3… ring sums of the virtual-detector rings.
+"""
+from ._common import FIRST_RING, SUM_X, SUM_Y, TOTAL
+from .events import accumulate_events
+from .frames import (
+           frame_moments_bits,
+           frame_moments_float,
+           frame_moments_int,
+           frame_moments_rings_u16,
+           frame_moments_u16,
+           frame_ring_sums,
+)
+from .state import accumulate, com_at, com_maps, scatter_touched
+
+__all__ = ["FIRST_RING", "SUM_X", "SUM_Y", "TOTAL", "accumulate", "accumulate_events", "com_at", "com_maps",
+           "frame_moments_bits", "frame_moments_float", "frame_moments_int", "frame_moments_rings_u16",
+           "frame_moments_u16", "frame_ring_sums", "scatter_touched"]
