@@ -386,3 +386,21 @@ def test_virtual_detector_change_then_more_data(poisson_data):
     want = ref.annulus_sum(poisson_data, (7.5, 7.5), 4, 8).ravel()
     want[:30] = 0
     np.testing.assert_allclose(rec.snapshot().virtual["vadf"].ravel(), want)
+
+
+@pytest.mark.parametrize("order", ["raster", "random"])
+def test_block_fft_scatter_equals_direct_scatter(poisson_data, monkeypatch, order):
+    """The FFT scatter of whole chunks gives the direct scatter's image (edges clipped)."""
+    from ricom.kernels import BlockScatter
+    frames = poisson_data.reshape(-1, 16, 16)
+    pos = np.arange(72) if order == "raster" else np.random.default_rng(3).permutation(72)
+    s = Settings(kernel=KernelSettings(7), geometry=DetectorGeometry((7.5, 7.5)))
+    images = []
+    for cost in (0.0, np.inf):  # always the FFT, never the FFT
+        monkeypatch.setattr(BlockScatter, "FFT_COST", cost)
+        rec = Reconstruction((8, 9), (16, 16), s)
+        for a in range(0, 72, 20):
+            rec.process_frames(frames[pos[a:a + 20]], positions=pos[a:a + 20])
+        images.append(rec.snapshot().ricom)
+    np.testing.assert_allclose(images[0], images[1], rtol=0, atol=1e-12 * np.abs(images[1]).max())
+    assert np.abs(images[1]).max() > 0

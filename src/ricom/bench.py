@@ -1,7 +1,8 @@
 """``ricom bench``: measure the whole path on this machine, with inputs it makes itself.
 
 Every case reports patterns/s (or events/s), GB/s of input bytes, and the ratio to a plain
-memory read of the same bytes measured in the same run (`memread_gb_per_s`), so figures
+memory read of the same bytes (by as many threads) measured in the same run
+(`memread_gb_per_s`), so figures
 from different machines compare by ratio.  Cases: in-memory engine, `.npy` and Merlin
 `.mib` files from the page cache (12-bit, 6-bit, raw 1-bit; 256² and 512²), live over
 loopback from the project's Merlin simulator, and Timepix3 events, for several kernel
@@ -39,7 +40,7 @@ def bench_in_memory(scan_shape, detector_shape, kernel: int, threads: int, n_uni
     sy, sx = scan_shape
     unique = synthetic_frames(n_unique, detector_shape, 4095)
     frames = np.resize(unique, (sy * sx, *detector_shape))
-    memread = memread_gb_per_s(frames)
+    memread = memread_gb_per_s(frames, threads=threads)
     secs, n = time_run(lambda: ArraySource(frames, scan_shape=scan_shape), scan_shape, detector_shape,
                         kernel, threads)
     return make_record("memory uint16", threads, kernel, detector_shape, secs, n, frames[0].nbytes, memread)
@@ -53,7 +54,7 @@ def bench_mib(folder: str, scan_shape, detector_shape, depth: int, raw: bool, ke
     if not os.path.exists(path):
         write_mib(path, scan_shape, detector_shape, depth, raw)
     mm = np.memmap(path, np.uint8, "r")
-    memread = memread_gb_per_s(mm)
+    memread = memread_gb_per_s(mm, threads=threads)
     frame_bytes = mm.size // (scan_shape[0] * scan_shape[1])
     del mm
     secs, n = time_run(lambda: MerlinSource(path, scan_shape=scan_shape), scan_shape, detector_shape,
@@ -75,7 +76,7 @@ def bench_npy(folder: str, scan_shape, detector_shape, kernel: int, threads: int
         arr.flush()
         del arr, flat
     mm = np.load(path, mmap_mode="r")
-    memread = memread_gb_per_s(mm)
+    memread = memread_gb_per_s(mm, threads=threads)
     bytes_per = mm[0, 0].nbytes
     del mm
     secs, n = time_run(lambda: open_npy(path), scan_shape, detector_shape, kernel, threads)
@@ -95,7 +96,8 @@ def bench_live(folder: str, scan_shape, detector_shape, depth: int, raw: bool, k
         write_mib(path, scan_shape, detector_shape, depth, raw)
     n_file = scan_shape[0] * scan_shape[1]
     cmd = [sys.executable, "-m", "ricom", "simulate", "merlin", "--from", path, "--port", "0", "--control-port",
-           "0", "--once", "--start-on", "connect", "--quiet", "--repeat", str(repeat), "--scan-shape",
+           "0", "--once", "--start-on", "connect", "--quiet", "--repeat", str(repeat), "--preload", "--cache-mb",
+           "4096", "--scan-shape",
            str(scan_shape[0]), str(scan_shape[1])]
     server = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
@@ -109,15 +111,19 @@ def bench_live(folder: str, scan_shape, detector_shape, depth: int, raw: bool, k
         res = run(src, rec, chunk_size=256)
         n = res.snapshot.hits.sum()
         lost = n_file * repeat - int(n)
-        note = "no pattern lost" if lost == 0 else f"{lost} patterns lost"
+        lat_ms = 1e3 * np.array(res.latency_s or [np.nan])
+        note = ("no pattern lost" if lost == 0 else f"{lost} patterns lost") + \
+            f"; latency arrival→image median {np.median(lat_ms):.1f} ms, max {lat_ms.max():.1f} ms"
     finally:
         server.kill()
         server.wait()
     # the network itself (no decoding): memread stands for the same bytes read from memory
     memread = memread_gb_per_s(np.zeros(64 << 20, np.uint8))
     name = f"live {'raw ' if raw else ''}{depth}-bit"
-    return make_record(name, threads, kernel, detector_shape, res.seconds_processing, int(n), frame_bytes, memread,
-                       note)
+    record = make_record(name, threads, kernel, detector_shape, res.seconds_processing, int(n), frame_bytes, memread,
+                         note)
+    record.latency_ms_median, record.latency_ms_max = float(np.median(lat_ms)), float(lat_ms.max())
+    return record
 
 
 def bench_events(folder: str, scan_shape, kernel: int, threads: int, dose: float = 200.0) -> BenchRecord:

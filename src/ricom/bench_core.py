@@ -28,6 +28,9 @@ class BenchRecord:
     n_patterns: int
     events_per_s: float | None = None
     note: str = ""
+    latency_ms_median: float | None = None
+    """Live cases: arrival of a chunk's first pattern → image updated, median and maximum."""
+    latency_ms_max: float | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -41,15 +44,22 @@ def _touch_all(words):
     return acc
 
 
-def memread_gb_per_s(buf: np.ndarray, repeat: int = 3) -> float:
-    """Best-of-``repeat`` rate of reading every byte of ``buf`` once (compiled loop)."""
+def memread_gb_per_s(buf: np.ndarray, repeat: int = 3, threads: int = 1) -> float:
+    """Best-of-``repeat`` rate of reading every byte of ``buf`` once (compiled loop), with
+    the bytes shared over ``threads`` threads like a run with that many."""
     words = np.asarray(buf).reshape(-1).view(np.uint8)
     words = words[: words.size // 8 * 8].view(np.uint64)
     _touch_all(words[:8])
+    parts = np.array_split(words, max(1, threads))
     best = float("inf")
     for _ in range(repeat):
         t = time.perf_counter()
-        _touch_all(words)
+        if len(parts) == 1:
+            _touch_all(words)
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+            with ThreadPoolExecutor(len(parts)) as pool:
+                list(pool.map(_touch_all, parts))
         best = min(best, time.perf_counter() - t)
     return words.nbytes / best / 1e9
 

@@ -72,6 +72,12 @@ class MerlinServer(ControlPort):
         Stop after the first data connection ends.
     log : callable, optional
         Receives one-line event messages.
+    cache_bytes : int
+        An encoded pass over the frames is kept in memory up to this size and served from
+        there on later passes.
+    preload : bool
+        Fill that cache before serving, so that even the first pass is sent from memory
+        (the simulator then sends at loopback speed, not at the speed of re-encoding).
     """
 
     def __init__(self, data, *, scan_shape=None, host: str = "127.0.0.1", data_port: int = 6342,
@@ -79,7 +85,7 @@ class MerlinServer(ControlPort):
                  rate_hz: float = 0.0, repeat: int = 1, junk_bytes: int = 0, disconnect_after: int | None = None,
                  truncate_frame: int | None = None, split_messages: bool = False, start_on: str = "auto",
                  auto_start_s: float = 0.5, once: bool = False, seed: int = 0, log=None,
-                 cache_bytes: int = 1 << 30) -> None:
+                 cache_bytes: int = 1 << 30, preload: bool = False) -> None:
         self.feed = data if isinstance(data, Feed) else make_feed(data, scan_shape, depth)
         if start_on not in ("auto", "connect", "command"):
             raise SettingsError(f"start_on must be 'auto', 'connect' or 'command', got {start_on!r}")
@@ -110,6 +116,10 @@ class MerlinServer(ControlPort):
         self.data_port = self.control_port = None
         self.frames_sent = self.bytes_sent = self.acquisitions = 0
         self.error: BaseException | None = None
+        if preload:  # fill the cache now (kept only if the pass fits in cache_bytes)
+            for _ in wire_messages(self.feed, self.params["COUNTERDEPTH"], self.params["FILEFORMAT"] == 2,
+                                   self._cache, self.cache_bytes):
+                pass
 
     # --- life cycle ----------------------------------------------------------------------
     def start(self) -> MerlinServer:

@@ -13,7 +13,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .engine import Reconstruction
 from .errors import RicomError
@@ -26,13 +26,16 @@ class RunResult:
     """How a run ended.
 
     ``interrupted`` is True after Ctrl-C or a stop request; ``error`` holds the message
-    of a source failure after which the partial result was kept.
+    of a source failure after which the partial result was kept.  ``latency_s`` lists,
+    for each chunk of a live source, the seconds from the arrival of its first pattern
+    until the image included it (a snapshot from then on shows it).
     """
 
     snapshot: Snapshot
     seconds_processing: float
     interrupted: bool = False
     error: str | None = None
+    latency_s: list[float] = field(default_factory=list)
 
     @property
     def complete(self) -> bool:
@@ -97,35 +100,49 @@ class _Pipeline:
     def __init__(self, reconstruction: Reconstruction) -> None:
         self.rec = reconstruction
         self.pending: collections.deque = collections.deque()
+        self.latency_s: list[float] = []
         self.pool = None
         if reconstruction.threads > 1:
             from concurrent.futures import ThreadPoolExecutor
             self.pool = ThreadPoolExecutor(reconstruction.threads, thread_name_prefix="ricom-chunk")
 
     def add(self, chunk) -> None:
+        received = getattr(chunk, "received_s", None)
         if isinstance(chunk, EventChunk):
             self.drain()
             self.rec.process_events(chunk)
         elif self.pool is None:
             self.rec.process_frames(chunk.data, chunk.positions, scan_pass=chunk.scan_pass)
         else:
-            self.pending.append(self.pool.submit(self.rec.prepare_frames, chunk.data, chunk.positions,
-                                                 scan_pass=chunk.scan_pass, split=False))
+            self.pending.append((received, self.pool.submit(self.rec.prepare_frames, chunk.data, chunk.positions,
+                                                            scan_pass=chunk.scan_pass, split=False)))
             while len(self.pending) > self.rec.threads:
-                self.rec.add_prepared(self.pending.popleft().result())
+                self._add_oldest()
+            return
+        self._seen(received)
+
+    def _add_oldest(self) -> None:
+        received, job = self.pending.popleft()
+        self.rec.add_prepared(job.result())
+        self._seen(received)
+
+    def _seen(self, received: float | None) -> None:
+        if received is not None:
+            self.latency_s.append(time.perf_counter() - received)
 
     def drain(self) -> None:
         """Add every chunk handed in so far."""
         while self.pending:
-            self.rec.add_prepared(self.pending.popleft().result())
+            self._add_oldest()
 
     def close(self) -> None:
         """After Ctrl-C or an error: still add the (at most ``threads``) chunks already
         read, except any whose reduction failed."""
         while self.pending:
-            job = self.pending.popleft()
-            if job.exception() is None:
-                self.rec.add_prepared(job.result())
+            if self.pending[0][1].exception() is None:
+                self._add_oldest()
+            else:
+                self.pending.popleft()
         if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=True)
 
@@ -151,6 +168,9 @@ def run(source: Source, reconstruction: Reconstruction, chunk_size: int = 512,
     prefetch : int
         Chunks read ahead in a background thread; 0 reads in the calling thread.
     """
+    sample = getattr(source, "sample_frames", None)  # live sources: load the kernels before data flows
+    if sample is not None:
+        reconstruction.warm_up(sample())
     bar = None
     if progress is True:
         from tqdm import tqdm
@@ -199,4 +219,4 @@ def run(source: Source, reconstruction: Reconstruction, chunk_size: int = 512,
     seconds = (t_last - t0) if t_last is not None else 0.0
     snap = reconstruction.snapshot()
     snap.seconds_processing = seconds
-    return RunResult(snap, seconds, interrupted, error)
+    return RunResult(snap, seconds, interrupted, error, feed.latency_s)

@@ -46,6 +46,10 @@ def add_arguments(p) -> None:
     s.add_argument("--start-on", choices=("auto", "connect", "command"), default="auto",
                    help="when an acquisition starts (default auto: STARTACQUISITION or 0.5 s after a client "
                         "connects)")
+    s.add_argument("--cache-mb", type=int, default=1024, metavar="MB",
+                   help="keep an encoded pass over the frames in memory up to this size (default 1024)")
+    s.add_argument("--preload", action="store_true",
+                   help="encode the pass into that cache before listening, so even the first pass is sent from memory")
     s.add_argument("--once", action="store_true", help="exit after the first data connection ends")
     s.add_argument("--quiet", action="store_true", help="do not log connections and acquisitions")
     f = p.add_argument_group("fault injection")
@@ -76,7 +80,8 @@ def build_server(args):
                         raw=True if args.raw else None, rate_hz=args.rate, repeat=args.repeat,
                         junk_bytes=args.junk_bytes, disconnect_after=args.disconnect_after,
                         truncate_frame=args.truncate_frame, split_messages=args.split_messages,
-                        start_on=args.start_on, once=args.once, seed=args.seed, log=log)
+                        start_on=args.start_on, once=args.once, seed=args.seed, log=log,
+                        cache_bytes=args.cache_mb << 20, preload=args.preload)
 
 
 def run(args) -> int:

@@ -116,3 +116,38 @@ def com_maps(state, cy, cx, descan, scale, m00, m01, m10, m11, out_x, out_y):
     """Calibrated COM of every position into flat ``out_x``, ``out_y``."""
     for p in range(state.shape[1]):
         out_x[p], out_y[p] = com_at(state, p, cy, cx, descan, scale, m00, m01, m10, m11)
+
+
+@numba.njit(**JIT)
+def touched_box(touched, n_touched, sx):
+    """(y0, y1, x0, x1): the scan rows and columns spanned by the touched positions
+    (``y1``, ``x1`` exclusive)."""
+    y0 = x0 = 1 << 62
+    y1 = x1 = -1
+    for j in range(n_touched):
+        iy = touched[j] // sx
+        ix = touched[j] - iy * sx
+        y0 = min(y0, iy)
+        y1 = max(y1, iy)
+        x0 = min(x0, ix)
+        x1 = max(x1, ix)
+    return y0, y1 + 1, x0, x1 + 1
+
+
+@numba.njit(**JIT)
+def take_deltas(touched, n_touched, state, cy, cx, descan, scale, m00, m01, m10, m11,
+                scattered_x, scattered_y, sx, y0, x0, dx, dy):
+    """The first half of `scatter_touched` for a block scatter: each touched position's
+    COM change is written into the dense ``dx``, ``dy`` (zero elsewhere) at its place
+    relative to scan pixel ``(y0, x0)``, and marked as scattered."""
+    dx[:] = 0.0
+    dy[:] = 0.0
+    for j in range(n_touched):
+        p = touched[j]
+        vx, vy = com_at(state, p, cy, cx, descan, scale, m00, m01, m10, m11)
+        iy = p // sx
+        ix = p - iy * sx
+        dx[iy - y0, ix - x0] = vx - scattered_x[p]
+        dy[iy - y0, ix - x0] = vy - scattered_y[p]
+        scattered_x[p] = vx
+        scattered_y[p] = vy

@@ -78,18 +78,22 @@ class FrameChunk:
     ``scan_pass`` optionally gives the pass of the scan each frame belongs to (0, 1, …)
     for repeated scans.  Zero-copy readers give ``packed`` (`PackedFrames`) instead of
     ``frames``; the engine reads those in place, and ``frames`` unpacks them on first use.
+    Live sources set ``received_s``, the `time.perf_counter` at which the chunk's first
+    pattern arrived, so `ricom.run.run` can report how long patterns wait to be seen.
     """
 
-    __slots__ = ("_frames", "packed", "positions", "scan_pass")
+    __slots__ = ("_frames", "packed", "positions", "received_s", "scan_pass")
 
     def __init__(self, frames: np.ndarray | None = None, positions: np.ndarray | None = None,
-                 scan_pass: np.ndarray | None = None, packed: PackedFrames | None = None) -> None:
+                 scan_pass: np.ndarray | None = None, packed: PackedFrames | None = None,
+                 received_s: float | None = None) -> None:
         if (frames is None) == (packed is None):
             raise ValueError("give frames or packed")
         self._frames = frames
         self.packed = packed
         self.positions = positions
         self.scan_pass = scan_pass
+        self.received_s = received_s
 
     @property
     def frames(self) -> np.ndarray:

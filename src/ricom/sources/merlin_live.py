@@ -284,17 +284,17 @@ class MerlinLiveSource(Source):
         frame_bytes = int(np.prod(self.detector_shape)) * np.dtype(self.frame_header.out_dtype).itemsize
         chunk_size = max(1, min(int(chunk_size), CHUNK_BYTES // max(1, frame_bytes)))
         self._chunk_size = chunk_size
-        t_first = None
+        t_first = t_recv = None  # perf_counter when the oldest complete frame waiting arrived; of the last recv
         while True:
             want = chunk_size if self.n_frames is None else min(chunk_size, self.n_frames - self._last_seq)
             if want <= 0:
                 self._done = True
                 return
             n = min(s.available // msg, want)
-            late = t_first is not None and time.monotonic() - t_first >= self.max_latency
+            late = t_first is not None and time.perf_counter() - t_first >= self.max_latency
             if n and (n == want or s.eof or s.stopped() or late):
-                yield from self._emit(n)
-                t_first = None
+                yield from self._emit(n, t_first if t_first is not None else t_recv)
+                t_first = t_recv if s.available >= msg else None  # frames left over came with the last recv
                 if self._done:
                     return
                 continue
@@ -304,10 +304,11 @@ class MerlinLiveSource(Source):
                 return
             s.reserve(want * msg + PREFIX_BYTES + 1)
             s.recv()
+            t_recv = time.perf_counter()
             if t_first is None and s.available >= msg:
-                t_first = time.monotonic()
+                t_first = t_recv
 
-    def _emit(self, n: int) -> Iterator[FrameChunk]:
+    def _emit(self, n: int, received_s: float | None) -> Iterator[FrameChunk]:
         from .merlin import check_frames, decode_frames
 
         s, msg = self._stream, self._message_bytes
@@ -322,7 +323,7 @@ class MerlinLiveSource(Source):
             positions = self._positions(seq[:good])
             frames = decode_frames(a[:good], self._wire_decode, good, out=self._out_buffer(good), check=False)
             s.consume(good * msg)
-            yield FrameChunk(frames, positions)
+            yield FrameChunk(frames, positions, received_s=received_s)
         if good < n:
             self._bad_message()
 
@@ -386,6 +387,11 @@ class MerlinLiveSource(Source):
     def frames_received(self) -> int:
         """Sequence number of the last frame yielded (frames of this acquisition so far)."""
         return self._last_seq
+
+    def sample_frames(self) -> np.ndarray:
+        """Two empty patterns of the shape and type the chunks will have (`ricom.run.run`
+        warms the engine up with them before the first frames arrive)."""
+        return np.zeros((2, *self.detector_shape), self.frame_header.out_dtype)
 
     def describe(self) -> dict:
         h = self.frame_header
