@@ -385,3 +385,26 @@ def test_sequence_numbers_past_a_million_wrap_without_loss():
     seq = (np.arange(999_990, 1_000_020) % 1_000_000)
     np.testing.assert_array_equal(unwrap_sequence(seq, 999_990), np.arange(999_990, 1_000_020))
     np.testing.assert_array_equal(unwrap_sequence(seq[12:], 1_000_002), np.arange(1_000_002, 1_000_020))
+
+
+def test_preloaded_server_two_threads_and_latency(tmp_path):
+    """A preloaded simulator, the threaded pipeline: same image; each chunk's arrival→image time is recorded."""
+    from ricom.engine import Reconstruction
+    from ricom.run import run
+    frames = frames_for(12)
+    mib = write_mib(tmp_path / "scan.mib", frames, 12, False)
+    with MerlinServer(mib, scan_shape=SCAN, data_port=0, control_port=None, start_on="connect", preload=True,
+                      cache_bytes=1 << 26) as server:
+        assert server._cache, "the pass is encoded before serving"
+        res = run(live(server.data_port), Reconstruction(SCAN, DET, SETTINGS, threads=2), chunk_size=16)
+    assert res.complete
+    assert_same(res.snapshot, offline(frames))
+    assert len(res.latency_s) >= -(-N // 16) and all(0 <= t < 10 for t in res.latency_s)
+
+
+def test_warm_up_leaves_the_engine_untouched():
+    from ricom.engine import Reconstruction
+    rec = Reconstruction(SCAN, DET, SETTINGS)
+    rec.warm_up(np.zeros((2, *DET), np.uint16))
+    snap = rec.snapshot()
+    assert snap.n_patterns == 0 and not snap.ricom.any() and not snap.hits.any()

@@ -78,6 +78,7 @@ class _Stream:
         self.sock, self.stop, self.timeout = sock, stop, timeout
         self.buf, self.start, self.end, self.eof = bytearray(4 << 20), 0, 0, False
         self.last_data = time.monotonic()
+        self.last_recv_s = time.perf_counter()  # when bytes last arrived (for latency figures)
         sock.settimeout(_POLL_S)  # the kernel's receive-buffer autotuning is left on (no SO_RCVBUF)
 
     @property
@@ -114,7 +115,7 @@ class _Stream:
         except OSError:  # reset or closed: the same as the end of the stream
             k = 0
         self.eof = k == 0
-        self.end, self.last_data = self.end + k, time.monotonic()
+        self.end, self.last_data, self.last_recv_s = self.end + k, time.monotonic(), time.perf_counter()
         return k
 
     def fill(self, n: int) -> bool:
@@ -284,7 +285,8 @@ class MerlinLiveSource(Source):
         frame_bytes = int(np.prod(self.detector_shape)) * np.dtype(self.frame_header.out_dtype).itemsize
         chunk_size = max(1, min(int(chunk_size), CHUNK_BYTES // max(1, frame_bytes)))
         self._chunk_size = chunk_size
-        t_first = t_recv = None  # perf_counter when the oldest complete frame waiting arrived; of the last recv
+        t_first = None  # perf_counter when the oldest complete frame waiting arrived
+        t_recv = s.last_recv_s
         while True:
             want = chunk_size if self.n_frames is None else min(chunk_size, self.n_frames - self._last_seq)
             if want <= 0:
@@ -304,7 +306,7 @@ class MerlinLiveSource(Source):
                 return
             s.reserve(want * msg + PREFIX_BYTES + 1)
             s.recv()
-            t_recv = time.perf_counter()
+            t_recv = s.last_recv_s
             if t_first is None and s.available >= msg:
                 t_first = t_recv
 
