@@ -408,3 +408,21 @@ def test_warm_up_leaves_the_engine_untouched():
     rec.warm_up(np.zeros((2, *DET), np.uint16))
     snap = rec.snapshot()
     assert snap.n_patterns == 0 and not snap.ricom.any() and not snap.hits.any()
+
+
+def test_raw_1bit_live_frames_arrive_packed(tmp_path):
+    """Raw 1-bit single-chip frames reach the engine as packed words; same image as the decoded file."""
+    rng = np.random.default_rng(5)
+    frames = (rng.random((N, 64, 128)) < np.linspace(0.05, 0.6, 128)).astype(np.uint16)
+    mib = write_mib(tmp_path / "raw1.mib", frames, 1, True)
+    settings = api.make_settings(kernel_size=5, center_yx=(31.5, 63.5), virtual_detector=(10, 40))
+    offline_mib, _, _ = api.reconstruct_run(MerlinSource(mib, scan_shape=SCAN, in_place=False), settings=settings)
+    with MerlinServer(mib, scan_shape=SCAN, data_port=0, control_port=None, start_on="connect") as server:
+        source = live(server.data_port)
+        assert source.sample_frames().bits == 1
+        chunks = list(source.chunks(16))
+    assert all(c.packed is not None and c.packed.bits == 1 for c in chunks)
+    np.testing.assert_array_equal(np.concatenate([c.frames for c in chunks]), frames.astype(np.uint8))
+    with MerlinServer(mib, scan_shape=SCAN, data_port=0, control_port=None, start_on="connect") as server:
+        result, _, _ = api.reconstruct_run(live(server.data_port), settings=settings, chunk_size=16)
+    assert_same(result.snapshot, offline_mib.snapshot)

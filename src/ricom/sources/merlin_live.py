@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from ..errors import InputError, SettingsError
-from .base import FrameChunk, ScanLayout, Source
+from .base import FrameChunk, PackedFrames, ScanLayout, Source
 from .merlin_control import CONTROL_PORT, DATA_PORT, PREFIX_BYTES, PREFIX_RE, MerlinControl, connect, mpx_prefix
 
 __all__ = ["CONTROL_PORT", "DATA_PORT", "PREFIX_BYTES", "MerlinControl", "MerlinLiveSource", "connect",
@@ -268,6 +268,9 @@ class MerlinLiveSource(Source):
         self._wire_decode = dataclasses.replace(header, header_bytes=header.header_bytes + PREFIX_BYTES,
                                                 frame_bytes=self._message_bytes)
         self._wire_check = dataclasses.replace(header, frame_bytes=self._message_bytes)
+        # raw 1-bit single-chip frames go to the engine as packed words (1/8 of the bytes of decoded ones)
+        self._packed_bits = header.raw and header.counter_depth == 1 and header.n_chips == 1 \
+            and not header.is_raw_quad and self.detector_shape[1] % 64 == 0
 
     def _raise_not_started(self, what: str) -> None:
         if self._stream.stopped():
@@ -283,6 +286,8 @@ class MerlinLiveSource(Source):
         s, msg = self._stream, self._message_bytes
         # at most CHUNK_BYTES of decoded frames per chunk: memory stays small however large the scan
         frame_bytes = int(np.prod(self.detector_shape)) * np.dtype(self.frame_header.out_dtype).itemsize
+        if self._packed_bits:
+            frame_bytes //= 8 * np.dtype(self.frame_header.out_dtype).itemsize
         chunk_size = max(1, min(int(chunk_size), CHUNK_BYTES // max(1, frame_bytes)))
         self._chunk_size = chunk_size
         t_first = None  # perf_counter when the oldest complete frame waiting arrived
@@ -323,18 +328,26 @@ class MerlinLiveSource(Source):
             good, seq = check_frames(mq1, self._wire_check, good, self._reference)
         if good:
             positions = self._positions(seq[:good])
-            frames = decode_frames(a[:good], self._wire_decode, good, out=self._out_buffer(good), check=False)
+            if self._packed_bits:  # copy the packed words out of the stream buffer (aligned), no decoding
+                words = self._out_buffer(good, (int(np.prod(self.detector_shape)) // 8,), np.uint8)
+                words[:] = a[:good, self._wire_decode.header_bytes:]
+                chunk = FrameChunk(packed=PackedFrames(words.view(np.uint64), 0, self.detector_shape, bits=1),
+                                   positions=positions, received_s=received_s)
+            else:
+                frames = decode_frames(a[:good], self._wire_decode, good, check=False,
+                                       out=self._out_buffer(good, self.detector_shape, self.frame_header.out_dtype))
+                chunk = FrameChunk(frames, positions, received_s=received_s)
             s.consume(good * msg)
-            yield FrameChunk(frames, positions, received_s=received_s)
+            yield chunk
         if good < n:
             self._bad_message()
 
-    def _out_buffer(self, n: int) -> np.ndarray:
+    def _out_buffer(self, n: int, frame_shape: tuple, dtype) -> np.ndarray:
         """A decode buffer no chunk still uses (reused: fresh pages cost more than decoding)."""
         for buf in self._pool:
             if len(buf) >= n and sys.getrefcount(buf) <= 3:  # the pool, `buf` and the call: free
                 return buf[:n]
-        buf = np.empty((max(n, self._chunk_size), *self.detector_shape), self.frame_header.out_dtype)
+        buf = np.empty((max(n, self._chunk_size), *frame_shape), dtype)
         if len(self._pool) < 4:  # two chunks queued by the reader thread, one in the engine, one filling
             self._pool.append(buf)
         return buf[:n]
@@ -390,9 +403,12 @@ class MerlinLiveSource(Source):
         """Sequence number of the last frame yielded (frames of this acquisition so far)."""
         return self._last_seq
 
-    def sample_frames(self) -> np.ndarray:
+    def sample_frames(self) -> np.ndarray | PackedFrames:
         """Two empty patterns of the shape and type the chunks will have (`ricom.run.run`
         warms the engine up with them before the first frames arrive)."""
+        if self._packed_bits:
+            return PackedFrames(np.zeros((2, int(np.prod(self.detector_shape)) // 64), np.uint64), 0,
+                                self.detector_shape, bits=1)
         return np.zeros((2, *self.detector_shape), self.frame_header.out_dtype)
 
     def describe(self) -> dict:
