@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from ..errors import InputError
-from .base import FrameChunk, PackedFrames, Source
+from .base import MADV_POPULATE_READ, FrameChunk, PackedFrames, Source
 from .merlin import (
     acquisition_scan_shape,
     check_frames,
@@ -28,8 +28,6 @@ from .merlin import (
     parse_frame_header,
 )
 from .raw import positions_for, resolve_scan
-
-MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)  # Linux ≥ 5.14
 
 
 def _read_head(path: str) -> bytes:

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..errors import InputError, SettingsError
 from ..params import shape2
-from .base import FrameChunk, ScanLayout, Source
+from .base import FrameChunk, ScanLayout, Source, populate_mapped
 
 BLOCK_BYTES = 64 * 2**20
 """Upper bound of one read from a lazy array (several chunks are cut from one read)."""
@@ -167,7 +167,9 @@ class LazyArraySource(Source):
         if len(data.shape) == 3:
             out = data[a:b]
         elif a % rl == 0 and b % rl == 0:
-            out = np.asarray(data[a // rl:b // rl]).reshape((-1, *data.shape[-2:]))
+            out = data[a // rl:b // rl]
+            populate_mapped(out)
+            out = np.asarray(out).reshape((-1, *data.shape[-2:]))
         else:
             parts, i = [], a
             while i < b:
@@ -176,6 +178,8 @@ class LazyArraySource(Source):
                 parts.append(np.asarray(data[r, c:c1]))
                 i += c1 - c
             out = np.concatenate(parts)
+        if len(data.shape) == 3:
+            populate_mapped(out)
         out = np.asarray(out.compute() if hasattr(out, "compute") else out)
         if self._det_crop:
             out = out[:, :self._det_crop[0], :self._det_crop[1]]
