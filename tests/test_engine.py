@@ -243,7 +243,7 @@ def test_process_moments_equals_frames(poisson_data):
     a = make(poisson_data)
     a.process_frames(frames, start=0)
     m = np.zeros((3, 72))
-    C.frame_moments_int(frames, np.ones((1, 1), np.int64), False, m)
+    C.frame_moments_weighted(frames, np.ones((1, 1), np.int64), False, m)
     b = make(poisson_data)
     b.process_moments(np.arange(72), m)
     np.testing.assert_allclose(a.snapshot().ricom, b.snapshot().ricom, atol=1e-12)

@@ -51,12 +51,9 @@ def frame_moments(frames, luts, moments) -> None:
         return
     if runs is not None:
         C.frame_ring_sums(frames, runs, n_rings, moments)
-    if frames.dtype.kind == "f":
-        m = mask.astype(np.float64) if mask is not None else np.ones((1, 1))
-        C.frame_moments_float(frames, m, mask is not None, moments)
-    else:
-        m = mask.astype(np.int64) if mask is not None else np.ones((1, 1), np.int64)
-        C.frame_moments_int(frames, m, mask is not None, moments)
+    sums = np.float64 if frames.dtype.kind == "f" else np.int64  # integer patterns: exact sums
+    m = mask.astype(sums) if mask is not None else np.ones((1, 1), sums)
+    C.frame_moments_weighted(frames, m, mask is not None, moments)
 
 
 def _moments_u16(rows, offset, ny, nx, swap, runs, n_rings, moments) -> None:

@@ -14,15 +14,14 @@ from ._common import FIRST_RING, SUM_X, SUM_Y, TOTAL
 from .events import accumulate_events
 from .frames import (
            frame_moments_bits,
-           frame_moments_float,
-           frame_moments_int,
            frame_moments_rings_u16,
            frame_moments_u16,
+           frame_moments_weighted,
            frame_ring_sums,
 )
 from .state import accumulate, com_at, com_maps, scatter_touched, take_deltas, touched_box
 
 __all__ = ["FIRST_RING", "SUM_X", "SUM_Y", "TOTAL", "accumulate", "accumulate_events", "com_at", "com_maps",
-           "frame_moments_bits", "frame_moments_float", "frame_moments_int", "frame_moments_rings_u16",
-           "frame_moments_u16", "frame_ring_sums", "scatter_touched", "take_deltas",
+           "frame_moments_bits", "frame_moments_rings_u16",
+           "frame_moments_u16", "frame_moments_weighted", "frame_ring_sums", "scatter_touched", "take_deltas",
            "touched_box"]

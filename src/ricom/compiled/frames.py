@@ -13,29 +13,32 @@ import numpy as np
 from ._common import FIRST_RING, JIT, SUM_X, SUM_Y, TOTAL, bswap, ctpop
 
 
-@numba.njit(**JIT)
-def frame_moments_int(frames, mask, use_mask, out):
-    """Total and first moments of integer patterns, exact int64 sums.
+@numba.njit(fastmath={"reassoc", "contract"}, **JIT)
+def frame_moments_weighted(frames, mask, use_mask, out):
+    """Total and first moments of any integer or float patterns, optionally weighted.
 
-    ``frames (k, ny, nx)``; ``mask (ny, nx)`` int weights used when ``use_mask``;
-    ``out (3 + r, k)`` receives rows TOTAL, SUM_X, SUM_Y.
+    ``frames (k, ny, nx)``; ``mask (ny, nx)`` weights used when ``use_mask`` (any 2D array
+    of the sums' type otherwise).  Sums are kept in the mask's type: int64 (exact) for
+    integer patterns, float64 for float ones (NaN and inf propagate).  ``out (3 + r, k)``
+    receives rows TOTAL, SUM_X, SUM_Y.
     """
     k, ny, nx = frames.shape
+    zero = mask[0, 0] - mask[0, 0]
     for i in range(k):
-        t = 0
-        my = 0
-        mx = 0
+        t = zero
+        my = zero
+        mx = zero
         for y in range(ny):
-            r = 0
-            rx = 0
+            r = zero
+            rx = zero
             if use_mask:
                 for x in range(nx):
-                    v = np.int64(frames[i, y, x]) * mask[y, x]
+                    v = frames[i, y, x] * mask[y, x]
                     r += v
                     rx += v * x
             else:
                 for x in range(nx):
-                    v = np.int64(frames[i, y, x])
+                    v = zero + frames[i, y, x]
                     r += v
                     rx += v * x
             t += r
@@ -176,35 +179,6 @@ def frame_moments_bits(words, offset, ny, nx, word_rings, ring_masks, out):
                 for q in range(word_rings[n], word_rings[n + 1]):
                     out[FIRST_RING + ring_masks[q, 0], i] += np.int64(
                         ctpop(fr[n] & bswap(np.uint64(ring_masks[q, 1]))))
-
-
-@numba.njit(fastmath={"reassoc", "contract"}, **JIT)
-def frame_moments_float(frames, mask, use_mask, out):
-    """As `frame_moments_int` for float patterns (float64 sums; NaN/inf propagate)."""
-    k, ny, nx = frames.shape
-    for i in range(k):
-        t = 0.0
-        my = 0.0
-        mx = 0.0
-        for y in range(ny):
-            r = 0.0
-            rx = 0.0
-            if use_mask:
-                for x in range(nx):
-                    v = np.float64(frames[i, y, x]) * mask[y, x]
-                    r += v
-                    rx += v * x
-            else:
-                for x in range(nx):
-                    v = np.float64(frames[i, y, x])
-                    r += v
-                    rx += v * x
-            t += r
-            mx += rx
-            my += r * y
-        out[TOTAL, i] = t
-        out[SUM_X, i] = mx
-        out[SUM_Y, i] = my
 
 
 @numba.njit(fastmath=True, **JIT)
