@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from . import compiled
 from .engine import Reconstruction
 from .errors import RicomError
 from .snapshot import Snapshot
@@ -168,6 +169,7 @@ def run(source: Source, reconstruction: Reconstruction, chunk_size: int = 512,
     prefetch : int
         Chunks read ahead in a background thread; 0 reads in the calling thread.
     """
+    compiled.load()  # numba's start-up is not processing time
     sample = getattr(source, "sample_frames", None)  # live sources: load the kernels before data flows
     if sample is not None:
         reconstruction.warm_up(sample())

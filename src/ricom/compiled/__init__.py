@@ -10,7 +10,7 @@ State layout shared with `ricom.engine`: ``state[m, p]`` holds moment ``m`` of s
 position ``p``: row 0 total counts, 1 Σ I·x, 2 Σ I·y (x, y in detector pixels from the
 top-left pixel), rows 3… ring sums of the virtual-detector rings.
 """
-from ._common import FIRST_RING, SUM_X, SUM_Y, TOTAL
+from ._common import FIRST_RING, SUM_X, SUM_Y, TOTAL, load
 from .events import accumulate_events
 from .frames import (
            frame_moments_bits,
@@ -21,7 +21,22 @@ from .frames import (
 )
 from .state import accumulate, com_at, com_maps, scatter_touched, take_deltas, touched_box
 
-__all__ = ["FIRST_RING", "SUM_X", "SUM_Y", "TOTAL", "accumulate", "accumulate_events", "com_at", "com_maps",
-           "frame_moments_bits", "frame_moments_rings_u16",
-           "frame_moments_u16", "frame_moments_weighted", "frame_ring_sums", "scatter_touched", "take_deltas",
-           "touched_box"]
+__all__ = [
+           "FIRST_RING",
+           "SUM_X",
+           "SUM_Y",
+           "TOTAL",
+           "accumulate",
+           "accumulate_events",
+           "com_at",
+           "com_maps",
+           "frame_moments_bits",
+           "frame_moments_rings_u16",
+           "frame_moments_u16",
+           "frame_moments_weighted",
+           "frame_ring_sums",
+           "load",
+           "scatter_touched",
+           "take_deltas",
+           "touched_box",
+]

@@ -15,7 +15,8 @@ one shared file (`ricom.distributed`).
 from __future__ import annotations
 
 import abc
-import contextlib
+import ctypes
+import functools
 import mmap
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -281,14 +282,32 @@ class Source(abc.ABC):
 MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)  # Linux ≥ 5.14
 
 
-def populate_mapped(arr: np.ndarray) -> None:
-    """Map the file pages under ``arr`` (a contiguous view of an `numpy.memmap`) into the
-    process now: one call in the reader thread instead of a page fault per 4 KiB in the
-    engine.  A no-op for other arrays or where the system does not support it."""
-    mm = getattr(arr, "_mmap", None)
-    if mm is None or not hasattr(mm, "madvise") or not arr.flags.c_contiguous:
+@functools.cache
+def _madvise():
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).madvise
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    return fn
+
+
+def populate(arr: np.ndarray) -> None:
+    """Map the file pages under the contiguous, memory-mapped ``arr`` into the process now.
+
+    One ``madvise(MADV_POPULATE_READ)`` in the reader thread instead of a page fault per
+    4 KiB in the engine; called through ctypes, which lets other threads run meanwhile
+    (Python's ``mmap.madvise`` holds the GIL).  A no-op where the system lacks it.
+    """
+    fn = _madvise()
+    if fn is None or arr.size == 0:
         return
-    with contextlib.suppress(OSError, ValueError, TypeError, BufferError):
-        start = arr.__array_interface__["data"][0] - np.frombuffer(mm, np.uint8).__array_interface__["data"][0]
-        first = start - start % mmap.PAGESIZE
-        mm.madvise(MADV_POPULATE_READ, first, start + arr.nbytes - first)
+    addr = arr.__array_interface__["data"][0]
+    first = addr - addr % mmap.PAGESIZE
+    fn(first, addr + arr.nbytes - first, MADV_POPULATE_READ)  # failure only means page faults later
+
+
+def populate_mapped(arr: np.ndarray) -> None:
+    """`populate` for a view of a `numpy.memmap` (a no-op for other arrays)."""
+    if getattr(arr, "_mmap", None) is not None and arr.flags.c_contiguous:
+        populate(arr)

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from ..errors import InputError
-from .base import MADV_POPULATE_READ, FrameChunk, PackedFrames, Source
+from .base import FrameChunk, PackedFrames, Source, populate
 from .merlin import (
     acquisition_scan_shape,
     check_frames,
@@ -85,10 +85,8 @@ class _MibFile:
     def populate(self, start: int, stop: int) -> None:
         """Map bytes ``start…stop`` into this process now (one batched call in the reader
         thread instead of a page fault per 4 KiB in the engine); no-op where unsupported."""
-        if self._mm is not None and hasattr(self._mm, "madvise"):
-            a = start - start % mmap.PAGESIZE
-            with contextlib.suppress(OSError, ValueError):
-                self._mm.madvise(MADV_POPULATE_READ, a, min(stop, self.size) - a)
+        if self.array is not None:
+            populate(self.array[start:stop])
 
     def close(self) -> None:
         self.array = None
