@@ -27,7 +27,6 @@ from .bench_core import (
     memread_gb_per_s,
     peak_rss_mb,
     synthetic_frames,
-    threads_option,
     time_run,
     write_mib,
 )
@@ -107,7 +106,7 @@ def bench_live(folder: str, scan_shape, detector_shape, depth: int, raw: bool, k
         frame_bytes = src.frame_header.frame_bytes
         from .run import run
         rec = Reconstruction(scan_shape, detector_shape, bench_settings(kernel, detector_shape),
-                             **threads_option(threads))
+                             threads=threads)
         res = run(src, rec, chunk_size=256)
         n = res.snapshot.hits.sum()
         lost = n_file * repeat - int(n)
@@ -144,7 +143,7 @@ def bench_events(folder: str, scan_shape, kernel: int, threads: int, dose: float
     for _ in range(2):  # the first run also warms the compiled code
         src = open_source(path)
         rec = Reconstruction(scan_shape, src.detector_shape, bench_settings(kernel, src.detector_shape),
-                             **threads_option(threads))
+                             threads=threads)
         res = run(src, rec, chunk_size=1 << 20)
         if best is None or res.seconds_processing < best[0]:
             best = (res.seconds_processing, rec.n_events, res.snapshot.n_patterns)
@@ -183,7 +182,7 @@ def large_scan(scan_shape=(1024, 1024), detector_shape=(256, 256), kernel: int =
     from .sources.merlin_live import MerlinLiveSource
     n = scan_shape[0] * scan_shape[1]
     unique = synthetic_frames(256, detector_shape, 4095)
-    rec = Reconstruction(scan_shape, detector_shape, bench_settings(kernel, detector_shape), **threads_option(threads))
+    rec = Reconstruction(scan_shape, detector_shape, bench_settings(kernel, detector_shape), threads=threads)
     server = None
     try:
         if source == "simulator":

@@ -86,18 +86,13 @@ def bench_settings(kernel: int, detector_shape) -> Settings:
 
 def time_run(make_source: Callable, scan_shape, detector_shape, kernel: int, threads: int,
               chunk_size: int = 512) -> tuple[float, int]:
-    """Seconds and patterns for one full run (after a warm-up run on a few chunks)."""
+    """Seconds and patterns of one full run, timed after an identical warm-up run in this process."""
     from .run import run
-    rec = Reconstruction(scan_shape, detector_shape, bench_settings(kernel, detector_shape), **threads_option(threads))
+    rec = Reconstruction(scan_shape, detector_shape, bench_settings(kernel, detector_shape), threads=threads)
     run(make_source(), rec, chunk_size=chunk_size)
-    rec = Reconstruction(scan_shape, detector_shape, bench_settings(kernel, detector_shape), **threads_option(threads))
+    rec = Reconstruction(scan_shape, detector_shape, bench_settings(kernel, detector_shape), threads=threads)
     res = run(make_source(), rec, chunk_size=chunk_size)
     return res.seconds_processing, res.snapshot.n_patterns
-
-
-def threads_option(threads: int) -> dict:
-    import inspect
-    return {"threads": threads} if "threads" in inspect.signature(Reconstruction).parameters else {}
 
 
 def make_record(case, threads, kernel, det, seconds, n, bytes_per_pattern, memread, note="") -> BenchRecord:

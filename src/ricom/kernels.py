@@ -14,6 +14,7 @@ axis); multiply 1/Å by the step in Å to convert.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -108,6 +109,7 @@ def correlate(com_x: np.ndarray, com_y: np.ndarray, wx: np.ndarray, wy: np.ndarr
     return np.ascontiguousarray(full[r:r + sy, r:r + sx])
 
 
+@functools.lru_cache(maxsize=256)
 def fast_fft_size(n: int) -> int:
     """The smallest 2·3·5-smooth number ≥ ``n`` (sizes the FFT does fastest)."""
     best = 1 << max(0, (n - 1).bit_length())

@@ -188,6 +188,17 @@ def write_report(rep, out_dir: str) -> None:
         fh.write(markdown(rep))
 
 
+def _method_table(title: str, first: str, rows: list, key: str, value) -> list[str]:
+    """Markdown lines of a table: one row per series row, one column per method (the keys
+    of ``rows[0][key]``), cells ``value(row, method)``; nothing for no rows."""
+    if not rows:
+        return []
+    methods = list(rows[0][key])
+    return ["", f"## {title}", "", f"| {first} | " + " | ".join(label(m) for m in methods) + " |",
+            "|---" * (len(methods) + 1) + "|"] + \
+        [f"| {r['label']} | " + " | ".join(f"{value(r, m):.3f}" for m in methods) + " |" for r in rows]
+
+
 def markdown(rep) -> str:
     """The ``report.md`` index: figures with captions, findings and tables."""
     out = [f"# riCOM report: {rep.input}", "",
@@ -199,19 +210,11 @@ def markdown(rep) -> str:
     out += ["", "## Spectrum peaks", "", "| kernel | peak k |", "|---|---|"]
     out += [f"| {n}×{n} | {k:.4f} |" for n, k in rep.spectra["peak_k"].items()]
     table = [r for r in rep.series["rows"] if r["correlation"]]
-    if table:
-        methods = list(table[0]["correlation"])
-        out += ["", "## Correlation with the projected potential (interior)", "",
-                "| data | " + " | ".join(label(m) for m in methods) + " |", "|---" * (len(methods) + 1) + "|"]
-        out += [f"| {r['label']} | " + " | ".join(f"{r['correlation'][m]['r_interior']:.3f}" for m in methods) + " |"
-                for r in table]
+    out += _method_table("Correlation with the projected potential (interior)", "data", table, "correlation",
+                         lambda r, m: r["correlation"][m]["r_interior"])
     noisy = [r for r in table if r.get("relative_noise") and r["dose"] is not None]
-    if noisy:
-        methods = list(noisy[0]["relative_noise"])
-        out += ["", "## Relative noise (rms difference from the noiseless image)", "",
-                "| dose | " + " | ".join(label(m) for m in methods) + " |", "|---" * (len(methods) + 1) + "|"]
-        out += [f"| {r['label']} | " + " | ".join(f"{r['relative_noise'][m]:.3f}" for m in methods) + " |"
-                for r in noisy]
+    out += _method_table("Relative noise (rms difference from the noiseless image)", "dose", noisy, "relative_noise",
+                         lambda r, m: r["relative_noise"][m])
     if rep.pore is not None:
         out += ["", "## Pore levels", "", "| image | centre | rim | specimen | phantom |", "|---|---|---|---|---|"]
         out += [f"| {label(m)} | {v['centre']:.1f} | {v['rim']:.1f} | {v['outside']:.1f} | {v['phantom']:.2f} |"

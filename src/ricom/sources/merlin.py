@@ -91,6 +91,12 @@ class MibHeader:
     def is_raw_quad(self) -> bool:
         return self.raw and self.n_chips == 4
 
+    @property
+    def packed_bits(self) -> bool:
+        """Raw 1-bit single-chip frames whose rows are whole 64-bit words: the engine can
+        reduce them from their packed words (`ricom.sources.base.PackedFrames` with bits=1)."""
+        return self.raw and self.counter_depth == 1 and self.n_chips == 1 and self.detector_shape[1] % 64 == 0
+
     def summary(self) -> str:
         kind = "raw" if self.raw else "processed"
         return (f"{self.dtype} {kind} depth {self.counter_depth}, {self.layout}, "

@@ -181,8 +181,7 @@ class MerlinSource(Source):
         self.detector_shape = self.header.detector_shape
         self.prefetch = bool(prefetch)
         h = self.header
-        self._packed_bits = h.raw and h.counter_depth == 1 and not h.is_raw_quad and h.n_chips == 1 \
-            and self.detector_shape[1] % 64 == 0 and h.header_bytes % 8 == 0 and h.frame_bytes % 8 == 0
+        self._packed_bits = h.packed_bits and h.header_bytes % 8 == 0 and h.frame_bytes % 8 == 0  # 64-bit views
         self.in_place = bool(in_place) and (self._packed_bits or (
             not h.raw and h.dtype in ("U08", "U16") and h.header_bytes % 2 == 0 and h.frame_bytes % 2 == 0))
         self._to_release: list = []

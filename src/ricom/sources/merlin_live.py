@@ -269,8 +269,7 @@ class MerlinLiveSource(Source):
                                                 frame_bytes=self._message_bytes)
         self._wire_check = dataclasses.replace(header, frame_bytes=self._message_bytes)
         # raw 1-bit single-chip frames go to the engine as packed words (1/8 of the bytes of decoded ones)
-        self._packed_bits = header.raw and header.counter_depth == 1 and header.n_chips == 1 \
-            and not header.is_raw_quad and self.detector_shape[1] % 64 == 0
+        self._packed_bits = header.packed_bits
 
     def _raise_not_started(self, what: str) -> None:
         if self._stream.stopped():
