@@ -1,4 +1,4 @@
-"""Automatic calibration: rotation, flip, centre and descan (ricom.calibrate, ricom.centre, `ricom calibrate`).
+"""Automatic calibration: rotation, flip, centre and descan (`ricom calibrate`).
 
 Convention pinned here (see docs/calibration.md): the patterns are recorded such that the
 correction "mirror detector x if flip, then turn by θ from detector +x towards +y"
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import ricom
-from ricom.calibrate import (
+from ricom.calibration.calibrate import (
     apply_auto_rotation,
     apply_descan,
     calibrate,
@@ -26,8 +26,8 @@ from ricom.calibrate import (
     fit_descan,
     fit_descan_model,
 )
-from ricom.errors import SettingsError
-from ricom.simulate import SimulationParams, simulate
+from ricom.core.errors import SettingsError
+from ricom.simulators.specimen import SimulationParams, simulate
 
 SIM = {"scan_shape": (24, 24), "detector_shape": (32, 32)}
 DET = (32, 32)

@@ -123,14 +123,14 @@ def test_unwritable_output_leaves_nothing(tmp_path, npy):
 
 
 def test_unwritable_output_is_refused_before_processing(tmp_path, npy, monkeypatch):
-    from ricom import outputs
+    from ricom.io import outputs
     monkeypatch.setattr(outputs.os, "access", lambda *a: False)
     assert main(["reconstruct", str(npy), "-o", str(tmp_path / "o.h5")]) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data.npy"]
 
 
 def test_failure_while_writing_leaves_no_partial_file(tmp_path, npy, monkeypatch):
-    from ricom import outputs
+    from ricom.io import outputs
 
     def boom(*a, **k):
         raise RuntimeError("disk full")

@@ -8,7 +8,7 @@ import pytest
 import reference as ref
 import ricom
 from ricom.cli.main import main
-from ricom.simulate import SimulationParams, simulate
+from ricom.simulators.specimen import SimulationParams, simulate
 from ricom.sources.demo import SimulatorSource
 
 
@@ -39,7 +39,7 @@ def test_api_reconstruct_equals_the_reference_on_simulated_data():
     snap = ricom.reconstruct(sim.data, kernel_size=9, center_yx=sim.center_yx, step_A=p.step_A,
                              pixel_size_mrad=sim.pixel_size_mrad, energy_keV=p.energy_keV)
     cx, cy = ref.com_maps(sim.data, sim.center_yx, sim.pixel_size_mrad)
-    from ricom.units import rad_to_volt_angstrom
+    from ricom.core.units import rad_to_volt_angstrom
     want = ref.ricom(cx, cy, 9, p.step_A) * 1e-3 * rad_to_volt_angstrom(p.energy_keV)
     np.testing.assert_allclose(snap.ricom, want, rtol=1e-9, atol=1e-9 * np.abs(want).max())
 

@@ -1,4 +1,4 @@
-"""Dask scale-out (`ricom.distributed`) and reading sources by range.
+"""Dask scale-out (`ricom.dask.client`) and reading sources by range.
 
 Every cluster here is a `LocalCluster` of two worker processes on loopback, started and
 stopped by the tests.  A distributed reconstruction must give the images of the
@@ -17,16 +17,16 @@ import numpy as np
 import pytest
 
 import ricom
-from ricom.bench import write_mib
 from ricom.cli.main import main
-from ricom.errors import InputError, SettingsError
-from ricom.params import KernelSettings
+from ricom.core.errors import InputError, SettingsError
+from ricom.core.params import KernelSettings
 from ricom.sources import open_source
 from ricom.sources.events_h5 import EventsH5Writer
-from ricom.sources.merlin import encode_frames
+from ricom.sources.merlin.mib import encode_frames
+from ricom.tools.bench import write_mib
 
 distributed = pytest.importorskip("distributed")
-from ricom.distributed import plan_ranges, reconstruct_distributed, reconstruct_run_distributed  # noqa: E402
+from ricom.dask.client import plan_ranges, reconstruct_distributed, reconstruct_run_distributed  # noqa: E402
 
 SCAN = (64, 64)
 

@@ -198,7 +198,7 @@ def test_live_view_with_ipywidgets_updates_the_image_widget(monkeypatch):
 def test_live_run_reports_the_error_of_its_thread():
     import numpy as np
 
-    from ricom.errors import InputError
+    from ricom.core.errors import InputError
     from ricom.jupyter import live_reconstruct
     from ricom.sources.base import FrameChunk, Source
 

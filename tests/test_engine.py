@@ -19,7 +19,7 @@ from ricom import (
     SettingsError,
     VirtualDetector,
 )
-from ricom.errors import InputError
+from ricom.core.errors import InputError
 
 
 def make(data, kernel=5, center=(7.5, 7.5), **kw):
@@ -79,7 +79,7 @@ def test_partial_scan_image_is_the_correlation_of_what_was_seen(poisson_data):
 
 
 def test_calibration_gives_volt_angstrom(poisson_data):
-    from ricom.units import rad_to_volt_angstrom
+    from ricom.core.units import rad_to_volt_angstrom
     s = Settings(kernel=KernelSettings(5), geometry=DetectorGeometry((7.5, 7.5)),
                  calibration=Calibration(step_A=0.3, pixel_size_mrad=1.7, energy_keV=200))
     rec = Reconstruction((8, 9), (16, 16), s)
@@ -215,7 +215,7 @@ def test_dtypes(poisson_data, dtype):
 
 def test_snapshots_from_another_thread_are_consistent(poisson_data):
     """Every snapshot's image is exactly the correlation of the COM maps it comes with."""
-    from ricom.kernels import correlate, correlation_kernels
+    from ricom.engine.kernels import correlate, correlation_kernels
     big = np.tile(poisson_data, (4, 4, 1, 1))
     rec = make(big, 7)
     frames = big.reshape(-1, 16, 16)
@@ -238,7 +238,7 @@ def test_snapshots_from_another_thread_are_consistent(poisson_data):
 
 
 def test_process_moments_equals_frames(poisson_data):
-    from ricom import compiled as C
+    from ricom.engine import compiled as C
     frames = poisson_data.reshape(-1, 16, 16)
     a = make(poisson_data)
     a.process_frames(frames, start=0)
@@ -277,7 +277,7 @@ def test_wrong_pattern_shape_and_position(poisson_data):
 
 def test_quick_dataset_all_doses_against_the_contract(quick_params):
     from conftest import QUICK
-    from ricom.units import rad_to_volt_angstrom
+    from ricom.core.units import rad_to_volt_angstrom
     d = quick_params["detector"]["pixel_size_mrad"]
     c = tuple(quick_params["detector"]["optical_axis_index_yx"])
     h = quick_params["scan"]["step_A"]
@@ -391,7 +391,7 @@ def test_virtual_detector_change_then_more_data(poisson_data):
 @pytest.mark.parametrize("order", ["raster", "random"])
 def test_block_fft_scatter_equals_direct_scatter(poisson_data, monkeypatch, order):
     """The FFT scatter of whole chunks gives the direct scatter's image (edges clipped)."""
-    from ricom.kernels import BlockScatter
+    from ricom.engine.kernels import BlockScatter
     frames = poisson_data.reshape(-1, 16, 16)
     pos = np.arange(72) if order == "raster" else np.random.default_rng(3).permutation(72)
     s = Settings(kernel=KernelSettings(7), geometry=DetectorGeometry((7.5, 7.5)))

@@ -1,7 +1,7 @@
 """Event data (issue 5): Timepix3 .tpx3, PIXet .t3p and HDF5 event lists through the engine.
 
 The .tpx3 files here come from an independent writer in this file (plain NumPy bit
-packing from FORMATS.md §3, not `ricom.events`): TDC1 line triggers, hits out of order,
+packing from FORMATS.md §3, not `ricom.simulators.events`): TDC1 line triggers, hits out of order,
 an ASI CheeTah quad layout.
 """
 from __future__ import annotations
@@ -12,13 +12,13 @@ import pytest
 
 import ricom
 from ricom.api import make_settings
-from ricom.engine import Reconstruction
-from ricom.errors import InputError, SettingsError
-from ricom.events import write_events
+from ricom.core.errors import InputError, SettingsError
+from ricom.engine.reconstruction import Reconstruction
+from ricom.simulators.events import write_events
 from ricom.sources import open_source
 from ricom.sources.base import EventChunk
 from ricom.sources.events_h5 import EventsH5Source, EventsH5Writer, is_event_file
-from ricom.sources.tpx3 import Tpx3Source
+from ricom.sources.timepix.tpx3 import Tpx3Source
 
 SY, SX, DY, DX = 12, 10, 32, 32
 ROLLOVER_NS = 4 * 2**30 * 25.0  # ToA (×4) and TDC roll over together here
@@ -176,7 +176,7 @@ def test_event_com_is_subpixel_and_exact(tmp_path, counts):
     src = open_source(str(path), scan_shape=(SY, SX), chip_layout="cheetah")
     settings = make_settings(kernel_size=7, center_yx=(15.5, 15.5))
     rec_e = Reconstruction((SY, SX), src.detector_shape, settings)
-    ricom.run.run(src, rec_e)
+    ricom.engine.pipeline.run(src, rec_e)
     rec_f = Reconstruction((SY, SX), (DY, DX), settings)
     rec_f.process_frames(counts.reshape(-1, DY, DX))
     cy_e, cx_e, _ = rec_e.uncentred_com()
@@ -214,7 +214,7 @@ def test_h5_event_layout_subpixel_and_acceptance(tmp_path):
     assert is_event_file(path) and isinstance(open_source(path), EventsH5Source)
     rec = Reconstruction((1, 2), (8, 8), make_settings(kernel_size=3, center_yx=(3.5, 3.5)))
     with pytest.warns(UserWarning, match="mean dose 1 e/position"):
-        ricom.run.run(open_source(path, acceptance_ns=50.0), rec)
+        ricom.engine.pipeline.run(open_source(path, acceptance_ns=50.0), rec)
     _, cx, t = rec.uncentred_com()
     np.testing.assert_allclose(cx, [[1.25, 6.0]])
     assert t.sum() == 2 and rec.n_patterns == 2

@@ -11,9 +11,9 @@ import pytest
 
 import ricom
 from ricom.cli.main import main
-from ricom.errors import InputError, SettingsError
+from ricom.core.errors import InputError, SettingsError
 from ricom.sources import open_source
-from ricom.sources.merlin import encode_frames, make_acquisition_header
+from ricom.sources.merlin.mib import encode_frames, make_acquisition_header
 
 
 @pytest.fixture

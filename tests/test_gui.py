@@ -17,9 +17,9 @@ pytest.importorskip("PySide6")
 pytest.importorskip("pyqtgraph")
 pytest.importorskip("pytestqt")
 
-from ricom.errors import InputError, SettingsError
+from ricom.core.errors import InputError, SettingsError
 from ricom.gui.simulator import LiveSimulatorSource
-from ricom.simulate import SimulationParams, simulate
+from ricom.simulators.specimen import SimulationParams, simulate
 from ricom.sources.arrays import ArraySource
 from ricom.sources.base import Source
 
@@ -203,7 +203,7 @@ def test_a_broken_stream_shows_a_message_and_keeps_the_partial_image(qtbot, wind
 
 
 def test_a_merlin_stream_that_drops_mid_scan_keeps_the_partial_image(qtbot, window):
-    server_mod = pytest.importorskip("ricom.merlin_server")
+    server_mod = pytest.importorskip("ricom.simulators.merlin.server")
     params = SimulationParams(scan_shape=(16, 16), detector_shape=(32, 32), dose_e_per_probe=1000)
     server = server_mod.MerlinServer(params, data_port=0, control_port=0, start_on="command",
                                      disconnect_after=100).start()

@@ -8,8 +8,15 @@ import numpy as np
 import pytest
 
 import reference as ref
-from ricom.kernels import band_pass, base_kernel, correlate, correlation_kernels, filtered_kernel, frequency_response
-from ricom.params import KernelSettings
+from ricom.core.params import KernelSettings
+from ricom.engine.kernels import (
+    band_pass,
+    base_kernel,
+    correlate,
+    correlation_kernels,
+    filtered_kernel,
+    frequency_response,
+)
 
 
 def test_base_kernel_is_d_over_d_squared():

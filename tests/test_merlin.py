@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 import ricom
-from ricom.errors import InputError, SettingsError
+from ricom.core.errors import InputError, SettingsError
 from ricom.sources import open_source
-from ricom.sources.merlin import (
+from ricom.sources.merlin.file import MerlinSource
+from ricom.sources.merlin.mib import (
     acquisition_scan_shape,
     decode_frames,
     encode_frames,
@@ -20,7 +21,6 @@ from ricom.sources.merlin import (
     parse_acquisition_header,
     parse_frame_header,
 )
-from ricom.sources.merlin_file import MerlinSource
 
 REAL = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "merlin_real"))
 
@@ -160,7 +160,7 @@ def test_quad_with_gaps_round_trip(raw):
 
 
 def test_reconstruction_of_mib_equals_npy(tmp_path):
-    from ricom.simulate import SimulationParams, simulate
+    from ricom.simulators.specimen import SimulationParams, simulate
     sim = simulate(SimulationParams(scan_shape=(16, 16), detector_shape=(32, 32), dose_e_per_probe=500))
     data = sim.data
     assert data.max() < 4096

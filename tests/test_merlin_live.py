@@ -20,12 +20,12 @@ import pytest
 
 from ricom import api
 from ricom.cli.main import main
-from ricom.errors import InputError
-from ricom.merlin_server import MerlinServer
-from ricom.sources import merlin_live
-from ricom.sources.merlin import encode_frames, make_acquisition_header
-from ricom.sources.merlin_file import MerlinSource
-from ricom.sources.merlin_live import MerlinControl, MerlinLiveSource, mpx_prefix
+from ricom.core.errors import InputError
+from ricom.simulators.merlin.server import MerlinServer
+from ricom.sources.merlin import live as merlin_live
+from ricom.sources.merlin.file import MerlinSource
+from ricom.sources.merlin.live import MerlinControl, MerlinLiveSource, mpx_prefix
+from ricom.sources.merlin.mib import encode_frames, make_acquisition_header
 
 SCAN, DET = (8, 9), (32, 32)
 N = SCAN[0] * SCAN[1]
@@ -381,7 +381,7 @@ def test_real_merlin_files_stream_byte_for_byte(tmp_path):
 
 def test_sequence_numbers_past_a_million_wrap_without_loss():
     """The six-digit sequence field wraps in long scans; positions continue regardless."""
-    from ricom.sources.merlin_live import unwrap_sequence
+    from ricom.sources.merlin.live import unwrap_sequence
     seq = (np.arange(999_990, 1_000_020) % 1_000_000)
     np.testing.assert_array_equal(unwrap_sequence(seq, 999_990), np.arange(999_990, 1_000_020))
     np.testing.assert_array_equal(unwrap_sequence(seq[12:], 1_000_002), np.arange(1_000_002, 1_000_020))
@@ -389,8 +389,8 @@ def test_sequence_numbers_past_a_million_wrap_without_loss():
 
 def test_preloaded_server_two_threads_and_latency(tmp_path):
     """A preloaded simulator, the threaded pipeline: same image; each chunk's arrival→image time is recorded."""
-    from ricom.engine import Reconstruction
-    from ricom.run import run
+    from ricom.engine.pipeline import run
+    from ricom.engine.reconstruction import Reconstruction
     frames = frames_for(12)
     mib = write_mib(tmp_path / "scan.mib", frames, 12, False)
     with MerlinServer(mib, scan_shape=SCAN, data_port=0, control_port=None, start_on="connect", preload=True,
@@ -403,7 +403,7 @@ def test_preloaded_server_two_threads_and_latency(tmp_path):
 
 
 def test_warm_up_leaves_the_engine_untouched():
-    from ricom.engine import Reconstruction
+    from ricom.engine.reconstruction import Reconstruction
     rec = Reconstruction(SCAN, DET, SETTINGS)
     rec.warm_up(np.zeros((2, *DET), np.uint16))
     snap = rec.snapshot()

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from ricom.cli.main import main
-from ricom.report import ReportConfig, make_report, method_name, pore_metrics, radial_power_spectrum
+from ricom.tools.report import ReportConfig, make_report, method_name, pore_metrics, radial_power_spectrum
 
 
 @pytest.fixture(scope="module")

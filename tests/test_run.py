@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from ricom import InputError, KernelSettings, Reconstruction, Settings
-from ricom.run import run
+from ricom.engine.pipeline import run
 from ricom.sources.arrays import ArraySource
 from ricom.sources.base import FrameChunk, Source
 

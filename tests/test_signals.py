@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ricom import signals as S
+from ricom.signals import derived as S
 
 
 def periodic_field(h=0.5, n=32):

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ricom.errors import InputError, SettingsError
-from ricom.simulate import (
+from ricom.core.errors import InputError, SettingsError
+from ricom.simulators.specimen import (
     LATTICE_A,
     SimulatedData,
     SimulationParams,

@@ -6,11 +6,11 @@ Quick start::
     snap = ricom.reconstruct("demo", kernel_size=21)
     image = snap.ricom
 """
-from .api import make_settings, reconstruct
-from .engine import Reconstruction
-from .errors import InputError, RicomError, SettingsError
-from .params import Calibration, DetectorGeometry, KernelSettings, Settings, VirtualDetector
-from .snapshot import Snapshot
+from ricom.api import make_settings, reconstruct
+from ricom.core.errors import InputError, RicomError, SettingsError
+from ricom.core.params import Calibration, DetectorGeometry, KernelSettings, Settings, VirtualDetector
+from ricom.engine.reconstruction import Reconstruction
+from ricom.engine.snapshot import Snapshot
 
 __version__ = "0.1.0"
 

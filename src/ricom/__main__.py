@@ -1,6 +1,6 @@
 """``python -m ricom`` runs the command line."""
 import sys
 
-from .cli.main import main
+from ricom.cli.main import main
 
 sys.exit(main())

@@ -2,7 +2,7 @@
 
 `reconstruct` is what the command line's ``ricom reconstruct`` does, minus the file
 writing; `make_settings` turns flat keyword arguments (as a user types them) into the
-`Settings` objects of `ricom.params`.
+`Settings` objects of `ricom.core.params`.
 """
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ import os
 
 import numpy as np
 
-from .engine import Reconstruction
-from .errors import SettingsError
-from .params import Calibration, DetectorGeometry, KernelSettings, Settings, VirtualDetector
-from .run import RunResult, run
-from .snapshot import Snapshot
-from .sources import Source, open_source
-from .sources.arrays import ArraySource
+from ricom.core.errors import SettingsError
+from ricom.core.params import Calibration, DetectorGeometry, KernelSettings, Settings, VirtualDetector
+from ricom.engine.pipeline import RunResult, run
+from ricom.engine.reconstruction import Reconstruction
+from ricom.engine.snapshot import Snapshot
+from ricom.sources import Source, open_source
+from ricom.sources.arrays import ArraySource
 
 DEFAULT_VIRTUAL_DETECTORS = (
     VirtualDetector("vbf", 0.0, 1.0, "bf"),
@@ -131,11 +131,11 @@ def reconstruct_run(data, *, settings: Settings | None = None, reference=None, d
     rec = Reconstruction(source.scan_shape, source.detector_shape, settings, reference_center_yx=ref_c,
                          threads=threads)
     if descan == "reference":
-        from .calibrate import apply_descan
+        from ricom.calibration.calibrate import apply_descan
         apply_descan(rec, "reference", descan_reference, **(source_options or {}))
     result = run(source, rec, chunk_size=chunk_size, progress=progress, stop=stop)
     if descan in ("plane", "quadratic"):
-        from .calibrate import apply_descan
+        from ricom.calibration.calibrate import apply_descan
         apply_descan(rec, descan)  # fitted to all the data; rebuilds the image
         result.snapshot = rec.snapshot()
         result.snapshot.seconds_processing = result.seconds_processing
@@ -163,7 +163,7 @@ def reconstruct(data, *, scan_shape=None, settings: Settings | None = None, refe
     threads : int
         Threads for the per-pattern sums (the kernel scatter uses one).
     descan : {"plane", "quadratic", "reference"}, optional
-        Descan correction (see `ricom.calibrate.apply_descan`); ``"reference"`` uses
+        Descan correction (see `ricom.calibration.calibrate.apply_descan`); ``"reference"`` uses
         ``descan_reference`` (a vacuum scan of the same scan).
 
     Returns

@@ -1,7 +1,7 @@
 """Live reconstructions in Jupyter: images that refresh while the data streams in.
 
 `live_reconstruct` opens a source (``"demo"``, a file, an array or a `Source`), starts
-`ricom.run.run` on a background thread and shows a `LiveView` that redraws
+`ricom.engine.pipeline.run` on a background thread and shows a `LiveView` that redraws
 ``Reconstruction.snapshot()`` every ``interval_s`` seconds until the scan is done::
 
     from ricom.jupyter import live_reconstruct
@@ -25,9 +25,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .engine import Reconstruction
-from .run import RunResult, run
-from .snapshot import Snapshot, expand_signals
+from ricom.engine.pipeline import RunResult, run
+from ricom.engine.reconstruction import Reconstruction
+from ricom.engine.snapshot import Snapshot, expand_signals
 
 __all__ = ["LiveRun", "LiveView", "live_reconstruct", "show", "snapshot_figure"]
 
@@ -108,7 +108,7 @@ class LiveView:
     Parameters
     ----------
     reconstruction : Reconstruction
-        The engine to watch (filled by another thread, e.g. `ricom.run.run`).
+        The engine to watch (filled by another thread, e.g. `ricom.engine.pipeline.run`).
     signals : sequence of str
         Names for `Snapshot.signal` (``"ricom"``, ``"icom"``, ``"vadf"``, ``"com"`` …).
     interval_s : float
@@ -322,7 +322,7 @@ def live_reconstruct(data, *, signals: Sequence[str] = ("ricom", "vadf"), interv
     >>> live.result.complete, live.snapshot().n_patterns
     (True, 256)
     """
-    from .api import open_with_settings
+    from ricom.api import open_with_settings
 
     source, settings = open_with_settings(data, settings, source_options, **setting_args)
     rec = Reconstruction(source.scan_shape, source.detector_shape, settings)

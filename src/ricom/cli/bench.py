@@ -21,8 +21,8 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from ..bench import run_bench
-    from ..outputs import atomic_path
+    from ricom.io.outputs import atomic_path
+    from ricom.tools.bench import run_bench
 
     print(f"machine: {platform.processor() or platform.machine()}, {_cores()} cores, Python "
           f"{platform.python_version()}")

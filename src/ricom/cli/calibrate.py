@@ -16,7 +16,7 @@ import json
 import os
 import sys
 
-from .options import add_source_options, parse_descan, source_options
+from ricom.cli.options import add_source_options, parse_descan, source_options
 
 HELP = "find rotation, flip, centre and descan from the data"
 
@@ -41,7 +41,7 @@ def add_arguments(p) -> None:
 
 
 def _center(values):
-    from ..errors import SettingsError
+    from ricom.core.errors import SettingsError
 
     if len(values) == 1 and values[0] in ("com", "auto", "disc", "reference"):
         return "com" if values[0] == "auto" else values[0]
@@ -54,8 +54,8 @@ def _center(values):
 
 
 def run(args) -> int:
-    from ..calibrate import calibrate
-    from ..errors import SettingsError
+    from ricom.calibration.calibrate import calibrate
+    from ricom.core.errors import SettingsError
 
     if args.json:
         folder = os.path.dirname(os.path.abspath(args.json))
@@ -74,7 +74,7 @@ def run(args) -> int:
     if not report.complete:
         print(f"warning: the input ended early; calibrated from {report.n_patterns} patterns", file=sys.stderr)
     if args.json:
-        from ..outputs import atomic_path
+        from ricom.io.outputs import atomic_path
 
         with atomic_path(args.json) as tmp, open(tmp, "w") as fh:
             json.dump({"input": args.input, **report.to_dict()}, fh, indent=1)

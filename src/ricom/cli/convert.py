@@ -22,9 +22,9 @@ import warnings
 
 import numpy as np
 
-from ..errors import InputError, RicomError, SettingsError
-from ..outputs import atomic_path
-from .options import add_source_options, source_options
+from ricom.cli.options import add_source_options, source_options
+from ricom.core.errors import InputError, RicomError, SettingsError
+from ricom.io.outputs import atomic_path
 
 HELP = "decode an input and write its patterns as .npy, .h5 or .zarr"
 OUTPUTS = (".npy", ".h5", ".hdf5", ".zarr")
@@ -205,7 +205,7 @@ def _default_permissions(path: str) -> None:
 
 
 def run(args) -> int:
-    from ..sources import open_source
+    from ricom.sources import open_source
 
     output_kind(args.output)
     if args.chunk_size < 1:

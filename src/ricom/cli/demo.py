@@ -27,9 +27,10 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     import numpy as np
 
-    from .. import api, outputs
-    from ..simulate import SimulationParams
-    from ..sources.demo import SimulatorSource
+    from ricom import api
+    from ricom.io import outputs
+    from ricom.simulators.specimen import SimulationParams
+    from ricom.sources.demo import SimulatorSource
 
     os.makedirs(args.output_dir, exist_ok=True)
     outputs.check_output_path(os.path.join(args.output_dir, "ricom.tif"))

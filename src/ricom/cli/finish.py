@@ -16,9 +16,9 @@ def save_result(output: str, names, result, rec, extra: dict, rotation_auto: boo
         Output file (already checked writable).
     names : list of str
         Signals to write.
-    result : ricom.run.RunResult
+    result : ricom.engine.pipeline.RunResult
         How the run ended.
-    rec : ricom.engine.Reconstruction
+    rec : ricom.engine.reconstruction.Reconstruction
         The engine, for the auto-rotation rebuild.
     extra : dict
         Attributes to store beside the parameters (input name, descan, …).
@@ -27,11 +27,11 @@ def save_result(output: str, names, result, rec, extra: dict, rotation_auto: boo
     interrupted : bool
         The frontend stopped the run itself (e.g. a signal handler).
     """
-    from .. import outputs
+    from ricom.io import outputs
 
     snap = result.snapshot
     if rotation_auto:
-        from ..calibrate import apply_auto_rotation
+        from ricom.calibration.calibrate import apply_auto_rotation
         report = apply_auto_rotation(rec)
         snap = rec.snapshot()
         snap.seconds_processing = result.seconds_processing

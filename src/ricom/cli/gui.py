@@ -16,7 +16,7 @@ not available here; --signals and --chunk-size have no effect).
 """
 from __future__ import annotations
 
-from .options import add_reconstruction_options, add_source_options, settings_kwargs
+from ricom.cli.options import add_reconstruction_options, add_source_options, settings_kwargs
 
 HELP = "the live GUI: watch the reconstruction while the scan runs"
 
@@ -48,12 +48,12 @@ def add_arguments(p) -> None:
 
 
 def _request(args):
-    from ..errors import SettingsError
-    from .options import source_options
+    from ricom.cli.options import source_options
+    from ricom.core.errors import SettingsError
 
     if args.source is None and args.merlin is None:
         return None
-    from ..gui.source_panel import SourceRequest
+    from ricom.gui.source_panel import SourceRequest
 
     opts = source_options(args)
     sim = {"defocus_A": args.defocus, "astigmatism_A": args.astigmatism,
@@ -74,9 +74,10 @@ def _request(args):
 
 
 def run(args) -> int:
-    from .. import api, outputs
-    from ..errors import SettingsError
-    from .options import parse_rotation
+    from ricom import api
+    from ricom.cli.options import parse_rotation
+    from ricom.core.errors import SettingsError
+    from ricom.io import outputs
 
     if args.screenshot:
         outputs.check_output_path(args.screenshot)
@@ -102,7 +103,7 @@ def run(args) -> int:
     if missing:
         raise SettingsError(f"the GUI needs {' and '.join(missing)}; install them with "
                             f"pip install 'ricom[gui]' (PySide6-Essentials and pyqtgraph)")
-    from ..gui.app import run_gui
+    from ricom.gui.app import run_gui
 
     return run_gui(request, settings, tuple(args.scan_shape) if args.scan_shape else None,
                    settings_file=args.settings, reference=args.reference, screenshot=args.screenshot,

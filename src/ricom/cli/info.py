@@ -12,7 +12,7 @@ import json
 import sys
 import warnings
 
-from .options import add_source_options, source_options
+from ricom.cli.options import add_source_options, source_options
 
 HELP = "show what ricom detects in an input (shapes, dtype, depth, frames, scan shape)"
 
@@ -42,7 +42,7 @@ def format_description(d: dict) -> str:
 
 
 def run(args) -> int:
-    from ..sources import open_source
+    from ricom.sources import open_source
 
     with warnings.catch_warnings():
         warnings.simplefilter("always")

@@ -24,13 +24,13 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     import numpy as np
 
-    from ..kernels import filtered_kernel, frequency_response
-    from ..outputs import atomic_path, check_output_path
-    from ..params import KernelSettings
+    from ricom.core.params import KernelSettings
+    from ricom.engine.kernels import filtered_kernel, frequency_response
+    from ricom.io.outputs import atomic_path, check_output_path
 
     settings = KernelSettings(args.size, tuple(args.filter) if args.filter else None)
     if args.map_size is not None and args.map_size < args.size:
-        from ..errors import SettingsError
+        from ricom.core.errors import SettingsError
         raise SettingsError(f"--map-size {args.map_size} must be at least the kernel size {args.size}")
     if args.plot:
         check_output_path(args.plot)
@@ -60,7 +60,7 @@ def plot_spectrum(path: str, settings, spec: dict) -> None:
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from ..kernels import filtered_kernel
+    from ricom.engine.kernels import filtered_kernel
 
     kx, _ = filtered_kernel(settings)
     fig, (a0, a1) = plt.subplots(1, 2, figsize=(9, 3.6), gridspec_kw={"width_ratios": [1, 1.8]})

@@ -20,7 +20,7 @@ import signal
 import sys
 import threading
 
-from .options import add_reconstruction_options, add_source_options, signals_and_settings, source_options
+from ricom.cli.options import add_reconstruction_options, add_source_options, signals_and_settings, source_options
 
 HELP = "reconstruct live from a detector stream (Merlin over TCP)"
 
@@ -61,9 +61,9 @@ def run(args) -> int:  # only reached without a detector name, which argparse al
 
 def _arm(args, opts: dict):
     """(trigger callback, MerlinControl) for --start, else (None, None)."""
-    from ..errors import SettingsError
-    from ..sources.base import ScanLayout
-    from ..sources.merlin_control import MerlinControl
+    from ricom.core.errors import SettingsError
+    from ricom.sources.base import ScanLayout
+    from ricom.sources.merlin.control import MerlinControl
 
     if not args.start:
         if args.depth or args.raw:
@@ -86,7 +86,7 @@ def _arm(args, opts: dict):
 
 
 def run_merlin(args) -> int:
-    from .. import outputs
+    from ricom.io import outputs
 
     output = args.output
     outputs.check_output_path(output)
@@ -112,10 +112,10 @@ def run_merlin(args) -> int:
 
 
 def _run_live(args, output, names, kwargs, opts, trigger, control, stop) -> int:
-    from .. import api
-    from ..sources.merlin_live import MerlinLiveSource
-    from .finish import save_result
-    from .options import parse_descan, parse_rotation
+    from ricom import api
+    from ricom.cli.finish import save_result
+    from ricom.cli.options import parse_descan, parse_rotation
+    from ricom.sources.merlin.live import MerlinLiveSource
 
     descan, descan_ref = parse_descan(args.descan, args.reference)
     print(f"waiting for an acquisition on {args.host}:{args.data_port} …", file=sys.stderr, flush=True)

@@ -29,7 +29,7 @@ COMMANDS = {
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ricom", description="Real-time integrated centre-of-mass (riCOM) imaging for 4D-STEM.")
-    from .. import __version__
+    from ricom import __version__
     parser.add_argument("--version", action="version", version=f"ricom {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, path in COMMANDS.items():
@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _unavailable(name: str, exc: ImportError):
     def run(_args) -> int:
-        from ..errors import RicomError
+        from ricom.core.errors import RicomError
         hint = " (install the extra: pip install 'ricom[gui]')" if name == "gui" else ""
         raise RicomError(f"'ricom {name}' is unavailable: {exc}{hint}")
     return run
@@ -58,7 +58,7 @@ def _unavailable(name: str, exc: ImportError):
 def main(argv: list[str] | None = None) -> int:
     import warnings
 
-    from ..errors import RicomError
+    from ricom.core.errors import RicomError
 
     def one_line_warning(message, category, filename, lineno, file=None, line=None):
         print(f"ricom: warning: {message}", file=sys.stderr)

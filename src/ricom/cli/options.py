@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..errors import SettingsError
+from ricom.core.errors import SettingsError
 
 DEFAULT_SIGNALS = "ricom,icom,com,vbf,vadf"
 
@@ -110,7 +110,7 @@ def cluster_address(args) -> str | None:
     """``--cluster local:N`` or ``--scheduler tcp://HOST:PORT`` as one address, or None."""
     cluster, scheduler = getattr(args, "cluster", None), getattr(args, "scheduler", None)
     if cluster is not None:
-        from ..distributed import parse_cluster
+        from ricom.dask.client import parse_cluster
         return f"local:{parse_cluster(cluster)}"
     if scheduler is not None and "://" not in scheduler:
         raise SettingsError(f"--scheduler takes an address tcp://HOST:PORT, got {scheduler!r}")
@@ -149,8 +149,8 @@ def signal_list(text: str) -> list[str]:
 def signals_and_settings(args) -> tuple[list[str], dict]:
     """The signals to save (checked) and the `make_settings` keywords for them: only the
     virtual detectors that are asked for get computed."""
-    from ..api import virtual_detectors_from_annulus
-    from ..snapshot import expand_signals
+    from ricom.api import virtual_detectors_from_annulus
+    from ricom.engine.snapshot import expand_signals
 
     kwargs = settings_kwargs(args)
     vd_names = [vd.name for vd in virtual_detectors_from_annulus(kwargs["virtual_detector"],

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 
-from .options import add_reconstruction_options, add_source_options, signals_and_settings, source_options
+from ricom.cli.options import add_reconstruction_options, add_source_options, signals_and_settings, source_options
 
 HELP = "reconstruct riCOM and other signals from a dataset"
 
@@ -34,9 +34,10 @@ def default_output(spec: str) -> str:
 
 
 def run(args) -> int:
-    from .. import api, outputs
-    from .finish import save_result
-    from .options import cluster_address, parse_descan, parse_rotation
+    from ricom import api
+    from ricom.cli.finish import save_result
+    from ricom.cli.options import cluster_address, parse_descan, parse_rotation
+    from ricom.io import outputs
 
     output = args.output or default_output(args.input)
     outputs.check_output_path(output)
@@ -44,7 +45,7 @@ def run(args) -> int:
     descan, descan_ref = parse_descan(args.descan, args.reference)
     address = cluster_address(args)
     if address is not None:
-        from ..distributed import reconstruct_run_distributed
+        from ricom.dask.client import reconstruct_run_distributed
         result, rec, _ = reconstruct_run_distributed(
             args.input, client=address, reference=args.reference, descan=descan, descan_reference=descan_ref,
             progress=not args.no_progress, chunk_size=args.chunk_size, source_options=source_options(args),

@@ -18,7 +18,7 @@ the ground truth only for files written by 'ricom simulate', from their .ricom.j
 """
 from __future__ import annotations
 
-from .options import add_source_options, parse_center, source_options
+from ricom.cli.options import add_source_options, parse_center, source_options
 
 HELP = "reproduce the paper's figures (kernel spectra, dose series, vacuum pore) as PNG + JSON"
 
@@ -44,7 +44,7 @@ def add_arguments(p) -> None:
 
 def parse_doses(text: str) -> tuple:
     """``"1e2,1e3,0"`` → ``(100.0, 1000.0, None)`` (0 = noiseless)."""
-    from ..errors import SettingsError
+    from ricom.core.errors import SettingsError
     try:
         values = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
@@ -58,8 +58,8 @@ def run(args) -> int:
     import dataclasses
     import os
 
-    from ..errors import SettingsError
-    from ..report import ReportConfig, make_report
+    from ricom.core.errors import SettingsError
+    from ricom.tools.report import ReportConfig, make_report
 
     cfg = ReportConfig.quick() if args.quick else ReportConfig()
     changes = {}

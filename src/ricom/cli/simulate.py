@@ -65,7 +65,7 @@ def add_specimen_arguments(p) -> None:
 
 
 def simulation_params(args):
-    from ..simulate import SimulationParams
+    from ricom.simulators.specimen import SimulationParams
     return SimulationParams(
         scan_shape=tuple(args.scan_shape), detector_shape=tuple(args.detector_shape), step_A=args.step,
         energy_keV=args.energy_kev, convergence_mrad=args.convergence_mrad, defocus_A=args.defocus,
@@ -86,9 +86,9 @@ def sidecar_path(path: str) -> str:
 def run_data(args) -> int:
     import numpy as np
 
-    from ..errors import SettingsError
-    from ..outputs import atomic_path
-    from ..simulate import simulate
+    from ricom.core.errors import SettingsError
+    from ricom.io.outputs import atomic_path
+    from ricom.simulators.specimen import simulate
 
     ext = os.path.splitext(args.output)[1].lower()
     if ext not in (".npy", ".h5", ".hdf5"):

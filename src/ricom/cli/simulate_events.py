@@ -22,7 +22,7 @@ import sys
 
 import numpy as np
 
-from .simulate import add_specimen_arguments, simulation_params
+from ricom.cli.simulate import add_specimen_arguments, simulation_params
 
 DEFAULT_DOSE = 100.0
 
@@ -45,8 +45,8 @@ def add_arguments(p) -> None:
 
 
 def _count_bands(path: str, rows: int = 4):
-    from ..errors import InputError
-    from ..sources.arrays import read_sidecar
+    from ricom.core.errors import InputError
+    from ricom.sources.arrays import read_sidecar
 
     try:
         data = np.load(path, mmap_mode="r")
@@ -63,7 +63,7 @@ def _count_bands(path: str, rows: int = 4):
 def _specimen_bands(args):
     from dataclasses import asdict
 
-    from ..simulate import detector_calibration, simulate_chunks
+    from ricom.simulators.specimen import detector_calibration, simulate_chunks
 
     if args.dose is None:
         args.dose = DEFAULT_DOSE
@@ -76,7 +76,7 @@ def _specimen_bands(args):
 
 
 def run(args) -> int:
-    from ..events import write_events
+    from ricom.simulators.events import write_events
 
     if args.counts:
         bands, scan, det, cal, extra = _count_bands(args.counts)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .simulate import add_specimen_arguments, simulation_params
+from ricom.cli.simulate import add_specimen_arguments, simulation_params
 
 HELP = "a Merlin detector server over TCP"
 
@@ -64,7 +64,7 @@ def add_arguments(p) -> None:
 
 def build_server(args):
     """The `MerlinServer` that ``args`` describe (not started)."""
-    from ..merlin_server import MerlinServer
+    from ricom.simulators.merlin.server import MerlinServer
 
     if args.from_file:
         data = args.from_file

@@ -19,6 +19,6 @@ __all__ = ["run_gui"]
 
 def run_gui(*args, **kwargs) -> int:
     """Start the GUI; see `ricom.gui.app.run_gui`."""
-    from .app import run_gui as _run
+    from ricom.gui.app import run_gui as _run
 
     return _run(*args, **kwargs)

@@ -4,7 +4,7 @@ Owns the window's file actions: one panel as TIFF / PNG / .npy, all signals as H
 settings to JSON and back, a screenshot of the whole window, the centre from a reference
 scan (measured in the background) and the file dialogs that lead to them.  The public
 methods (`save_panel`, `save_all`, `save_settings`, `load_settings`, `save_screenshot`,
-`measure_reference`) raise `ricom.errors.RicomError` or `OSError`; the dialog paths
+`measure_reference`) raise `ricom.core.errors.RicomError` or `OSError`; the dialog paths
 catch those and show them in the window.
 """
 from __future__ import annotations
@@ -13,9 +13,9 @@ import os
 
 from PySide6 import QtWidgets
 
-from ..errors import RicomError, SettingsError
-from . import files
-from .worker import BackgroundJob, describe_error
+from ricom.core.errors import RicomError, SettingsError
+from ricom.gui import files
+from ricom.gui.worker import BackgroundJob, describe_error
 
 
 class WindowActions:
@@ -54,7 +54,7 @@ class WindowActions:
 
     def save_screenshot(self, path: str) -> None:
         """The whole window as a PNG."""
-        from ..outputs import atomic_path
+        from ricom.io.outputs import atomic_path
 
         self.refresh(force=True)
         pixmap = self.grab()
@@ -125,7 +125,7 @@ class WindowActions:
 
     def measure_reference(self, path: str, **source_options) -> None:
         """Measure the centre on a reference scan in the background; then use it."""
-        from ..api import reference_center
+        from ricom.api import reference_center
 
         self.show_message(f"measuring the centre on {path}…")
         self._jobs.append(BackgroundJob(

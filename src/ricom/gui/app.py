@@ -45,7 +45,7 @@ def run_gui(request=None, settings=None, scan_shape=None, settings_file: str | N
     ----------
     request : ricom.gui.source_panel.SourceRequest, optional
         Source to start at once.
-    settings : ricom.params.Settings, optional
+    settings : ricom.core.params.Settings, optional
         Initial reconstruction settings.
     scan_shape : (int, int), optional
         Scan shape of the simulator (and for inputs that do not carry one).
@@ -64,7 +64,7 @@ def run_gui(request=None, settings=None, scan_shape=None, settings_file: str | N
     ensure_display()
     from PySide6 import QtCore
 
-    from .window import MainWindow
+    from ricom.gui.window import MainWindow
 
     app = application()
     timed = screenshot is not None or exit_after is not None

@@ -2,7 +2,7 @@
 
 Owns the measurement behind the "≥ 80 % of the rate without the GUI" goal.  A
 simulated scan is held in memory and replayed for several passes (`ReplaySource`) so
-that the engine, not the simulator, sets the pace.  Without the GUI, `ricom.run.run`
+that the engine, not the simulator, sets the pace.  Without the GUI, `ricom.engine.pipeline.run`
 runs in a thread exactly as the GUI's worker does; with the GUI, the full window (every
 panel visible, refreshing at up to 30 Hz) runs the same source with the same settings.
 The rate is patterns per second of engine time (`RunResult.seconds_processing`).
@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from ..sources.base import FrameChunk, Source
+from ricom.sources.base import FrameChunk, Source
 
 
 class ReplaySource(Source):
@@ -45,9 +45,9 @@ class ReplaySource(Source):
 
 def _without_gui(data, passes, hints, settings, repeats, chunk_size) -> float:
     """The GUI's own worker thread (`RunWorker`), with no window."""
-    from ..engine import Reconstruction
-    from .settings_column import settings_with_hints
-    from .worker import RunWorker
+    from ricom.engine.reconstruction import Reconstruction
+    from ricom.gui.settings_column import settings_with_hints
+    from ricom.gui.worker import RunWorker
 
     src = ReplaySource(data, passes, hints)
 
@@ -65,7 +65,7 @@ def _without_gui(data, passes, hints, settings, repeats, chunk_size) -> float:
 def _with_gui(app, data, passes, hints, settings) -> tuple[float, str]:
     from PySide6 import QtCore
 
-    from .window import MainWindow
+    from ricom.gui.window import MainWindow
 
     w = MainWindow(remember_layout=False)
     w.show()
@@ -97,12 +97,12 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=8, help="runs of each kind (default 8)")
     args = p.parse_args(argv)
 
-    from .app import application, ensure_display
+    from ricom.gui.app import application, ensure_display
 
     ensure_display()
-    from ..api import make_settings
-    from ..simulate import SimulationParams, simulate
-    from .window import CHUNK_SIZE
+    from ricom.api import make_settings
+    from ricom.gui.window import CHUNK_SIZE
+    from ricom.simulators.specimen import SimulationParams, simulate
 
     sim = simulate(SimulationParams(scan_shape=(args.scan, args.scan), detector_shape=(args.detector,) * 2,
                                     dose_e_per_probe=2e4))

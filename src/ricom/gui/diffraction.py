@@ -17,9 +17,9 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6 import QtCore
 
-from ..detector import event_histogram
-from .imageview import ImageView
-from .panels import Panel, single_view_layout
+from ricom.engine.detector import event_histogram
+from ricom.gui.imageview import ImageView
+from ricom.gui.panels import Panel, single_view_layout
 
 MEAN_COM_INTERVAL_S = 0.25
 """How often the mean COM marker is re-read from the engine."""

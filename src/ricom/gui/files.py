@@ -1,10 +1,10 @@
 """Everything the GUI writes or reads: panels, all signals, settings files.
 
 Owns the file formats of the GUI's Save menus: one panel as float32 TIFF with its
-calibration (`ricom.outputs.write_tiff`), as PNG (the colour-mapped image as shown) or
-as ``.npy``; all signals of a snapshot as one HDF5 file (`ricom.outputs.save`); and the
+calibration (`ricom.io.outputs.write_tiff`), as PNG (the colour-mapped image as shown) or
+as ``.npy``; all signals of a snapshot as one HDF5 file (`ricom.io.outputs.save`); and the
 reconstruction settings as JSON (`settings_to_dict` / `settings_from_dict`, which
-`load_settings` reads back).  Every file is written atomically (`ricom.outputs.atomic_path`).
+`load_settings` reads back).  Every file is written atomically (`ricom.io.outputs.atomic_path`).
 """
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ import os
 
 import numpy as np
 
-from ..errors import SettingsError
-from ..outputs import atomic_path, save, settings_attrs, write_tiff
-from ..params import Calibration, DetectorGeometry, KernelSettings, Settings, VirtualDetector
-from ..snapshot import Snapshot
+from ricom.core.errors import SettingsError
+from ricom.core.params import Calibration, DetectorGeometry, KernelSettings, Settings, VirtualDetector
+from ricom.engine.snapshot import Snapshot
+from ricom.io.outputs import atomic_path, save, settings_attrs, write_tiff
 
 SETTINGS_FORMAT = "ricom-gui-settings/1"
 PANEL_FORMATS = {"tif": "TIFF (*.tif *.tiff)", "png": "PNG (*.png)", "npy": "NumPy (*.npy)"}
@@ -57,7 +57,7 @@ def settings_from_dict(d: dict) -> Settings:
                                     math.inf if v.get("outer") is None else float(v["outer"]), v.get("unit", "px"))
                     for v in d.get("virtual_detectors", ()))
         if "virtual_detectors" not in d:
-            from ..api import DEFAULT_VIRTUAL_DETECTORS
+            from ricom.api import DEFAULT_VIRTUAL_DETECTORS
             vds = DEFAULT_VIRTUAL_DETECTORS
         mask = d.get("com_mask_px")
         return Settings(kernel=kernel, geometry=geometry, calibration=calibration, virtual_detectors=vds,

@@ -1,11 +1,11 @@
 """The image panels of the GUI: what each dock shows and how it reads a snapshot.
 
 Owns the `Panel` protocol (``refresh(live)`` draws from the engine's latest
-`ricom.snapshot.Snapshot`; ``export()`` gives the array a panel saves) and the panels
+`ricom.engine.snapshot.Snapshot`; ``export()`` gives the array a panel saves) and the panels
 built on `ricom.gui.imageview.ImageView`: a named signal (riCOM, iCOM, COM x/y,
 divergence), the virtual detectors, the E-field as a colour wheel (hue = direction,
 value = magnitude), the FFT of any signal (display only), and the kernel with its
-frequency response.  Every image comes from `Snapshot.signal` or `ricom.kernels`; no
+frequency response.  Every image comes from `Snapshot.signal` or `ricom.engine.kernels`; no
 panel computes physics.  The diffraction view is in `ricom.gui.diffraction`.
 """
 from __future__ import annotations
@@ -14,8 +14,8 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6 import QtWidgets
 
-from ..kernels import filtered_kernel, frequency_response
-from .imageview import ImageView, percentile_levels
+from ricom.engine.kernels import filtered_kernel, frequency_response
+from ricom.gui.imageview import ImageView, percentile_levels
 
 FFT_SOURCES = ("ricom", "icom", "com_x", "com_y", "divergence", "efield_magnitude", "counts")
 

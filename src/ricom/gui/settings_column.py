@@ -13,9 +13,9 @@ import math
 
 from PySide6 import QtCore, QtWidgets
 
-from ..api import DEFAULT_VIRTUAL_DETECTORS, virtual_detectors_from_annulus
-from ..errors import SettingsError
-from ..params import MAX_KERNEL_SIZE, Calibration, DetectorGeometry, KernelSettings, Settings
+from ricom.api import DEFAULT_VIRTUAL_DETECTORS, virtual_detectors_from_annulus
+from ricom.core.errors import SettingsError
+from ricom.core.params import MAX_KERNEL_SIZE, Calibration, DetectorGeometry, KernelSettings, Settings
 
 CENTRE_MODES = ("auto (mean COM)", "manual", "from reference")
 VD_MODES = ("auto (from BF disc)", "manual", "custom (from file)")
@@ -31,7 +31,7 @@ def _dspin(lo, hi, value, decimals, step, suffix="", special=None, tip="") -> Qt
 
 
 class SettingsColumn(QtWidgets.QWidget):
-    """Widgets for `ricom.params.Settings` plus the scan shape.
+    """Widgets for `ricom.core.params.Settings` plus the scan shape.
 
     Signals
     -------

@@ -1,13 +1,13 @@
 """The built-in simulator as an endless live stream whose optics can change while it runs.
 
-Owns `LiveSimulatorSource`: it scans the simulated SrTiO3 specimen (`ricom.simulate`)
+Owns `LiveSimulatorSource`: it scans the simulated SrTiO3 specimen (`ricom.simulators.specimen`)
 over and over, band of rows by band of rows, throttled to a pattern rate, and tags every
 frame with its scan pass so that a `Reconstruction` in ``repeats="replace"`` mode always
 shows the newest pass.  Defocus, astigmatism, dose (any `SimulationParams` field except
 the scan and detector shapes) and the rate can be changed from another thread at any
 time: the current parameters are read at each band of rows.
 
-No physics here: the patterns come from `ricom.simulate.simulate_chunks`.
+No physics here: the patterns come from `ricom.simulators.specimen.simulate_chunks`.
 """
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from ..errors import SettingsError
-from ..simulate import SimulationParams, detector_calibration, simulate_chunks, simulation_hints
-from ..sources.base import FrameChunk, Source
+from ricom.core.errors import SettingsError
+from ricom.simulators.specimen import SimulationParams, detector_calibration, simulate_chunks, simulation_hints
+from ricom.sources.base import FrameChunk, Source
 
 DEFAULT_PARAMS = SimulationParams(scan_shape=(64, 64), detector_shape=(48, 48), dose_e_per_probe=2e4)
 """What the GUI simulates unless told otherwise: a 64×64 scan, 48×48 patterns, 2·10⁴ e⁻/probe."""
@@ -58,7 +58,7 @@ class LiveSimulatorSource(Source):
     Notes
     -----
     When the parameters change in the middle of a pass, the new ones apply from the next
-    band of rows if `ricom.simulate.simulate_chunks` can start at a row (``start_row``);
+    band of rows if `ricom.simulators.specimen.simulate_chunks` can start at a row (``start_row``);
     otherwise a new pass starts from the first row with the new parameters.
     """
 

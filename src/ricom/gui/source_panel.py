@@ -4,7 +4,7 @@ Owns `SourcePanel` (the widgets) and `SourceRequest` (what the user chose, as pl
 values), plus `open_request`, which turns a request into a `ricom.sources.base.Source`
 in the worker thread: the live simulator (`ricom.gui.simulator.LiveSimulatorSource`),
 any file `ricom.api.open_input` reads, or the Merlin live stream
-(`ricom.sources.merlin_live`, imported only when asked for, so the GUI works without it).
+(`ricom.sources.merlin.live`, imported only when asked for, so the GUI works without it).
 The simulator's rate, defocus, astigmatism and dose apply while it runs.
 """
 from __future__ import annotations
@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 
 from PySide6 import QtCore, QtWidgets
 
-from ..errors import InputError, SettingsError
-from ..simulate import SimulationParams
-from .simulator import DEFAULT_PARAMS, LiveSimulatorSource
+from ricom.core.errors import InputError, SettingsError
+from ricom.gui.simulator import DEFAULT_PARAMS, LiveSimulatorSource
+from ricom.simulators.specimen import SimulationParams
 
 KINDS = ("simulator", "file", "merlin")
 _KIND_LABELS = ("Simulator (live stream)", "File", "Merlin live stream")
@@ -52,7 +52,7 @@ def open_request(req: SourceRequest, scan_shape, stop):
         params = SimulationParams(**{**_sim_defaults(), **req.sim, "scan_shape": tuple(scan_shape)})
         return LiveSimulatorSource(params, rate=req.rate)
     if req.kind == "file":
-        from ..api import open_input
+        from ricom.api import open_input
 
         if not req.path:
             raise InputError("choose a file to open first")
@@ -64,10 +64,10 @@ def open_request(req: SourceRequest, scan_shape, stop):
             return open_input(req.path, **{**req.source_options, "scan_shape": tuple(scan_shape)})
     if req.kind == "merlin":
         try:
-            live = importlib.import_module("ricom.sources.merlin_live")
+            live = importlib.import_module("ricom.sources.merlin.live")
         except ImportError:
             raise InputError("Merlin live streaming is not available in this installation of ricom "
-                             "(ricom.sources.merlin_live is missing)") from None
+                             "(ricom.sources.merlin.live is missing)") from None
         control = trigger = None
         if req.control_port:
             control = live.MerlinControl(req.host, req.control_port)

@@ -20,16 +20,16 @@ from dataclasses import dataclass
 
 from PySide6 import QtCore, QtGui, QtWidgets
 
-from ..engine import Reconstruction
-from ..errors import RicomError, SettingsError
-from .actions import WindowActions
-from .diffraction import DiffractionPanel
-from .layout import WindowLayout
-from .panels import Panel, standard_panels
-from .settings_column import SettingsColumn, settings_with_hints
-from .simulator import LiveSimulatorSource
-from .source_panel import SourcePanel, SourceRequest, open_request
-from .worker import BackgroundJob, RunWorker, describe_error
+from ricom.core.errors import RicomError, SettingsError
+from ricom.engine.reconstruction import Reconstruction
+from ricom.gui.actions import WindowActions
+from ricom.gui.diffraction import DiffractionPanel
+from ricom.gui.layout import WindowLayout
+from ricom.gui.panels import Panel, standard_panels
+from ricom.gui.settings_column import SettingsColumn, settings_with_hints
+from ricom.gui.simulator import LiveSimulatorSource
+from ricom.gui.source_panel import SourcePanel, SourceRequest, open_request
+from ricom.gui.worker import BackgroundJob, RunWorker, describe_error
 
 REFRESH_HZ = 30
 STATUS_HZ = 4
@@ -47,7 +47,7 @@ GIL_SWITCH_S = 0.0005
 thread gets the GIL back within this time after each compiled (GIL-free) step, instead of
 waiting up to 5 ms behind a redraw."""
 CHUNK_SIZE = 512
-"""Frames per engine chunk (as `ricom.run.run`): fewer, larger steps leave the GUI thread
+"""Frames per engine chunk (as `ricom.engine.pipeline.run`): fewer, larger steps leave the GUI thread
 more room; the live simulator still delivers smaller bands at low rates."""
 
 
@@ -257,7 +257,7 @@ class MainWindow(WindowLayout, WindowActions, QtWidgets.QMainWindow):
         if self.rec is None:
             self.show_message("start a source first: the rotation is found from its COM field", error=True)
             return None
-        from ..calibrate import apply_auto_rotation
+        from ricom.calibration.calibrate import apply_auto_rotation
         try:
             info = apply_auto_rotation(self.rec, require=False)
         except RicomError as exc:

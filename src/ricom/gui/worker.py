@@ -1,6 +1,6 @@
 """The reconstruction thread of the GUI, and small background jobs.
 
-Owns `RunWorker` (opens a source, builds the `Reconstruction` and runs `ricom.run.run`
+Owns `RunWorker` (opens a source, builds the `Reconstruction` and runs `ricom.engine.pipeline.run`
 in a `threading.Thread`, with stop, and pause between chunks via run's progress
 callback), `PatternTap` (wraps the source to keep the latest diffraction pattern as the
 source delivers it) and `BackgroundJob` (one function call off the GUI thread, e.g. a
@@ -17,9 +17,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..errors import RicomError
-from ..run import RunResult, run
-from ..sources.base import EventChunk, Source
+from ricom.core.errors import RicomError
+from ricom.engine.pipeline import RunResult, run
+from ricom.sources.base import EventChunk, Source
 
 MAX_TAP_EVENTS = 200_000
 """Events of the latest event chunk kept for the diffraction view."""
@@ -51,7 +51,7 @@ class PatternTap:
     latest_id : int
         Increases whenever ``latest`` or ``latest_events`` changes.
     frames : int
-        Frames (or events) delivered so far (`ricom.run.run` may read a few chunks
+        Frames (or events) delivered so far (`ricom.engine.pipeline.run` may read a few chunks
         ahead of the engine).
     last_position, last_pass : int
         Flat scan position and pass of the last frame delivered.
@@ -128,7 +128,7 @@ class RunWorker:
     source, tap, rec : Source, PatternTap, Reconstruction or None
         Set once opened (``rec`` last: when it is not None the run has begun).
     result : RunResult or None
-        How `ricom.run.run` ended.
+        How `ricom.engine.pipeline.run` ended.
     error : str or None
         Why the run failed or broke off (the partial images stay in ``rec``).
     """
@@ -178,7 +178,7 @@ class RunWorker:
             self.finished.set()
 
     def _progress(self, n: int) -> None:
-        """Called by `ricom.run.run` after each chunk: count it, and wait here while paused."""
+        """Called by `ricom.engine.pipeline.run` after each chunk: count it, and wait here while paused."""
         self.processed += n
         if not self._resume.is_set():
             self._waiting = True

@@ -8,8 +8,8 @@ from __future__ import annotations
 import importlib
 import os
 
-from ..errors import InputError
-from .base import EventChunk, FrameChunk, PackedFrames, ScanLayout, Source
+from ricom.core.errors import InputError
+from ricom.sources.base import EventChunk, FrameChunk, PackedFrames, ScanLayout, Source
 
 __all__ = ["EventChunk", "FrameChunk", "PackedFrames", "ScanLayout", "Source", "open_source"]
 
@@ -31,11 +31,11 @@ def _is_h5_with_dataset(spec: str) -> bool:
 # (matcher, "module:function") — first match wins.  Modules are imported lazily.
 _READERS: list[tuple[object, str]] = [
     (lambda s: s == "demo", "ricom.sources.demo:open"),
-    (lambda s: s.startswith("merlin://"), "ricom.sources.merlin_live:open"),
+    (lambda s: s.startswith("merlin://"), "ricom.sources.merlin.live:open"),
     (lambda s: _ext(s) == ".npy", "ricom.sources.arrays:open_npy"),
-    (lambda s: _ext(s) in (".mib", ".hdr"), "ricom.sources.merlin_file:open"),
-    (lambda s: _ext(s) == ".tpx3", "ricom.sources.tpx3:open"),
-    (lambda s: _ext(s) == ".t3p", "ricom.sources.t3p:open"),
+    (lambda s: _ext(s) in (".mib", ".hdr"), "ricom.sources.merlin.file:open"),
+    (lambda s: _ext(s) == ".tpx3", "ricom.sources.timepix.tpx3:open"),
+    (lambda s: _ext(s) == ".t3p", "ricom.sources.timepix.t3p:open"),
     (lambda s: _is_h5_with_dataset(f"{s}:") and importlib.import_module("ricom.sources.events_h5").is_event_file(s),
      "ricom.sources.events_h5:open"),  # event lists (ricom /events or stempy /electron_events), by content
     (lambda s: _is_h5_with_dataset(f"{s}:"), "ricom.sources.hdf5:open"),  # file.h5 with or without :/dataset

@@ -10,8 +10,8 @@ import os
 
 import numpy as np
 
-from ..errors import InputError, SettingsError
-from .raw import LazyArraySource
+from ricom.core.errors import InputError, SettingsError
+from ricom.sources.raw import LazyArraySource
 
 
 class ArraySource(LazyArraySource):

@@ -10,7 +10,7 @@ Sources whose data can be read from any point (files of whole frames, event list
 indexed by position) are *splittable*: `Source.read_range` reads units
 ``start … stop-1`` (frames in acquisition order, or positions/rows of an event list)
 with their scan positions, so that separate processes can each read their own part of
-one shared file (`ricom.distributed`).
+one shared file (`ricom.dask.client`).
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import InputError, SettingsError
+from ricom.core.errors import InputError, SettingsError
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ class FrameChunk:
     for repeated scans.  Zero-copy readers give ``packed`` (`PackedFrames`) instead of
     ``frames``; the engine reads those in place, and ``frames`` unpacks them on first use.
     Live sources set ``received_s``, the `time.perf_counter` at which the chunk's first
-    pattern arrived, so `ricom.run.run` can report how long patterns wait to be seen.
+    pattern arrived, so `ricom.engine.pipeline.run` can report how long patterns wait to be seen.
     """
 
     __slots__ = ("_frames", "packed", "positions", "received_s", "scan_pass")

@@ -1,6 +1,6 @@
 """The built-in simulated specimen as a source (input name ``demo``).
 
-Frames are simulated lazily, a band of scan rows at a time, by `ricom.simulate`, so the
+Frames are simulated lazily, a band of scan rows at a time, by `ricom.simulators.specimen`, so the
 demo behaves like a live acquisition and needs no memory for the whole 4D array.
 """
 from __future__ import annotations
@@ -10,9 +10,15 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from ..errors import InputError, SettingsError
-from ..simulate import SimulationParams, detector_calibration, projected_potential, simulate_chunks, simulation_hints
-from .base import FrameChunk, Source
+from ricom.core.errors import InputError, SettingsError
+from ricom.simulators.specimen import (
+    SimulationParams,
+    detector_calibration,
+    projected_potential,
+    simulate_chunks,
+    simulation_hints,
+)
+from ricom.sources.base import FrameChunk, Source
 
 _FIELDS = {f.name for f in dataclasses.fields(SimulationParams)}
 

@@ -26,8 +26,8 @@ import warnings
 
 import numpy as np
 
-from ..errors import InputError, SettingsError
-from .base import EventChunk, Source
+from ricom.core.errors import InputError, SettingsError
+from ricom.sources.base import EventChunk, Source
 
 FORMAT = "ricom-events"
 VERSION = 1

@@ -17,8 +17,8 @@ import re
 import h5py
 import numpy as np
 
-from ..errors import InputError
-from .raw import LazyArraySource
+from ricom.core.errors import InputError
+from ricom.sources.raw import LazyArraySource
 
 with contextlib.suppress(ImportError):
     import hdf5plugin  # noqa: F401 - registers bitshuffle/LZ4 and other filters

@@ -12,8 +12,8 @@ import os
 
 import numpy as np
 
-from ..errors import InputError
-from .raw import LazyArraySource
+from ricom.core.errors import InputError
+from ricom.sources.raw import LazyArraySource
 
 EXTENSIONS = (".dm3", ".dm4", ".blo", ".mrc", ".hspy", ".zspy", ".tvips", ".ser", ".emi")
 """Routed here by `ricom.sources.open_source`."""

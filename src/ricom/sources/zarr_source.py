@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 import re
 
-from ..errors import InputError
-from .raw import LazyArraySource
+from ricom.core.errors import InputError
+from ricom.sources.raw import LazyArraySource
 
 
 def split_spec(spec: str) -> tuple[str, str | None]:

@@ -1,0 +1,1 @@
+"""Calibration from the data: pattern centre, descan, scan–detector rotation and flip."""

@@ -1,0 +1,1 @@
+"""Scale-out with Dask: the client (`client`) and the worker tasks (`tasks`)."""

@@ -1,0 +1,147 @@
+"""Single-electron events into the per-position state (the event form of `accumulate`)."""
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from ricom.engine.compiled._common import FIRST_RING, JIT, SUM_X, SUM_Y, TOTAL
+from ricom.engine.compiled.state import _centre_sums_add
+
+
+@numba.njit(**JIT)
+def _touch_all(positions, state, hits, stamp, generation, touched, centre_sums, count_visits):
+    """List every position of the chunk once in ``touched`` and take its current COM out
+    of ``centre_sums`` (put back by `accumulate_events` after the update).
+
+    Returns (touched count, new patterns: positions first seen, with ``count_visits``)."""
+    n_touched = n_new = 0
+    last = -1
+    for i in range(positions.shape[0]):
+        p = positions[i]
+        if p == last or p < 0:
+            continue
+        last = p
+        if stamp[p] == generation:
+            continue
+        stamp[p] = generation
+        touched[n_touched] = p
+        n_touched += 1
+        _centre_sums_add(state, p, centre_sums, -1.0)
+        if count_visits and hits[p] == 0:
+            hits[p] = 1
+            n_new += 1
+    return n_touched, n_new
+
+
+@numba.njit(**JIT)
+def _events_lut(positions, x, y, ring_lut, mask_lut, use_mask, n_rings, state, counters):
+    """Integer coordinates: ring and mask from per-pixel look-ups; the moments of a run
+    of events at one position are summed in registers first."""
+    ny, nx = ring_lut.shape
+    n_invalid = n_added = 0
+    last = -1
+    ct = sx = sy = 0.0
+    for i in range(positions.shape[0]):
+        p = positions[i]
+        if p != last:
+            if last >= 0:
+                state[TOTAL, last] += ct
+                state[SUM_X, last] += sx
+                state[SUM_Y, last] += sy
+            ct = sx = sy = 0.0
+            last = p
+        if p < 0:
+            continue
+        ix = np.int64(x[i])
+        iy = np.int64(y[i])
+        if ix < 0 or iy < 0 or ix >= nx or iy >= ny:
+            n_invalid += 1
+            continue
+        n_added += 1
+        w = np.float64(mask_lut[iy, ix]) if use_mask else 1.0
+        ct += w
+        sx += w * ix
+        sy += w * iy
+        if n_rings > 0:
+            k = np.int64(ring_lut[iy, ix])
+            state[FIRST_RING + min(max(k, 0), n_rings - 1), p] += np.float64((k >= 0) & (k < n_rings))
+    if last >= 0:
+        state[TOTAL, last] += ct
+        state[SUM_X, last] += sx
+        state[SUM_Y, last] += sy
+    counters[0], counters[3] = n_invalid, n_added
+
+
+@numba.njit(**JIT)
+def _events_radius(positions, x, y, bounds2, cy, cx, mask_lo2, mask_hi2, use_mask, state, counters):
+    """Any coordinates (sub-pixel floats): ring and mask from the radius of each event."""
+    n_rings = bounds2.shape[0] - 1
+    need_r = use_mask or n_rings > 0
+    n_invalid = n_added = 0
+    for i in range(positions.shape[0]):
+        p = positions[i]
+        if p < 0:
+            continue
+        xi = np.float64(x[i])
+        yi = np.float64(y[i])
+        if not (np.isfinite(xi) and np.isfinite(yi)):
+            n_invalid += 1
+            continue
+        n_added += 1
+        r2 = 0.0
+        if need_r:
+            r2 = (yi - cy) * (yi - cy) + (xi - cx) * (xi - cx)
+        w = np.float64((r2 >= mask_lo2) & (r2 < mask_hi2)) if use_mask else 1.0
+        state[TOTAL, p] += w
+        state[SUM_X, p] += w * xi
+        state[SUM_Y, p] += w * yi
+        if n_rings > 0:  # ring k: bounds2[k] <= r2 < bounds2[k + 1], counted without branches
+            k = -1
+            for j in range(n_rings + 1):
+                k += r2 >= bounds2[j]
+            state[FIRST_RING + min(max(k, 0), n_rings - 1), p] += np.float64((k >= 0) & (k < n_rings))
+    counters[0], counters[3] = n_invalid, n_added
+
+
+@numba.njit(**JIT)
+def accumulate_events(positions, x, y, ring_lut, mask_lut, use_lut, bounds2, cy, cx, mask_lo2, mask_hi2,
+                      use_mask, state, hits, stamp, generation, touched, centre_sums, done, count_visits,
+                      counters):
+    """Add single-electron events into the per-position state (the event form of `accumulate`).
+
+    Event ``i`` at flat position ``positions[i]`` (``-1`` skips it) and detector column/row
+    ``x[i]``, ``y[i]`` (any number type; sub-pixel positions are kept, never truncated) adds
+    1 to TOTAL, ``x`` to SUM_X and ``y`` to SUM_Y, and 1 to ring ``k`` where
+    ``bounds2[k] ≤ r² < bounds2[k + 1]`` (``r`` from the centre ``(cy, cx)``; ``bounds2``
+    are the squared ring boundaries, empty for no rings).  With ``use_mask`` only events
+    with ``mask_lo2 ≤ r² < mask_hi2`` enter the moments (the rings take every event).
+    With ``use_lut`` (integer coordinates) ring and mask come from the per-pixel look-ups
+    ``ring_lut`` (−1: no ring) and ``mask_lut`` instead — the same answer at pixel centres;
+    events off the detector are then skipped as invalid.
+
+    Every position in ``done`` (its dwell ended) counts once in ``hits``; with
+    ``count_visits`` a position counts the first time it receives events instead.
+    ``touched``/``stamp``/``generation`` and ``centre_sums`` work as in `accumulate`.
+    ``counters`` receives [events skipped as invalid, patterns counted, empty patterns,
+    events added].  Returns the number of touched positions.
+    """
+    n_touched, n_new = _touch_all(positions, state, hits, stamp, generation, touched, centre_sums, count_visits)
+    if use_lut:
+        _events_lut(positions, x, y, ring_lut, mask_lut, use_mask, bounds2.shape[0] - 1, state, counters)
+    else:
+        _events_radius(positions, x, y, bounds2, cy, cx, mask_lo2, mask_hi2, use_mask, state, counters)
+    counters[1] = n_new
+    for j in range(n_touched):
+        p = touched[j]
+        _centre_sums_add(state, p, centre_sums, 1.0)
+    n_empty = 0
+    for j in range(done.shape[0]):
+        p = done[j]
+        if p < 0:
+            continue
+        hits[p] += 1
+        counters[1] += 1
+        if not state[TOTAL, p] > 0:
+            n_empty += 1
+    counters[2] = n_empty
+    return n_touched

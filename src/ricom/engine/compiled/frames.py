@@ -1,0 +1,204 @@
+"""Per-pattern reductions of frame chunks: total, first moments and ring sums.
+
+One kernel per kind of input: 8/16-bit unsigned (plain or packed in a file buffer,
+either byte order), raw 1-bit packed words, other integers and floats (optionally
+masked).  ``out[row, i]`` receives the rows of `ricom.engine.compiled` (TOTAL, SUM_X, SUM_Y,
+FIRST_RING…) of pattern i.
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from ricom.engine.compiled._common import FIRST_RING, JIT, SUM_X, SUM_Y, TOTAL, bswap, ctpop
+
+
+@numba.njit(fastmath={"reassoc", "contract"}, **JIT)
+def frame_moments_weighted(frames, mask, use_mask, out):
+    """Total and first moments of any integer or float patterns, optionally weighted.
+
+    ``frames (k, ny, nx)``; ``mask (ny, nx)`` weights used when ``use_mask`` (any 2D array
+    of the sums' type otherwise).  Sums are kept in the mask's type: int64 (exact) for
+    integer patterns, float64 for float ones (NaN and inf propagate).  ``out (3 + r, k)``
+    receives rows TOTAL, SUM_X, SUM_Y.
+    """
+    k, ny, nx = frames.shape
+    zero = mask[0, 0] - mask[0, 0]
+    for i in range(k):
+        t = zero
+        my = zero
+        mx = zero
+        for y in range(ny):
+            r = zero
+            rx = zero
+            if use_mask:
+                for x in range(nx):
+                    v = frames[i, y, x] * mask[y, x]
+                    r += v
+                    rx += v * x
+            else:
+                for x in range(nx):
+                    v = zero + frames[i, y, x]
+                    r += v
+                    rx += v * x
+            t += r
+            mx += rx
+            my += r * y
+        out[TOTAL, i] = t
+        out[SUM_X, i] = mx
+        out[SUM_Y, i] = my
+
+
+@numba.njit(inline="always", fastmath=True)
+def _add_row(seg, col, swap_bytes):
+    """Add one run of pixels into the column sums ``col``; its sum back (int64).
+
+    Sums stay 32-bit (twice the lanes per vector): exact, since a column or a row of
+    16-bit values stays far below 2³².  Slices indexed from 0 keep the loop vectorised.
+    """
+    r = np.uint32(0)
+    if swap_bytes:
+        for x in range(seg.shape[0]):
+            v = np.uint32(bswap(seg[x]))
+            col[x] += v
+            r = np.uint32(r + v)
+    else:
+        for x in range(seg.shape[0]):
+            v = np.uint32(seg[x])
+            col[x] += v
+            r = np.uint32(r + v)
+    return np.int64(r)
+
+
+@numba.njit(fastmath=True, **JIT)
+def frame_moments_u16(rows, offset, ny, nx, swap_bytes, out):
+    """Moments of unmasked 8/16-bit unsigned patterns in one read.
+
+    Pattern i is ``rows[i, offset:offset + ny*nx]`` (rows C-contiguous: a plain
+    ``(k, ny*nx)`` view, or a file's frames with their headers).  ``swap_bytes`` reads
+    big-endian 16-bit data in place.
+    """
+    col = np.zeros(nx, np.uint32)
+    for i in range(rows.shape[0]):
+        img = rows[i, offset:offset + ny * nx]
+        col[:] = 0
+        t = 0
+        my = 0
+        for y in range(ny):
+            r = _add_row(img[y * nx:(y + 1) * nx], col, swap_bytes)
+            t += r
+            my += r * y
+        out[TOTAL, i] = t
+        out[SUM_X, i] = _first_moment(col)
+        out[SUM_Y, i] = my
+
+
+@numba.njit(fastmath=True, **JIT)
+def frame_moments_rings_u16(rows, offset, ny, nx, swap_bytes, runs, n_rings, out):
+    """As `frame_moments_u16`, with the ring sums of the virtual detectors in the same read.
+
+    ``runs (m, 4)`` = ``(y, x0, x1, ring)`` cover every pixel row by row (see
+    `ricom.engine.detector.ring_runs`; ``ring`` −1 for pixels in no ring).
+    """
+    col = np.zeros(nx, np.uint32)
+    acc = np.zeros(max(n_rings, 1), np.int64)
+    for i in range(rows.shape[0]):
+        img = rows[i, offset:offset + ny * nx]
+        col[:] = 0
+        acc[:] = 0
+        t = 0
+        my = 0
+        for j in range(runs.shape[0]):
+            y = runs[j, 0]
+            x0 = runs[j, 1]
+            r = _add_row(img[y * nx + x0:y * nx + runs[j, 2]], col[x0:runs[j, 2]], swap_bytes)
+            if runs[j, 3] >= 0:
+                acc[runs[j, 3]] += r
+            t += r
+            my += r * y
+        out[TOTAL, i] = t
+        out[SUM_X, i] = _first_moment(col)
+        out[SUM_Y, i] = my
+        for ring in range(n_rings):
+            out[FIRST_RING + ring, i] = acc[ring]
+
+
+@numba.njit(inline="always")
+def _first_moment(col):
+    mx = 0
+    for x in range(col.shape[0]):
+        mx += np.int64(col[x]) * x
+    return mx
+
+
+@numba.njit(fastmath=True, **JIT)
+def frame_moments_bits(words, offset, ny, nx, word_rings, ring_masks, out):
+    """Moments (and ring sums) of 1-bit patterns straight from packed 64-bit words.
+
+    Pattern i is ``words[i, offset:offset + ny*nx/64]``: big-endian words whose bit k (after
+    the byte swap) is pixel ``64·j + k`` of the row (Merlin raw 1-bit), read without
+    unpacking or swapping.  Σ x of the set bits of word j is
+    ``64·j·popcount(w) + Σ_b 2^b·popcount(w & M_b)`` with ``M_b`` the bits whose index has
+    bit b set (byte-swapped here instead of the data); the loop over a pattern's words
+    vectorises with hardware popcounts.  ``word_rings (n_words + 1)`` indexes
+    ``ring_masks (m, 2)`` = (ring, mask) pairs: the pixels of word n in each ring (bit k
+    = pixel 64·j + k as after the swap; empty without virtual detectors).
+    """
+    wpr = nx // 64
+    nw = ny * wpr
+    m0 = bswap(np.uint64(0xAAAAAAAAAAAAAAAA))
+    m1 = bswap(np.uint64(0xCCCCCCCCCCCCCCCC))
+    m2 = bswap(np.uint64(0xF0F0F0F0F0F0F0F0))
+    m3 = bswap(np.uint64(0xFF00FF00FF00FF00))
+    m4 = bswap(np.uint64(0xFFFF0000FFFF0000))
+    m5 = bswap(np.uint64(0xFFFFFFFF00000000))
+    word_x = np.empty(nw, np.int64)  # x of each word's first pixel, and its row
+    word_y = np.empty(nw, np.int64)
+    for n in range(nw):
+        word_y[n] = n // wpr
+        word_x[n] = 64 * (n - word_y[n] * wpr)
+    with_rings = ring_masks.shape[0] > 0
+    for i in range(words.shape[0]):
+        fr = words[i, offset:offset + nw]
+        t = 0
+        sx = 0
+        sy = 0
+        for n in range(nw):
+            w = fr[n]
+            c = np.int64(ctpop(w))
+            t += c
+            sy += c * word_y[n]
+            sx += c * word_x[n] + np.int64(ctpop(w & m0)) + 2 * np.int64(ctpop(w & m1)) \
+                + 4 * np.int64(ctpop(w & m2)) + 8 * np.int64(ctpop(w & m3)) + 16 * np.int64(ctpop(w & m4)) \
+                + 32 * np.int64(ctpop(w & m5))
+        out[TOTAL, i] = t
+        out[SUM_X, i] = sx
+        out[SUM_Y, i] = sy
+        if with_rings:
+            for n in range(nw):
+                for q in range(word_rings[n], word_rings[n + 1]):
+                    out[FIRST_RING + ring_masks[q, 0], i] += np.int64(
+                        ctpop(fr[n] & bswap(np.uint64(ring_masks[q, 1]))))
+
+
+@numba.njit(fastmath=True, **JIT)
+def frame_ring_sums(frames, runs, n_rings, out):
+    """Ring sums ``out[FIRST_RING + ring, i]`` from runs of pixels of one ring.
+
+    ``runs (m, 4)`` int64 rows ``(y, x0, x1, ring)``: pixels ``x0 ≤ x < x1`` of row y
+    belong to ``ring`` (-1: to none).  Contiguous runs keep the inner loop vectorised.
+    """
+    acc = np.zeros(n_rings)
+    for i in range(frames.shape[0]):
+        acc[:] = 0.0
+        for j in range(runs.shape[0]):
+            ring = runs[j, 3]
+            if ring < 0:
+                continue
+            row = frames[i, runs[j, 0]]
+            s = 0.0
+            for x in range(runs[j, 1], runs[j, 2]):
+                s += row[x]
+            acc[ring] += s
+        for ring in range(n_rings):
+            out[FIRST_RING + ring, i] = acc[ring]

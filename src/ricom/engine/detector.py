@@ -1,0 +1,157 @@
+"""The detector plane: per-pattern reductions and the look-ups they use.
+
+Owns how a chunk of patterns is reduced to per-pattern moments (dispatching to the
+compiled kernels in `ricom.engine.compiled`), and the detector-plane geometry behind it: radius
+maps, runs of pixels of one virtual-detector ring, the mean pattern and the
+bright-field disc radius.  The engine (`ricom.engine.reconstruction`) calls these; nothing here holds
+state.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+from ricom.engine import compiled as C
+from ricom.sources.base import PackedFrames
+
+
+def take_frames(frames, a: int, b: int):
+    """Frames a…b-1 of an array or of packed frames (a view, no copy)."""
+    if isinstance(frames, PackedFrames):
+        return dataclasses.replace(frames, rows=frames.rows[a:b])
+    return frames[a:b]
+
+
+def frame_moments(frames, luts, moments) -> None:
+    """Totals, first moments and ring sums of a chunk into ``moments`` (one pass where possible).
+
+    ``luts`` = (COM mask or None, ring runs or None, number of rings, moment rows).  Picks the compiled
+    kernel for the data: packed or plain 8/16-bit (fast path, byte-swapped in place if
+    big-endian), other integers, or floats.
+    """
+    mask, runs, n_rings, _ = luts
+    k = frames.shape[0]
+    ny, nx = frames.shape[1:]
+    if isinstance(frames, PackedFrames) and frames.bits == 1:
+        word_rings, ring_masks = bit_ring_masks(runs, nx) if runs is not None else \
+            (np.zeros(ny * nx // 64 + 1, np.int64), np.zeros((0, 2), np.int64))
+        C.frame_moments_bits(frames.rows, frames.offset, ny, nx, word_rings, ring_masks, moments)
+        return
+    if isinstance(frames, PackedFrames):
+        _moments_u16(frames.rows, frames.offset, ny, nx, frames.big_endian and frames.dtype.itemsize == 2,
+                     runs, n_rings, moments)
+        return
+    if mask is None and frames.dtype.kind == "u" and frames.dtype.itemsize <= 2:
+        swap = not frames.dtype.isnative
+        native = frames.view(frames.dtype.newbyteorder("=")) if swap else frames
+        rows = np.ascontiguousarray(native).reshape(k, ny * nx)
+        _moments_u16(rows, 0, ny, nx, swap and frames.dtype.itemsize == 2, runs, n_rings, moments)
+        return
+    if runs is not None:
+        C.frame_ring_sums(frames, runs, n_rings, moments)
+    sums = np.float64 if frames.dtype.kind == "f" else np.int64  # integer patterns: exact sums
+    m = mask.astype(sums) if mask is not None else np.ones((1, 1), sums)
+    C.frame_moments_weighted(frames, m, mask is not None, moments)
+
+
+def _moments_u16(rows, offset, ny, nx, swap, runs, n_rings, moments) -> None:
+    if n_rings:
+        C.frame_moments_rings_u16(rows, offset, ny, nx, swap, runs, n_rings, moments)
+    else:
+        C.frame_moments_u16(rows, offset, ny, nx, swap, moments)
+
+
+_BIT_MASKS: dict = {}
+
+
+def bit_ring_masks(runs: np.ndarray, nx: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per 64-pixel word, the (ring, bit mask) pairs of its pixels: for packed 1-bit frames.
+
+    Returns ``word_rings`` (start index of each word's pairs, plus the end) and
+    ``pairs (m, 2)`` int64 (the mask's bits stored as int64).  Cached per ``runs`` array.
+    """
+    hit = _BIT_MASKS.get(id(runs))
+    if hit is not None and hit[0] is runs:
+        return hit[1]
+    wpr = nx // 64
+    n_words = int(runs[:, 0].max() + 1) * wpr
+    per_word: list[dict] = [{} for _ in range(n_words)]
+    for y, x0, x1, ring in runs.tolist():
+        if ring < 0:
+            continue
+        for j in range(x0 // 64, (x1 - 1) // 64 + 1):
+            a, b = max(x0, 64 * j) - 64 * j, min(x1, 64 * j + 64) - 64 * j
+            mask = ((1 << b) - 1) ^ ((1 << a) - 1)
+            d = per_word[y * wpr + j]
+            d[ring] = d.get(ring, 0) | mask
+    starts = np.zeros(n_words + 1, np.int64)
+    pairs = []
+    for n, d in enumerate(per_word):
+        pairs.extend((ring, mask - (1 << 64) if mask >= 1 << 63 else mask) for ring, mask in d.items())
+        starts[n + 1] = len(pairs)
+    result = (starts, np.array(pairs, np.int64).reshape(-1, 2))
+    _BIT_MASKS.clear()
+    _BIT_MASKS[id(runs)] = (runs, result)
+    return result
+
+
+def mean_pattern(frames: np.ndarray, sample: int = 64) -> np.ndarray:
+    """Mean of up to ``sample`` patterns spread over ``frames``, NaN patterns left out."""
+    n = frames.shape[0]
+    pick = frames[np.unique(np.linspace(0, n - 1, min(n, sample)).astype(np.int64))]
+    pick = pick.astype(pick.dtype.newbyteorder("="), copy=False) if not pick.dtype.isnative else pick
+    if pick.dtype.kind == "f":
+        good = np.isfinite(pick).all(axis=(1, 2))
+        pick = pick[good] if good.any() else np.zeros_like(pick[:1])
+    return pick.mean(axis=0, dtype=np.float64)
+
+
+def pattern_centre_of_mass(pattern: np.ndarray) -> tuple[float, float] | None:
+    """(row, column) centre of mass of one pattern in detector pixels; None if it has no counts.
+
+    Examples
+    --------
+    >>> p = np.zeros((5, 5)); p[1, 3] = 2.0
+    >>> pattern_centre_of_mass(p)
+    (1.0, 3.0)
+    """
+    p = np.asarray(pattern, np.float64)
+    total = p.sum()
+    if not total > 0:
+        return None
+    return float(p.sum(axis=1) @ np.arange(p.shape[0]) / total), float(p.sum(axis=0) @ np.arange(p.shape[1]) / total)
+
+
+def ring_runs(ring_of_pixel: np.ndarray) -> np.ndarray:
+    """Runs ``(y, x0, x1, ring)`` of constant ring index covering every pixel, row by row."""
+    rows = []
+    for y, line in enumerate(ring_of_pixel):
+        edges = np.flatnonzero(np.diff(line)) + 1
+        starts = np.concatenate([[0], edges])
+        stops = np.concatenate([edges, [line.shape[0]]])
+        rows.append(np.stack([np.full(starts.shape, y), starts, stops, line[starts]], axis=1))
+    return np.ascontiguousarray(np.concatenate(rows).astype(np.int64))
+
+
+def bright_field_radius(frames: np.ndarray) -> float:
+    """Radius (px) of the bright-field disc: area above half the maximum of the mean pattern."""
+    mean = mean_pattern(frames)
+    top = np.nanmax(mean)
+    if not top > 0:
+        return 1.0
+    return max(1.0, math.sqrt(float((mean > 0.5 * top).sum()) / math.pi))
+
+
+def event_histogram(y: np.ndarray, x: np.ndarray, detector_shape) -> np.ndarray:
+    """Counts per detector pixel of events at (sub-pixel) rows ``y`` and columns ``x``."""
+    dy, dx = detector_shape
+    iy = np.clip(np.rint(y), 0, dy - 1).astype(np.int64)
+    ix = np.clip(np.rint(x), 0, dx - 1).astype(np.int64)
+    return np.bincount(iy * dx + ix, minlength=dy * dx).reshape(dy, dx).astype(np.float64)
+
+
+def radius_map(shape, centre) -> np.ndarray:
+    yy, xx = np.indices(shape, dtype=np.float64)
+    return np.hypot(yy - centre[0], xx - centre[1])

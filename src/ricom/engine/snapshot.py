@@ -1,0 +1,117 @@
+"""A frozen copy of a reconstruction's images, and every signal derived from them.
+
+`Snapshot` is what the engine hands to frontends and writers: plain NumPy arrays plus
+the settings that made them.  `Snapshot.signal` derives iCOM, divergence, curl and the
+E-field on demand (from `ricom.signals.derived`), with units from the calibration.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ricom.core.errors import SettingsError
+from ricom.core.params import Settings
+from ricom.signals import derived as S
+
+SIGNALS = ("ricom", "icom", "com_x", "com_y", "divergence", "curl", "efield_magnitude",
+           "efield_direction", "counts", "hits")
+"""Names `Snapshot.signal` knows besides the virtual detectors (``vbf``, ``vadf``, ...)."""
+
+ALIASES = {"com": ("com_x", "com_y"), "efield": ("efield_magnitude", "efield_direction")}
+
+
+def expand_signals(names, virtual_names=()) -> list[str]:
+    """Resolve aliases (``com`` → ``com_x, com_y``); unknown names raise `SettingsError`."""
+    out: list[str] = []
+    known = [*SIGNALS, *virtual_names]
+    for name in names:
+        for n in ALIASES.get(name, (name,)):
+            if n not in known:
+                raise SettingsError(f"unknown signal {n!r}; choose from {', '.join(known)}, "
+                                    f"{', '.join(ALIASES)}")
+            if n not in out:
+                out.append(n)
+    return out
+
+
+@dataclass
+class Snapshot:
+    """Images of a reconstruction at one moment.
+
+    Attributes
+    ----------
+    ricom : ndarray
+        riCOM image in `units` ``["ricom"]`` (V·Å with full calibration).
+    com_x, com_y : ndarray
+        Calibrated COM in the scan frame (mrad, or detector pixels).
+    counts : ndarray
+        Total counts per position; ``hits`` patterns per position.
+    virtual : dict of str to ndarray
+        Virtual-detector images (summed counts).
+    """
+
+    ricom: np.ndarray
+    com_x: np.ndarray
+    com_y: np.ndarray
+    counts: np.ndarray
+    hits: np.ndarray
+    virtual: dict[str, np.ndarray]
+    settings: Settings
+    center_yx: tuple[float, float] | None
+    n_patterns: int = 0
+    n_empty: int = 0
+    n_invalid: int = 0
+    n_outside: int = 0
+    seconds_processing: float = 0.0
+    virtual_radii_px: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    @property
+    def scan_shape(self) -> tuple[int, int]:
+        return self.ricom.shape
+
+    @property
+    def progress(self) -> float:
+        """Fraction of scan positions that received at least one pattern."""
+        return float((self.hits > 0).mean())
+
+    def names(self) -> list[str]:
+        return [*SIGNALS, *self.virtual]
+
+    def expand(self, names) -> list[str]:
+        """Resolve aliases (``com`` → ``com_x, com_y``) and check the names."""
+        return expand_signals(names, self.virtual)
+
+    def signal(self, name: str) -> np.ndarray:
+        """One image by name (see `SIGNALS` and the virtual-detector names)."""
+        if name in self.virtual:
+            return self.virtual[name]
+        cal = self.settings.calibration
+        h = cal.step
+        cx, cy = self.com_x, self.com_y
+        derived = {
+            "ricom": lambda: self.ricom,
+            "icom": lambda: S.icom(cx, cy, h) * cal.potential_scale,
+            "com_x": lambda: cx,
+            "com_y": lambda: cy,
+            "divergence": lambda: S.divergence(cx, cy, h),
+            "curl": lambda: S.curl(cx, cy, h),
+            "efield_magnitude": lambda: S.field_magnitude(cx, cy),
+            "efield_direction": lambda: S.field_direction(cx, cy),
+            "counts": lambda: self.counts,
+            "hits": lambda: self.hits,
+        }
+        if name not in derived:
+            raise SettingsError(f"unknown signal {name!r}; choose from {', '.join(self.names())}")
+        return derived[name]()
+
+    def unit(self, name: str) -> str:
+        cal = self.settings.calibration
+        per = f"{cal.com_unit}/{cal.distance_unit}"
+        return {"ricom": cal.potential_unit, "icom": cal.potential_unit, "com_x": cal.com_unit,
+                "com_y": cal.com_unit, "divergence": per, "curl": per,
+                "efield_magnitude": cal.com_unit, "efield_direction": "rad"}.get(name, "counts")
+
+    def signals(self, names) -> dict[str, np.ndarray]:
+        """Several images by name, aliases allowed, in order."""
+        return {n: self.signal(n) for n in self.expand(names)}

@@ -1,0 +1,1 @@
+"""Writing results: atomic files, HDF5/TIFF/NumPy/PNG outputs, display contrast."""

@@ -1,0 +1,1 @@
+"""Simulators: the built-in specimen, a Merlin detector server, event-file writers."""

@@ -1,0 +1,335 @@
+"""A Merlin detector simulator: control and data ports over TCP, serving real MIB frames.
+
+It behaves like the Merlin software (FORMATS.md §2): on the data port (default 6342)
+each acquisition is one ``MPX,<len+1>,HDR,…`` message (the ``.hdr`` text) followed by
+one ``MPX,<len+1>,`` + MIB frame message per frame; the control port (default 6341)
+answers ``MPX``-framed ``GET``/``SET``/``CMD`` requests (`ricom.simulators.merlin.control`:
+the parameters, commands and return codes).
+
+When an acquisition starts (``start_on``): ``"connect"`` — as soon as a data client
+connects (like LiberTEM-live's simulator); ``"command"`` — on ``STARTACQUISITION``
+(like the detector; with ``TRIGGERSTART 5`` frames wait for ``SOFTTRIGGER``);
+``"auto"`` (default) — on ``STARTACQUISITION`` or ``auto_start_s`` after the data
+client connected, whichever is first.  Later acquisitions on the same connection need
+``STARTACQUISITION``.
+
+Frames come from a ``.mib`` file, an integer array, or the built-in specimen
+(`ricom.simulators.merlin.feed` encodes them).  This module owns `MerlinServer`: its life cycle,
+threads, the data port and its faults for tests: junk bytes before the header, a
+disconnect after N frames (in the middle of frame N + 1), a truncated frame, messages
+sent in random small pieces.  `MerlinServer.start` runs it on background threads
+(``port 0`` picks a free port); ``ricom simulate merlin`` runs it in the foreground.
+"""
+from __future__ import annotations
+
+import select
+import socket
+import sys
+import threading
+import time
+
+import numpy as np
+
+from ricom.core.errors import InputError, SettingsError
+from ricom.simulators.merlin.control import SETTABLE, ControlPort
+from ricom.simulators.merlin.feed import Feed, make_feed, patch_sequence, wire_messages
+from ricom.sources.merlin.control import PREFIX_BYTES, mpx_prefix
+
+
+class MerlinServer(ControlPort):
+    """A simulated Merlin detector (see the module docstring).
+
+    Parameters
+    ----------
+    data : str, ndarray or SimulationParams
+        A ``.mib`` file, integer frames ``(n, rows, cols)`` or ``(sy, sx, rows, cols)``,
+        or the built-in specimen.
+    scan_shape : (int, int), optional
+        Written as ScanY/ScanX in the acquisition header (default: from the data).
+    host : str
+        Interface to listen on (default loopback).
+    data_port, control_port : int
+        0 picks a free port; ``control_port=None`` runs without a control port.
+    depth : {1, 6, 12, 24}, optional
+        Counter depth (default: the file's, else 12).
+    raw : bool, optional
+        Send raw ``R64`` frames (default: the file's, else processed).
+    rate_hz : float
+        Frames per second (0 = as fast as possible).
+    repeat : int
+        Passes over the data in one acquisition (frames in acquisition = repeat × frames).
+    junk_bytes : int
+        Stale bytes sent on every data connection before the first header.
+    disconnect_after : int, optional
+        Close the data connection after this many frames (mid-way through the next one).
+    truncate_frame : int, optional
+        Send this frame (1-based) with its last quarter missing (and a matching MPX length).
+    split_messages : bool
+        Send in random pieces of 1 byte to 4 KiB (exercises message reassembly).
+    start_on : {"auto", "connect", "command"}
+        When an acquisition starts; see the module docstring.
+    once : bool
+        Stop after the first data connection ends.
+    log : callable, optional
+        Receives one-line event messages.
+    cache_bytes : int
+        An encoded pass over the frames is kept in memory up to this size and served from
+        there on later passes.
+    preload : bool
+        Fill that cache before serving, so that even the first pass is sent from memory
+        (the simulator then sends at loopback speed, not at the speed of re-encoding).
+    """
+
+    def __init__(self, data, *, scan_shape=None, host: str = "127.0.0.1", data_port: int = 6342,
+                 control_port: int | None = 6341, depth: int | None = None, raw: bool | None = None,
+                 rate_hz: float = 0.0, repeat: int = 1, junk_bytes: int = 0, disconnect_after: int | None = None,
+                 truncate_frame: int | None = None, split_messages: bool = False, start_on: str = "auto",
+                 auto_start_s: float = 0.5, once: bool = False, seed: int = 0, log=None,
+                 cache_bytes: int = 1 << 30, preload: bool = False) -> None:
+        self.feed = data if isinstance(data, Feed) else make_feed(data, scan_shape, depth)
+        if start_on not in ("auto", "connect", "command"):
+            raise SettingsError(f"start_on must be 'auto', 'connect' or 'command', got {start_on!r}")
+        if repeat < 1 or rate_hz < 0 or junk_bytes < 0 or (disconnect_after or 0) < 0 or (truncate_frame or 1) < 1:
+            raise SettingsError("repeat must be ≥ 1, rate, junk bytes and disconnect-after ≥ 0, truncate-frame ≥ 1")
+        dy, dx = self.feed.detector_shape
+        self._raw_ok = (dy * dx) % 64 == 0  # raw R64 words hold 64 bits of pixels
+        if raw and not self._raw_ok:
+            raise SettingsError(f"raw frames need a multiple of 64 pixels; {dy}×{dx} has {dy * dx}")
+        self.host, self.rate_hz, self.junk_bytes, self.split = host, float(rate_hz), int(junk_bytes), split_messages
+        self.disconnect_after, self.truncate_frame = disconnect_after, truncate_frame
+        self.start_on, self.auto_start_s, self.once, self.log = start_on, float(auto_start_s), once, log
+        self.cache_bytes, self._rng = cache_bytes, np.random.default_rng(seed)
+        self.params = {k: v for k, ((_, _), v) in SETTABLE.items()}
+        d0, r0 = self.feed.native
+        self.params.update(COUNTERDEPTH=depth or d0, FILEFORMAT=2 if (r0 if raw is None else raw) else 0,
+                           NUMFRAMESTOACQUIRE=self.feed.n_frames * int(repeat))
+        self.scan_shape = tuple(scan_shape) if scan_shape is not None else self.feed.scan_shape
+        self._ports = (data_port, control_port)
+        self._cache: dict = {}
+        self._cond = threading.Condition()
+        self._state, self._start_pending, self._auto, self._trigger, self._abort = "idle", False, False, False, False
+        self._stopping = threading.Event()
+        self.finished = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._conns: set = set()
+        self._listeners: list[socket.socket] = []
+        self.data_port = self.control_port = None
+        self.frames_sent = self.bytes_sent = self.acquisitions = 0
+        self.error: BaseException | None = None
+        if preload:  # fill the cache now (kept only if the pass fits in cache_bytes)
+            for _ in wire_messages(self.feed, self.params["COUNTERDEPTH"], self.params["FILEFORMAT"] == 2,
+                                   self._cache, self.cache_bytes):
+                pass
+
+    # --- life cycle ----------------------------------------------------------------------
+    def start(self) -> MerlinServer:
+        """Listen on the ports and serve on background threads; returns self."""
+        try:
+            data = self._listen(self._ports[0])
+            ctrl = self._listen(self._ports[1]) if self._ports[1] is not None else None
+        except InputError:
+            self.stop()
+            raise
+        self.data_port = data.getsockname()[1]
+        self._spawn(self._accept_loop, data, self._serve_data)
+        if ctrl is not None:
+            self.control_port = ctrl.getsockname()[1]
+            self._spawn(self._accept_loop, ctrl, self._serve_control_thread)
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Close every port and connection and wait for the threads."""
+        self._stopping.set()
+        with self._cond:
+            self._cond.notify_all()
+        for s in list(self._listeners) + list(self._conns):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+        for t in self._threads:
+            t.join(timeout)
+        self.finished.set()
+
+    def __enter__(self) -> MerlinServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def serve_forever(self) -> None:
+        """Start (if needed) and block until stopped, ``once`` is done, or Ctrl-C."""
+        if self.data_port is None:
+            self.start()
+        try:
+            while not self.finished.wait(0.2):
+                pass
+        finally:
+            self.stop()
+
+    def _listen(self, port: int) -> socket.socket:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((self.host, int(port)))
+        except OSError as exc:
+            s.close()
+            raise InputError(f"cannot listen on {self.host}:{port} ({exc.strerror}); choose another port "
+                             f"(0 picks a free one)") from None
+        s.listen(4)
+        s.settimeout(0.2)
+        self._listeners.append(s)
+        return s
+
+    def _spawn(self, target, *args) -> None:
+        t = threading.Thread(target=target, args=args, daemon=True, name="ricom-merlin-sim")
+        t.start()
+        self._threads.append(t)
+
+    def _say(self, text: str) -> None:
+        if self.log is not None:
+            self.log(text)
+
+    def _accept_loop(self, listener: socket.socket, handler) -> None:
+        while not self._stopping.is_set():
+            try:
+                conn, addr = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._conns.add(conn)
+            self._say(f"connection from {addr[0]}:{addr[1]} on port {listener.getsockname()[1]}")
+            handler(conn)
+
+    # --- data port -----------------------------------------------------------------------
+    def _serve_data(self, conn: socket.socket) -> None:
+        try:
+            if self.junk_bytes:
+                junk = self._rng.integers(0, 256, self.junk_bytes, dtype=np.uint8)
+                junk[junk == ord("M")] = ord("N")  # no accidental "MPX,"
+                self._send(conn, junk)
+            first = True
+            while self._wait_start(conn, first):
+                first = False
+                if not self._acquire(conn):
+                    break
+        except (OSError, ConnectionError):
+            pass
+        except Exception as exc:  # reported; the server keeps running
+            self.error = exc
+            print(f"ricom simulate merlin: error: {exc}", file=sys.stderr)
+        finally:
+            with self._cond:
+                self._state, self._auto = "idle", False
+            self._conns.discard(conn)
+            conn.close()
+            if self.once:
+                self._stopping.set()
+                self.finished.set()
+
+    def _wait_start(self, conn: socket.socket, first: bool) -> bool:
+        """Wait for the next acquisition; False when the client left or the server stops."""
+        deadline = None
+        if first and self.start_on == "connect":
+            deadline = 0.0
+        elif first and self.start_on == "auto":
+            deadline = time.monotonic() + self.auto_start_s
+        while not self._stopping.is_set():
+            with self._cond:
+                if self._start_pending or (deadline is not None and time.monotonic() >= deadline):
+                    self._auto = not self._start_pending
+                    self._start_pending = self._abort = False
+                    self._state = "busy"
+                    return True
+            readable, _, _ = select.select([conn], [], [], 0.02)
+            if readable and not conn.recv(65536):
+                return False
+        return False
+
+    def _acquire(self, conn: socket.socket) -> bool:
+        """Send one acquisition; False if the connection was dropped on purpose."""
+        p = self.params
+        depth, raw, n_total = int(p["COUNTERDEPTH"]), p["FILEFORMAT"] == 2, int(p["NUMFRAMESTOACQUIRE"])
+        scan = (p["SCANY"], p["SCANX"]) if p["SCANX"] and p["SCANY"] else self.scan_shape
+        from ricom.sources.merlin.mib import make_acquisition_header
+
+        hdr = make_acquisition_header(n_total, scan, depth, quad=self.feed.quad, gap=self.feed.gap)
+        hdr = hdr.encode("latin-1")
+        self._send(conn, mpx_prefix(len(hdr)) + hdr)
+        self.acquisitions += 1
+        self._say(f"acquisition {self.acquisitions}: {n_total or 'continuous'} frames, depth {depth}, "
+                  f"{'raw' if raw else 'processed'}")
+        if p["TRIGGERSTART"] == 5 and not self._auto:
+            with self._cond:
+                self._state = "armed"
+                while not (self._trigger or self._abort or self._stopping.is_set()):
+                    self._cond.wait(0.1)
+                self._state = "busy"
+        sent, t0 = 0, time.monotonic()
+        while (n_total == 0 or sent < n_total) and not self._ended():
+            empty = True
+            for wire in wire_messages(self.feed, depth, raw, self._cache, self.cache_bytes):
+                empty = False
+                k = len(wire) if n_total == 0 else min(len(wire), n_total - sent)
+                patch_sequence(wire[:k], sent + 1)
+                result = self._send_frames(conn, wire[:k], sent, t0)
+                if result is None:
+                    return False
+                sent += result
+                if result < k or (n_total and sent >= n_total):
+                    break
+            if empty:
+                break
+        with self._cond:
+            self._state = "idle"
+        return True
+
+    def _ended(self) -> bool:
+        return self._stopping.is_set() or self._abort
+
+    def _send_frames(self, conn: socket.socket, wire: np.ndarray, done: int, t0: float) -> int | None:
+        """Send ``wire`` rows (frames done+1 …) with pacing and faults; frames sent, None if dropped."""
+        cut = None if self.disconnect_after is None else self.disconnect_after + 1
+        faults = [f for f in (cut, self.truncate_frame) if f is not None]
+        j, k = 0, len(wire)
+        while j < k and not self._ended():
+            seq = done + j + 1
+            if seq == cut:
+                self._send(conn, wire[j, :wire.shape[1] // 2])
+                self._say(f"dropping the connection after {seq - 1} frames (fault injection)")
+                conn.shutdown(socket.SHUT_RDWR)
+                return None
+            if seq == self.truncate_frame:
+                body = wire[j, PREFIX_BYTES:wire.shape[1] - max(1, wire.shape[1] // 4)]
+                self._send(conn, np.concatenate([np.frombuffer(mpx_prefix(body.size), np.uint8), body]))
+                j += 1
+                continue
+            m = k - j
+            if self.rate_hz > 0:
+                late = (time.monotonic() - t0) * self.rate_hz
+                due = int(late) + 1 - (done + j)
+                if due <= 0:
+                    time.sleep(min(0.05, (done + j - late) / self.rate_hz))
+                    continue
+                m = min(m, due)
+            m = min([m] + [f - seq for f in faults if f > seq])
+            self._send(conn, wire[j:j + m])
+            self.frames_sent += m
+            j += m
+        return j
+
+    def _send(self, conn: socket.socket, data) -> None:
+        view = memoryview(np.ascontiguousarray(data).reshape(-1)) if isinstance(data, np.ndarray) \
+            else memoryview(data)
+        if not self.split:
+            conn.sendall(view)
+        else:
+            pos = 0
+            while pos < len(view):
+                piece = int(self._rng.integers(1, 17) if self._rng.random() < 0.5 else self._rng.integers(17, 4097))
+                conn.sendall(view[pos:pos + piece])
+                pos += piece
+        self.bytes_sent += len(view)

@@ -1,0 +1,411 @@
+"""Time → scan position for timed event streams (Timepix3 ``.tpx3``, PIXet ``.t3p``).
+
+`Synchroniser` takes blocks of decoded hits (arrival time, detector x, y, ToT) and
+trigger edges, in stream order, and returns `EventChunk`s with flat scan positions.
+Three modes (``../shared/FORMATS.md`` §3):
+
+``line``
+    a trigger rise starts a scan line, the fall ends it; dwell = line duration /
+    (SX + flyback) unless ``dwell_ns`` is given; hits outside a line are dropped.
+``pixel``
+    each trigger rise moves the probe to the next position, which lasts until the next
+    rise (or ``dwell_ns``, if given).
+``dwell``
+    no triggers: slot = (t − ``start_ns``) // ``dwell_ns``.
+
+Positions are counted in *slots*: a line has SX + ``flyback_frames`` slots, the last
+``flyback_frames`` of which are dropped; ``skip_lines`` whole lines and then
+``skip_frames`` slots at the start are dropped; slots past the last line start a new
+pass of the scan (they add to the same positions).  With ``acceptance_ns`` only hits
+within that time after the probe reached their position are kept (dose control).
+With ``keep_times`` the chunks also carry each hit's arrival time after the probe reached
+its position (``t_ns``) and its ToT (the engine needs neither; leaving them out is faster).
+
+Hits may arrive out of order by up to ``order_window_ns``.  At each block only hits
+older than (latest time seen − window) are final; younger ones are carried over to the
+next block, so memory stays bounded by event rate × window — plus, in line mode without
+``dwell_ns``, the hits of the line in progress (its dwell is known only at its end).
+Positions whose time has fully passed are reported in ``EventChunk.positions_done``.
+Hits later than the window are counted as late; they still land at the right position
+while their line is among the last `KEEP_DONE` finished ones.
+
+Times are int64 *ticks* of 3.125/12 ns: the 1.5625 ns hit and the 0.26 ns TDC
+resolutions are both whole ticks.
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+from ricom.core.errors import InputError, SettingsError
+from ricom.sources.base import EventChunk
+
+TICK_NS = 3.125 / 12
+"""Length of one time tick in ns."""
+
+_FAR = np.iinfo(np.int64).max
+DEFAULT_ORDER_WINDOW_NS = 2e5
+"""Hits may arrive up to this late (200 µs) before they count as late."""
+
+
+@dataclass
+class SyncOptions:
+    """How hit times map to scan positions (see the module docstring)."""
+
+    scan_shape: tuple[int, int]
+    mode: str = "line"
+    dwell_ns: float | None = None
+    acceptance_ns: float | None = None
+    skip_lines: int = 0
+    skip_frames: int = 0
+    flyback_frames: int = 0
+    start_ns: float = 0.0
+    order_window_ns: float = DEFAULT_ORDER_WINDOW_NS
+    keep_times: bool = False
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("line", "pixel", "dwell"):
+            raise SettingsError(f"sync mode must be 'line', 'pixel' or 'dwell', got {self.mode!r}")
+        if self.mode == "dwell" and not self.dwell_ns:
+            raise SettingsError("without triggers the dwell time is needed: give dwell_ns (--dwell-ns)")
+        for name in ("dwell_ns", "acceptance_ns"):
+            v = getattr(self, name)
+            if v is not None and not v > 0:
+                raise SettingsError(f"{name} must be positive, got {v!r}")
+        if min(self.skip_lines, self.skip_frames, self.flyback_frames) < 0 or self.order_window_ns < 0:
+            raise SettingsError("skip_lines, skip_frames, flyback_frames and order_window_ns must be ≥ 0")
+
+
+@numba.njit(nogil=True, cache=True)
+def _assign(t, x, y, tot, horizon, late_before, seg_start, seg_end, seg_dwell, seg_ncols, seg_lut, lut,
+            acceptance, tick_ns, keep_times, out_pos, out_x, out_y, out_t, out_tot, counters):
+    """Scan position of every hit older than ``horizon``; younger hits are compacted to
+    the front of the input arrays (the carry).  Returns (kept, carried).
+
+    Segment ``s`` (sorted by start) spans ``[seg_start, seg_end)`` in ``seg_ncols``
+    slots of ``seg_dwell`` ticks; slot ``c`` is position ``lut[seg_lut[s] + c]`` (−1:
+    skipped).  Arrival times (ns after the position's start) and ToT are written only
+    with ``keep_times``.  ``counters`` += [outside segments, beyond acceptance, skipped or
+    flyback, late, late and outside].
+    """
+    nseg = seg_start.shape[0]
+    n_out = n_carry = 0
+    outside = rejected = skipped = late = late_lost = 0
+    s = -1
+    lo_t = hi_t = end = np.int64(0)
+    dwell = inv = 1.0
+    ncols = base = np.int64(0)
+    for i in range(t.shape[0]):
+        ti = t[i]
+        if ti >= horizon:
+            t[n_carry], x[n_carry], y[n_carry], tot[n_carry] = ti, x[i], y[i], tot[i]
+            n_carry += 1
+            continue
+        is_late = ti < late_before
+        late += is_late
+        if s < 0 or ti < lo_t or ti >= hi_t:
+            a, b = 0, nseg
+            while a < b:
+                mid = (a + b) // 2
+                if seg_start[mid] <= ti:
+                    a = mid + 1
+                else:
+                    b = mid
+            s = a - 1
+            if s < 0:
+                outside += 1
+                late_lost += is_late
+                continue
+            lo_t, end, dwell, ncols, base = seg_start[s], seg_end[s], seg_dwell[s], seg_ncols[s], seg_lut[s]
+            hi_t = seg_start[s + 1] if s + 1 < nseg else horizon
+            inv = 1.0 / dwell
+        rel = ti - lo_t
+        col = np.int64(rel * inv)
+        if col * dwell > rel:  # exact at slot boundaries despite the rounded inverse
+            col -= 1
+        elif (col + 1) * dwell <= rel:
+            col += 1
+        if ti >= end or col >= ncols:
+            outside += 1
+            late_lost += is_late
+            continue
+        t_rel = rel - col * dwell
+        if t_rel >= acceptance:
+            rejected += 1
+            continue
+        p = lut[base + col]
+        if p < 0:
+            skipped += 1
+            continue
+        out_pos[n_out], out_x[n_out], out_y[n_out] = p, x[i], y[i]
+        if keep_times:
+            out_t[n_out], out_tot[n_out] = t_rel * tick_ns, tot[i]
+        n_out += 1
+    counters[0] += outside
+    counters[1] += rejected
+    counters[2] += skipped
+    counters[3] += late
+    counters[4] += late_lost
+    return n_out, n_carry
+
+
+def slots_to_positions(slots: np.ndarray, skip: int, line_len: int, scan_shape) -> np.ndarray:
+    """Flat scan positions of slots (``-1`` for skipped and flyback slots)."""
+    sy, sx = scan_shape
+    s = np.asarray(slots, np.int64) - skip
+    line, col = np.divmod(s, line_len)
+    pos = (line % sy) * sx + col
+    pos[(s < 0) | (col >= sx)] = -1
+    return pos
+
+
+SEGMENT = np.dtype([("start", "i8"), ("end", "i8"), ("dwell", "f8"), ("slot0", "i8"), ("ncols", "i8")])
+"""A time window of consecutive slots: a scan line, one pixel-trigger period, a dwell line."""
+KEEP_DONE = 64
+"""Finished segments kept so that hits arriving later than the order window still find them."""
+
+
+class Synchroniser:
+    """Assigns timed hits to scan positions block by block (see the module docstring).
+
+    Use `buffers` to get arrays to decode a block into (the carried-over hits are
+    already at their front), then `feed` with the trigger edges of the block.
+    """
+
+    def __init__(self, options: SyncOptions) -> None:
+        self.o = options
+        sx = options.scan_shape[1]
+        self.line_len = sx + options.flyback_frames
+        self.skip = options.skip_lines * self.line_len + options.skip_frames
+        self.dwell = options.dwell_ns / TICK_NS if options.dwell_ns else None
+        self.acceptance = options.acceptance_ns / TICK_NS if options.acceptance_ns else np.inf
+        self.window = int(options.order_window_ns / TICK_NS)
+        self.t0 = round(options.start_ns / TICK_NS)
+        self._carry = (np.zeros(0, np.int64), *(np.zeros(0, np.uint16) for _ in range(3)))
+        self._bufs = self._carry
+        self._edges_t = np.zeros(0, np.int64)
+        self._edges_rise = np.zeros(0, bool)
+        self._segs = np.zeros(0, SEGMENT)
+        self._done = np.zeros(0, SEGMENT)
+        self._new: list[tuple] = []
+        self._open: int | None = None
+        self._durations: deque = deque(maxlen=64)
+        self._n_segments = 0
+        self._max_seen: int | None = None
+        self._max_hit: int | None = None
+        self._horizon = -_FAR
+        self.counts = dict.fromkeys(("hits", "kept", "outside", "rejected", "skipped", "late", "late_lost",
+                                     "positions_done", "missing_end", "stray_end"), 0)
+        self.warnings: list[str] = []
+
+    # ------------------------------------------------------------------ input
+    def buffers(self, n_new: int):
+        """Arrays (t, x, y, tot) of the carry plus room for ``n_new`` hits, and the offset.
+
+        The arrays are reused from block to block (they are private to the source).
+        """
+        n_c = self._carry[0].shape[0]
+        if self._bufs[0].shape[0] < n_c + n_new:
+            n = max(n_c + n_new, int(1.25 * self._bufs[0].shape[0]))
+            self._bufs = (np.empty(n, np.int64), *(np.empty(n, np.uint16) for _ in range(3)))
+        for a, c in zip(self._bufs, self._carry, strict=True):
+            a[:n_c] = c
+        return self._bufs, n_c
+
+    def feed(self, bufs, n_hits: int, edges_t: np.ndarray, edges_rise: np.ndarray, max_hit: int | None,
+             final: bool = False) -> EventChunk:
+        """Process a block: ``bufs[k][:n_hits]`` hold carry + new hits; edges in any order."""
+        t, x, y, tot = (b[:n_hits] for b in bufs)
+        self.counts["hits"] += n_hits - self._carry[0].shape[0]
+        if max_hit is not None:
+            self._max_hit = max_hit if self._max_hit is None else max(self._max_hit, max_hit)
+        latest = [v for v in (self._max_hit, self._max_seen, edges_t.max() if edges_t.size else None)
+                  if v is not None]
+        self._max_seen = max(latest) if latest else None
+        safe = _FAR if final else (self._max_seen - self.window if self._max_seen is not None else -_FAR)
+        self._take_edges(edges_t, edges_rise, safe)
+        if final:
+            self._close_open()
+        horizon = safe if self._open is None else min(safe, self._open)
+        if self.o.mode == "dwell":
+            self._dwell_segments(horizon, final)
+        self._flush_new()
+        segs = np.concatenate([self._done, self._segs])
+        ncols = segs["ncols"]
+        seg_lut = np.cumsum(ncols) - ncols
+        slots = np.repeat(segs["slot0"], ncols) + np.arange(int(ncols.sum())) - np.repeat(seg_lut, ncols)
+        lut = slots_to_positions(slots, self.skip, self.line_len, self.o.scan_shape)
+        n_t = n_hits if self.o.keep_times else 0
+        out = (np.empty(n_hits, np.int64), np.empty(n_hits, np.uint16), np.empty(n_hits, np.uint16),
+               np.empty(n_t, np.float32), np.empty(n_t, np.uint16))
+        counters = np.zeros(5, np.int64)
+        n_out, n_carry = _assign(t, x, y, tot, horizon, self._horizon, segs["start"], segs["end"], segs["dwell"],
+                                 ncols, seg_lut, lut, self.acceptance, TICK_NS, self.o.keep_times, *out, counters)
+        self._horizon = max(self._horizon, horizon)
+        self._carry = tuple(a[:n_carry].copy() for a in (t, x, y, tot))
+        for key, v in zip(("outside", "rejected", "skipped", "late", "late_lost"), counters, strict=True):
+            self.counts[key] += int(v)
+        self.counts["kept"] += n_out
+        done = self._segs["end"] <= horizon
+        finished = self._segs[done]
+        self._segs = self._segs[~done]
+        self._done = np.concatenate([self._done, finished])[-KEEP_DONE:]
+        k = finished["ncols"]
+        first = np.cumsum(k) - k
+        positions_done = slots_to_positions(np.repeat(finished["slot0"], k) + np.arange(int(k.sum()))
+                                            - np.repeat(first, k), self.skip, self.line_len, self.o.scan_shape)
+        positions_done = positions_done[positions_done >= 0]
+        self.counts["positions_done"] += positions_done.shape[0]
+        if final:
+            self._final_checks()
+        pos, ox, oy, ot, otot = (a[:n_out] for a in out)
+        if not self.o.keep_times:
+            ot = otot = None
+        return EventChunk(pos, ox, oy, ot, otot, positions_done)
+
+    # ------------------------------------------------------------------ triggers
+    def _take_edges(self, edges_t, edges_rise, safe) -> None:
+        """Turn the trigger edges older than ``safe`` into segments (lines or positions)."""
+        if self.o.mode == "dwell":
+            return
+        all_t = np.concatenate([self._edges_t, np.asarray(edges_t, np.int64)])
+        all_r = np.concatenate([self._edges_rise, np.asarray(edges_rise, bool)])
+        order = np.argsort(all_t, kind="stable")
+        all_t, all_r = all_t[order], all_r[order]
+        ready = all_t < safe
+        self._edges_t, self._edges_rise = all_t[~ready], all_r[~ready]
+        if self.o.mode == "line":
+            for te, rise in zip(all_t[ready].tolist(), all_r[ready].tolist(), strict=True):
+                self._line_edge(te, rise)
+        else:
+            self._pixel_edges(all_t[ready & all_r])
+        if self._open is not None and self._durations and safe != _FAR and \
+                safe - self._open > 4 * self._median():
+            self.counts["missing_end"] += 1  # the end trigger never came: close the segment
+            self._add_segment(self._open, self._open + self._median())
+            self._open = None
+
+    def _line_edge(self, te: int, rise: bool) -> None:
+        if rise:
+            if self._open is not None:  # two rises: the fall between them is missing
+                self.counts["missing_end"] += 1
+                end = min(te, self._open + self._median()) if self._durations else te
+                self._add_segment(self._open, end)
+            self._open = te
+        elif self._open is None:
+            self.counts["stray_end"] += 1
+        else:
+            self._durations.append(te - self._open)
+            self._add_segment(self._open, te)
+            self._open = None
+
+    def _pixel_edges(self, rises: np.ndarray) -> None:
+        """One segment per trigger period (or per dwell time after each trigger)."""
+        if self.dwell is not None:
+            self._add_segments(rises, rises + int(np.ceil(self.dwell)))
+            return
+        seq = rises if self._open is None else np.concatenate([[self._open], rises])
+        if seq.size:
+            self._durations.extend(np.diff(seq[-65:]).tolist())
+            self._add_segments(seq[:-1], seq[1:])
+            self._open = int(seq[-1])
+
+    def _median(self) -> int:
+        return int(np.median(self._durations))
+
+    def _add_segment(self, start: int, end: int) -> None:
+        k = self._n_segments
+        self._n_segments += 1
+        if self.o.mode == "line":
+            dwell = self.dwell if self.dwell is not None else max(end - start, 1) / self.line_len
+            self._new.append((start, end, dwell, k * self.line_len, self.line_len))
+        else:
+            self._new.append((start, end, float(max(end - start, 1)), k, 1))
+
+    def _add_segments(self, starts: np.ndarray, ends: np.ndarray) -> None:
+        """Pixel-trigger segments, vectorised."""
+        self._flush_new()
+        new = np.zeros(starts.shape[0], SEGMENT)
+        new["start"], new["end"], new["ncols"] = starts, ends, 1
+        new["dwell"] = np.maximum(ends - starts, 1)
+        new["slot0"] = self._n_segments + np.arange(starts.shape[0])
+        self._n_segments += starts.shape[0]
+        self._segs = np.concatenate([self._segs, new])
+
+    def _flush_new(self) -> None:
+        if self._new:
+            self._segs = np.concatenate([self._segs, np.array(self._new, SEGMENT)])
+            self._new = []
+
+    def _close_open(self) -> None:
+        """At the end of the data: close a line or position whose end never came."""
+        if self._open is None:
+            return
+        if self._durations:
+            end = self._open + self._median()
+        else:
+            end = max(self._open, self._max_hit or self._open) + 1
+        if self.o.mode == "line":
+            self.counts["missing_end"] += 1
+        self._add_segment(self._open, end)
+        self._open = None
+
+    def _dwell_segments(self, horizon: int, final: bool) -> None:
+        """Lines of the dwell-time-only mode up to ``horizon`` (or the last hit, at the end)."""
+        if self._max_hit is None:
+            return
+        line_t = self.dwell * self.line_len
+        limit = self._max_hit + 1 if final else min(horizon, self._max_hit + 1)
+        first = self._n_segments
+        last = max(first, int(np.ceil((limit - self.t0) / line_t)) if limit > self.t0 else 0)
+        k = np.arange(first, last)
+        new = np.zeros(k.shape[0], SEGMENT)
+        new["start"] = np.floor(self.t0 + k * line_t)
+        new["end"] = np.ceil(self.t0 + (k + 1) * line_t)
+        new["dwell"], new["slot0"], new["ncols"] = self.dwell, k * self.line_len, self.line_len
+        self._segs = np.concatenate([self._segs, new])
+        self._n_segments = last
+        if final and self._segs.shape[0]:  # the scan ended with the last hit: no positions after it
+            last_slot = int((self._max_hit - self.t0) // self.dwell)
+            slot0, ncols = int(self._segs["slot0"][-1]), int(self._segs["ncols"][-1])
+            self._segs["ncols"][-1] = max(0, min(ncols, last_slot - slot0 + 1))
+
+    # ------------------------------------------------------------------ report
+    def _final_checks(self) -> None:
+        c, (sy, sx) = self.counts, self.o.scan_shape
+        name = {"line": "line triggers", "pixel": "pixel triggers", "dwell": "dwell periods"}[self.o.mode]
+        if c["hits"] == 0:
+            raise InputError("the input holds no pixel hits")
+        if self.o.mode != "dwell" and self._n_segments == 0:
+            raise InputError(f"no {name} in the data: use the right trigger channel, sync='pixel' or "
+                             f"sync='dwell' with dwell_ns (--dwell-ns)")
+        if c["missing_end"]:
+            what = "lines" if self.o.mode == "line" else "trigger periods"
+            self.warnings.append(f"{c['missing_end']} {what} had no end trigger; closed after the median "
+                                 f"duration")
+        if c["stray_end"]:
+            self.warnings.append(f"{c['stray_end']} end triggers without a start trigger were ignored")
+        if c["late"]:
+            self.warnings.append(f"{c['late']} hits arrived more than order_window_ns late ({c['late_lost']} "
+                                 f"of them too late to place, dropped); raise order_window_ns")
+        if self.o.mode == "dwell":
+            return
+        per_pass = sy if self.o.mode == "line" else sy * self.line_len
+        used = self._n_segments - (self.o.skip_lines if self.o.mode == "line" else self.skip)
+        unit = "lines" if self.o.mode == "line" else "positions"
+        if used < per_pass or used % per_pass:
+            self.warnings.append(f"{self._n_segments} {name} do not fit a scan of {sy}×{sx} (a pass "
+                                 f"needs {per_pass} {unit} after skipping): check the scan shape; "
+                                 f"the last pass is incomplete")
+
+    def measured_dwell_ns(self) -> float | None:
+        """The dwell time in use: given, or from the median line / trigger interval."""
+        if self.dwell is not None:
+            return round(self.dwell * TICK_NS, 6)
+        if not self._durations:
+            return None
+        per = self.line_len if self.o.mode == "line" else 1
+        return round(float(np.median(self._durations)) / per * TICK_NS, 6)

@@ -1,0 +1,129 @@
+"""Measuring tools of ``ricom bench``: the record format, a same-run memory-read
+baseline, synthetic inputs and the timing of one reconstruction run."""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numba
+import numpy as np
+
+from ricom.core.params import DetectorGeometry, KernelSettings, Settings
+from ricom.engine.reconstruction import Reconstruction
+
+
+@dataclass
+class BenchRecord:
+    """One measured case (the JSON schema of ``ricom bench --json``)."""
+
+    case: str
+    threads: int
+    kernel_size: int
+    detector_shape: list
+    patterns_per_s: float | None
+    gb_per_s: float
+    memread_ratio: float
+    seconds: float
+    n_patterns: int
+    events_per_s: float | None = None
+    note: str = ""
+    latency_ms_median: float | None = None
+    """Live cases: arrival of a chunk's first pattern → image updated, median and maximum."""
+    latency_ms_max: float | None = None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@numba.njit(nogil=True, cache=True)
+def _touch_all(words):
+    acc = np.uint64(0)
+    for i in range(words.shape[0]):
+        acc += words[i]
+    return acc
+
+
+def memread_gb_per_s(buf: np.ndarray, repeat: int = 3, threads: int = 1) -> float:
+    """Best-of-``repeat`` rate of reading every byte of ``buf`` once (compiled loop), with
+    the bytes shared over ``threads`` threads like a run with that many."""
+    words = np.asarray(buf).reshape(-1).view(np.uint8)
+    words = words[: words.size // 8 * 8].view(np.uint64)
+    _touch_all(words[:8])
+    parts = np.array_split(words, max(1, threads))
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        if len(parts) == 1:
+            _touch_all(words)
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+            with ThreadPoolExecutor(len(parts)) as pool:
+                list(pool.map(_touch_all, parts))
+        best = min(best, time.perf_counter() - t)
+    return words.nbytes / best / 1e9
+
+
+def synthetic_frames(n_unique: int, detector_shape, max_count: int, seed: int = 0) -> np.ndarray:
+    """Poisson patterns with a bright-field disc, clipped to ``max_count`` (made in small
+    blocks, so that making them never takes more memory than the result)."""
+    rng = np.random.default_rng(seed)
+    ny, nx = detector_shape
+    yy, xx = np.indices(detector_shape)
+    disc = np.hypot(yy - ny / 2, xx - nx / 2) < min(ny, nx) / 5
+    lam = np.where(disc, min(max_count, 40) * 0.5, 0.2)
+    out = np.empty((n_unique, ny, nx), np.uint16 if max_count > 255 else np.uint8)
+    for a in range(0, n_unique, 16):
+        block = rng.poisson(lam, (min(16, n_unique - a), ny, nx))
+        out[a:a + len(block)] = np.minimum(block, max_count)
+    return out
+
+
+def bench_settings(kernel: int, detector_shape) -> Settings:
+    c = ((detector_shape[0] - 1) / 2, (detector_shape[1] - 1) / 2)
+    return Settings(kernel=KernelSettings(kernel), geometry=DetectorGeometry(c))
+
+
+def time_run(make_source: Callable, scan_shape, detector_shape, kernel: int, threads: int,
+              chunk_size: int = 512) -> tuple[float, int]:
+    """Seconds and patterns of one full run, timed after an identical warm-up run in this process."""
+    from ricom.engine.pipeline import run
+    rec = Reconstruction(scan_shape, detector_shape, bench_settings(kernel, detector_shape), threads=threads)
+    run(make_source(), rec, chunk_size=chunk_size)
+    rec = Reconstruction(scan_shape, detector_shape, bench_settings(kernel, detector_shape), threads=threads)
+    res = run(make_source(), rec, chunk_size=chunk_size)
+    return res.seconds_processing, res.snapshot.n_patterns
+
+
+def make_record(case, threads, kernel, det, seconds, n, bytes_per_pattern, memread, note="") -> BenchRecord:
+    rate = n / seconds if seconds > 0 else float("nan")
+    gbs = rate * bytes_per_pattern / 1e9
+    return BenchRecord(case, threads, kernel, list(det), rate, gbs, gbs / memread, seconds, n, note=note)
+
+
+def write_mib(path: str, scan_shape, detector_shape, depth: int, raw: bool, n_unique: int = 256) -> int:
+    """A simulated `.mib` file; returns bytes per frame."""
+    from ricom.sources.merlin.mib import encode_frames
+    quad = detector_shape[0] > 256
+    unique = synthetic_frames(n_unique, detector_shape, 2 ** depth - 1)
+    n = scan_shape[0] * scan_shape[1]
+    with open(path, "wb") as fh:
+        for start in range(0, n, n_unique):
+            count = min(n_unique, n - start)
+            block = encode_frames(unique[:count], depth, raw, quad=quad, start_seq=start + 1)
+            fh.write(block)
+    return len(block) // count
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process in MB (VmHWM: unlike ``ru_maxrss`` on Linux,
+    not inherited from the parent process)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
