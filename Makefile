@@ -31,6 +31,7 @@ test: $(TEST_STAMP)
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check src tests
+	$(BIN)/lint-imports
 
 acceptance: $(STAMP)
 	$(BIN)/python ../shared/acceptance/quick_check.py
