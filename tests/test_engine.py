@@ -215,7 +215,7 @@ def test_dtypes(poisson_data, dtype):
 
 def test_snapshots_from_another_thread_are_consistent(poisson_data):
     """Every snapshot's image is exactly the correlation of the COM maps it comes with."""
-    from ricom.engine.kernels import correlate, correlation_kernels
+    from ricom.engine.ricom_update import correlate, correlation_kernels
     big = np.tile(poisson_data, (4, 4, 1, 1))
     rec = make(big, 7)
     frames = big.reshape(-1, 16, 16)
@@ -351,16 +351,16 @@ def test_settings_change_while_moments_are_computed(poisson_data):
     frames = poisson_data.reshape(-1, 16, 16)
     s = Settings(kernel=KernelSettings(5), geometry=DetectorGeometry((7.5, 7.5)))
     rec = Reconstruction((8, 9), (16, 16), s)
-    original = rec._frame_moments
+    original = rec._reduce
 
-    def slow(frames_, luts, split):
-        out = original(frames_, luts, split)
+    def slow(*args):
+        out = original(*args)
         if not hasattr(rec, "_changed"):
             rec._changed = True
             rec.update_settings(s.with_(virtual_detectors=(VirtualDetector("vbf", 0, 3),)))
         return out
 
-    rec._frame_moments = slow
+    rec._reduce = slow
     rec.process_frames(frames, start=0)
     np.testing.assert_allclose(rec.snapshot().virtual["vbf"], ref.annulus_sum(poisson_data, (7.5, 7.5), 0, 3))
 
@@ -391,7 +391,7 @@ def test_virtual_detector_change_then_more_data(poisson_data):
 @pytest.mark.parametrize("order", ["raster", "random"])
 def test_block_fft_scatter_equals_direct_scatter(poisson_data, monkeypatch, order):
     """The FFT scatter of whole chunks gives the direct scatter's image (edges clipped)."""
-    from ricom.engine.kernels import BlockScatter
+    from ricom.engine.ricom_update import BlockScatter
     frames = poisson_data.reshape(-1, 16, 16)
     pos = np.arange(72) if order == "raster" else np.random.default_rng(3).permutation(72)
     s = Settings(kernel=KernelSettings(7), geometry=DetectorGeometry((7.5, 7.5)))

@@ -9,14 +9,8 @@ import pytest
 
 import reference as ref
 from ricom.core.params import KernelSettings
-from ricom.engine.kernels import (
-    band_pass,
-    base_kernel,
-    correlate,
-    correlation_kernels,
-    filtered_kernel,
-    frequency_response,
-)
+from ricom.engine.kernels import band_pass, base_kernel, filtered_kernel, frequency_response
+from ricom.engine.ricom_update import correlate, correlation_kernels
 
 
 def test_base_kernel_is_d_over_d_squared():

@@ -7,17 +7,15 @@ writing; `make_settings` turns flat keyword arguments (as a user types them) int
 from __future__ import annotations
 
 import math
-import os
 
-import numpy as np
-
+from ricom.calibration.calibrate import apply_descan
+from ricom.calibration.centre import center_from_reference
 from ricom.core.errors import SettingsError
 from ricom.core.params import Calibration, DetectorGeometry, KernelSettings, Settings, VirtualDetector
 from ricom.engine.pipeline import RunResult, run
 from ricom.engine.reconstruction import Reconstruction
 from ricom.engine.snapshot import Snapshot
-from ricom.sources import Source, open_source
-from ricom.sources.arrays import ArraySource
+from ricom.sources import Source, open_input
 
 DEFAULT_VIRTUAL_DETECTORS = (
     VirtualDetector("vbf", 0.0, 1.0, "bf"),
@@ -27,15 +25,6 @@ DEFAULT_VIRTUAL_DETECTORS = (
 """Bright field (disc), annular bright field (outer half of the disc) and annular dark
 field (everything beyond 1.2 disc radii), relative to the bright-field disc radius
 estimated from the first chunk."""
-
-
-def open_input(data, **source_options) -> Source:
-    """A `Source` from an array, a path or spec string, or a source itself."""
-    if isinstance(data, Source):
-        return data
-    if isinstance(data, np.ndarray):
-        return ArraySource(data, **source_options)
-    return open_source(os.fspath(data), **source_options)
 
 
 def virtual_detectors_from_annulus(annulus, unit: str = "px") -> tuple[VirtualDetector, ...]:
@@ -93,15 +82,11 @@ def make_settings(*, kernel_size: int | None = None, band_pass=None, band_pass_u
 
 
 def reference_center(reference, **source_options) -> tuple[float, float]:
-    """Pattern centre from a vacuum reference scan: its mean COM (detector pixels)."""
-    src = open_input(reference, **source_options)
-    shape = src.scan_shape or (1, src.n_frames or 1)
-    rec = Reconstruction(shape, src.detector_shape, Settings(kernel=KernelSettings(3)))
-    run(src, rec)
-    c = rec.center_yx()
-    if c is None:
-        raise SettingsError("the reference scan has no counts; cannot find the centre from it")
-    return c
+    """Pattern centre from a vacuum reference scan: its mean COM (detector pixels).
+
+    The same as `ricom.calibration.centre.center_from_reference` with ``method="com"``.
+    """
+    return center_from_reference(reference, "com", **source_options)
 
 
 def open_with_settings(data, settings: Settings | None = None, source_options: dict | None = None,
@@ -131,11 +116,9 @@ def reconstruct_run(data, *, settings: Settings | None = None, reference=None, d
     rec = Reconstruction(source.scan_shape, source.detector_shape, settings, reference_center_yx=ref_c,
                          threads=threads)
     if descan == "reference":
-        from ricom.calibration.calibrate import apply_descan
         apply_descan(rec, "reference", descan_reference, **(source_options or {}))
     result = run(source, rec, chunk_size=chunk_size, progress=progress, stop=stop)
     if descan in ("plane", "quadratic"):
-        from ricom.calibration.calibrate import apply_descan
         apply_descan(rec, descan)  # fitted to all the data; rebuilds the image
         result.snapshot = rec.snapshot()
         result.snapshot.seconds_processing = result.seconds_processing

@@ -15,6 +15,10 @@ import numpy as np
 
 from ricom.core.errors import SettingsError
 from ricom.engine.detector import pattern_centre_of_mass
+from ricom.engine.pipeline import run
+from ricom.engine.reducer import PatternSum
+from ricom.engine.reduction import ChunkReduction
+from ricom.sources import open_input
 
 
 # ---------------------------------------------------------------------- one pass
@@ -41,54 +45,24 @@ class Measurement:
 def measure(data, *, scan_shape=None, chunk_size: int = 512, progress=False, **source_options) -> Measurement:
     """One pass over ``data`` (array, file name, ``"demo"`` or `Source`): COM maps and mean pattern.
 
-    A source without a scan shape (e.g. a 3D reference stack) is treated as one line.
-    An interrupted or broken-off pass returns what was read (``complete=False``).
+    The moments reducer gives the COM maps and a pattern sum beside it the mean pattern
+    (`ricom.engine.reducer.PatternSum`); no image is made.  A source without a scan shape
+    (e.g. a 3D reference stack) is treated as one line.  An interrupted or broken-off
+    pass returns what was read (``complete=False``).
     """
     if isinstance(data, Measurement):
         return data
-    from ricom.api import open_input
-    from ricom.core.params import KernelSettings, Settings
-    from ricom.engine.pipeline import run
-    from ricom.engine.reconstruction import Reconstruction
-
     opts = dict(source_options)
     if scan_shape is not None:
         opts["scan_shape"] = tuple(scan_shape)
     src = open_input(data, **opts)
     shape = src.scan_shape or (1, src.n_frames or 1)
-    rec = Reconstruction(shape, src.detector_shape, Settings(kernel=KernelSettings(3)))
-    tap = _PatternTap(src)
-    result = run(tap, rec, chunk_size=chunk_size, progress=progress, description="calibrating")
-    cy, cx, t = rec.uncentred_com()
-    mean = tap.total / tap.n if tap.n else None
-    return Measurement(cy, cx, t, mean, rec.n_patterns, result.complete)
-
-
-class _PatternTap:
-    """Wraps a source and sums its frames (skipped and non-finite frames excluded)."""
-
-    def __init__(self, source) -> None:
-        self.source = source
-        self.total = np.zeros(source.detector_shape)
-        self.n = 0
-
-    def __getattr__(self, name):
-        return getattr(self.source, name)
-
-    def chunks(self, chunk_size: int = 256):
-        for chunk in self.source.chunks(chunk_size):
-            frames = getattr(chunk, "frames", None)
-            if frames is not None:
-                f = np.asarray(frames).reshape(-1, *self.total.shape)
-                keep = np.asarray(chunk.positions).ravel() >= 0
-                if f.dtype.kind == "f":
-                    keep &= np.isfinite(f).all(axis=(1, 2))
-                self.total += f[keep].sum(axis=0, dtype=np.float64)
-                self.n += int(keep.sum())
-            yield chunk
-
-    def close(self) -> None:
-        self.source.close()
+    reduction = ChunkReduction(shape, src.detector_shape)
+    patterns = PatternSum(src.detector_shape)
+    reduction.add_reducer(patterns)
+    result = run(src, reduction, chunk_size=chunk_size, progress=progress, description="calibrating")
+    cy, cx, t = reduction.uncentred_com()
+    return Measurement(cy, cx, t, patterns.mean(), reduction.n_patterns, result.complete)
 
 
 # ---------------------------------------------------------------------- centre

@@ -15,10 +15,12 @@ How a run goes (`reconstruct_run_distributed`):
    file name, the source options, the resolved detector look-up parameters and its range,
    reads the range **itself** from the shared file and returns only per-position moments,
    hit counts and counters (`RangeMoments`) — no pattern passes through the scheduler.
-   Workers reduce patterns with an ordinary `ricom.engine.reconstruction.Reconstruction`, so the
-   compiled kernels are the engine's own (`ricom.dask.tasks`).
-3. The client adds the moments into one `Reconstruction` with `process_moments`, settles
-   the centre and rebuilds the image once per kernel (`update_settings`, `snapshot`).
+   Workers reduce patterns with the engine's own `ricom.engine.reduction.ChunkReduction`
+   and the client's detector look-ups (`ricom.dask.tasks`).
+3. The client merges the partial moments (`ricom.engine.moments.Moments.merge`) into one
+   and adds them to its `Reconstruction` in one step (`merge_moments`: one scatter,
+   by FFT for whole rows), settles the centre and gives the image; other kernels only
+   rebuild it from the merged moments (`update_settings`, `snapshot`).
 
 A killed worker's ranges are run again by Dask (``retries``); results equal the
 single-process reconstruction to float rounding (exactly, for integer patterns, in the
@@ -36,9 +38,11 @@ import warnings
 import numpy as np
 
 from ricom.api import open_with_settings, reference_center
+from ricom.calibration.calibrate import apply_descan
 from ricom.core.errors import InputError, RicomError, SettingsError
-from ricom.core.params import Calibration, DetectorGeometry, KernelSettings, Settings, VirtualDetector
-from ricom.dask.tasks import COUNTERS, RangeJob, RangeMoments, feed, range_moments
+from ricom.core.params import KernelSettings, Settings
+from ricom.dask.tasks import RangeJob, RangeMoments, feed, range_moments
+from ricom.engine.moments import Moments
 from ricom.engine.pipeline import RunResult
 from ricom.engine.reconstruction import Reconstruction
 from ricom.engine.snapshot import Snapshot
@@ -48,8 +52,6 @@ RANGES_PER_WORKER = 4
 """Default: this many ranges per worker (load balance, and little lost when a worker dies)."""
 MAX_CHUNKS_PER_RANGE = 64
 """Default upper bound of a range, in chunks."""
-_INSTALL_KERNEL = KernelSettings(3)
-"""Kernel used while moments are collected; the real kernels are applied by one rebuild each."""
 
 
 def parse_cluster(spec: str) -> int:
@@ -136,35 +138,12 @@ def _shared_spec(data) -> str:
     return spec
 
 
-def _worker_settings(rec: Reconstruction) -> Settings:
-    """Settings that make a worker's look-ups equal the client's: fixed centre, radii in px."""
-    s = rec.settings
-    centre = rec.lookup_centre_yx  # where the client's look-ups were built
-    if centre is None:
-        centre = ((rec.detector_shape[0] - 1) / 2, (rec.detector_shape[1] - 1) / 2)  # no look-ups: any fixed one
-    radii = rec.ring_boundaries_px()
-    vds = tuple(VirtualDetector(name, *radii[name], "px") for name in radii)
-    return Settings(kernel=_INSTALL_KERNEL, geometry=DetectorGeometry(centre), calibration=Calibration(),
-                    virtual_detectors=vds, com_mask_px=s.com_mask_px)
-
-
-def install(rec: Reconstruction, results: list[RangeMoments]) -> None:
-    """Add the moments of ``results`` (in order) into ``rec`` and add up the counters.
-
-    Each position enters as ``hits`` columns (its sum, then zeros), so that the engine
-    counts patterns and visits as if they had come one by one.
-    """
-    before = {name: getattr(rec, name) for name in COUNTERS}
+def merged(rec: Reconstruction, results: list[RangeMoments]) -> Moments:
+    """The partial moments of ``results`` merged into one moments reducer of ``rec``'s scan."""
+    total = Moments(rec.moments.n_positions, rec.lookups.n_rings)
     for r in results:
-        if not r.positions.size:
-            continue
-        reps = np.maximum(r.hits, 1)
-        first = np.cumsum(reps) - reps
-        moments = np.zeros((r.moments.shape[0], int(reps.sum())))
-        moments[:, first] = r.moments
-        rec.process_moments(np.repeat(r.positions, reps), moments)
-    for name in COUNTERS:
-        setattr(rec, name, before[name] + sum(r.counts.get(name, 0) for r in results))
+        total.merge(r.part)
+    return total
 
 
 def _gather(client, job: RangeJob, ranges, retries: int, progress, unit: str, first: int):
@@ -248,7 +227,6 @@ def reconstruct_run_distributed(data, *, client, settings: Settings | None = Non
             source.read_range(0, 0, chunk_size)  # raises: says why and what to do
         ref_c = reference_center(reference) if reference is not None else None
         rec = Reconstruction(source.scan_shape, source.detector_shape, settings, reference_center_yx=ref_c)
-        rec.update_settings(settings.with_(kernel=_INSTALL_KERNEL))
         n_units = source.n_units
         first, error = 0, None
         if settings.virtual_detectors or settings.com_mask_px is not None:
@@ -264,7 +242,7 @@ def reconstruct_run_distributed(data, *, client, settings: Settings | None = Non
         if first >= n_units:
             rec.finalize()
         job = RangeJob(spec, options, tuple(source.scan_shape), tuple(source.detector_shape), n_units,
-                       _worker_settings(rec), int(chunk_size), int(threads))
+                       settings, rec.lookups, int(chunk_size), int(threads))
     finally:
         source.close()
     interrupted, results, startup = False, [], 0.0
@@ -279,11 +257,9 @@ def reconstruct_run_distributed(data, *, client, settings: Settings | None = Non
             results, interrupted, error = _gather(c, job, ranges, retries, progress, unit, first)
     for msg in dict.fromkeys(m for r in results for m in r.warnings):
         warnings.warn(msg, stacklevel=2)
-    install(rec, results)
+    rec.merge_moments(merged(rec, results))
     rec.finalize()
-    rec.update_settings(settings)
     if descan in ("plane", "quadratic", "reference"):
-        from ricom.calibration.calibrate import apply_descan
         apply_descan(rec, descan, descan_reference, **(options if descan == "reference" else {}))
     seconds = time.perf_counter() - t0 - startup
     snap = rec.snapshot()

@@ -24,14 +24,15 @@ def take_frames(frames, a: int, b: int):
     return frames[a:b]
 
 
-def frame_moments(frames, luts, moments) -> None:
+def frame_moments(frames, lookups, moments) -> None:
     """Totals, first moments and ring sums of a chunk into ``moments`` (one pass where possible).
 
-    ``luts`` = (COM mask or None, ring runs or None, number of rings, moment rows).  Picks the compiled
-    kernel for the data: packed or plain 8/16-bit (fast path, byte-swapped in place if
-    big-endian), other integers, or floats.
+    ``lookups`` (`ricom.engine.lookups.DetectorLookups`) gives the COM mask and the ring
+    runs; ``moments`` has `DetectorLookups.n_rows` rows.  Picks the compiled kernel for the
+    data: packed or plain 8/16-bit (fast path, byte-swapped in place if big-endian), other
+    integers, or floats.
     """
-    mask, runs, n_rings, _ = luts
+    mask, runs, n_rings = lookups.com_mask, lookups.ring_runs, lookups.n_rings
     k = frames.shape[0]
     ny, nx = frames.shape[1:]
     if isinstance(frames, PackedFrames) and frames.bits == 1:

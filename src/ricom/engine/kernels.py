@@ -1,4 +1,7 @@
-"""The riCOM kernel: construction, band-pass folding, frequency response, correlation.
+"""The riCOM kernel: construction, band-pass folding, frequency response.
+
+The kernels as the image update uses them (scaled by the step, flipped for the scatter)
+and the correlation that rebuilds a whole image are in `ricom.engine.ricom_update`.
 
 Conventions: the correlation form of the contract,
 
@@ -14,7 +17,6 @@ axis); multiply 1/Å by the step in Å to convert.
 """
 from __future__ import annotations
 
-import functools
 import math
 
 import numpy as np
@@ -81,88 +83,6 @@ def filtered_kernel(settings: KernelSettings) -> tuple[np.ndarray, np.ndarray]:
         lo, hi = settings.band_pass
         kx, ky = band_pass(kx, lo, hi), band_pass(ky, lo, hi)
     return kx, ky
-
-
-def correlation_kernels(settings: KernelSettings, step: float) -> tuple[np.ndarray, np.ndarray]:
-    """``W = −(h / 2π) K``: riCOM = Σ_d COM(r + d)·W(d) with COM in its own unit."""
-    kx, ky = filtered_kernel(settings)
-    f = -step / (2 * math.pi)
-    return f * kx, f * ky
-
-
-def scatter_kernels(settings: KernelSettings, step: float) -> tuple[np.ndarray, np.ndarray]:
-    """``S(e) = W(−e)``: the live update adds ``COM(p)·S(e)`` at ``p + e``."""
-    wx, wy = correlation_kernels(settings, step)
-    return np.ascontiguousarray(wx[::-1, ::-1]), np.ascontiguousarray(wy[::-1, ::-1])
-
-
-def correlate(com_x: np.ndarray, com_y: np.ndarray, wx: np.ndarray, wy: np.ndarray) -> np.ndarray:
-    """``Σ_d COM(r + d)·W(d)`` with COM zero outside the scan (FFT, zero-padded)."""
-    sy, sx = com_x.shape
-    n = wx.shape[0]
-    r = n // 2
-    shape = (sy + n - 1, sx + n - 1)
-    # correlation = convolution with the flipped kernel
-    spec = (np.fft.rfft2(com_x, shape) * np.fft.rfft2(wx[::-1, ::-1], shape)
-            + np.fft.rfft2(com_y, shape) * np.fft.rfft2(wy[::-1, ::-1], shape))
-    full = np.fft.irfft2(spec, shape)
-    return np.ascontiguousarray(full[r:r + sy, r:r + sx])
-
-
-@functools.lru_cache(maxsize=256)
-def fast_fft_size(n: int) -> int:
-    """The smallest 2·3·5-smooth number ≥ ``n`` (sizes the FFT does fastest)."""
-    best = 1 << max(0, (n - 1).bit_length())
-    p5 = 1
-    while p5 < best:
-        p35 = p5
-        while p35 < best:
-            m = p35
-            while m < n:
-                m *= 2
-            best = min(best, m)
-            p35 *= 3
-        p5 *= 5
-    return best
-
-
-class BlockScatter:
-    """The riCOM scatter of a whole block of COM changes at once, by FFT.
-
-    Equal to adding ``dx·Kx + dy·Ky`` around every position of the block (the full linear
-    convolution, nothing wraps), at a cost that does not grow with the kernel size per
-    position: for chunks covering whole scan rows and kernels of tens of pixels this is
-    several times faster than the direct scatter.  Kernel spectra are cached per FFT size.
-    """
-
-    FFT_COST = 6.0
-    """Cost of one FFT point·log2(points) relative to one direct kernel multiply-add."""
-
-    def __init__(self, sx_kernel: np.ndarray, sy_kernel: np.ndarray) -> None:
-        self.kx, self.ky = sx_kernel, sy_kernel
-        self.n = sx_kernel.shape[0]
-        self._spectra: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
-
-    def fft_shape(self, block_shape: tuple[int, int]) -> tuple[int, int]:
-        return (fast_fft_size(block_shape[0] + self.n - 1), fast_fft_size(block_shape[1] + self.n - 1))
-
-    def pays(self, n_positions: int, block_shape: tuple[int, int]) -> bool:
-        """True when the FFT is expected to beat the direct scatter of ``n_positions``."""
-        h, w = self.fft_shape(block_shape)
-        return n_positions * self.n * self.n > self.FFT_COST * h * w * math.log2(h * w)
-
-    def __call__(self, dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
-        """``(h + n − 1, w + n − 1)`` image of the block ``(h, w)``; element ``[0, 0]`` lies
-        ``n // 2`` rows and columns before the block's first position."""
-        shape = self.fft_shape(dx.shape)
-        spectra = self._spectra.get(shape)
-        if spectra is None:
-            if len(self._spectra) > 8:
-                self._spectra.clear()
-            spectra = (np.fft.rfft2(self.kx, shape), np.fft.rfft2(self.ky, shape))
-            self._spectra[shape] = spectra
-        full = np.fft.irfft2(np.fft.rfft2(dx, shape) * spectra[0] + np.fft.rfft2(dy, shape) * spectra[1], shape)
-        return full[:dx.shape[0] + self.n - 1, :dx.shape[1] + self.n - 1]
 
 
 def frequency_response(settings: KernelSettings, map_size: int | None = None) -> dict:

@@ -1,10 +1,16 @@
-"""Drive a source into a reconstruction: chunks, progress, interruption, timing.
+"""The pipeline: drive a source into a reconstruction, owning every thread of the run.
+
+Data flow one way: **source → chunks → per-pattern reduction → reducers → snapshot**.
+`Pipeline` arranges it: a reader thread reads (and for live streams, decodes) the next
+chunks (`prefetched`); `Workers` (its one pool, shut down at the end of the run) reduce
+the next chunks to per-pattern moments while the calling thread adds the finished ones
+in order to the reducers and the image.  A Dask cluster is the other backend
+(`ricom.dask.client`): its workers run the same `ChunkReduction` on their own ranges and
+the client merges their moments.
 
 Every frontend (CLI, GUI, notebooks, live clients) uses `run` so that Ctrl-C, a dropped
 connection or a truncated file all end the same way: the reconstruction keeps what it
-has, and the caller gets a `RunResult` saying why it stopped.  Reading and decoding the
-next chunks happens in a background thread (`prefetch`), overlapped with the engine's
-work on the current one.
+has, and the caller gets a `RunResult` saying why it stopped.
 """
 from __future__ import annotations
 
@@ -17,8 +23,9 @@ from dataclasses import dataclass, field
 
 from ricom.core.errors import RicomError
 from ricom.engine import compiled
-from ricom.engine.reconstruction import Reconstruction
+from ricom.engine.reduction import ChunkReduction
 from ricom.engine.snapshot import Snapshot
+from ricom.engine.workers import Workers
 from ricom.sources.base import EventChunk, Source
 
 
@@ -29,10 +36,11 @@ class RunResult:
     ``interrupted`` is True after Ctrl-C or a stop request; ``error`` holds the message
     of a source failure after which the partial result was kept.  ``latency_s`` lists,
     for each chunk of a live source, the seconds from the arrival of its first pattern
-    until the image included it (a snapshot from then on shows it).
+    until the image included it (a snapshot from then on shows it).  ``snapshot`` is
+    None for a reduction without an image (`ChunkReduction`).
     """
 
-    snapshot: Snapshot
+    snapshot: Snapshot | None
     seconds_processing: float
     interrupted: bool = False
     error: str | None = None
@@ -93,31 +101,30 @@ def prefetched(chunks: Iterator, depth: int, stop: threading.Event) -> Iterator:
         worker.join(timeout=5)
 
 
-class _Pipeline:
-    """Adds chunks to a reconstruction in order; with ``threads > 1`` the per-pattern sums
-    of the next chunks run on worker threads (one chunk each) while this thread adds the
+class _Feed:
+    """Adds chunks to a reconstruction in order; with ``workers`` the per-pattern reduction
+    of the next chunks runs on their threads (one chunk each) while this thread adds the
     finished ones and updates the image."""
 
-    def __init__(self, reconstruction: Reconstruction) -> None:
+    def __init__(self, reconstruction: ChunkReduction, workers: Workers) -> None:
         self.rec = reconstruction
+        self.workers = workers
         self.pending: collections.deque = collections.deque()
         self.latency_s: list[float] = []
-        self.pool = None
-        if reconstruction.threads > 1:
-            from concurrent.futures import ThreadPoolExecutor
-            self.pool = ThreadPoolExecutor(reconstruction.threads, thread_name_prefix="ricom-chunk")
+        self.t_last: float | None = None
+        """When the last chunk was handed in (or, at the end, added)."""
 
     def add(self, chunk) -> None:
         received = getattr(chunk, "received_s", None)
         if isinstance(chunk, EventChunk):
             self.drain()
             self.rec.process_events(chunk)
-        elif self.pool is None:
-            self.rec.process_frames(chunk.data, chunk.positions, scan_pass=chunk.scan_pass)
+        elif self.workers.n == 1:
+            self.rec.add_prepared(self.rec.prepare_frames(chunk.data, chunk.positions, scan_pass=chunk.scan_pass))
         else:
-            self.pending.append((received, self.pool.submit(self.rec.prepare_frames, chunk.data, chunk.positions,
-                                                            scan_pass=chunk.scan_pass, split=False)))
-            while len(self.pending) > self.rec.threads:
+            self.pending.append((received, self.workers.submit(self.rec.prepare_frames, chunk.data, chunk.positions,
+                                                               scan_pass=chunk.scan_pass)))
+            while len(self.pending) > self.workers.n:
                 self._add_oldest()
             return
         self._seen(received)
@@ -144,11 +151,108 @@ class _Pipeline:
                 self._add_oldest()
             else:
                 self.pending.popleft()
-        if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-def run(source: Source, reconstruction: Reconstruction, chunk_size: int = 512,
+class Pipeline:
+    """One run of a source into a reduction (a `Reconstruction`, or a `ChunkReduction` alone).
+
+    Parameters
+    ----------
+    reduction : ChunkReduction
+        What receives the chunks; its ``threads`` sets the worker threads.
+    chunk_size : int
+        Frames per chunk.
+    prefetch : int
+        Chunks read ahead in the reader thread; 0 reads in the calling thread.
+    """
+
+    def __init__(self, reduction: ChunkReduction, chunk_size: int = 512, prefetch: int = 2) -> None:
+        self.reduction = reduction
+        self.chunk_size = chunk_size
+        self.prefetch = prefetch
+
+    def run(self, source: Source, progress: bool | Callable[[int], None] = False,
+            stop: threading.Event | None = None, description: str = "reconstructing") -> RunResult:
+        """Feed every chunk of ``source`` in; see `run`."""
+        compiled.load()  # numba's start-up is not processing time
+        sample = getattr(source, "sample_frames", None)  # live sources: load the kernels before data flows
+        if sample is not None:
+            self.reduction.warm_up(sample())
+        tick = _Ticker(progress, source, description)
+        reader_stop = threading.Event()
+        chunks = source.chunks(self.chunk_size)
+        if self.prefetch > 0:
+            chunks = prefetched(chunks, self.prefetch, reader_stop)
+        workers = Workers(self.reduction.threads)
+        feed = _Feed(self.reduction, workers)
+        t0 = time.perf_counter()
+        interrupted, error = False, None
+        try:
+            interrupted = self._consume(chunks, feed, tick, stop)
+        except KeyboardInterrupt:
+            interrupted = True
+        except (RicomError, OSError, ConnectionError) as exc:
+            feed.close()  # chunks reduced before the failure count too
+            if self.reduction.n_patterns == 0:
+                raise
+            error = str(exc)
+        finally:
+            feed.close()
+            workers.close(cancel=True)
+            reader_stop.set()
+            for closing in (chunks, tick, source):
+                close = getattr(closing, "close", None)
+                if close is not None:
+                    close()
+        return self._result(t0, feed.t_last, interrupted, error, feed.latency_s)
+
+    @staticmethod
+    def _consume(chunks, feed: _Feed, tick, stop) -> bool:
+        """Add every chunk; True if a stop request ended it early."""
+        for chunk in chunks:
+            feed.add(chunk)
+            feed.t_last = time.perf_counter()
+            tick(len(chunk.positions))
+            if stop is not None and stop.is_set():
+                return True
+        feed.drain()
+        if feed.t_last is not None:
+            feed.t_last = time.perf_counter()
+        return False
+
+    def _result(self, t0, t_last, interrupted, error, latency_s) -> RunResult:
+        self.reduction.finalize()
+        seconds = (t_last - t0) if t_last is not None else 0.0
+        snap = self.reduction.snapshot() if hasattr(self.reduction, "snapshot") else None
+        if snap is not None:
+            snap.seconds_processing = seconds
+        return RunResult(snap, seconds, interrupted, error, latency_s)
+
+
+class _Ticker:
+    """Progress: a terminal bar, a callable receiving each chunk's size, or nothing."""
+
+    def __init__(self, progress, source: Source, description: str) -> None:
+        self.bar = None
+        self.call = progress if callable(progress) else None
+        if progress is True:
+            from tqdm import tqdm  # the terminal bar only
+            self.bar = tqdm(total=source.n_frames, unit="pat", unit_scale=True, desc=description,
+                            disable=None, leave=False, smoothing=0.1)
+
+    def __call__(self, n: int) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+        elif self.call is not None:
+            self.call(n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+
+def run(source: Source, reconstruction: ChunkReduction, chunk_size: int = 512,
         progress: bool | Callable[[int], None] = False, stop: threading.Event | None = None,
         description: str = "reconstructing", prefetch: int = 2) -> RunResult:
     """Feed every chunk of ``source`` into ``reconstruction``.
@@ -157,8 +261,8 @@ def run(source: Source, reconstruction: Reconstruction, chunk_size: int = 512,
     ----------
     source : Source
         Frames or events.
-    reconstruction : Reconstruction
-        The engine that receives them.
+    reconstruction : Reconstruction or ChunkReduction
+        What receives them (a `ChunkReduction` collects moments without an image).
     chunk_size : int
         Frames per chunk.
     progress : bool or callable
@@ -166,59 +270,9 @@ def run(source: Source, reconstruction: Reconstruction, chunk_size: int = 512,
         number of frames (or events) of each chunk.
     stop : threading.Event, optional
         Set it from another thread to end the run after the current chunk.
+    description : str
+        Label of the terminal bar.
     prefetch : int
         Chunks read ahead in a background thread; 0 reads in the calling thread.
     """
-    compiled.load()  # numba's start-up is not processing time
-    sample = getattr(source, "sample_frames", None)  # live sources: load the kernels before data flows
-    if sample is not None:
-        reconstruction.warm_up(sample())
-    bar = None
-    if progress is True:
-        from tqdm import tqdm
-        bar = tqdm(total=source.n_frames, unit="pat", unit_scale=True, desc=description,
-                   disable=None, leave=False, smoothing=0.1)
-    interrupted, error = False, None
-    t0 = time.perf_counter()
-    t_last = None
-    reader_stop = threading.Event()
-    chunks = source.chunks(chunk_size)
-    if prefetch > 0:
-        chunks = prefetched(chunks, prefetch, reader_stop)
-    feed = _Pipeline(reconstruction)
-    try:
-        for chunk in chunks:
-            feed.add(chunk)
-            n = len(chunk.positions)
-            t_last = time.perf_counter()
-            if bar is not None:
-                bar.update(n)
-            elif callable(progress):
-                progress(n)
-            if stop is not None and stop.is_set():
-                interrupted = True
-                break
-        feed.drain()
-        if t_last is not None:
-            t_last = time.perf_counter()
-    except KeyboardInterrupt:
-        interrupted = True
-    except (RicomError, OSError, ConnectionError) as exc:
-        feed.close()  # chunks reduced before the failure count too
-        if reconstruction.n_patterns == 0:
-            raise
-        error = str(exc)
-    finally:
-        feed.close()
-        reader_stop.set()
-        close = getattr(chunks, "close", None)
-        if close is not None:
-            close()
-        if bar is not None:
-            bar.close()
-        source.close()
-    reconstruction.finalize()
-    seconds = (t_last - t0) if t_last is not None else 0.0
-    snap = reconstruction.snapshot()
-    snap.seconds_processing = seconds
-    return RunResult(snap, seconds, interrupted, error, feed.latency_s)
+    return Pipeline(reconstruction, chunk_size, prefetch).run(source, progress, stop, description)

@@ -1,6 +1,7 @@
 """Inputs: every file format, stream and simulator as a `Source` yielding chunks.
 
-`open_source` picks the reader from the input's name.  A new camera or format needs a
+`open_source` picks the reader from the input's name; `open_input` also takes arrays
+and sources.  A new camera or format needs a
 module here with an ``open(spec, **options)`` function and one line in `_READERS`.
 """
 from __future__ import annotations
@@ -8,10 +9,13 @@ from __future__ import annotations
 import importlib
 import os
 
+import numpy as np
+
 from ricom.core.errors import InputError
+from ricom.sources.arrays import ArraySource
 from ricom.sources.base import EventChunk, FrameChunk, PackedFrames, ScanLayout, Source
 
-__all__ = ["EventChunk", "FrameChunk", "PackedFrames", "ScanLayout", "Source", "open_source"]
+__all__ = ["EventChunk", "FrameChunk", "PackedFrames", "ScanLayout", "Source", "open_input", "open_source"]
 
 
 def _ext(spec: str) -> str:
@@ -70,3 +74,13 @@ def open_source(spec: str, **options) -> Source:
         raise InputError(f"input {spec!r} does not exist")
     raise InputError(f"cannot read {spec!r}: unknown format (expected .npy, .mib, .h5:/dataset, "
                      f".zarr, .tpx3, .t3p or 'demo')")
+
+
+def open_input(data, **source_options) -> Source:
+    """A `Source` from an array (`ricom.sources.arrays.ArraySource`), a path or spec string
+    (`open_source`), or a source itself (returned as it is)."""
+    if isinstance(data, Source):
+        return data
+    if isinstance(data, np.ndarray):
+        return ArraySource(data, **source_options)
+    return open_source(os.fspath(data), **source_options)

@@ -1,17 +1,17 @@
-"""Single-electron events into the per-position state (the event form of `accumulate`)."""
+"""Single-electron events into the per-position state (the event form of `ricom.engine.compiled.moments.accumulate`)."""
 from __future__ import annotations
 
 import numba
 import numpy as np
 
 from ricom.engine.compiled._common import FIRST_RING, JIT, SUM_X, SUM_Y, TOTAL
-from ricom.engine.compiled.state import _centre_sums_add
+from ricom.engine.compiled.moments import centre_sums_add, touch
 
 
 @numba.njit(**JIT)
-def _touch_all(positions, state, hits, stamp, generation, touched, centre_sums, count_visits):
-    """List every position of the chunk once in ``touched`` and take its current COM out
-    of ``centre_sums`` (put back by `accumulate_events` after the update).
+def _touch_all(positions, buffers, generation, count_visits):
+    """List every position of the chunk once in ``buffers.touched`` and take its current COM
+    out of ``buffers.centre_sums`` (put back by `accumulate_events` after the update).
 
     Returns (touched count, new patterns: positions first seen, with ``count_visits``)."""
     n_touched = n_new = 0
@@ -21,14 +21,13 @@ def _touch_all(positions, state, hits, stamp, generation, touched, centre_sums, 
         if p == last or p < 0:
             continue
         last = p
-        if stamp[p] == generation:
+        n = touch(buffers, p, generation, n_touched)
+        if n == n_touched:
             continue
-        stamp[p] = generation
-        touched[n_touched] = p
-        n_touched += 1
-        _centre_sums_add(state, p, centre_sums, -1.0)
-        if count_visits and hits[p] == 0:
-            hits[p] = 1
+        n_touched = n
+        centre_sums_add(buffers.state, p, buffers.centre_sums, -1.0)
+        if count_visits and buffers.hits[p] == 0:
+            buffers.hits[p] = 1
             n_new += 1
     return n_touched, n_new
 
@@ -104,42 +103,40 @@ def _events_radius(positions, x, y, bounds2, cy, cx, mask_lo2, mask_hi2, use_mas
 
 
 @numba.njit(**JIT)
-def accumulate_events(positions, x, y, ring_lut, mask_lut, use_lut, bounds2, cy, cx, mask_lo2, mask_hi2,
-                      use_mask, state, hits, stamp, generation, touched, centre_sums, done, count_visits,
-                      counters):
+def accumulate_events(positions, x, y, lookups, buffers, generation, done, count_visits, counters):
     """Add single-electron events into the per-position state (the event form of `accumulate`).
 
     Event ``i`` at flat position ``positions[i]`` (``-1`` skips it) and detector column/row
     ``x[i]``, ``y[i]`` (any number type; sub-pixel positions are kept, never truncated) adds
-    1 to TOTAL, ``x`` to SUM_X and ``y`` to SUM_Y, and 1 to ring ``k`` where
-    ``bounds2[k] ≤ r² < bounds2[k + 1]`` (``r`` from the centre ``(cy, cx)``; ``bounds2``
-    are the squared ring boundaries, empty for no rings).  With ``use_mask`` only events
-    with ``mask_lo2 ≤ r² < mask_hi2`` enter the moments (the rings take every event).
-    With ``use_lut`` (integer coordinates) ring and mask come from the per-pixel look-ups
-    ``ring_lut`` (−1: no ring) and ``mask_lut`` instead — the same answer at pixel centres;
-    events off the detector are then skipped as invalid.
+    1 to TOTAL, ``x`` to SUM_X and ``y`` to SUM_Y, and 1 to its ring, with the ring and
+    the COM mask from ``lookups`` (`EventLookups`: per-pixel look-ups for integer
+    coordinates, else each event's radius — the same answer at pixel centres).  Events off
+    the detector (look-up case) or not finite are skipped as invalid.
 
-    Every position in ``done`` (its dwell ended) counts once in ``hits``; with
+    Every position in ``done`` (its dwell ended) counts once in ``buffers.hits``; with
     ``count_visits`` a position counts the first time it receives events instead.
-    ``touched``/``stamp``/``generation`` and ``centre_sums`` work as in `accumulate`.
-    ``counters`` receives [events skipped as invalid, patterns counted, empty patterns,
-    events added].  Returns the number of touched positions.
+    ``buffers`` and ``generation`` work as in `accumulate`.  ``counters`` receives [events
+    skipped as invalid, patterns counted, empty patterns, events added].  Returns the
+    number of touched positions.
     """
-    n_touched, n_new = _touch_all(positions, state, hits, stamp, generation, touched, centre_sums, count_visits)
-    if use_lut:
-        _events_lut(positions, x, y, ring_lut, mask_lut, use_mask, bounds2.shape[0] - 1, state, counters)
+    state = buffers.state
+    n_touched, n_new = _touch_all(positions, buffers, generation, count_visits)
+    bounds2 = lookups.ring_bounds2_px2
+    if lookups.use_lut:
+        _events_lut(positions, x, y, lookups.ring_of_pixel, lookups.com_mask, lookups.use_mask,
+                    bounds2.shape[0] - 1, state, counters)
     else:
-        _events_radius(positions, x, y, bounds2, cy, cx, mask_lo2, mask_hi2, use_mask, state, counters)
+        _events_radius(positions, x, y, bounds2, lookups.centre_y_px, lookups.centre_x_px, lookups.mask_lo2_px2,
+                       lookups.mask_hi2_px2, lookups.use_mask, state, counters)
     counters[1] = n_new
     for j in range(n_touched):
-        p = touched[j]
-        _centre_sums_add(state, p, centre_sums, 1.0)
+        centre_sums_add(state, buffers.touched[j], buffers.centre_sums, 1.0)
     n_empty = 0
     for j in range(done.shape[0]):
         p = done[j]
         if p < 0:
             continue
-        hits[p] += 1
+        buffers.hits[p] += 1
         counters[1] += 1
         if not state[TOTAL, p] > 0:
             n_empty += 1
