@@ -21,6 +21,11 @@ sys.path.insert(0, os.path.join(HERE, "..", "src"))
 
 import ricom  # noqa: E402
 
+sys.path.insert(0, HERE)
+import architecture_diagram  # noqa: E402
+
+architecture_diagram.write()  # the picture of architecture.md, from the import-layer contract
+
 project = "ricom"
 author = "the ricom developers"
 copyright = "the ricom developers"

@@ -211,3 +211,18 @@ def test_live_run_reports_the_error_of_its_thread():
 
     live = live_reconstruct(Broken(), kernel_size=3, interval_s=0.01)
     assert live.result.error == "the cable came loose" and live.snapshot().n_patterns == 4
+
+
+def test_architecture_picture_follows_the_import_contract():
+    """docs/_static/architecture.svg is what docs/architecture_diagram.py draws from the
+    contract in pyproject.toml, and every layer of the contract is described."""
+    sys.path.insert(0, DOCS)
+    try:
+        import architecture_diagram as diagram
+    finally:
+        sys.path.remove(DOCS)
+    layers = diagram.contract_layers()
+    assert layers[0] == "ricom.cli" and layers[-1] == "ricom.core"
+    assert set(layers) == set(diagram.LAYER_NOTES)
+    with open(diagram.OUT, encoding="utf-8") as fh:
+        assert fh.read() == diagram.svg(layers), "run: python docs/architecture_diagram.py"
