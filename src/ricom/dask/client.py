@@ -193,6 +193,37 @@ def _gather(client, job: RangeJob, ranges, retries: int, progress, unit: str, fi
     return results, interrupted, error
 
 
+def _first_chunks(source: Source, rec: Reconstruction, chunk_size: int) -> tuple[int, str | None]:
+    """Feed the first chunk(s) to the client's reconstruction until its detector look-ups
+    (centre, BF radius) are built, as in a single-process run; returns the units read and
+    the message of an input that broke off meanwhile."""
+    s, n_units = rec.settings, source.n_units
+    if not (s.virtual_detectors or s.com_mask_px is not None):
+        return 0, None
+    first = 0
+    try:
+        for chunk in source.read_range(0, n_units, chunk_size):
+            first += feed(rec, chunk)
+            if rec.lookup_centre_yx is not None:
+                break
+    except RicomError as exc:
+        if rec.n_patterns == 0:
+            raise
+        return n_units, str(exc)
+    return first, None
+
+
+def _on_cluster(client, job: RangeJob, first: int, range_size, retries: int, progress, unit: str):
+    """Units ``first …`` of the job on the cluster: (results, interrupted, error, start-up seconds)."""
+    t_connect = time.perf_counter()
+    with connect(client) as c:
+        startup = time.perf_counter() - t_connect  # a local cluster's start does not count as processing
+        if not c.scheduler_info().get("workers"):
+            c.wait_for_workers(1, timeout=60)
+        ranges = plan_ranges(first, job.n_units, job.chunk_size, len(c.scheduler_info()["workers"]), range_size)
+        return (*_gather(c, job, ranges, retries, progress, unit, first), startup)
+
+
 def reconstruct_run_distributed(data, *, client, settings: Settings | None = None, reference=None,
                                 descan: str | None = None, descan_reference=None, progress=False,
                                 chunk_size: int = 512, range_size: int | None = None, retries: int = 3,
@@ -228,17 +259,7 @@ def reconstruct_run_distributed(data, *, client, settings: Settings | None = Non
         ref_c = reference_center(reference) if reference is not None else None
         rec = Reconstruction(source.scan_shape, source.detector_shape, settings, reference_center_yx=ref_c)
         n_units = source.n_units
-        first, error = 0, None
-        if settings.virtual_detectors or settings.com_mask_px is not None:
-            try:  # the first chunk(s) fix the centre and BF radius of the look-ups, as in `run`
-                for chunk in source.read_range(0, n_units, chunk_size):
-                    first += feed(rec, chunk)
-                    if rec.lookup_centre_yx is not None:
-                        break
-            except RicomError as exc:
-                if rec.n_patterns == 0:
-                    raise
-                first, error = n_units, str(exc)
+        first, error = _first_chunks(source, rec, chunk_size)
         if first >= n_units:
             rec.finalize()
         job = RangeJob(spec, options, tuple(source.scan_shape), tuple(source.detector_shape), n_units,
@@ -247,14 +268,8 @@ def reconstruct_run_distributed(data, *, client, settings: Settings | None = Non
         source.close()
     interrupted, results, startup = False, [], 0.0
     if first < n_units:
-        t_connect = time.perf_counter()
-        with connect(client) as c:
-            startup = time.perf_counter() - t_connect  # a local cluster's start does not count as processing
-            if not c.scheduler_info().get("workers"):
-                c.wait_for_workers(1, timeout=60)
-            ranges = plan_ranges(first, n_units, int(chunk_size), len(c.scheduler_info()["workers"]), range_size)
-            unit = "frames" if source.kind == "frames" else "positions"
-            results, interrupted, error = _gather(c, job, ranges, retries, progress, unit, first)
+        unit = "frames" if source.kind == "frames" else "positions"
+        results, interrupted, error, startup = _on_cluster(client, job, first, range_size, retries, progress, unit)
     for msg in dict.fromkeys(m for r in results for m in r.warnings):
         warnings.warn(msg, stacklevel=2)
     rec.merge_moments(merged(rec, results))
