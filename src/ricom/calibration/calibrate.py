@@ -169,6 +169,47 @@ class CalibrationReport:
         return "\n".join(lines)
 
 
+def _disc_fit(m: Measurement, required: bool) -> DiscFit | None:
+    """The bright-field disc of the mean pattern, if there are frames and a disc."""
+    if m.mean_pattern is None:
+        if required:
+            raise SettingsError("the input has no frames to fit a disc to; use the mean-COM centre")
+        return None
+    try:
+        return fit_disc(m.mean_pattern)
+    except SettingsError:
+        if required:
+            raise
+        return None
+
+
+def _centre(center, center_com, disc: DiscFit | None, ref: Measurement | None) -> tuple[str, tuple[float, float]]:
+    """(how, centre): the mean COM, the disc fit, the reference's mean COM, or given."""
+    if not isinstance(center, str):
+        return "given", (float(center[0]), float(center[1]))
+    methods = {"com": ("mean COM", lambda: center_com), "disc": ("disc fit", lambda: disc.center_yx),
+               "reference": ("reference mean COM", lambda: center_from_mean_com(ref.com_y, ref.com_x))}
+    if center not in methods:
+        raise SettingsError(f"centre must be 'com', 'disc', 'reference' or (cy, cx), got {center!r}")
+    return methods[center][0], methods[center][1]()
+
+
+def _descan(descan, m: Measurement, ref: Measurement | None):
+    """(fit or None, zero-mean offset maps or None, description) of the descan choice."""
+    orders = {"none": None, "plane": 1, "quadratic": 2}
+    if descan == "reference":
+        return None, descan_from_reference(ref, scan_shape=m.scan_shape), descan
+    if isinstance(descan, str) and descan in orders:
+        if orders[descan] is None:
+            return None, None, descan
+        fit = fit_descan_model(m.com_y, m.com_x, orders[descan])
+        return fit, fit.offsets(), descan
+    if not isinstance(descan, str):
+        fit = fit_descan_model(m.com_y, m.com_x, int(descan))
+        return fit, fit.offsets(), f"polynomial order {int(descan)}"
+    raise SettingsError(f"descan must be 'plane', 'quadratic', 'none' or 'reference', got {descan!r}")
+
+
 def calibrate(data, *, center="com", descan: str | int = "plane", reference=None, flip: bool | None = None,
               scan_shape=None, chunk_size: int = 512, progress=False, **source_options) -> CalibrationReport:
     """Rotation, flip, centre and descan from one pass over the data.
@@ -204,36 +245,9 @@ def calibrate(data, *, center="com", descan: str | int = "plane", reference=None
             raise SettingsError("centre or descan 'reference' needs a vacuum reference scan (--reference FILE)")
         ref = measure(reference, chunk_size=chunk_size, **source_options)
     center_com = center_from_mean_com(m.com_y, m.com_x)
-    disc = None
-    if m.mean_pattern is not None:
-        try:
-            disc = fit_disc(m.mean_pattern)
-        except SettingsError:
-            if center == "disc":
-                raise
-    if isinstance(center, str):
-        methods = {"com": ("mean COM", lambda: center_com), "disc": ("disc fit", lambda: disc.center_yx),
-                   "reference": ("reference mean COM", lambda: center_from_mean_com(ref.com_y, ref.com_x))}
-        if center not in methods:
-            raise SettingsError(f"centre must be 'com', 'disc', 'reference' or (cy, cx), got {center!r}")
-        if center == "disc" and disc is None:
-            raise SettingsError("the input has no frames to fit a disc to; use the mean-COM centre")
-        center_method, centre = methods[center][0], methods[center][1]()
-    else:
-        center_method, centre = "given", (float(center[0]), float(center[1]))
-    fit, offsets = None, None
-    orders = {"none": None, "plane": 1, "quadratic": 2}
-    if descan == "reference":
-        offsets = descan_from_reference(ref, scan_shape=m.scan_shape)
-    elif isinstance(descan, str) and descan in orders:
-        if orders[descan] is not None:
-            fit = fit_descan_model(m.com_y, m.com_x, orders[descan])
-            offsets = fit.offsets()
-    elif not isinstance(descan, str):
-        fit = fit_descan_model(m.com_y, m.com_x, int(descan))
-        offsets, descan = fit.offsets(), f"polynomial order {int(descan)}"
-    else:
-        raise SettingsError(f"descan must be 'plane', 'quadratic', 'none' or 'reference', got {descan!r}")
+    disc = _disc_fit(m, required=center == "disc")
+    center_method, centre = _centre(center, center_com, disc, ref)
+    fit, offsets, descan = _descan(descan, m, ref)
     oy, ox = offsets if offsets is not None else (0.0, 0.0)
     rot = find_rotation(m.com_x - centre[1] - ox, m.com_y - centre[0] - oy, flip=flip, min_rms=UNIFORM_PX)
     return CalibrationReport(rot, centre, center_method, center_com, disc, str(descan), fit, offsets,
