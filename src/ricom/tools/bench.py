@@ -12,15 +12,30 @@ sizes and thread counts.  ``--only dask`` (never run otherwise) reconstructs a m
 """
 from __future__ import annotations
 
+import json
 import math
 import os
+import re
+import signal
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
 
 import numpy as np
 
+from ricom.api import reconstruct_run
+from ricom.dask.client import connect, reconstruct_run_distributed
+from ricom.engine.pipeline import run
 from ricom.engine.reconstruction import Reconstruction
+from ricom.simulators.events import write_events
+from ricom.simulators.specimen import SimulationParams, simulate_chunks
+from ricom.sources import open_source
+from ricom.sources.arrays import ArraySource, open_npy
+from ricom.sources.base import FrameChunk
+from ricom.sources.merlin.file import MerlinSource
+from ricom.sources.merlin.live import MerlinLiveSource
 from ricom.tools.bench_core import (
     BenchRecord,
     bench_settings,
@@ -35,7 +50,6 @@ from ricom.tools.bench_core import (
 
 def bench_in_memory(scan_shape, detector_shape, kernel: int, threads: int, n_unique: int = 1024) -> BenchRecord:
     """The engine on frames already in memory (uint16)."""
-    from ricom.sources.arrays import ArraySource
     sy, sx = scan_shape
     unique = synthetic_frames(n_unique, detector_shape, 4095)
     frames = np.resize(unique, (sy * sx, *detector_shape))
@@ -48,7 +62,6 @@ def bench_in_memory(scan_shape, detector_shape, kernel: int, threads: int, n_uni
 def bench_mib(folder: str, scan_shape, detector_shape, depth: int, raw: bool, kernel: int,
               threads: int) -> BenchRecord:
     """A Merlin file from the page cache, through `MerlinSource`."""
-    from ricom.sources.merlin.file import MerlinSource
     path = os.path.join(folder, f"bench_{detector_shape[0]}_{depth}{'r' if raw else ''}.mib")
     if not os.path.exists(path):
         write_mib(path, scan_shape, detector_shape, depth, raw)
@@ -64,7 +77,6 @@ def bench_mib(folder: str, scan_shape, detector_shape, depth: int, raw: bool, ke
 
 def bench_npy(folder: str, scan_shape, detector_shape, kernel: int, threads: int) -> BenchRecord:
     """A `.npy` file from the page cache (memory-mapped)."""
-    from ricom.sources.arrays import open_npy
     path = os.path.join(folder, f"bench_{detector_shape[0]}.npy")
     if not os.path.exists(path):
         unique = synthetic_frames(256, detector_shape, 4095)
@@ -85,11 +97,7 @@ def bench_npy(folder: str, scan_shape, detector_shape, kernel: int, threads: int
 def bench_live(folder: str, scan_shape, detector_shape, depth: int, raw: bool, kernel: int,
                threads: int, repeat: int = 4) -> BenchRecord:
     """Frames over loopback from the project's Merlin simulator, run as a separate process."""
-    import re
-    import subprocess
-    import sys
 
-    from ricom.sources.merlin.live import MerlinLiveSource
     path = os.path.join(folder, f"bench_{detector_shape[0]}_{depth}{'r' if raw else ''}.mib")
     if not os.path.exists(path):
         write_mib(path, scan_shape, detector_shape, depth, raw)
@@ -104,7 +112,6 @@ def bench_live(folder: str, scan_shape, detector_shape, depth: int, raw: bool, k
         port = int(re.search(r"data port (\d+)", banner).group(1))
         src = MerlinLiveSource("127.0.0.1", port, scan_shape=scan_shape, timeout=60)
         frame_bytes = src.frame_header.frame_bytes
-        from ricom.engine.pipeline import run
         rec = Reconstruction(scan_shape, detector_shape, bench_settings(kernel, detector_shape),
                              threads=threads)
         res = run(src, rec, chunk_size=256)
@@ -127,10 +134,6 @@ def bench_live(folder: str, scan_shape, detector_shape, depth: int, raw: bool, k
 
 def bench_events(folder: str, scan_shape, kernel: int, threads: int, dose: float = 200.0) -> BenchRecord:
     """A page-cached `.tpx3` file: decode, scan synchronisation and reconstruction."""
-    from ricom.engine.pipeline import run
-    from ricom.simulators.events import write_events
-    from ricom.simulators.specimen import SimulationParams, simulate_chunks
-    from ricom.sources import open_source
     path = os.path.join(folder, f"bench_events_{scan_shape[0]}.tpx3")
     if not os.path.exists(path):
         params = SimulationParams(scan_shape=scan_shape, detector_shape=(128, 128), dose_e_per_probe=dose)
@@ -157,9 +160,6 @@ def bench_events(folder: str, scan_shape, kernel: int, threads: int, dose: float
 def bench_large_scan(scan_shape=(1024, 1024), detector_shape=(256, 256), kernel: int = 61,
                      threads: int = 1, source: str = "simulator") -> BenchRecord:
     """Runs `large_scan` in a fresh process, so that its peak memory is its own."""
-    import json
-    import subprocess
-    import sys
     code = ("import json, sys; from ricom.tools.bench import large_scan; "
             f"r = large_scan({tuple(scan_shape)}, {tuple(detector_shape)}, {kernel}, {threads}, {source!r}); "
             "print(json.dumps(r.as_dict()))")
@@ -175,11 +175,7 @@ def large_scan(scan_shape=(1024, 1024), detector_shape=(256, 256), kernel: int =
     loopback (the full path); ``"memory"`` repeats a small set of frames in memory (the
     engine alone, much faster).
     """
-    import subprocess
-    import sys
 
-    from ricom.engine.pipeline import run
-    from ricom.sources.merlin.live import MerlinLiveSource
     n = scan_shape[0] * scan_shape[1]
     unique = synthetic_frames(256, detector_shape, 4095)
     rec = Reconstruction(scan_shape, detector_shape, bench_settings(kernel, detector_shape), threads=threads)
@@ -193,7 +189,6 @@ def large_scan(scan_shape=(1024, 1024), detector_shape=(256, 256), kernel: int =
                  "--control-port", "0", "--once", "--start-on", "connect", "--quiet", "--repeat", str(n // 256),
                  "--scan-shape", str(scan_shape[0]), str(scan_shape[1])],
                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-            import re
             port = int(re.search(r"data port (\d+)", server.stdout.readline()).group(1))
             src = MerlinLiveSource("127.0.0.1", port, scan_shape=scan_shape, timeout=120)
         else:
@@ -222,7 +217,6 @@ class _Repeating:
         self.n_frames = scan_shape[0] * scan_shape[1]
 
     def chunks(self, chunk_size: int = 256):
-        from ricom.sources.base import FrameChunk
         m = self.frames.shape[0]
         step = max(1, min(chunk_size, m))
         for start in range(0, self.n_frames, step):
@@ -239,13 +233,11 @@ _DASK_TIMES: dict = {}
 
 def _warm_worker(path: str, scan_shape) -> None:
     """Load the compiled kernels in this process (run on every worker before timing)."""
-    from ricom.api import reconstruct_run
     reconstruct_run(path, source_options={"scan_shape": scan_shape}, kernel_size=3)
 
 
 def _kill_one_busy_worker(client) -> Callable[[int], None]:
     """A progress callback that SIGKILLs a worker holding a range, once, after the first range is done."""
-    import signal
     pids, killed = client.run(os.getpid), []
 
     def kill(_units: int) -> None:
@@ -266,7 +258,6 @@ def bench_dask(folder: str, scan_shape, detector_shape, depth: int, kernel: int,
     separately.  With ``kill`` one run, in which a busy worker is killed.  The note
     compares with the single-process time and images of the same file.
     """
-    from ricom.api import reconstruct_run
     sy, sx = scan_shape
     path = os.path.join(folder, f"bench_dask_{sy}x{sx}_{detector_shape[0]}_{depth}.mib")
     warm = path[:-4] + "_warm.mib"
@@ -290,7 +281,6 @@ def bench_dask(folder: str, scan_shape, detector_shape, depth: int, kernel: int,
     if workers == 0:
         return make_record("dask: single process", 1, kernel, detector_shape, single, sy * sx, frame_bytes, memread,
                        note="the baseline of the dask cases")
-    from ricom.dask.client import connect, reconstruct_run_distributed
     t = time.perf_counter()
     with connect(f"local:{workers}") as client:
         startup = time.perf_counter() - t

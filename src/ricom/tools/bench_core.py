@@ -2,6 +2,7 @@
 baseline, synthetic inputs and the timing of one reconstruction run."""
 from __future__ import annotations
 
+import resource
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -10,7 +11,9 @@ import numba
 import numpy as np
 
 from ricom.core.params import DetectorGeometry, KernelSettings, Settings
+from ricom.engine.pipeline import run
 from ricom.engine.reconstruction import Reconstruction
+from ricom.sources.merlin.mib import encode_frames
 
 
 @dataclass
@@ -87,7 +90,6 @@ def bench_settings(kernel: int, detector_shape) -> Settings:
 def time_run(make_source: Callable, scan_shape, detector_shape, kernel: int, threads: int,
               chunk_size: int = 512) -> tuple[float, int]:
     """Seconds and patterns of one full run, timed after an identical warm-up run in this process."""
-    from ricom.engine.pipeline import run
     rec = Reconstruction(scan_shape, detector_shape, bench_settings(kernel, detector_shape), threads=threads)
     run(make_source(), rec, chunk_size=chunk_size)
     rec = Reconstruction(scan_shape, detector_shape, bench_settings(kernel, detector_shape), threads=threads)
@@ -103,7 +105,6 @@ def make_record(case, threads, kernel, det, seconds, n, bytes_per_pattern, memre
 
 def write_mib(path: str, scan_shape, detector_shape, depth: int, raw: bool, n_unique: int = 256) -> int:
     """A simulated `.mib` file; returns bytes per frame."""
-    from ricom.sources.merlin.mib import encode_frames
     quad = detector_shape[0] > 256
     unique = synthetic_frames(n_unique, detector_shape, 2 ** depth - 1)
     n = scan_shape[0] * scan_shape[1]
@@ -125,5 +126,4 @@ def peak_rss_mb() -> float:
                     return int(line.split()[1]) / 1024
     except OSError:
         pass
-    import resource
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
