@@ -198,9 +198,10 @@ def test_live_view_with_ipywidgets_updates_the_image_widget(monkeypatch):
 def test_live_run_reports_the_error_of_its_thread():
     import numpy as np
 
+    from ricom.core.chunks import FrameChunk
     from ricom.core.errors import InputError
     from ricom.jupyter import live_reconstruct
-    from ricom.sources.base import FrameChunk, Source
+    from ricom.sources.base import Source
 
     class Broken(Source):
         kind, scan_shape, detector_shape, n_frames = "frames", (4, 4), (8, 8), 16

@@ -315,7 +315,7 @@ def test_replace_mode_shows_the_newest_pass(poisson_data, rng):
 @pytest.mark.parametrize("big_endian", [False, True])
 def test_packed_frames_with_headers_equal_plain_frames(poisson_data, big_endian):
     """Frames inside a buffer with 384-byte headers (as in a Merlin file) are read in place."""
-    from ricom.sources.base import PackedFrames
+    from ricom.core.chunks import PackedFrames
     frames = poisson_data.reshape(-1, 16, 16)
     stored = frames.astype(">u2" if big_endian else "<u2").reshape(72, -1).view(np.uint8)
     buf = np.zeros((72, 384 + stored.shape[1]), np.uint8)
@@ -334,7 +334,7 @@ def test_packed_frames_with_headers_equal_plain_frames(poisson_data, big_endian)
 
 @pytest.mark.parametrize("packed", [False, True])
 def test_threads_give_the_same_image(poisson_data, packed):
-    from ricom.sources.base import PackedFrames
+    from ricom.core.chunks import PackedFrames
     frames = poisson_data.reshape(-1, 16, 16)
     data = PackedFrames(frames.reshape(72, -1).copy(), 0, (16, 16)) if packed else frames
     vds = (VirtualDetector("vadf", 4, math.inf),)

@@ -12,11 +12,11 @@ import pytest
 
 import ricom
 from ricom.api import make_settings
+from ricom.core.chunks import EventChunk
 from ricom.core.errors import InputError, SettingsError
 from ricom.engine.reconstruction import Reconstruction
 from ricom.simulators.events import write_events
 from ricom.sources import open_source
-from ricom.sources.base import EventChunk
 from ricom.sources.events_h5 import EventsH5Source, EventsH5Writer, is_event_file
 from ricom.sources.timepix.tpx3 import Tpx3Source
 

@@ -12,10 +12,10 @@ from hypothesis import strategies as st
 
 import ricom
 from ricom import DetectorGeometry, KernelSettings, Settings, VirtualDetector
+from ricom.core.chunks import EventChunk
 from ricom.engine.moments import Moments
 from ricom.engine.reducer import PatternSum, ReducedChunk
 from ricom.engine.reduction import ChunkReduction
-from ricom.sources.base import EventChunk
 
 SCAN, DET = (5, 6), (8, 8)
 VDS = (VirtualDetector("vbf", 0, 2.5), VirtualDetector("vadf", 2.5, 6))

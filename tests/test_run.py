@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 from ricom import InputError, KernelSettings, Reconstruction, Settings
+from ricom.core.chunks import FrameChunk
 from ricom.engine.pipeline import run
 from ricom.sources.arrays import ArraySource
-from ricom.sources.base import FrameChunk, Source
+from ricom.sources.base import Source
 
 
 class Breaking(Source):

@@ -61,8 +61,8 @@ def run(args) -> int:  # only reached without a detector name, which argparse al
 
 def _arm(args, opts: dict):
     """(trigger callback, MerlinControl) for --start, else (None, None)."""
+    from ricom.core.chunks import ScanLayout
     from ricom.core.errors import SettingsError
-    from ricom.sources.base import ScanLayout
     from ricom.sources.merlin.control import MerlinControl
 
     if not args.start:

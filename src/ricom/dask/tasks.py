@@ -16,13 +16,13 @@ import time
 import warnings
 from dataclasses import dataclass, field
 
+from ricom.core.chunks import EventChunk
 from ricom.core.errors import InputError, RicomError
 from ricom.core.params import Settings
 from ricom.engine.lookups import DetectorLookups
 from ricom.engine.moments import MomentsPart
 from ricom.engine.reduction import ChunkReduction
 from ricom.sources import open_source
-from ricom.sources.base import EventChunk
 
 
 @dataclass(frozen=True)

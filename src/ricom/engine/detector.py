@@ -13,8 +13,8 @@ import math
 
 import numpy as np
 
+from ricom.core.chunks import PackedFrames
 from ricom.engine import compiled as C
-from ricom.sources.base import PackedFrames
 
 
 def take_frames(frames, a: int, b: int):

@@ -1,6 +1,6 @@
 """Event chunks into the engine: checks, and events held back until the look-ups exist.
 
-Single-electron events (`ricom.sources.base.EventChunk`) are reduced straight into the
+Single-electron events (`ricom.core.chunks.EventChunk`) are reduced straight into the
 per-position moments (`ricom.engine.moments.Moments.process_events`: sub-pixel COM, ring
 counts).  While the centre or the bright-field radius behind the virtual detectors (or
 COM mask) is unknown, `EventHold` keeps the events until `MIN_EVENTS_FOR_LUT` have

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from ricom.core.chunks import PackedFrames
 from ricom.core.errors import InputError
 from ricom.engine.detector import mean_pattern, pattern_centre_of_mass
 from ricom.engine.lookups import DetectorLookups
 from ricom.engine.reducer import ReducedChunk
 from ricom.engine.workers import Workers
-from ricom.sources.base import PackedFrames
 
 
 def checked_frames(frames, detector_shape: tuple[int, int], unpack_packed: bool):

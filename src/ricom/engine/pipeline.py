@@ -21,12 +21,13 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from ricom.core.chunks import EventChunk
 from ricom.core.errors import RicomError
 from ricom.engine import compiled
 from ricom.engine.reduction import ChunkReduction
 from ricom.engine.snapshot import Snapshot
 from ricom.engine.workers import Workers
-from ricom.sources.base import EventChunk, Source
+from ricom.sources.base import Source
 
 
 @dataclass

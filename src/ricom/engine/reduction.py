@@ -245,7 +245,7 @@ class ChunkReduction:
     # ------------------------------------------------------------------ events
 
     def process_events(self, chunk) -> None:
-        """Add a chunk of single-electron events (`ricom.sources.base.EventChunk`).
+        """Add a chunk of single-electron events (`ricom.core.chunks.EventChunk`).
 
         Each event at ``chunk.positions[i] ≥ 0`` adds one count at detector column/row
         ``(x[i], y[i])`` to its scan position: the COM is the event-count-weighted mean of

@@ -18,7 +18,8 @@ import time
 
 import numpy as np
 
-from ricom.sources.base import FrameChunk, Source
+from ricom.core.chunks import FrameChunk
+from ricom.sources.base import Source
 
 
 class ReplaySource(Source):

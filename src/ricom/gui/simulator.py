@@ -19,9 +19,10 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from ricom.core.chunks import FrameChunk
 from ricom.core.errors import SettingsError
 from ricom.simulators.specimen import SimulationParams, detector_calibration, simulate_chunks, simulation_hints
-from ricom.sources.base import FrameChunk, Source
+from ricom.sources.base import Source
 
 DEFAULT_PARAMS = SimulationParams(scan_shape=(64, 64), detector_shape=(48, 48), dose_e_per_probe=2e4)
 """What the GUI simulates unless told otherwise: a 64×64 scan, 48×48 patterns, 2·10⁴ e⁻/probe."""

@@ -17,9 +17,10 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ricom.core.chunks import EventChunk
 from ricom.core.errors import RicomError
 from ricom.engine.pipeline import RunResult, run
-from ricom.sources.base import EventChunk, Source
+from ricom.sources.base import Source
 
 MAX_TAP_EVENTS = 200_000
 """Events of the latest event chunk kept for the diffraction view."""

@@ -13,9 +13,9 @@ import numpy as np
 
 from ricom.core.errors import InputError
 from ricom.sources.arrays import ArraySource
-from ricom.sources.base import EventChunk, FrameChunk, PackedFrames, ScanLayout, Source
+from ricom.sources.base import Source
 
-__all__ = ["EventChunk", "FrameChunk", "PackedFrames", "ScanLayout", "Source", "open_input", "open_source"]
+__all__ = ["Source", "open_input", "open_source"]
 
 
 def _ext(spec: str) -> str:

@@ -1,10 +1,7 @@
-"""The source abstraction: what every input (file, stream, simulator) yields.
+"""The source abstraction: what every input (file, stream, simulator) is.
 
-A source produces chunks; a `FrameChunk` holds whole diffraction patterns, an
-`EventChunk` single-electron events.  Each carries flat scan positions
-(``iy * scan_x + ix``), with ``-1`` for data that belongs to no scan position
-(flyback, skipped frames, events outside a line).  `ScanLayout` maps a running frame
-index to scan positions for sources that deliver frames in acquisition order.
+A `Source` produces chunks (`ricom.core.chunks`: `FrameChunk` whole diffraction
+patterns, `EventChunk` single-electron events, each with flat scan positions).
 
 Sources whose data can be read from any point (files of whole frames, event lists
 indexed by position) are *splittable*: `Source.read_range` reads units
@@ -19,175 +16,11 @@ import ctypes
 import functools
 import mmap
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import numpy as np
 
-from ricom.core.errors import InputError, SettingsError
-
-
-@dataclass(frozen=True)
-class PackedFrames:
-    """Patterns stored with a fixed gap between them (per-frame headers), read in place.
-
-    ``rows (k, L)`` is a C-contiguous uint8 or uint16 array over the stored bytes (e.g. a
-    memory-mapped Merlin file); pattern i is ``rows[i, offset:offset + ny*nx]`` in row
-    order, big-endian when ``big_endian``.  The engine reads it without a copy;
-    indexing or `unpack` gives ordinary native arrays.
-    """
-
-    rows: np.ndarray
-    offset: int
-    frame_shape: tuple[int, int]
-    big_endian: bool = False
-    bits: int = 0
-    """1: one bit per pixel, packed in big-endian 64-bit words (``rows`` uint64, bit k of
-    word j of a row is pixel 64·j + k; Merlin raw 1-bit).  0: one ``rows`` item per pixel."""
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        return (self.rows.shape[0], *self.frame_shape)
-
-    @property
-    def dtype(self) -> np.dtype:
-        return self.rows.dtype
-
-    def __len__(self) -> int:
-        return self.rows.shape[0]
-
-    def unpack(self, index=slice(None)) -> np.ndarray:
-        """Native ``(k, ny, nx)`` copy of the patterns ``index`` (a slice or int array)."""
-        ny, nx = self.frame_shape
-        if self.bits == 1:
-            words = np.ascontiguousarray(self.rows[index, self.offset:self.offset + ny * nx // 64])
-            k = words.shape[0]
-            octets = words.view(np.uint8).reshape(k, -1, 8)[:, :, ::-1]  # big-endian words, bit k = pixel k
-            return np.unpackbits(octets, axis=-1, bitorder="little").reshape(k, ny, nx)
-        block = self.rows[index, self.offset:self.offset + ny * nx]
-        if self.big_endian:
-            block = block.byteswap()
-        return np.ascontiguousarray(block).reshape(-1, ny, nx)
-
-    def __getitem__(self, index) -> np.ndarray:
-        if isinstance(index, (int, np.integer)):
-            i = int(index) % len(self)
-            return self.unpack(slice(i, i + 1))[0]
-        return self.unpack(index)
-
-
-class FrameChunk:
-    """Diffraction patterns ``frames[k, det_y, det_x]`` at ``positions[k]`` (flat, -1 = skip).
-
-    ``scan_pass`` optionally gives the pass of the scan each frame belongs to (0, 1, …)
-    for repeated scans.  Zero-copy readers give ``packed`` (`PackedFrames`) instead of
-    ``frames``; the engine reads those in place, and ``frames`` unpacks them on first use.
-    Live sources set ``received_s``, the `time.perf_counter` at which the chunk's first
-    pattern arrived, so `ricom.engine.pipeline.run` can report how long patterns wait to be seen.
-    """
-
-    __slots__ = ("_frames", "packed", "positions", "received_s", "scan_pass")
-
-    def __init__(self, frames: np.ndarray | None = None, positions: np.ndarray | None = None,
-                 scan_pass: np.ndarray | None = None, packed: PackedFrames | None = None,
-                 received_s: float | None = None) -> None:
-        if (frames is None) == (packed is None):
-            raise ValueError("give frames or packed")
-        self._frames = frames
-        self.packed = packed
-        self.positions = positions
-        self.scan_pass = scan_pass
-        self.received_s = received_s
-
-    @property
-    def frames(self) -> np.ndarray:
-        if self._frames is None:
-            self._frames = self.packed.unpack()
-        return self._frames
-
-    @property
-    def data(self) -> np.ndarray | PackedFrames:
-        """What the engine should read: the packed frames if any, else the array."""
-        return self.packed if self.packed is not None else self._frames
-
-    def __len__(self) -> int:
-        return len(self.positions)
-
-
-@dataclass
-class EventChunk:
-    """Single-electron events.
-
-    ``positions[i]`` is the flat scan index of event i (-1 = outside the scan);
-    ``x``/``y`` the detector column/row (float allowed: sub-pixel positions);
-    ``t_ns`` the arrival time after the probe reached the position (NaN if unknown);
-    ``tot`` time over threshold (optional).  ``positions_done`` optionally lists the
-    positions whose dwell ended in this chunk (they count as processed patterns).
-    """
-
-    positions: np.ndarray
-    x: np.ndarray
-    y: np.ndarray
-    t_ns: np.ndarray | None = None
-    tot: np.ndarray | None = None
-    positions_done: np.ndarray | None = None
-
-
-@dataclass(frozen=True)
-class ScanLayout:
-    """Order of frames in an acquisition.
-
-    Parameters
-    ----------
-    scan_shape : (int, int)
-        (scan_y, scan_x).
-    skip_frames : int
-        Frames to drop at the start.
-    flyback_frames : int
-        Extra frames at the end of each scan line, dropped.
-    frames_per_position : int
-        Consecutive frames recorded at each position (summed by the engine).
-
-    Frames past the last position start a new pass of the scan (repeated scans).
-
-    Examples
-    --------
-    >>> ScanLayout((2, 3), flyback_frames=1).positions(0, 8).tolist()
-    [0, 1, 2, -1, 3, 4, 5, -1]
-    """
-
-    scan_shape: tuple[int, int]
-    skip_frames: int = 0
-    flyback_frames: int = 0
-    frames_per_position: int = 1
-
-    def __post_init__(self) -> None:
-        sy, sx = self.scan_shape
-        if sy < 1 or sx < 1:
-            raise SettingsError(f"scan shape must be positive, got {self.scan_shape}")
-        if self.skip_frames < 0 or self.flyback_frames < 0 or self.frames_per_position < 1:
-            raise SettingsError("skip and flyback frames must be ≥ 0 and frames per position ≥ 1")
-
-    @property
-    def frames_per_pass(self) -> int:
-        sy, sx = self.scan_shape
-        return sy * (sx + self.flyback_frames) * self.frames_per_position
-
-    def passes(self, start: int, count: int) -> np.ndarray:
-        """Scan pass (0, 1, …) of frames ``start … start+count-1``."""
-        i = np.arange(start, start + count, dtype=np.int64) - self.skip_frames
-        return np.maximum(i, 0) // self.frames_per_pass
-
-    def positions(self, start: int, count: int) -> np.ndarray:
-        """Flat scan positions of frames ``start … start+count-1`` (file order)."""
-        sy, sx = self.scan_shape
-        i = np.arange(start, start + count, dtype=np.int64) - self.skip_frames
-        k = i // self.frames_per_position
-        line_len = sx + self.flyback_frames
-        k = k % (sy * line_len)
-        line, col = np.divmod(k, line_len)
-        pos = line * sx + col
-        pos[(col >= sx) | (i < 0)] = -1
-        return pos
+from ricom.core.chunks import EventChunk, FrameChunk
+from ricom.core.errors import InputError
 
 
 class Source(abc.ABC):
@@ -311,3 +144,6 @@ def populate_mapped(arr: np.ndarray) -> None:
     """`populate` for a view of a `numpy.memmap` (a no-op for other arrays)."""
     if getattr(arr, "_mmap", None) is not None and arr.flags.c_contiguous:
         populate(arr)
+
+
+__all__ = ["Source", "populate", "populate_mapped"]

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from ricom.core.chunks import FrameChunk
 from ricom.core.errors import InputError, SettingsError
 from ricom.simulators.specimen import (
     SimulationParams,
@@ -18,7 +19,7 @@ from ricom.simulators.specimen import (
     simulate_chunks,
     simulation_hints,
 )
-from ricom.sources.base import FrameChunk, Source
+from ricom.sources.base import Source
 
 _FIELDS = {f.name for f in dataclasses.fields(SimulationParams)}
 

@@ -26,8 +26,9 @@ import warnings
 
 import numpy as np
 
+from ricom.core.chunks import EventChunk
 from ricom.core.errors import InputError, SettingsError
-from ricom.sources.base import EventChunk, Source
+from ricom.sources.base import Source
 
 FORMAT = "ricom-events"
 VERSION = 1

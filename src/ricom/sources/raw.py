@@ -22,9 +22,10 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from ricom.core.chunks import FrameChunk, ScanLayout
 from ricom.core.errors import InputError, SettingsError
 from ricom.core.params import shape2
-from ricom.sources.base import FrameChunk, ScanLayout, Source, populate_mapped
+from ricom.sources.base import Source, populate_mapped
 
 BLOCK_BYTES = 64 * 2**20
 """Upper bound of one read from a lazy array (several chunks are cut from one read)."""

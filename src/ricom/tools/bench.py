@@ -26,6 +26,7 @@ from collections.abc import Callable
 import numpy as np
 
 from ricom.api import reconstruct_run
+from ricom.core.chunks import FrameChunk
 from ricom.dask.client import connect, reconstruct_run_distributed
 from ricom.engine.pipeline import run
 from ricom.engine.reconstruction import Reconstruction
@@ -33,7 +34,6 @@ from ricom.simulators.events import write_events
 from ricom.simulators.specimen import SimulationParams, simulate_chunks
 from ricom.sources import open_source
 from ricom.sources.arrays import ArraySource, open_npy
-from ricom.sources.base import FrameChunk
 from ricom.sources.merlin.file import MerlinSource
 from ricom.sources.merlin.live import MerlinLiveSource
 from ricom.tools.bench_core import (

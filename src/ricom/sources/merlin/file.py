@@ -17,8 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from ricom.core.chunks import FrameChunk, PackedFrames
 from ricom.core.errors import InputError
-from ricom.sources.base import FrameChunk, PackedFrames, Source, populate
+from ricom.sources.base import Source, populate
 from ricom.sources.merlin.mib import (
     acquisition_scan_shape,
     check_frames,

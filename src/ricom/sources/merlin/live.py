@@ -30,8 +30,9 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
+from ricom.core.chunks import FrameChunk, PackedFrames, ScanLayout
 from ricom.core.errors import InputError, SettingsError
-from ricom.sources.base import FrameChunk, PackedFrames, ScanLayout, Source
+from ricom.sources.base import Source
 from ricom.sources.merlin.control import (
     CONTROL_PORT,
     DATA_PORT,

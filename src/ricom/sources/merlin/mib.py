@@ -94,7 +94,7 @@ class MibHeader:
     @property
     def packed_bits(self) -> bool:
         """Raw 1-bit single-chip frames whose rows are whole 64-bit words: the engine can
-        reduce them from their packed words (`ricom.sources.base.PackedFrames` with bits=1)."""
+        reduce them from their packed words (`ricom.core.chunks.PackedFrames` with bits=1)."""
         return self.raw and self.counter_depth == 1 and self.n_chips == 1 and self.detector_shape[1] % 64 == 0
 
     def summary(self) -> str:

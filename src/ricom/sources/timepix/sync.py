@@ -40,8 +40,8 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
+from ricom.core.chunks import EventChunk
 from ricom.core.errors import InputError, SettingsError
-from ricom.sources.base import EventChunk
 
 TICK_NS = 3.125 / 12
 """Length of one time tick in ns."""
