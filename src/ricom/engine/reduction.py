@@ -40,23 +40,11 @@ class ChunkReduction:
 
     Parameters
     ----------
-    scan_shape : (int, int)
-        (scan_y, scan_x).
-    detector_shape : (int, int)
-        (det_y, det_x) of the patterns.
+    scan_shape, detector_shape, reference_center_yx, repeats, threads
+        As for `ricom.engine.reconstruction.Reconstruction`.
     settings : Settings, optional
         The geometry's centre, the virtual detectors, the COM mask and the calibration
         are used here (kernel and rotation matter to the image only).
-    reference_center_yx : (float, float), optional
-        Centre measured on a vacuum reference scan; used when the geometry's centre is
-        auto (``None``) instead of the running mean COM.
-    repeats : {"sum", "replace"}
-        What a later scan pass does at a position already seen: ``"sum"`` adds its
-        counts (averaging repeated scans), ``"replace"`` keeps the newest pass only.
-    threads : int
-        Worker threads for the per-pattern sums (compiled code releases the GIL): the
-        pipeline (`ricom.engine.pipeline.run`) reduces that many chunks at once;
-        `process_frames` shares each chunk over them.
     lookups : DetectorLookups, optional
         Detector look-ups fixed by the caller (a Dask client hands its own to the workers).
 
