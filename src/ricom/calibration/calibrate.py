@@ -25,6 +25,7 @@ from ricom.calibration.centre import (
 from ricom.calibration.descan import DescanFit, descan_from_reference, fit_descan, fit_descan_model
 from ricom.calibration.rotation import UNIFORM_PX, RotationResult, find_rotation
 from ricom.core.errors import SettingsError
+from ricom.core.geometry import Matrix2
 from ricom.core.params import DetectorGeometry
 
 __all__ = ["CalibrationReport", "DescanFit", "DiscFit", "Measurement", "RotationResult", "apply_auto_rotation",
@@ -54,12 +55,9 @@ def apply_auto_rotation(rec, *, flip: bool | None = None, require: bool = True, 
     snap = rec.snapshot()
     settings = snap.settings
     geo = settings.geometry
-    m00, m01, m10, m11 = geo.matrix()
-    det = m00 * m11 - m01 * m10
-    scale = settings.calibration.com_scale
+    to_output = Matrix2.scale(settings.calibration.com_scale) @ geo.transform()  # detector px → COM unit
+    dx, dy = to_output.inverse().apply(snap.com_x, snap.com_y)
     empty = ~(snap.counts > 0)
-    sx, sy = snap.com_x / scale, snap.com_y / scale
-    dx, dy = (m11 * sx - m01 * sy) / det, (-m10 * sx + m00 * sy) / det
     dx[empty], dy[empty] = np.nan, np.nan
     res = find_rotation(dx, dy, flip=flip, **{"min_rms": UNIFORM_PX, **options})
     out = {k: v for k, v in res.as_dict().items() if v is not None and k not in ("best_guess_deg", "best_guess_flip")}

@@ -24,6 +24,7 @@ import numpy as np
 
 from ricom.calibration.descan import fit_descan_model
 from ricom.core.errors import SettingsError
+from ricom.core.geometry import Matrix2
 
 Z_MIN = 5.0
 """Each decision (curl minimum, flip, sign) must exceed this many null standard deviations;
@@ -133,8 +134,7 @@ def find_rotation(com_x: np.ndarray, com_y: np.ndarray, *, flip: bool | None = N
     >>> y, x = np.mgrid[0:32, 0:32] * 0.6
     >>> v = np.exp(2 * np.cos(x) + 2 * np.cos(y))    # sharp columns on a square grid
     >>> gx, gy = -2 * v * np.sin(x), -2 * v * np.sin(y)   # COM = +∇V
-    >>> t = np.radians(-30)
-    >>> dx, dy = np.cos(t) * gx - np.sin(t) * gy, np.sin(t) * gx + np.cos(t) * gy
+    >>> dx, dy = Matrix2.rotation(-30).apply(gx, gy)
     >>> r = find_rotation(dx, dy)
     >>> round(r.rotation_deg, 1), r.flip, r.determined
     (30.0, False, True)
@@ -222,9 +222,9 @@ def _stats(fx: np.ndarray, fy: np.ndarray, sigma: float, flips) -> dict | None:
         return None
     out = {"sigma": sigma, "c": {}, "theta": {}, "skew": {}, "abd": {}}
     for f in flips:
-        ux = -fx if f else fx
-        cu = (fy[1:-1, 2:] - fy[1:-1, :-2] - ux[2:, 1:-1] + ux[:-2, 1:-1]) / 2
-        dv = (ux[1:-1, 2:] - ux[1:-1, :-2] + fy[2:, 1:-1] - fy[:-2, 1:-1]) / 2
+        ux, uy = Matrix2.flip_x().apply(fx, fy) if f else (fx, fy)
+        cu = (uy[1:-1, 2:] - uy[1:-1, :-2] - ux[2:, 1:-1] + ux[:-2, 1:-1]) / 2
+        dv = (ux[1:-1, 2:] - ux[1:-1, :-2] + uy[2:, 1:-1] - uy[:-2, 1:-1]) / 2
         ok = np.isfinite(cu) & np.isfinite(dv)
         if ok.sum() < _MIN_POSITIONS:
             return None
@@ -235,6 +235,8 @@ def _stats(fx: np.ndarray, fy: np.ndarray, sigma: float, flips) -> dict | None:
             return None
         r = math.hypot((a - b) / 2, d)
         theta = ((math.atan2(d, (a - b) / 2) + math.pi) / 2) % math.pi
+        # divergence of the field turned by θ, from the unturned (div, curl): a projection in
+        # (div, curl) space with θ in radians from the fit, not a detector → scan map
         div = math.cos(theta) * dv - math.sin(theta) * cu
         q = np.quantile(div, [SIGN_QUANTILE, 0.5, 1 - SIGN_QUANTILE])
         out["c"][f] = r / m

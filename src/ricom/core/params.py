@@ -11,7 +11,8 @@ Conventions (see docs/conventions.md):
 * ``flip`` mirrors the detector x axis (x → −x, columns reversed) *before* rotation;
 * ``rotation_deg`` θ turns the (flipped) detector vector by θ from detector +x towards
   detector +y, i.e. ``x_s = x cos θ − y sin θ``, ``y_s = x sin θ + y cos θ``.  With
-  row 0 at the top of the screen, that is clockwise on screen.
+  row 0 at the top of the screen, that is clockwise on screen.  As a matrix:
+  `DetectorGeometry.transform` (a `ricom.core.geometry.Matrix2`).
 * band-pass cut-offs of the kernel are in cycles per scan pixel (0.5 = Nyquist).
 """
 from __future__ import annotations
@@ -20,6 +21,7 @@ import math
 from dataclasses import dataclass, field, replace
 
 from ricom.core.errors import SettingsError
+from ricom.core.geometry import Matrix2
 from ricom.core.units import rad_to_volt_angstrom
 
 MAX_KERNEL_SIZE = 2001
@@ -146,12 +148,23 @@ class DetectorGeometry:
                 raise SettingsError(f"centre must be two finite numbers, got {self.center_yx!r}")
             object.__setattr__(self, "center_yx", (cy, cx))
 
+    def transform(self) -> Matrix2:
+        """The map from detector (x, y) to scan (x, y): ``rotation(θ) @ flip_x()`` (flip first).
+
+        ``transform().inverse()`` maps scan-frame vectors back onto the detector.
+
+        Examples
+        --------
+        >>> to_scan = DetectorGeometry(rotation_deg=90.0).transform()
+        >>> [round(v, 12) + 0.0 for v in to_scan.apply(1.0, 0.0)]   # detector +x is scan +y
+        [0.0, 1.0]
+        """
+        rotation = Matrix2.rotation(self.rotation_deg)
+        return rotation @ Matrix2.flip_x() if self.flip else rotation
+
     def matrix(self) -> tuple[float, float, float, float]:
-        """Row-major 2×2 matrix taking detector (x, y) to scan (x, y): rotation · flip."""
-        t = math.radians(self.rotation_deg)
-        c, s = math.cos(t), math.sin(t)
-        fx = -1.0 if self.flip else 1.0
-        return (c * fx, -s, s * fx, c)
+        """`transform` as the row-major 4-tuple ``(m00, m01, m10, m11)`` the compiled engine takes."""
+        return self.transform().as_tuple()
 
 
 @dataclass(frozen=True)

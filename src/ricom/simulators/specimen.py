@@ -20,6 +20,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from ricom.core.errors import SettingsError
+from ricom.core.params import DetectorGeometry
 from ricom.core.units import interaction_parameter, wavelength_A
 
 LATTICE_A = 3.905
@@ -68,7 +69,8 @@ class SimulationParams:
         dose × fraction (uint16, or uint32 where a pixel could exceed 65535).
     rotation_deg, flip : float, bool
         Record the patterns such that the reconstruction's correction (mirror detector
-        x if ``flip``, then rotate by θ: x_s = x cosθ − y sinθ, y_s = x sinθ + y cosθ)
+        x if ``flip``, then rotate by θ: x_s = x cosθ − y sinθ, y_s = x sinθ + y cosθ, i.e.
+        ``DetectorGeometry.transform``)
         restores the scan-frame COM.
     seed : int
         Seed of ``numpy.random.default_rng`` for the noise.
@@ -226,10 +228,8 @@ class _Optics:
         """Bilinear weights: detector pixel k_d shows the true pattern at R(θ)·F·k_d."""
         dy, dx = p.detector_shape
         yy, xx = np.meshgrid(np.arange(dy) - dy // 2, np.arange(dx) - dx // 2, indexing="ij")
-        xx = -xx if p.flip else xx
-        t = math.radians(p.rotation_deg)
-        xs = np.round(xx * math.cos(t) - yy * math.sin(t), 9) + self.cx // 2
-        ys = np.round(xx * math.sin(t) + yy * math.cos(t), 9) + self.cy // 2
+        xs, ys = DetectorGeometry(rotation_deg=p.rotation_deg, flip=p.flip).transform().apply(xx, yy)
+        xs, ys = np.round(xs, 9) + self.cx // 2, np.round(ys, 9) + self.cy // 2
         x0, y0 = np.floor(xs).astype(int), np.floor(ys).astype(int)
         wx, wy = xs - x0, ys - y0  # bilinear weights of the four neighbours
         corners = ((0, 0), (0, 1), (1, 0), (1, 1))
