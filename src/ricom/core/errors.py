@@ -1,12 +1,225 @@
-"""User-facing errors.
+"""User-facing errors, and the parameters they ask the user to change.
 
-`RicomError` carries a one-line message that says what was wrong and what to do; the
-command line prints it as ``ricom: error: <message>`` and exits with status 2.
+`RicomError` carries a one-line `Message`: what was wrong and what to do.  Where the fix
+is to change a parameter, the message names it structurally, as a `Param` (the keyword
+argument of the Python API, e.g. ``scan_shape``), never as a command-line flag or a GUI
+field.  Each frontend phrases parameters with its own `Phrasebook` — a table from
+parameter to `Wording`:
+
+- the Python API and Jupyter: `PYTHON` (``str(exc)``), e.g. ``give scan_shape=(SY, SX)``;
+- the command line: ``ricom.cli.options.FLAGS``, e.g. ``give --scan-shape SY SX``;
+- the GUI: ``ricom.gui.wording.FIELDS``, e.g. ``give Scan › rows × cols``.
+
+The command line prints ``ricom: error: <message>`` and exits with status 2.
+
+Examples
+--------
+>>> exc = SettingsError("the input does not carry its scan shape; give ", Param("scan_shape", form=True))
+>>> str(exc)
+'the input does not carry its scan shape; give scan_shape=(SY, SX)'
+>>> exc.parameter, exc.parameters
+('scan_shape', ('scan_shape',))
+>>> flags = Phrasebook({"scan_shape": Wording("--scan-shape", "SY SX")}, assign=" ")
+>>> exc.render(flags)
+'the input does not carry its scan shape; give --scan-shape SY SX'
 """
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+__all__ = ["PYTHON", "InputError", "Message", "Param", "Phrasebook", "RicomError", "SettingsError", "Wording"]
+
+
+@dataclass(frozen=True)
+class Param:
+    """A parameter named inside a message, for each frontend to phrase.
+
+    Parameters
+    ----------
+    name : str
+        The keyword argument of the Python API (``"scan_shape"``, ``"pixel_size_mrad"`` …).
+    value : object, optional
+        A concrete value to suggest (``"auto"``, ``True``, ``3``); None names the parameter only.
+    form : bool
+        Name the parameter with its value form (``scan_shape=(SY, SX)``, ``--scan-shape SY SX``).
+    """
+
+    name: str
+    value: object = None
+    form: bool = False
+
+    def __post_init__(self) -> None:
+        if self.form and self.value is not None:
+            raise ValueError("a Param suggests either a concrete value or its value form, not both")
+
+
+Phrase = Callable[[Param], str]
+"""How a frontend names a `Param` (a `Phrasebook` is one)."""
+
+
+class Message:
+    """One line of user-facing text: strings and `Param` references, phrased on rendering.
+
+    Parameters
+    ----------
+    *parts : str, Param or Message
+        Concatenated in order; a `Message` part contributes its own parts.
+
+    Examples
+    --------
+    >>> m = Message("raise ", Param("timeout"))
+    >>> str(m), m.parameters
+    ('raise timeout', ('timeout',))
+    """
+
+    def __init__(self, *parts: str | Param | Message) -> None:
+        flat: list[str | Param] = []
+        for part in parts:
+            if isinstance(part, Message):
+                flat.extend(part.parts)
+            elif isinstance(part, (str, Param)):
+                flat.append(part)
+            else:
+                flat.append(str(part))
+        self.parts: tuple[str | Param, ...] = tuple(flat)
+
+    @property
+    def parameters(self) -> tuple[str, ...]:
+        """Names of the parameters the message asks to change, in order, each once."""
+        return tuple(dict.fromkeys(p.name for p in self.parts if isinstance(p, Param)))
+
+    def render(self, phrase: Phrase | None = None) -> str:
+        """The text with every `Param` named by ``phrase`` (default: `PYTHON`)."""
+        phrase = PYTHON if phrase is None else phrase
+        return "".join(p if isinstance(p, str) else phrase(p) for p in self.parts)
+
+    def __str__(self) -> str:
+        return self.render()
+
+    def __repr__(self) -> str:
+        return f"Message{self.parts!r}"
+
+    def __bool__(self) -> bool:
+        return any(self.parts)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Message) and other.parts == self.parts
+
+    def __hash__(self) -> int:
+        return hash(self.parts)
+
+
+@dataclass(frozen=True)
+class Wording:
+    """How one frontend names one parameter.
+
+    Parameters
+    ----------
+    name : str
+        The keyword, flag or field (``"scan_shape"``, ``"--scan-shape"``, ``"Scan › rows × cols"``).
+    form : str, optional
+        The value form advised with ``Param(form=True)`` (``"(SY, SX)"``, ``"SY SX"``).
+    switch : bool
+        The name alone means True (a command-line switch such as ``--flip``).
+    """
+
+    name: str
+    form: str | None = None
+    switch: bool = False
+
+
+def _python_value(value: object) -> str:
+    item = getattr(value, "item", None)  # NumPy scalars read as Python numbers
+    return repr(item() if callable(item) and not isinstance(value, (str, bytes)) else value)
+
+
+class Phrasebook:
+    """A frontend's table from parameter to `Wording`; call it to phrase a `Param`.
+
+    Parameters
+    ----------
+    words : mapping of str to Wording
+        The frontend's names; a parameter missing here is phrased by ``fallback``.
+    assign : str
+        Joins a name to its form or value (``"="``, ``" "``, ``": "``).
+    show : callable, optional
+        Writes a concrete value (default: `repr`, as in Python).
+    fallback : callable, optional
+        Phrases parameters missing from ``words`` (default: the keyword argument itself, as `PYTHON`).
+    """
+
+    def __init__(self, words: Mapping[str, Wording], *, assign: str, show: Callable[[object], str] = _python_value,
+                 fallback: Phrase | None = None) -> None:
+        self.words = dict(words)
+        self.assign = assign
+        self.show = show
+        self.fallback = fallback
+
+    def __call__(self, param: Param) -> str:
+        word = self.words.get(param.name)
+        if word is None:
+            if self.fallback is not None:
+                return self.fallback(param)
+            word = Wording(param.name)
+        if param.value is not None:
+            if word.switch and param.value is True:
+                return word.name
+            return f"{word.name}{self.assign}{self.show(param.value)}"
+        if param.form and word.form:
+            return f"{word.name}{self.assign}{word.form}"
+        return word.name
+
+
+PYTHON = Phrasebook({
+    "scan_shape": Wording("scan_shape", "(SY, SX)"),
+    "center_yx": Wording("center_yx", "(CY, CX)"),
+    "center": Wording("center", "(CY, CX)"),
+    "rotation_deg": Wording("rotation_deg", "DEG"),
+    "dwell_ns": Wording("dwell_ns", "NS"),
+    "reference": Wording("reference", "FILE"),
+    "descan_reference": Wording("descan_reference", "FILE"),
+    "client": Wording("a Dask client"),
+}, assign="=")
+"""The Python API's phrasing (``str(exc)``): keyword arguments, ``scan_shape=(SY, SX)``."""
 
 
 class RicomError(Exception):
-    """A problem with the user's input or settings (one line, actionable)."""
+    """A problem with the user's input or settings (one line, actionable).
+
+    Parameters
+    ----------
+    *parts : str, Param or Message
+        The message; `Param` parts name the parameters to change (see `Message`).
+
+    Attributes
+    ----------
+    message : Message
+        The message with its parameter references.
+    parameters : tuple of str
+        The parameters the message asks to change (may be empty).
+    parameter : str or None
+        The first of them.
+    """
+
+    def __init__(self, *parts: str | Param | Message) -> None:
+        super().__init__(*parts)
+        self.message = Message(*parts)
+
+    @property
+    def parameters(self) -> tuple[str, ...]:
+        return self.message.parameters
+
+    @property
+    def parameter(self) -> str | None:
+        return next(iter(self.parameters), None)
+
+    def render(self, phrase: Phrase | None = None) -> str:
+        """The message in a frontend's phrasing (default: `PYTHON`, as ``str(exc)``)."""
+        return self.message.render(phrase)
+
+    def __str__(self) -> str:
+        return self.render()
 
 
 class InputError(RicomError):
