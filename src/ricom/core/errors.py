@@ -10,7 +10,10 @@ parameter to `Wording`:
 - the command line: ``ricom.cli.options.FLAGS``, e.g. ``give --scan-shape SY SX``;
 - the GUI: ``ricom.gui.wording.FIELDS``, e.g. ``give Scan › rows × cols``.
 
-The command line prints ``ricom: error: <message>`` and exits with status 2.
+A `Message` is a `str` (its Python phrasing), and ``str(exc)`` is the exception's
+`Message`, so text kept as ``str(exc)`` or stored in a result (a rotation's ``reason``)
+can still be phrased by a frontend: ``render(text, phrasebook)``.  The command line
+prints ``ricom: error: <message>`` and exits with status 2.
 
 Examples
 --------
@@ -28,7 +31,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-__all__ = ["PYTHON", "InputError", "Message", "Param", "Phrasebook", "RicomError", "SettingsError", "Wording"]
+__all__ = ["PYTHON", "InputError", "Message", "Param", "Phrasebook", "RicomError", "SettingsError", "Wording", "render"]
 
 
 @dataclass(frozen=True)
@@ -58,8 +61,12 @@ Phrase = Callable[[Param], str]
 """How a frontend names a `Param` (a `Phrasebook` is one)."""
 
 
-class Message:
-    """One line of user-facing text: strings and `Param` references, phrased on rendering.
+class Message(str):
+    """One line of user-facing text whose `Param` references each frontend phrases.
+
+    A `Message` is the `str` of its `PYTHON` phrasing, so it goes wherever text goes
+    (formatting, JSON, comparisons); `render` phrases it for another frontend.  Text
+    built from it with `str` operations is plain text again.
 
     Parameters
     ----------
@@ -69,11 +76,15 @@ class Message:
     Examples
     --------
     >>> m = Message("raise ", Param("timeout"))
-    >>> str(m), m.parameters
+    >>> m, m.parameters
     ('raise timeout', ('timeout',))
+    >>> m.render(Phrasebook({"timeout": Wording("--timeout")}, assign=" "))
+    'raise --timeout'
     """
 
-    def __init__(self, *parts: str | Param | Message) -> None:
+    parts: tuple[str | Param, ...]
+
+    def __new__(cls, *parts: str | Param | Message) -> Message:
         flat: list[str | Param] = []
         for part in parts:
             if isinstance(part, Message):
@@ -82,7 +93,12 @@ class Message:
                 flat.append(part)
             else:
                 flat.append(str(part))
-        self.parts: tuple[str | Param, ...] = tuple(flat)
+        self = super().__new__(cls, _render(flat, PYTHON))
+        self.parts = tuple(flat)
+        return self
+
+    def __getnewargs__(self) -> tuple[str | Param, ...]:
+        return self.parts
 
     @property
     def parameters(self) -> tuple[str, ...]:
@@ -90,24 +106,12 @@ class Message:
         return tuple(dict.fromkeys(p.name for p in self.parts if isinstance(p, Param)))
 
     def render(self, phrase: Phrase | None = None) -> str:
-        """The text with every `Param` named by ``phrase`` (default: `PYTHON`)."""
-        phrase = PYTHON if phrase is None else phrase
-        return "".join(p if isinstance(p, str) else phrase(p) for p in self.parts)
+        """The text with every `Param` named by ``phrase`` (default: `PYTHON`, the `str` itself)."""
+        return _render(self.parts, PYTHON if phrase is None else phrase)
 
-    def __str__(self) -> str:
-        return self.render()
 
-    def __repr__(self) -> str:
-        return f"Message{self.parts!r}"
-
-    def __bool__(self) -> bool:
-        return any(self.parts)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Message) and other.parts == self.parts
-
-    def __hash__(self) -> int:
-        return hash(self.parts)
+def _render(parts, phrase: Phrase) -> str:
+    return "".join(p if isinstance(p, str) else phrase(p) for p in parts)
 
 
 @dataclass(frozen=True)
@@ -218,8 +222,24 @@ class RicomError(Exception):
         """The message in a frontend's phrasing (default: `PYTHON`, as ``str(exc)``)."""
         return self.message.render(phrase)
 
-    def __str__(self) -> str:
-        return self.render()
+    def __str__(self) -> Message:  # a str: text taken with str(exc) can still be rendered
+        return self.message
+
+
+def render(text: object, phrase: Phrase | None = None) -> str:
+    """A `Message`, a `RicomError` or anything else as text in ``phrase``'s wording (default: `PYTHON`).
+
+    Examples
+    --------
+    >>> flags = Phrasebook({"step_A": Wording("--step")}, assign=" ")
+    >>> render(SettingsError("needs the scan step (", Param("step_A"), ")"), flags)
+    'needs the scan step (--step)'
+    >>> render("no frames", flags)
+    'no frames'
+    """
+    if not isinstance(text, Message):
+        text = str(text)  # the str of a RicomError is its Message
+    return text.render(phrase) if isinstance(text, Message) else text
 
 
 class InputError(RicomError):

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ricom.core.errors import InputError, SettingsError
+from ricom.core.errors import InputError, Message, Param, SettingsError
 
 
 @dataclass(frozen=True)
@@ -203,7 +203,7 @@ class Source(abc.ABC):
         Pattern shape (rows, columns).
     n_frames : int or None
         Frames (or positions, for events) the source will deliver, for progress.
-    range_note : str
+    range_note : str or Message
         Why the source cannot be read by range and what to do instead (shown by
         `read_range` when `splittable` is False).
     """
@@ -212,7 +212,8 @@ class Source(abc.ABC):
     scan_shape: tuple[int, int] | None = None
     detector_shape: tuple[int, int] = (0, 0)
     n_frames: int | None = None
-    range_note: str = "it can only be read from its start; reconstruct it on one machine (without --cluster)"
+    range_note: str | Message = Message("it can only be read from its start; reconstruct it on one machine (without ",
+                                        Param("client"), ")")
 
     @abc.abstractmethod
     def chunks(self, chunk_size: int = 256) -> Iterator[FrameChunk | EventChunk]:
@@ -242,7 +243,7 @@ class Source(abc.ABC):
         InputError
             If the source is not `splittable` (the message says why and what to do).
         """
-        raise InputError(f"{self.format_name()} cannot be read by range; {self.range_note}")
+        raise InputError(f"{self.format_name()} cannot be read by range; ", self.range_note)
 
     def format_name(self) -> str:
         """The input's name for messages (its path, ``"demo"``, …)."""
