@@ -105,7 +105,7 @@ class RotationResult:
              "z_rotation": self.z_rotation, "z_flip": self.z_flip, "z_sign": self.z_sign,
              "smoothing_px": self.smoothing_px, "n_positions": self.n_positions}
         if not self.determined:
-            d["reason"] = str(self.reason)
+            d["reason"] = self.reason
         return {k: (_finite_or_none(v) if isinstance(v, float) else v) for k, v in d.items()}
 
 
