@@ -31,7 +31,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-__all__ = ["PYTHON", "InputError", "Message", "Param", "Phrasebook", "RicomError", "SettingsError", "Wording", "render"]
+__all__ = ["PYTHON", "InputError", "Message", "Param", "Phrase", "Phrasebook", "RicomError", "SettingsError", "Wording",
+           "render"]
 
 
 @dataclass(frozen=True)
@@ -148,9 +149,10 @@ class Phrasebook:
     assign : str
         Joins a name to its form or value (``"="``, ``" "``, ``": "``).
     show : callable, optional
-        Writes a concrete value (default: `repr`, as in Python).
+        Writes a concrete value (default: as Python's `repr`).
     fallback : callable, optional
-        Phrases parameters missing from ``words`` (default: the keyword argument itself, as `PYTHON`).
+        Phrases parameters missing from ``words`` (e.g. `PYTHON`); default: their keyword
+        argument as the name.
     """
 
     def __init__(self, words: Mapping[str, Wording], *, assign: str, show: Callable[[object], str] = _python_value,

@@ -203,17 +203,17 @@ class Source(abc.ABC):
         Pattern shape (rows, columns).
     n_frames : int or None
         Frames (or positions, for events) the source will deliver, for progress.
-    range_note : str or Message
+    range_note : str
         Why the source cannot be read by range and what to do instead (shown by
-        `read_range` when `splittable` is False).
+        `read_range` when `splittable` is False); a `Message` to name parameters.
     """
 
     kind: str = "frames"
     scan_shape: tuple[int, int] | None = None
     detector_shape: tuple[int, int] = (0, 0)
     n_frames: int | None = None
-    range_note: str | Message = Message("it can only be read from its start; reconstruct it on one machine (without ",
-                                        Param("client"), ")")
+    range_note: str = Message("it can only be read from its start; reconstruct it on one machine (without ",
+                              Param("client"), ")")
 
     @abc.abstractmethod
     def chunks(self, chunk_size: int = 256) -> Iterator[FrameChunk | EventChunk]:
