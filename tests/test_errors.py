@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import os
 import pathlib
 import pickle
 import re
@@ -78,10 +79,11 @@ def test_python_names_the_keyword_argument(tmp_path, case):
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_command_line_names_the_option(tmp_path, case):
+def test_command_line_names_the_option(tmp_path, case):  # the ricom imported here, also from tmp_path
     _inputs(tmp_path)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC.parent), os.environ.get("PYTHONPATH", "")])}
     pr = subprocess.run([sys.executable, "-m", "ricom", "reconstruct", *CASES[case][1], "-o", "out.h5",
-                         "--no-progress"], capture_output=True, text=True, cwd=tmp_path)
+                         "--no-progress"], capture_output=True, text=True, cwd=tmp_path, env=env)
     lines = pr.stderr.strip().splitlines()
     assert pr.returncode == 2 and len(lines) == 1, pr.stderr
     assert lines[0].startswith("ricom: error: ") and CASES[case][3] in lines[0], pr.stderr
