@@ -198,7 +198,7 @@ def test_vacuum_and_noise_cannot_determine(case):
     assert not rot.determined
     assert math.isnan(rot.rotation_deg) and rot.flip is None
     assert rot.confidence < 0.5
-    assert rot.reason.startswith("cannot determine") and "--rotation DEG" in rot.reason
+    assert rot.reason.startswith("cannot determine") and "give rotation_deg=DEG [flip=True]" in rot.reason
     d = rot.as_dict()
     assert d["rotation_deg"] is None and d["determined"] is False
 
@@ -290,7 +290,7 @@ def test_apply_descan_modes_on_engine():
     vacuum = disc_patterns(CENTRE[0] + descan[0], CENTRE[1] + descan[1])
     assert apply_descan(rec, "reference", vacuum) == {"descan": "reference"}
     assert apply_descan(rec, "none") == {"descan": "none"}
-    with pytest.raises(SettingsError, match="reference FILE"):
+    with pytest.raises(SettingsError, match="give reference=FILE"):
         apply_descan(rec, "reference")
     with pytest.raises(SettingsError, match="descan must be"):
         apply_descan(rec, "cubic-ish")

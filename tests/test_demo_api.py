@@ -58,7 +58,7 @@ def test_api_rejects_mixed_settings():
 
 
 def test_3d_stack_needs_a_scan_shape():
-    with pytest.raises(ricom.SettingsError, match="scan-shape"):
+    with pytest.raises(ricom.SettingsError, match=r"needs scan_shape=\(SY, SX\)"):
         ricom.reconstruct(np.zeros((16, 8, 8)))
     snap = ricom.reconstruct(np.ones((16, 8, 8)), scan_shape=(4, 4), kernel_size=3)
     assert snap.n_patterns == 16

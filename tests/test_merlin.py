@@ -270,11 +270,11 @@ def test_skip_and_flyback_frames_map_to_positions(tmp_path):
 
 def test_scan_shape_that_does_not_fit_needs_pad_or_crop(tmp_path):
     path = write(tmp_path / "ten.mib", numbered(10))
-    with pytest.raises(SettingsError, match=r"10 frames are not a whole number of 3×3 scans.*--scan-crop"):
+    with pytest.raises(SettingsError, match=r"10 frames are not a whole number of 3×3 scans.*crop=True"):
         MerlinSource(path, scan_shape=(3, 3))
     assert MerlinSource(path, scan_shape=(3, 3), crop=True).n_frames == 9
     assert MerlinSource(path, scan_shape=(3, 3), pad=True).n_frames == 10
-    with pytest.raises(SettingsError, match=r"too few for the 4×4 scan.*--scan-pad"):
+    with pytest.raises(SettingsError, match=r"too few for the 4×4 scan.*pad=True"):
         MerlinSource(path, scan_shape=(4, 4))
     cropped = MerlinSource(path, scan_shape=(4, 4), crop=True)
     assert cropped.scan_shape == (2, 4) and cropped.n_frames == 8

@@ -10,7 +10,7 @@ import math
 
 from ricom.calibration.calibrate import apply_descan
 from ricom.calibration.centre import center_from_reference
-from ricom.core.errors import SettingsError
+from ricom.core.errors import Param, SettingsError
 from ricom.core.params import Calibration, DetectorGeometry, KernelSettings, Settings, VirtualDetector
 from ricom.engine.pipeline import RunResult, run
 from ricom.engine.reconstruction import Reconstruction
@@ -63,7 +63,7 @@ def make_settings(*, kernel_size: int | None = None, band_pass=None, band_pass_u
     calibration = Calibration(step_A, pixel_size_mrad, energy_keV).filled_from(hints)
     if band_pass is not None and band_pass_unit == "inv_A":
         if calibration.step_A is None:
-            raise SettingsError("a band-pass in 1/Å needs the scan step (--step)")
+            raise SettingsError("a band-pass in 1/Å needs the scan step (", Param("step_A"), ")")
         kernel = KernelSettings.from_inverse_angstrom(int(kernel_size), *band_pass, calibration.step_A)
     elif band_pass_unit in ("cycles_per_pixel", "inv_A"):
         kernel = KernelSettings(int(kernel_size), tuple(band_pass) if band_pass is not None else None)
@@ -96,7 +96,7 @@ def open_with_settings(data, settings: Settings | None = None, source_options: d
     kernel size that suits the scan.  Every frontend starts here."""
     source = open_input(data, **(source_options or {}))
     if source.scan_shape is None:
-        raise SettingsError("the input does not carry its scan shape; give scan_shape (--scan-shape SY SX)")
+        raise SettingsError("the input does not carry its scan shape; give ", Param("scan_shape", form=True))
     if settings is None:
         if setting_args.get("kernel_size") is None:
             setting_args["kernel_size"] = default_kernel_size(source.scan_shape)
@@ -116,6 +116,9 @@ def reconstruct_run(data, *, settings: Settings | None = None, reference=None, d
     rec = Reconstruction(source.scan_shape, source.detector_shape, settings, reference_center_yx=ref_c,
                          threads=threads)
     if descan == "reference":
+        if descan_reference is None:
+            raise SettingsError("descan 'reference' needs a vacuum scan of the same scan: give ",
+                                Param("descan_reference"))
         apply_descan(rec, "reference", descan_reference, **(source_options or {}))
     result = run(source, rec, chunk_size=chunk_size, progress=progress, stop=stop)
     if descan in ("plane", "quadratic"):

@@ -24,7 +24,7 @@ from ricom.calibration.centre import (
 )
 from ricom.calibration.descan import DescanFit, descan_from_reference, fit_descan, fit_descan_model
 from ricom.calibration.rotation import UNIFORM_PX, RotationResult, find_rotation
-from ricom.core.errors import SettingsError
+from ricom.core.errors import Param, Phrase, SettingsError, render
 from ricom.core.geometry import Matrix2
 from ricom.core.params import DetectorGeometry
 
@@ -82,7 +82,8 @@ def apply_descan(rec, mode: str = "plane", reference=None, order: int | None = N
         return {"descan": "none"}
     if mode == "reference":
         if reference is None:
-            raise SettingsError("descan 'reference' needs a vacuum reference scan: --descan reference FILE")
+            raise SettingsError("descan 'reference' needs a vacuum reference scan: give ",
+                                Param("reference", form=True))
         opts = {k: v for k, v in source_options.items() if k != "scan_shape"}  # the engine's scan is checked
         rec.set_descan(*descan_from_reference(reference, scan_shape=rec.scan_shape, order=order, **opts))
         return {"descan": "reference"}
@@ -135,13 +136,15 @@ class CalibrationReport:
                 "scan_shape": list(self.scan_shape), "n_patterns": self.n_patterns, "complete": self.complete,
                 "units": "detector pixels (row, column); angles in degrees"}
 
-    def summary(self) -> str:
+    def summary(self, phrase: Phrase | None = None) -> str:
+        """What was found, for people; ``phrase`` words the advice of an undetermined rotation
+        (a frontend's `ricom.core.errors.Phrasebook`; default: Python keyword arguments)."""
         r = self.rotation
         if r.determined:
             lines = [f"rotation: {r.rotation_deg:.2f}°  flip: {'yes' if r.flip else 'no'}  "
                      f"confidence: {r.confidence:.2f}  (residual curl {100 * r.curl_fraction:.1f} %)"]
         else:
-            lines = [f"rotation: {r.reason}",
+            lines = [f"rotation: {render(r.reason, phrase)}",
                      f"  best guess, not significant: {r.best_guess_deg:.1f}° flip "
                      f"{'yes' if r.best_guess_flip else 'no'}  confidence: {r.confidence:.2f}"]
         lines.append(f"centre: {self.center_yx[0]:.2f} {self.center_yx[1]:.2f} px (row col, {self.center_method})")
@@ -158,12 +161,6 @@ class CalibrationReport:
                          f"{self.descan.rms_residual_px:.3g} px")
         else:
             lines.append(f"descan: {self.descan_method}")
-        if r.determined:
-            opts = f"--rotation {r.rotation_deg:.2f}" + (" --flip" if r.flip else "")
-            opts += f" --center {self.center_yx[0]:.2f} {self.center_yx[1]:.2f}"
-            if self.descan_method in ("plane", "reference"):
-                opts += " --descan " + self.descan_method + (" FILE" if self.descan_method == "reference" else "")
-            lines.append(f"use: ricom reconstruct INPUT {opts}")
         return "\n".join(lines)
 
 
@@ -240,7 +237,8 @@ def calibrate(data, *, center="com", descan: str | int = "plane", reference=None
     needs_ref = (isinstance(center, str) and center == "reference") or descan == "reference"
     if needs_ref:
         if reference is None:
-            raise SettingsError("centre or descan 'reference' needs a vacuum reference scan (--reference FILE)")
+            raise SettingsError("centre or descan 'reference' needs a vacuum reference scan (",
+                                Param("reference", form=True), ")")
         ref = measure(reference, chunk_size=chunk_size, **source_options)
     center_com = center_from_mean_com(m.com_y, m.com_x)
     disc = _disc_fit(m, required=center == "disc")

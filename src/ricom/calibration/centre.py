@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ricom.core.errors import SettingsError
+from ricom.core.errors import Param, SettingsError
 from ricom.engine.detector import pattern_centre_of_mass
 from ricom.engine.pipeline import run
 from ricom.engine.reducer import PatternSum
@@ -116,12 +116,12 @@ def fit_disc(pattern: np.ndarray, n_rays: int = 180) -> DiscFit:
     p = np.nan_to_num(np.asarray(pattern, np.float64), nan=0.0, posinf=0.0, neginf=0.0)
     if p.ndim != 2 or min(p.shape) < 4:
         raise SettingsError(f"the disc fit needs a 2D pattern of at least 4×4 pixels, got shape {p.shape}")
-    hint = "; use the mean-COM centre (--center com) or give --center CY CX"
+    hint = ("; use the mean-COM centre (", Param("center", "com"), ") or give ", Param("center", form=True))
     t = _otsu(np.minimum(p, np.quantile(p, 0.999)))  # a few hot pixels must not set the threshold
     inside = p > t if t is not None else np.zeros(p.shape, bool)
     area = int(inside.sum())
     if area < 5 or area > 0.9 * p.size:
-        raise SettingsError("no bright-field disc found in the mean pattern" + hint)
+        raise SettingsError("no bright-field disc found in the mean pattern", *hint)
     yy, xx = np.nonzero(inside)
     cy, cx, r0 = float(yy.mean()), float(xx.mean()), math.sqrt(area / math.pi)
     rad = np.hypot(*np.indices(p.shape) - np.array([cy, cx])[:, None, None])
@@ -130,7 +130,7 @@ def fit_disc(pattern: np.ndarray, n_rays: int = 180) -> DiscFit:
     background = float(np.median(p[ring])) if ring.any() else float(np.median(p[~inside]))
     half = 0.5 * (disc_level + background)
     if not disc_level > background:
-        raise SettingsError("no bright-field disc found in the mean pattern" + hint)
+        raise SettingsError("no bright-field disc found in the mean pattern", *hint)
     phi = np.linspace(0, 2 * np.pi, n_rays, endpoint=False)
     r_fit, resid, n_pts = r0, float("nan"), 0
     for _ in range(3):
@@ -141,7 +141,7 @@ def fit_disc(pattern: np.ndarray, n_rays: int = 180) -> DiscFit:
         edge = _first_crossings(vals, valid, r, half)
         ok = np.isfinite(edge)
         if ok.sum() < 8:
-            raise SettingsError("the bright-field disc edge could not be traced" + hint)
+            raise SettingsError("the bright-field disc edge could not be traced", *hint)
         ey, ex = cy + np.sin(phi[ok]) * edge[ok], cx + np.cos(phi[ok]) * edge[ok]
         keep = np.ones(ey.size, bool)
         for _ in range(3):

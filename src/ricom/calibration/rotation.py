@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ricom.calibration.descan import fit_descan_model
-from ricom.core.errors import SettingsError
+from ricom.core.errors import Message, Param, SettingsError
 from ricom.core.geometry import Matrix2
 
 Z_MIN = 5.0
@@ -31,6 +31,9 @@ Z_MIN = 5.0
 for the curl minimum (Rayleigh-distributed under the null) that is a false-alarm
 probability of exp(−Z_MIN²/2) ≈ 4·10⁻⁶.  ``confidence = z/(z + Z_MIN)`` of the weakest
 decision, so 0.5 is the threshold."""
+
+GIVE_ROTATION = ("; give ", Param("rotation_deg", form=True), " [", Param("flip", True), "]")
+"""Advice of a `RotationResult.reason` when the data cannot decide (message parts)."""
 
 SMOOTHING_PX = (0.0, 0.5, 0.7, 1.0, 1.5, 2.0)
 """Gaussian widths (scan pixels) tried before taking derivatives; the one giving the
@@ -62,6 +65,9 @@ class RotationResult:
         ``z/(z + Z_MIN)`` for the weakest of the three decisions; ≥ 0.5 means determined.
     determined : bool
         False for vacuum, noise, or fields that cannot decide; ``reason`` says why.
+    reason : Message
+        Why not determined and what to give instead (empty if determined); raise it as a
+        `SettingsError`, or ``str(reason)``.
     best_guess_deg, best_guess_flip
         The estimate even when it is not significant (for display only).
     error_deg : float
@@ -79,7 +85,7 @@ class RotationResult:
     flip: bool | None
     confidence: float
     determined: bool
-    reason: str
+    reason: Message
     best_guess_deg: float
     best_guess_flip: bool
     error_deg: float
@@ -154,8 +160,8 @@ def find_rotation(com_x: np.ndarray, com_y: np.ndarray, *, flip: bool | None = N
         fx, fy = fx - px, fy - py
     mag = np.hypot(fx, fy)
     if not np.sqrt(np.nanmean(mag**2)) > max(1e-9 * scale, min_rms):
-        return _undetermined("cannot determine the rotation: the COM field is uniform (vacuum or no "
-                             "specimen); give --rotation DEG [--flip]", n_ok)
+        return _undetermined(Message("cannot determine the rotation: the COM field is uniform (vacuum or no "
+                                     "specimen)", *GIVE_ROTATION), n_ok)
     limit = OUTLIER_CLIP * float(np.nanquantile(mag, 0.99))  # a few hot positions must not decide
     shrink = np.minimum(1.0, limit / np.maximum(mag, 1e-300))
     fx, fy = fx * shrink, fy * shrink
@@ -193,16 +199,16 @@ def find_rotation(com_x: np.ndarray, com_y: np.ndarray, *, flip: bool | None = N
     z_rot, z_flip, z_sign = dec["z"]
     z = min(dec["z"])
     confidence = max(z, 0.0) / (max(z, 0.0) + Z_MIN)
-    reason = ""
+    reason = Message()
     if z_rot < Z_MIN:
-        reason = ("cannot determine the rotation: the COM field shows no curl-free structure above the "
-                  "noise (vacuum or noise only?); give --rotation DEG [--flip]")
+        reason = Message("cannot determine the rotation: the COM field shows no curl-free structure above the "
+                         "noise (vacuum or noise only?)", *GIVE_ROTATION)
     elif z_flip < Z_MIN:
-        reason = ("cannot determine the flip: the field is too noisy or too one-dimensional to tell whether "
-                  "the detector is mirrored; give --rotation DEG [--flip]")
+        reason = Message("cannot determine the flip: the field is too noisy or too one-dimensional to tell "
+                         "whether the detector is mirrored", *GIVE_ROTATION)
     elif z_sign < Z_MIN:
-        reason = ("cannot tell θ from θ+180°: the divergence shows no clear sign (no atomic columns?); "
-                  "give --rotation DEG [--flip]")
+        reason = Message("cannot tell θ from θ+180°: the divergence shows no clear sign (no atomic columns?)",
+                         *GIVE_ROTATION)
     determined = not reason
     profile = np.full((2, 360), np.nan)
     deg = np.radians(np.arange(360.0))
@@ -300,7 +306,7 @@ def _finite_or_none(v: float):
     return v if math.isfinite(v) else None
 
 
-def _undetermined(reason: str, n: int) -> RotationResult:
+def _undetermined(reason: str | Message, n: int) -> RotationResult:
     nan = math.nan
-    return RotationResult(nan, None, 0.0, False, reason, nan, False, nan, nan, 0.0, 0.0, 0.0, 0.0, n,
+    return RotationResult(nan, None, 0.0, False, Message(reason), nan, False, nan, nan, 0.0, 0.0, 0.0, 0.0, n,
                           np.full((2, 360), np.nan))

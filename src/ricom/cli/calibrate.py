@@ -16,7 +16,7 @@ import json
 import os
 import sys
 
-from ricom.cli.options import add_source_options, parse_descan, source_options
+from ricom.cli.options import CLI, add_source_options, error_text, parse_descan, source_options
 
 HELP = "find rotation, flip, centre and descan from the data"
 
@@ -53,6 +53,16 @@ def _center(values):
     return cy, cx
 
 
+def reconstruct_options(report) -> str:
+    """The ``ricom reconstruct`` options that apply a determined calibration."""
+    r = report.rotation
+    opts = f"--rotation {r.rotation_deg:.2f}" + (" --flip" if r.flip else "")
+    opts += f" --center {report.center_yx[0]:.2f} {report.center_yx[1]:.2f}"
+    if report.descan_method in ("plane", "reference"):
+        opts += " --descan " + report.descan_method + (" FILE" if report.descan_method == "reference" else "")
+    return opts
+
+
 def run(args) -> int:
     from ricom.calibration.calibrate import calibrate
     from ricom.core.errors import SettingsError
@@ -70,14 +80,19 @@ def run(args) -> int:
     flip = {"auto": None, "yes": True, "no": False}[args.flip]
     report = calibrate(args.input, center=center, descan=descan, reference=reference, flip=flip,
                        chunk_size=args.chunk_size, progress=not args.no_progress, **source_options(args))
-    print(report.summary())
+    print(report.summary(CLI))
+    if report.rotation.determined:
+        print(f"use: ricom reconstruct INPUT {reconstruct_options(report)}")
     if not report.complete:
         print(f"warning: the input ended early; calibrated from {report.n_patterns} patterns", file=sys.stderr)
     if args.json:
         from ricom.io.outputs import atomic_path
 
+        found = report.to_dict()
+        if not report.rotation.determined:
+            found["rotation"]["reason"] = error_text(report.rotation.reason)
         with atomic_path(args.json) as tmp, open(tmp, "w") as fh:
-            json.dump({"input": args.input, **report.to_dict()}, fh, indent=1)
+            json.dump({"input": args.input, **found}, fh, indent=1)
     if args.require and not report.rotation.determined:
         raise SettingsError(report.rotation.reason)
     return 0

@@ -22,7 +22,7 @@ import warnings
 
 import numpy as np
 
-from ricom.cli.options import add_source_options, source_options
+from ricom.cli.options import add_source_options, error_text, source_options
 from ricom.core.errors import InputError, RicomError, SettingsError
 from ricom.io.outputs import atomic_path
 
@@ -218,7 +218,7 @@ def run(args) -> int:
                                         progress=not args.no_progress)
     print(f"{written} patterns → {args.output} ({'×'.join(str(v) for v in shape)})")
     if error:
-        print(f"ricom: error: {error}; the {written} patterns read before it are saved in {args.output}",
+        print(f"ricom: error: {error_text(error)}; the {written} patterns read before it are saved in {args.output}",
               file=sys.stderr)
         return 3
     return 0

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import sys
 
+from ricom.cli.options import error_text
+
 
 def save_result(output: str, names, result, rec, extra: dict, rotation_auto: bool,
                 interrupted: bool = False) -> int:
@@ -50,7 +52,7 @@ def save_result(output: str, names, result, rec, extra: dict, rotation_auto: boo
               file=sys.stderr)
         return 130
     if result.error:
-        print(f"ricom: error: {result.error}; the partial result ({snap.n_patterns} patterns) is saved "
+        print(f"ricom: error: {error_text(result.error)}; the partial result ({snap.n_patterns} patterns) is saved "
               f"in {output}", file=sys.stderr)
         return 3
     return 0

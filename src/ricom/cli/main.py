@@ -1,4 +1,5 @@
-"""Entry point of the ``ricom`` command: builds the parser and turns errors into one line.
+"""Entry point of the ``ricom`` command: builds the parser and turns errors into one line
+(naming parameters as options, `ricom.cli.options.error_text`).
 
 Each command is a module with ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``;
 add new ones to `COMMANDS`.  Exit codes: 0 done, 2 bad input or settings (one-line
@@ -58,6 +59,7 @@ def _unavailable(name: str, exc: ImportError):
 def main(argv: list[str] | None = None) -> int:
     import warnings
 
+    from ricom.cli.options import error_text
     from ricom.core.errors import RicomError
 
     def one_line_warning(message, category, filename, lineno, file=None, line=None):
@@ -72,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except RicomError as exc:
-        print(f"ricom: error: {exc}", file=sys.stderr)
+        print(f"ricom: error: {error_text(exc)}", file=sys.stderr)
         return 2
     except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
         print(f"ricom: error: {exc.strerror}: {exc.filename}", file=sys.stderr)

@@ -1,16 +1,71 @@
-"""Command-line options shared by every command that reconstructs (reconstruct, live, gui).
+"""Command-line options shared by every command that reconstructs (reconstruct, live, gui),
+and how errors name them.
 
 Units, as the help says: ``--center`` in detector pixels (row, column); ``--rotation`` in
 degrees, turning the measured COM from detector +x towards +y (clockwise on screen);
 ``--flip`` mirrors detector x before the rotation; ``--filter`` in cycles per scan pixel
 (0.5 = Nyquist) unless ``--filter-unit inv_A``; ``--virtual-detector`` in detector pixels
 unless ``--virtual-detector-unit mrad``.
+
+Library errors name the parameters to change by their Python keyword (see
+`ricom.core.errors`); `FLAGS` says which option sets each, and `error_text` phrases an
+error with them, e.g. "give --scan-shape SY SX" where Python reads "give scan_shape=(SY, SX)".
 """
 from __future__ import annotations
 
 import argparse
 
-from ricom.core.errors import SettingsError
+from ricom.core.errors import Phrasebook, SettingsError, Wording, render
+
+FLAGS = {
+    "scan_shape": Wording("--scan-shape", "SY SX"),
+    "skip_frames": Wording("--skip-frames", "N"),
+    "flyback_frames": Wording("--flyback-frames", "N"),
+    "frames_per_position": Wording("--frames-per-position", "N"),
+    "pad": Wording("--scan-pad", switch=True),
+    "crop": Wording("--scan-crop", switch=True),
+    "dwell_ns": Wording("--dwell-ns", "NS"),
+    "acceptance_ns": Wording("--acceptance-ns", "NS"),
+    "sync": Wording("--sync", "MODE"),
+    "skip_lines": Wording("--skip-lines", "N"),
+    "chip_layout": Wording("--chip-layout", "LAYOUT"),
+    "kernel_size": Wording("--kernel-size", "N"),
+    "band_pass": Wording("--filter", "KMIN KMAX"),
+    "band_pass_unit": Wording("--filter-unit", "UNIT"),
+    "rotation_deg": Wording("--rotation", "DEG"),
+    "flip": Wording("--flip", switch=True),
+    "center_yx": Wording("--center", "CY CX"),
+    "center": Wording("--center", "CY CX"),
+    "reference": Wording("--reference", "FILE"),
+    "descan": Wording("--descan", "MODE"),
+    "descan_reference": Wording("--descan reference", "FILE"),
+    "com_mask_px": Wording("--com-mask", "RIN ROUT"),
+    "step_A": Wording("--step", "ANGSTROM"),
+    "pixel_size_mrad": Wording("--pixel-size-mrad", "MRAD"),
+    "energy_keV": Wording("--energy-kev", "KEV"),
+    "virtual_detector": Wording("--virtual-detector", "RIN ROUT"),
+    "virtual_detector_unit": Wording("--virtual-detector-unit", "UNIT"),
+    "chunk_size": Wording("--chunk-size", "N"),
+    "threads": Wording("--threads", "N"),
+    "client": Wording("--cluster/--scheduler"),
+    "timeout": Wording("--timeout", "S"),
+}
+"""The option that sets each library parameter, and the form of its value (its metavar)."""
+
+
+def _flag_value(value) -> str:
+    if isinstance(value, (tuple, list)):
+        return " ".join(_flag_value(v) for v in value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+CLI = Phrasebook(FLAGS, assign=" ", show=_flag_value)
+"""Names parameters as options: ``Param("scan_shape", form=True)`` → ``--scan-shape SY SX``."""
+
+
+def error_text(error) -> str:
+    """An error (or the text of one, e.g. ``RunResult.error``) with its parameters named as options."""
+    return render(error, CLI)
 
 DEFAULT_SIGNALS = "ricom,icom,com,vbf,vadf"
 
@@ -111,7 +166,10 @@ def cluster_address(args) -> str | None:
     cluster, scheduler = getattr(args, "cluster", None), getattr(args, "scheduler", None)
     if cluster is not None:
         from ricom.dask.client import parse_cluster
-        return f"local:{parse_cluster(cluster)}"
+        try:
+            return f"local:{parse_cluster(cluster)}"
+        except SettingsError:
+            raise SettingsError(f"--cluster takes local:N with N ≥ 1 worker processes, got {cluster!r}") from None
     if scheduler is not None and "://" not in scheduler:
         raise SettingsError(f"--scheduler takes an address tcp://HOST:PORT, got {scheduler!r}")
     return scheduler

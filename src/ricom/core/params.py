@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 
-from ricom.core.errors import SettingsError
+from ricom.core.errors import Param, SettingsError
 from ricom.core.geometry import Matrix2
 from ricom.core.units import rad_to_volt_angstrom
 
@@ -230,8 +230,8 @@ class VirtualDetector:
         if self.unit in ("px", "bf"):
             return self.inner, self.outer
         if calibration.pixel_size_mrad is None:
-            raise SettingsError(
-                f"virtual detector {self.name!r} is in mrad: give the detector pixel size (--pixel-size-mrad)")
+            raise SettingsError(f"virtual detector {self.name!r} is in mrad: give the detector pixel size (",
+                                Param("pixel_size_mrad"), ")")
         d = calibration.pixel_size_mrad
         return self.inner / d, self.outer / d
 

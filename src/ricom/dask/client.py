@@ -39,7 +39,7 @@ import numpy as np
 
 from ricom.api import open_with_settings, reference_center
 from ricom.calibration.calibrate import apply_descan
-from ricom.core.errors import InputError, RicomError, SettingsError
+from ricom.core.errors import InputError, Param, RicomError, SettingsError
 from ricom.core.params import KernelSettings, Settings
 from ricom.dask.tasks import RangeJob, RangeMoments, feed, range_moments
 from ricom.engine.moments import Moments
@@ -58,7 +58,7 @@ def parse_cluster(spec: str) -> int:
     """Worker processes of ``"local:N"`` (N ≥ 1), or a one-line `SettingsError`."""
     m = re.fullmatch(r"local:(\d+)", str(spec).strip())
     if not m or int(m.group(1)) < 1:
-        raise SettingsError(f"--cluster takes local:N with N ≥ 1 worker processes, got {spec!r}")
+        raise SettingsError(f"a local cluster is 'local:N' with N ≥ 1 worker processes, got {spec!r}")
     return int(m.group(1))
 
 
@@ -76,7 +76,8 @@ def connect(client):
     try:
         from distributed import Client, LocalCluster
     except ImportError:
-        raise SettingsError("--cluster/--scheduler need Dask: pip install 'ricom[distributed]'") from None
+        raise SettingsError("running on a Dask cluster (", Param("client"),
+                            ") needs Dask: pip install 'ricom[distributed]'") from None
     if isinstance(client, Client):
         yield client
         return
@@ -93,7 +94,8 @@ def connect(client):
             yield c
         return
     if "://" not in spec:
-        raise SettingsError(f"--scheduler takes an address tcp://HOST:PORT, got {spec!r}")
+        raise SettingsError(f"a Dask client is a Client, 'local:N' or a scheduler address tcp://HOST:PORT, "
+                            f"got {spec!r}")
     try:
         c = Client(spec, timeout="20s")
     except OSError as exc:

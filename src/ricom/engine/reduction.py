@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ricom.core.errors import SettingsError
+from ricom.core.errors import Param, SettingsError
 from ricom.core.params import Settings, shape2
 from ricom.engine.detector import bright_field_radius
 from ricom.engine.event_input import EventHold, centre_and_bf_radius, checked_events
@@ -97,8 +97,9 @@ class ChunkReduction:
         if c is not None:
             dy, dx = self.detector_shape
             if not (0 <= c[0] <= dy - 1 and 0 <= c[1] <= dx - 1):
-                raise SettingsError(f"centre ({c[0]:g}, {c[1]:g}) lies outside the {dy}×{dx} detector; "
-                                    f"give --center CY CX in detector pixels or --center auto")
+                raise SettingsError(f"centre ({c[0]:g}, {c[1]:g}) lies outside the {dy}×{dx} detector; give ",
+                                    Param("center_yx", form=True), " in detector pixels or ",
+                                    Param("center_yx", "auto"))
         for vd in s.virtual_detectors:
             if vd.unit == "mrad":
                 vd.radii_px(s.calibration)

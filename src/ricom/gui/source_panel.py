@@ -59,7 +59,7 @@ def open_request(req: SourceRequest, scan_shape, stop):
         try:
             return open_input(req.path, **req.source_options)
         except SettingsError as exc:
-            if "scan_shape" in req.source_options or "scan" not in str(exc).lower():
+            if "scan_shape" in req.source_options or "scan_shape" not in exc.parameters:
                 raise
             return open_input(req.path, **{**req.source_options, "scan_shape": tuple(scan_shape)})
     if req.kind == "merlin":

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from PySide6 import QtCore, QtGui, QtWidgets
 
-from ricom.core.errors import RicomError, SettingsError
+from ricom.core.errors import RicomError, SettingsError, render
 from ricom.engine.reconstruction import Reconstruction
 from ricom.gui.actions import WindowActions
 from ricom.gui.diffraction import DiffractionPanel
@@ -29,6 +29,7 @@ from ricom.gui.panels import Panel, standard_panels
 from ricom.gui.settings_column import SettingsColumn, settings_with_hints
 from ricom.gui.simulator import LiveSimulatorSource
 from ricom.gui.source_panel import SourcePanel, SourceRequest, open_request
+from ricom.gui.wording import GUI
 from ricom.gui.worker import BackgroundJob, RunWorker, describe_error
 
 REFRESH_HZ = 30
@@ -191,7 +192,7 @@ class MainWindow(WindowLayout, WindowActions, QtWidgets.QMainWindow):
         try:
             settings = self.column.settings()
         except RicomError as exc:
-            self.show_message(str(exc), error=True)
+            self.show_message(describe_error(exc), error=True)
             return
 
         def make_reconstruction(source):
@@ -224,7 +225,7 @@ class MainWindow(WindowLayout, WindowActions, QtWidgets.QMainWindow):
             try:
                 src.set_params(**changes)
             except RicomError as exc:
-                self.show_message(str(exc), error=True)
+                self.show_message(describe_error(exc), error=True)
 
     def _rate_changed(self, rate: float) -> None:
         src = self.worker.source if self.worker is not None else None
@@ -245,7 +246,7 @@ class MainWindow(WindowLayout, WindowActions, QtWidgets.QMainWindow):
                                       "they take effect in the next run")
                 self.rec.update_settings(s)
         except RicomError as exc:
-            self.show_message(str(exc), error=True)
+            self.show_message(describe_error(exc), error=True)
             if self.rec is not None:
                 self.column.set_settings(self.rec.settings)
             return
@@ -261,10 +262,11 @@ class MainWindow(WindowLayout, WindowActions, QtWidgets.QMainWindow):
         try:
             info = apply_auto_rotation(self.rec, require=False)
         except RicomError as exc:
-            self.show_message(str(exc), error=True)
+            self.show_message(describe_error(exc), error=True)
             return None
         if not info.get("determined", True):
-            self.show_message(f"cannot determine the rotation: {info.get('reason', 'no structure')}", error=True)
+            self.show_message(f"cannot determine the rotation: {render(info.get('reason', 'no structure'), GUI)}",
+                              error=True)
             return info
         self.column.set_settings(self.rec.settings)
         self.show_message(f"rotation {info['rotation_deg']:.2f}°, flip {'on' if info['flip'] else 'off'} "

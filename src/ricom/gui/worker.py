@@ -18,8 +18,9 @@ from collections.abc import Callable
 import numpy as np
 
 from ricom.core.chunks import EventChunk
-from ricom.core.errors import RicomError
+from ricom.core.errors import RicomError, render
 from ricom.engine.pipeline import RunResult, run
+from ricom.gui.wording import GUI
 from ricom.sources.base import Source
 
 MAX_TAP_EVENTS = 200_000
@@ -27,9 +28,10 @@ MAX_TAP_EVENTS = 200_000
 
 
 def describe_error(exc: BaseException) -> str:
-    """One line for the user: the message of a ricom error, else the type and message."""
+    """One line for the user: the message of a ricom error (parameters named as the
+    settings fields, `ricom.gui.wording.FIELDS`), else the type and message."""
     if isinstance(exc, RicomError):
-        return str(exc)
+        return render(exc, GUI)
     if isinstance(exc, OSError) and exc.strerror:
         return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
     return f"{type(exc).__name__}: {exc}"
@@ -167,7 +169,7 @@ class RunWorker:
             self.rec = rec
             self.result = run(self.tap, rec, chunk_size=self.chunk_size, progress=self._progress,
                               stop=self.stop_event)
-            self.error = self.result.error
+            self.error = render(self.result.error, GUI) if self.result.error else None
         except Exception as exc:  # never let a bad input take the window down
             self.error = describe_error(exc)
             if self.source is not None:

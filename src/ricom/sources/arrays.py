@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 
-from ricom.core.errors import InputError, SettingsError
+from ricom.core.errors import InputError, Param, SettingsError
 from ricom.sources.raw import LazyArraySource
 
 
@@ -41,7 +41,7 @@ class ArraySource(LazyArraySource):
             raise InputError(f"{name}: pattern data must be integer or float, got dtype {data.dtype}")
         super().__init__(data, name, scan_shape, skip_frames, flyback_frames, frames_per_position, pad, crop)
         if self.scan_shape is None:
-            raise SettingsError(f"{name}: a 3D stack of {self.n_frames} frames needs --scan-shape SY SX")
+            raise SettingsError(f"{name}: a 3D stack of {self.n_frames} frames needs ", Param("scan_shape", form=True))
         self._hints: dict = {}
 
 

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from ricom.core.chunks import EventChunk, FrameChunk
-from ricom.core.errors import InputError
+from ricom.core.errors import InputError, Message, Param
 
 
 class Source(abc.ABC):
@@ -38,14 +38,15 @@ class Source(abc.ABC):
         Frames (or positions, for events) the source will deliver, for progress.
     range_note : str
         Why the source cannot be read by range and what to do instead (shown by
-        `read_range` when `splittable` is False).
+        `read_range` when `splittable` is False); a `Message` to name parameters.
     """
 
     kind: str = "frames"
     scan_shape: tuple[int, int] | None = None
     detector_shape: tuple[int, int] = (0, 0)
     n_frames: int | None = None
-    range_note: str = "it can only be read from its start; reconstruct it on one machine (without --cluster)"
+    range_note: str = Message("it can only be read from its start; reconstruct it on one machine (without ",
+                              Param("client"), ")")
 
     @abc.abstractmethod
     def chunks(self, chunk_size: int = 256) -> Iterator[FrameChunk | EventChunk]:
@@ -75,7 +76,7 @@ class Source(abc.ABC):
         InputError
             If the source is not `splittable` (the message says why and what to do).
         """
-        raise InputError(f"{self.format_name()} cannot be read by range; {self.range_note}")
+        raise InputError(f"{self.format_name()} cannot be read by range; ", self.range_note)
 
     def format_name(self) -> str:
         """The input's name for messages (its path, ``"demo"``, …)."""

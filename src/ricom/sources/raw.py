@@ -23,12 +23,14 @@ from collections.abc import Iterator
 import numpy as np
 
 from ricom.core.chunks import FrameChunk, ScanLayout
-from ricom.core.errors import InputError, SettingsError
+from ricom.core.errors import InputError, Param, SettingsError
 from ricom.core.params import shape2
 from ricom.sources.base import Source, populate_mapped
 
 BLOCK_BYTES = 64 * 2**20
 """Upper bound of one read from a lazy array (several chunks are cut from one read)."""
+_CHECK_LAYOUT = ("check ", Param("scan_shape"), "/", Param("skip_frames"), "/", Param("flyback_frames"), ", or use ")
+"""Start of the advice when the frames do not fill whole scans (message parts)."""
 
 
 def resolve_scan(name: str, n_frames: int, scan_shape, skip_frames: int = 0, flyback_frames: int = 0,
@@ -68,7 +70,7 @@ def resolve_scan(name: str, n_frames: int, scan_shape, skip_frames: int = 0, fly
     per_pass, skip = layout.frames_per_pass, layout.skip_frames
     avail = n_frames - skip
     if avail <= 0:
-        raise SettingsError(f"{name}: all {n_frames} frames are skipped (--skip-frames {skip})")
+        raise SettingsError(f"{name}: all {n_frames} frames are skipped (", Param("skip_frames", skip), ")")
     if avail % per_pass == 0 or pad or incomplete:
         return layout, n_frames
     extra = f" + {skip} skipped" if skip else ""
@@ -81,15 +83,15 @@ def resolve_scan(name: str, n_frames: int, scan_shape, skip_frames: int = 0, fly
             return ScanLayout((rows, sx), skip, layout.flyback_frames, layout.frames_per_position), \
                 skip + rows * line
         raise SettingsError(
-            f"{name}: {n_frames} frames are too few for the {sy}×{sx} scan ({per_pass} frames{extra}); "
-            f"check --scan-shape/--skip-frames/--flyback-frames, or use --scan-pad (leave missing positions "
-            f"empty) or --scan-crop (keep the {rows} complete scan lines)")
+            f"{name}: {n_frames} frames are too few for the {sy}×{sx} scan ({per_pass} frames{extra}); ",
+            *_CHECK_LAYOUT, Param("pad", True), " (leave missing positions empty) or ", Param("crop", True),
+            f" (keep the {rows} complete scan lines)")
     if crop:
         return layout, skip + (avail // per_pass) * per_pass
     raise SettingsError(
-        f"{name}: {n_frames} frames are not a whole number of {sy}×{sx} scans ({per_pass} frames each{extra}); "
-        f"check --scan-shape/--skip-frames/--flyback-frames, or use --scan-crop (drop the {avail % per_pass} "
-        f"extra frames) or --scan-pad (use them)")
+        f"{name}: {n_frames} frames are not a whole number of {sy}×{sx} scans ({per_pass} frames each{extra}); ",
+        *_CHECK_LAYOUT, Param("crop", True), f" (drop the {avail % per_pass} extra frames) or ", Param("pad", True),
+        " (use them)")
 
 
 def positions_for(layout: ScanLayout | None, start: int, count: int, skip_frames: int = 0) -> np.ndarray:

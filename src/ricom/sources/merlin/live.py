@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from ricom.core.chunks import FrameChunk, PackedFrames, ScanLayout
-from ricom.core.errors import InputError, SettingsError
+from ricom.core.errors import InputError, Param, SettingsError
 from ricom.sources.base import Source
 from ricom.sources.merlin.control import (
     CONTROL_PORT,
@@ -119,7 +119,7 @@ class _Stream:
         except TimeoutError:
             if self.timeout is not None and time.monotonic() - self.last_data > self.timeout:
                 raise InputError(f"no data from the detector for {self.timeout:g} s; check the scan "
-                                 f"and trigger, or raise --timeout") from None
+                                 "and trigger, or raise ", Param("timeout")) from None
             return 0
         except OSError:  # reset or closed: the same as the end of the stream
             k = 0
@@ -208,8 +208,8 @@ class MerlinLiveSource(Source):
                 scan_shape, _ = acquisition_scan_shape(self.header_fields, self.n_frames, flyback_frames,
                                                        frames_per_position)
             if scan_shape is None:
-                raise SettingsError("the Merlin acquisition header carries no scan shape; give "
-                                    "--scan-shape SY SX (scan_shape=)")
+                raise SettingsError("the Merlin acquisition header carries no scan shape; give ",
+                                    Param("scan_shape", form=True))
             self.scan_shape = (int(scan_shape[0]), int(scan_shape[1]))
             self.layout = ScanLayout(self.scan_shape, skip_frames, flyback_frames, frames_per_position)
         except BaseException:

@@ -41,7 +41,7 @@ import numba
 import numpy as np
 
 from ricom.core.chunks import EventChunk
-from ricom.core.errors import InputError, SettingsError
+from ricom.core.errors import InputError, Param, SettingsError
 
 TICK_NS = 3.125 / 12
 """Length of one time tick in ns."""
@@ -70,7 +70,7 @@ class SyncOptions:
         if self.mode not in ("line", "pixel", "dwell"):
             raise SettingsError(f"sync mode must be 'line', 'pixel' or 'dwell', got {self.mode!r}")
         if self.mode == "dwell" and not self.dwell_ns:
-            raise SettingsError("without triggers the dwell time is needed: give dwell_ns (--dwell-ns)")
+            raise SettingsError("without triggers the dwell time is needed: give ", Param("dwell_ns", form=True))
         for name in ("dwell_ns", "acceptance_ns"):
             v = getattr(self, name)
             if v is not None and not v > 0:
@@ -380,8 +380,8 @@ class Synchroniser:
         if c["hits"] == 0:
             raise InputError("the input holds no pixel hits")
         if self.o.mode != "dwell" and self._n_segments == 0:
-            raise InputError(f"no {name} in the data: use the right trigger channel, sync='pixel' or "
-                             f"sync='dwell' with dwell_ns (--dwell-ns)")
+            raise InputError(f"no {name} in the data: use the right trigger channel, ", Param("sync", "pixel"),
+                             " or ", Param("sync", "dwell"), " with ", Param("dwell_ns", form=True))
         if c["missing_end"]:
             what = "lines" if self.o.mode == "line" else "trigger periods"
             self.warnings.append(f"{c['missing_end']} {what} had no end trigger; closed after the median "

@@ -17,7 +17,7 @@ import os
 import numba
 import numpy as np
 
-from ricom.core.errors import InputError, SettingsError
+from ricom.core.errors import InputError, Message, Param, SettingsError
 from ricom.sources.timepix.sync import DEFAULT_ORDER_WINDOW_NS, SyncOptions
 from ricom.sources.timepix.tpx3 import TimedEventSource, layout_shape, parse_chip_layout, read_event_sidecar
 
@@ -84,8 +84,8 @@ class T3pSource(TimedEventSource):
         Records decoded per block.
     """
 
-    range_note = ("its dwell clock counts scan positions from the first record, so a part of it cannot be placed "
-                  "on its own; reconstruct it on one machine (without --cluster/--scheduler)")
+    range_note = Message("its dwell clock counts scan positions from the first record, so a part of it cannot be "
+                         "placed on its own; reconstruct it on one machine (without ", Param("client"), ")")
 
     def __init__(self, path: str, scan_shape=None, dwell_ns=None, acceptance_ns=None, chip_layout=None,
                  skip_frames: int = 0, flyback_frames: int = 0, start_ns: float = 0.0,
@@ -107,8 +107,8 @@ class T3pSource(TimedEventSource):
         scan_shape = scan_shape or side.get("scan_shape")
         dwell_ns = dwell_ns or side.get("dwell_ns")
         if scan_shape is None or not dwell_ns:
-            raise SettingsError(f"{path}: a .t3p file stores neither scan shape nor dwell time; give "
-                                f"--scan-shape SY SX and --dwell-ns NS")
+            raise SettingsError(f"{path}: a .t3p file stores neither scan shape nor dwell time; give ",
+                                Param("scan_shape", form=True), " and ", Param("dwell_ns", form=True))
         self.scan_shape = (int(scan_shape[0]), int(scan_shape[1]))
         self.sync_options = SyncOptions(self.scan_shape, "dwell", float(dwell_ns), acceptance_ns, 0, skip_frames,
                                         flyback_frames, start_ns, order_window_ns, keep_times)

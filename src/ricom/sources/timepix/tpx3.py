@@ -26,7 +26,7 @@ import warnings
 import numba
 import numpy as np
 
-from ricom.core.errors import InputError, SettingsError
+from ricom.core.errors import InputError, Message, Param, SettingsError
 from ricom.sources.arrays import read_sidecar
 from ricom.sources.base import Source
 from ricom.sources.timepix.sync import DEFAULT_ORDER_WINDOW_NS, Synchroniser, SyncOptions
@@ -321,9 +321,9 @@ class Tpx3Source(TimedEventSource):
         Packets decoded per block (memory ≈ 22 bytes per packet).
     """
 
-    range_note = ("the scan position of a hit depends on the triggers and ToA roll-overs counted from the start "
-                  "of the file (sync state), so a part of it cannot be placed on its own; reconstruct it on one "
-                  "machine (without --cluster/--scheduler)")
+    range_note = Message("the scan position of a hit depends on the triggers and ToA roll-overs counted from the "
+                         "start of the file (sync state), so a part of it cannot be placed on its own; reconstruct "
+                         "it on one machine (without ", Param("client"), ")")
 
     def __init__(self, path: str, scan_shape=None, sync: str = "auto", dwell_ns=None, acceptance_ns=None,
                  trigger: str = "tdc1", chip_layout=None, skip_lines: int = 0, skip_frames: int = 0,
@@ -348,14 +348,15 @@ class Tpx3Source(TimedEventSource):
         rise, fall = TRIGGERS.get(trigger, (0xF, 0xA))
         scan_shape = scan_shape or side.get("scan_shape")
         if scan_shape is None:
-            raise SettingsError(f"{path}: a .tpx3 file does not store the scan shape; give --scan-shape SY SX")
+            raise SettingsError(f"{path}: a .tpx3 file does not store the scan shape; give ",
+                                Param("scan_shape", form=True))
         self.scan_shape = (int(scan_shape[0]), int(scan_shape[1]))
         if sync == "auto":
             sync = side.get("sync") or ("line" if kinds[rise] and kinds[fall] else
                                         "pixel" if kinds[rise] else "dwell")
             if sync == "dwell" and not dwell_ns and not side.get("dwell_ns"):
-                raise SettingsError(f"{path}: no {trigger.upper()} triggers in the first 32 MB; give "
-                                    f"--dwell-ns for dwell-time synchronisation (or the trigger input)")
+                raise SettingsError(f"{path}: no {trigger.upper()} triggers in the first 32 MB; give ",
+                                    Param("dwell_ns"), " for dwell-time synchronisation (or the trigger input)")
         if dwell_ns is None and sync == "dwell":
             dwell_ns = side.get("dwell_ns")
         self.sync_options = SyncOptions(self.scan_shape, sync, dwell_ns, acceptance_ns, skip_lines, skip_frames,
