@@ -16,6 +16,7 @@ import numpy as np
 
 from ricom.core.errors import SettingsError
 from ricom.engine.snapshot import Snapshot
+from ricom.io.contrast import percentile_levels
 
 FORMATS = (".h5", ".hdf5", ".npy", ".tif", ".tiff", ".png")
 
@@ -142,10 +143,8 @@ def preview_png(path: str, images: dict[str, np.ndarray], units: dict[str, str] 
     for ax in axes.ravel()[n:]:
         ax.axis("off")
     for ax, (name, img) in zip(axes.ravel(), images.items(), strict=False):
-        finite = img[np.isfinite(img)]
-        lo, hi = (np.percentile(finite, [0.5, 99.5]) if finite.size else (0, 1))
-        im = ax.imshow(img, cmap="twilight" if name == "efield_direction" else "gray",
-                       vmin=lo, vmax=hi if hi > lo else lo + 1)
+        lo, hi = percentile_levels(img)
+        im = ax.imshow(img, cmap="twilight" if name == "efield_direction" else "gray", vmin=lo, vmax=hi)
         label = f"{name} [{units[name]}]" if units and name in units else name
         ax.set_title(label, fontsize=9)
         ax.set_xticks([])
