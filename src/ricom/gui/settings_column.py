@@ -15,7 +15,14 @@ from PySide6 import QtCore, QtWidgets
 
 from ricom.api import DEFAULT_VIRTUAL_DETECTORS, virtual_detectors_from_annulus
 from ricom.core.errors import SettingsError
-from ricom.core.params import MAX_KERNEL_SIZE, Calibration, DetectorGeometry, KernelSettings, Settings
+from ricom.core.params import (
+    MAX_KERNEL_SIZE,
+    Calibration,
+    DetectorGeometry,
+    KernelSettings,
+    Settings,
+    max_kernel_size,
+)
 
 CENTRE_MODES = ("auto (mean COM)", "manual", "from reference")
 VD_MODES = ("auto (from BF disc)", "manual", "custom (from file)")
@@ -303,9 +310,9 @@ class SettingsColumn(QtWidgets.QWidget):
 
 def settings_with_hints(settings: Settings, hints: dict, scan_shape) -> Settings:
     """``settings`` with the calibration the input carries filled in where none is given,
-    and the kernel no larger than useful for ``scan_shape`` (2·max + 1)."""
+    and the kernel no larger than useful for ``scan_shape`` (`max_kernel_size`)."""
     filled = settings.calibration.filled_from(hints)
-    limit = 2 * max(scan_shape) + 1
+    limit = max_kernel_size(scan_shape)
     kernel = settings.kernel
     if kernel.size > limit:
         kernel = KernelSettings(limit, kernel.band_pass)
