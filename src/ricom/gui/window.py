@@ -14,7 +14,6 @@ bar, and the images of a broken run stay.  The layout is built by
 from __future__ import annotations
 
 import collections
-import sys
 import time
 from dataclasses import dataclass
 
@@ -42,10 +41,6 @@ so the display never takes CPU time a busy reconstruction could use."""
 PRIMARY_PANELS = ("ricom",)
 """Redrawn at every refresh; the other panels take turns (`SECONDARY_PER_TICK` per refresh)."""
 SECONDARY_PER_TICK = 3
-GIL_SWITCH_S = 0.0005
-"""Python's thread switch interval while the window is open (default 5 ms): the engine
-thread gets the GIL back within this time after each compiled (GIL-free) step, instead of
-waiting up to 5 ms behind a redraw."""
 CHUNK_SIZE = 512
 """Frames per engine chunk (as `ricom.engine.pipeline.run`): fewer, larger steps leave the GUI thread
 more room; the live simulator still delivers smaller bands at low rates."""
@@ -102,8 +97,6 @@ class MainWindow(WindowLayout, WindowActions, QtWidgets.QMainWindow):
 
     def __init__(self, remember_layout: bool = True) -> None:
         super().__init__()
-        self._switch_interval = sys.getswitchinterval()  # restored on close
-        sys.setswitchinterval(min(self._switch_interval, GIL_SWITCH_S))
         self.setWindowTitle("ricom — live riCOM")
         self.remember_layout = remember_layout
         self.worker: RunWorker | None = None
@@ -416,5 +409,4 @@ class MainWindow(WindowLayout, WindowActions, QtWidgets.QMainWindow):
             self.worker.stop(wait=3.0)
         if self.remember_layout:
             self._save_layout()
-        sys.setswitchinterval(self._switch_interval)
         super().closeEvent(event)
