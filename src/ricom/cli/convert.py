@@ -212,7 +212,6 @@ def run(args) -> int:
         raise SettingsError("--chunk-size must be at least 1")
     with warnings.catch_warnings():
         warnings.simplefilter("always")
-        warnings.showwarning = lambda msg, *a, **k: print(f"ricom: warning: {msg}", file=sys.stderr)
         source = open_source(args.input, **source_options(args))
         shape, written, error = convert(source, args.output, args.chunk_size, args.compression,
                                         progress=not args.no_progress)
