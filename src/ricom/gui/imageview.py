@@ -14,8 +14,6 @@ from PySide6 import QtCore, QtGui, QtWidgets
 
 from ricom.io.contrast import percentile_levels
 
-pg.setConfigOptions(imageAxisOrder="row-major")
-
 COLORMAPS = ("gray", "viridis", "magma", "inferno", "cividis", "diverging", "cyclic")
 """Colour maps offered in every panel (``diverging`` blue–white–red, ``cyclic`` for angles)."""
 _PYQTGRAPH_NAMES = {"diverging": "CET-D1A", "cyclic": "CET-C6"}
@@ -107,7 +105,7 @@ class ImageView(QtWidgets.QWidget):
         self.graphics = pg.GraphicsLayoutWidget()
         self.graphics.setMinimumSize(120, 100)
         self.view = self.graphics.addViewBox(lockAspect=True, invertY=True, enableMenu=False)
-        self.item = pg.ImageItem()
+        self.item = pg.ImageItem(axisOrder="row-major")  # arrays as given: (row, col), row 0 at the top
         self.view.addItem(self.item)
         lay.addWidget(self.graphics, 1)
         self.readout = QtWidgets.QLabel(" ", styleSheet="color: #555; font-size: 9pt")
