@@ -103,7 +103,7 @@ def make_record(case, threads, kernel, det, seconds, n, bytes_per_pattern, memre
 
 def write_mib(path: str, scan_shape, detector_shape, depth: int, raw: bool, n_unique: int = 256) -> int:
     """A simulated `.mib` file; returns bytes per frame."""
-    from ricom.sources.merlin.mib import encode_frames
+    from ricom.sources.merlin.encode import encode_frames
     quad = detector_shape[0] > 256
     unique = synthetic_frames(n_unique, detector_shape, 2 ** depth - 1)
     n = scan_shape[0] * scan_shape[1]
