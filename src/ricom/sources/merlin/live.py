@@ -10,12 +10,13 @@ MIB frame (header + pixels).  There is no end message: the acquisition ends afte
 `MerlinLiveSource` reads the socket into one preallocated buffer (``recv_into``,
 `ricom.sources.merlin.stream.StreamBuffer`), skips stale bytes before the acquisition
 header, checks every frame's framing, length and sequence number with array operations
-and decodes whole chunks of frames at once with `ricom.sources.merlin.mib.decode_frames`.  It ends at the frame count, on a stop request
-(a `threading.Event`) or when the connection drops; in the last case it first yields
-every complete frame, then raises `InputError`, so that `ricom.engine.pipeline.run` keeps (and the
-command line saves) the partial result.  The control-port client `MerlinControl`, the
-``MPX`` framing helpers (`mpx_prefix`, `connect`) and the port numbers live in
-`ricom.sources.merlin.control` and are re-exported here.
+and decodes whole chunks of frames at once with `ricom.sources.merlin.mib.decode_frames`.
+It ends at the frame count, on a stop request (a `threading.Event`) or when the
+connection drops; in the last case it first yields every complete frame, then raises
+`InputError`, so that `ricom.engine.pipeline.run` keeps (and the command line saves) the
+partial result.  The control-port client `MerlinControl`, the ``MPX`` framing helpers
+(`mpx_prefix`, `connect`) and the port numbers live in `ricom.sources.merlin.control` and
+are re-exported here.
 """
 from __future__ import annotations
 
