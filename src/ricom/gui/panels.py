@@ -51,7 +51,7 @@ class Panel(QtWidgets.QWidget):
         return live.key
 
     def refresh(self, live) -> None:
-        """Redraw from ``live`` (`ricom.gui.window.LiveState`: ``snapshot``, ``tap``, ``rec``)."""
+        """Redraw from ``live`` (`ricom.gui.refresh.LiveState`: ``snapshot``, ``tap``, ``rec``)."""
 
     def export(self) -> tuple[str, np.ndarray, str] | None:
         """``(signal name, float array, unit)`` that TIFF and .npy saving write, or None."""
