@@ -119,4 +119,3 @@ def _frame_header(seq: int, header_bytes: int, n_chips: int, width: int, height:
     if len(text) > header_bytes:
         raise SettingsError(f"MIB header text of {len(text)} bytes does not fit {header_bytes}")
     return text + b"\0" * (header_bytes - len(text))
-

@@ -117,5 +117,3 @@ def acquisition_scan_shape(hdr: dict, n_frames: int | None = None, flyback_frame
         if cols > 0 and total // fpt > 0:
             return (total // fpt, cols), ".hdr frames per trigger"
     return None, None
-
-

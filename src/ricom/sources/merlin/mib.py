@@ -324,4 +324,3 @@ def decode_frames(buf, header: MibHeader, n: int, out: np.ndarray | None = None,
     else:
         K.decode_raw(arr, n, fb, hb, out.reshape(n, -1), depth, K.BITS, fast)
     return out
-
