@@ -22,7 +22,7 @@ from ricom.core.errors import InputError, SettingsError
 from ricom.core.params import KernelSettings
 from ricom.sources import open_source
 from ricom.sources.events_h5 import EventsH5Writer
-from ricom.sources.merlin.mib import encode_frames
+from ricom.sources.merlin.encode import encode_frames
 from ricom.tools.bench import write_mib
 
 distributed = pytest.importorskip("distributed")

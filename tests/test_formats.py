@@ -13,7 +13,8 @@ import ricom
 from ricom.cli.main import main
 from ricom.core.errors import InputError, SettingsError
 from ricom.sources import open_source
-from ricom.sources.merlin.mib import encode_frames, make_acquisition_header
+from ricom.sources.merlin.encode import encode_frames
+from ricom.sources.merlin.hdr import make_acquisition_header
 
 
 @pytest.fixture

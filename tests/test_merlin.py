@@ -12,15 +12,10 @@ import pytest
 import ricom
 from ricom.core.errors import InputError, SettingsError
 from ricom.sources import open_source
+from ricom.sources.merlin.encode import encode_frames
 from ricom.sources.merlin.file import MerlinSource
-from ricom.sources.merlin.mib import (
-    acquisition_scan_shape,
-    decode_frames,
-    encode_frames,
-    make_acquisition_header,
-    parse_acquisition_header,
-    parse_frame_header,
-)
+from ricom.sources.merlin.hdr import acquisition_scan_shape, make_acquisition_header, parse_acquisition_header
+from ricom.sources.merlin.mib import decode_frames, parse_frame_header
 
 REAL = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "merlin_real"))
 

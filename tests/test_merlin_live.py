@@ -23,9 +23,10 @@ from ricom.cli.main import main
 from ricom.core.errors import InputError
 from ricom.simulators.merlin.server import MerlinServer
 from ricom.sources.merlin import live as merlin_live
+from ricom.sources.merlin.encode import encode_frames
 from ricom.sources.merlin.file import MerlinSource
+from ricom.sources.merlin.hdr import make_acquisition_header
 from ricom.sources.merlin.live import MerlinControl, MerlinLiveSource, mpx_prefix
-from ricom.sources.merlin.mib import encode_frames, make_acquisition_header
 
 SCAN, DET = (8, 9), (32, 32)
 N = SCAN[0] * SCAN[1]
@@ -381,7 +382,7 @@ def test_real_merlin_files_stream_byte_for_byte(tmp_path):
 
 def test_sequence_numbers_past_a_million_wrap_without_loss():
     """The six-digit sequence field wraps in long scans; positions continue regardless."""
-    from ricom.sources.merlin.live import unwrap_sequence
+    from ricom.sources.merlin.mib import unwrap_sequence
     seq = (np.arange(999_990, 1_000_020) % 1_000_000)
     np.testing.assert_array_equal(unwrap_sequence(seq, 999_990), np.arange(999_990, 1_000_020))
     np.testing.assert_array_equal(unwrap_sequence(seq[12:], 1_000_002), np.arange(1_000_002, 1_000_020))

@@ -11,7 +11,7 @@ import math
 from ricom.calibration.calibrate import apply_descan
 from ricom.calibration.centre import center_from_reference
 from ricom.core.errors import Param, SettingsError
-from ricom.core.params import Calibration, DetectorGeometry, KernelSettings, Settings, VirtualDetector
+from ricom.core.params import Calibration, DetectorGeometry, KernelSettings, Settings, VirtualDetector, max_kernel_size
 from ricom.engine.pipeline import RunResult, run
 from ricom.engine.reconstruction import Reconstruction
 from ricom.engine.snapshot import Snapshot
@@ -40,8 +40,8 @@ DEFAULT_KERNEL_SIZE = 21
 
 
 def default_kernel_size(scan_shape) -> int:
-    """21, or the largest useful odd size for a scan smaller than that (2·max + 1)."""
-    return min(DEFAULT_KERNEL_SIZE, 2 * max(scan_shape) + 1)
+    """21, or the largest useful odd size for a scan smaller than that (`max_kernel_size`)."""
+    return min(DEFAULT_KERNEL_SIZE, max_kernel_size(scan_shape))
 
 
 def make_settings(*, kernel_size: int | None = None, band_pass=None, band_pass_unit: str = "cycles_per_pixel",

@@ -28,6 +28,7 @@ import numpy as np
 from ricom.engine.pipeline import RunResult, run
 from ricom.engine.reconstruction import Reconstruction
 from ricom.engine.snapshot import Snapshot, expand_signals
+from ricom.io.contrast import percentile_levels
 
 __all__ = ["LiveRun", "LiveView", "live_reconstruct", "show", "snapshot_figure"]
 
@@ -72,9 +73,8 @@ def snapshot_figure(snap: Snapshot, signals: Sequence[str] = ("ricom", "vadf"), 
     filled = snap.hits > 0
     for ax, name in zip(axes, names, strict=True):
         img = np.asarray(snap.signal(name), np.float64)
-        vals = img[filled & np.isfinite(img)]
-        lo, hi = np.percentile(vals, [0.5, 99.5]) if vals.size else (0.0, 1.0)
-        ax.imshow(img, cmap=cmap, vmin=lo, vmax=hi if hi > lo else lo + 1)
+        lo, hi = percentile_levels(img[filled])
+        ax.imshow(img, cmap=cmap, vmin=lo, vmax=hi)
         ax.set_title(f"{name} [{snap.unit(name)}]", fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])

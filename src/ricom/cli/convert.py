@@ -24,7 +24,7 @@ import numpy as np
 
 from ricom.cli.options import add_source_options, error_text, source_options
 from ricom.core.errors import InputError, RicomError, SettingsError
-from ricom.io.outputs import atomic_path
+from ricom.io.outputs import atomic_path, current_umask
 
 HELP = "decode an input and write its patterns as .npy, .h5 or .zarr"
 OUTPUTS = (".npy", ".h5", ".hdf5", ".zarr")
@@ -192,8 +192,7 @@ def convert(source, output: str, chunk_size: int = 256, compression: str = "none
 
 def _default_permissions(path: str) -> None:
     """Temporary files are private (0600); give the output the usual umask permissions."""
-    mask = os.umask(0)
-    os.umask(mask)
+    mask = current_umask()
     with contextlib.suppress(OSError):
         os.chmod(path, (0o777 if os.path.isdir(path) else 0o666) & ~mask)
         if os.path.isdir(path):
@@ -212,7 +211,6 @@ def run(args) -> int:
         raise SettingsError("--chunk-size must be at least 1")
     with warnings.catch_warnings():
         warnings.simplefilter("always")
-        warnings.showwarning = lambda msg, *a, **k: print(f"ricom: warning: {msg}", file=sys.stderr)
         source = open_source(args.input, **source_options(args))
         shape, written, error = convert(source, args.output, args.chunk_size, args.compression,
                                         progress=not args.no_progress)

@@ -9,7 +9,6 @@ checks that a scan shape fits the frame count.
 from __future__ import annotations
 
 import json
-import sys
 import warnings
 
 from ricom.cli.options import add_source_options, source_options
@@ -46,7 +45,6 @@ def run(args) -> int:
 
     with warnings.catch_warnings():
         warnings.simplefilter("always")
-        warnings.showwarning = lambda msg, *a, **k: print(f"ricom: warning: {msg}", file=sys.stderr)
         source = open_source(args.input, **source_options(args))
     try:
         d = {"input": args.input, **source.describe()}

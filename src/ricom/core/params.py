@@ -27,6 +27,21 @@ from ricom.core.units import rad_to_volt_angstrom
 MAX_KERNEL_SIZE = 2001
 
 
+def max_kernel_size(scan_shape) -> int:
+    """The largest useful kernel size for a scan: 2·max(rows, cols) + 1, at most `MAX_KERNEL_SIZE`.
+
+    A larger kernel reaches no further scan position from any position.
+
+    Examples
+    --------
+    >>> max_kernel_size((16, 9))
+    33
+    >>> max_kernel_size((4096, 4096)) == MAX_KERNEL_SIZE
+    True
+    """
+    return min(MAX_KERNEL_SIZE, 2 * max(scan_shape) + 1)
+
+
 def _positive_or_none(name: str, value: float | None) -> None:
     if value is not None and not (math.isfinite(value) and value > 0):
         raise SettingsError(f"{name} must be a positive number, got {value!r}")

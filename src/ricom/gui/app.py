@@ -3,15 +3,24 @@
 Owns `run_gui`, which ``ricom gui`` calls: it picks the offscreen Qt platform when
 there is no display, builds the `ricom.gui.window.MainWindow`, applies the settings and
 source given on the command line, starts the source, and — for testing and scripting —
-saves a screenshot of the whole window and quits after a given time.
+saves a screenshot of the whole window and quits after a given time.  The process-wide
+settings of the GUI process are made here and nowhere else in the GUI: the Qt platform
+(`ensure_display`) and, while `run_gui` runs, Python's thread switch interval
+(`gil_switch_interval`).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
 
 SCREENSHOT_DEFAULT_S = 5.0
 """Seconds before the screenshot when ``--screenshot`` is given without ``--exit-after``."""
+GIL_SWITCH_S = 0.0005
+"""Python's thread switch interval while the GUI runs (default 5 ms): the engine thread
+gets the GIL back within this time after each compiled (GIL-free) step, instead of
+waiting up to 5 ms behind a redraw."""
 
 
 def ensure_display() -> bool:
@@ -34,6 +43,21 @@ def application():
         app.setApplicationName("ricom")
         app.setOrganizationName("ricom")
     return app
+
+
+@contextlib.contextmanager
+def gil_switch_interval(seconds: float = GIL_SWITCH_S) -> Iterator[None]:
+    """Python's thread switch interval at most ``seconds`` inside the block, restored after it.
+
+    `run_gui` runs the whole GUI in it; scripts that drive a `MainWindow` themselves
+    can do the same.
+    """
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(min(previous, seconds))
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(previous)
 
 
 def run_gui(request=None, settings=None, scan_shape=None, settings_file: str | None = None,
@@ -64,11 +88,24 @@ def run_gui(request=None, settings=None, scan_shape=None, settings_file: str | N
     ensure_display()
     from PySide6 import QtCore
 
-    from ricom.gui.window import MainWindow
-
     app = application()
     timed = screenshot is not None or exit_after is not None
-    window = MainWindow(remember_layout=remember_layout and not timed)
+    status = {"code": 0}
+    with gil_switch_interval():
+        window = _open_window(request, settings, scan_shape, settings_file, reference,
+                              remember_layout and not timed)
+        if timed:
+            seconds = exit_after if exit_after is not None else SCREENSHOT_DEFAULT_S
+            QtCore.QTimer.singleShot(int(seconds * 1000), lambda: _finish(app, window, screenshot, status))
+        code = app.exec()
+    return status["code"] if timed else int(code)
+
+
+def _open_window(request, settings, scan_shape, settings_file, reference, remember_layout: bool):
+    """The main window with the command line's settings and reference applied, shown, its source started."""
+    from ricom.gui.window import MainWindow
+
+    window = MainWindow(remember_layout=remember_layout)
     if scan_shape is not None:
         window.column.set_scan_shape(scan_shape)
         window.column.scan_override.setChecked(request is not None and request.kind != "simulator")
@@ -81,23 +118,19 @@ def run_gui(request=None, settings=None, scan_shape=None, settings_file: str | N
     window.show()
     if request is not None:
         window.start(request)
-    status = {"code": 0}
-    if timed:
-        seconds = exit_after if exit_after is not None else SCREENSHOT_DEFAULT_S
+    return window
 
-        def finish() -> None:
-            if screenshot:
-                try:
-                    window.tick()
-                    window.save_screenshot(screenshot)
-                except OSError as exc:
-                    print(f"ricom gui: error: cannot save the screenshot: {exc}", file=sys.stderr)
-                    status["code"] = 2
-            for text in window.messages:
-                print(f"ricom gui: {text}", file=sys.stderr)
-            window.close()
-            app.exit(status["code"])
 
-        QtCore.QTimer.singleShot(int(seconds * 1000), finish)
-    code = app.exec()
-    return status["code"] if timed else int(code)
+def _finish(app, window, screenshot: str | None, status: dict) -> None:
+    """End of a timed run: save the screenshot, print the messages, close, quit with ``status["code"]``."""
+    if screenshot:
+        try:
+            window.tick()
+            window.save_screenshot(screenshot)
+        except OSError as exc:
+            print(f"ricom gui: error: cannot save the screenshot: {exc}", file=sys.stderr)
+            status["code"] = 2
+    for text in window.messages:
+        print(f"ricom gui: {text}", file=sys.stderr)
+    window.close()
+    app.exit(status["code"])

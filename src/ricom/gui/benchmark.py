@@ -19,6 +19,7 @@ import time
 import numpy as np
 
 from ricom.core.chunks import FrameChunk
+from ricom.gui.app import application, ensure_display, gil_switch_interval
 from ricom.sources.base import Source
 
 
@@ -64,6 +65,12 @@ def _without_gui(data, passes, hints, settings, repeats, chunk_size) -> float:
 
 
 def _with_gui(app, data, passes, hints, settings) -> tuple[float, str]:
+    """The full window, as `ricom.gui.app.run_gui` runs it (with its thread switch interval)."""
+    with gil_switch_interval():
+        return _run_window(app, data, passes, hints, settings)
+
+
+def _run_window(app, data, passes, hints, settings) -> tuple[float, str]:
     from PySide6 import QtCore
 
     from ricom.gui.window import MainWindow
@@ -97,8 +104,6 @@ def main(argv=None) -> int:
     p.add_argument("--passes", type=int, default=100, help="passes over the scan per run (default 100)")
     p.add_argument("--repeats", type=int, default=8, help="runs of each kind (default 8)")
     args = p.parse_args(argv)
-
-    from ricom.gui.app import application, ensure_display
 
     ensure_display()
     from ricom.api import make_settings

@@ -12,13 +12,15 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6 import QtCore, QtGui, QtWidgets
 
-pg.setConfigOptions(imageAxisOrder="row-major")
+from ricom.io.contrast import percentile_levels
 
 COLORMAPS = ("gray", "viridis", "magma", "inferno", "cividis", "diverging", "cyclic")
 """Colour maps offered in every panel (``diverging`` blue–white–red, ``cyclic`` for angles)."""
 _PYQTGRAPH_NAMES = {"diverging": "CET-D1A", "cyclic": "CET-C6"}
 
-_LEVEL_SAMPLES = 65_536
+LEVEL_OPTIONS = {"max_samples": 65_536, "flat_relative": 1e-6}
+"""How the panels compute percentile contrast (`ricom.io.contrast.percentile_levels`): from
+at most about 65 000 values, so a redraw stays cheap, and a constant image keeps its scale."""
 _LUTS: dict[str, np.ndarray] = {}
 
 
@@ -35,23 +37,6 @@ def lookup_table(name: str, gamma: float = 1.0, n: int = 256) -> np.ndarray:
         idx = np.rint(np.linspace(0.0, 1.0, n) ** gamma * (len(lut) - 1)).astype(int)
         lut = lut[idx]
     return lut
-
-
-def percentile_levels(data: np.ndarray, low: float, high: float, symmetric: bool = False) -> tuple[float, float]:
-    """Display limits at the ``low``/``high`` percentiles of the finite values (subsampled)."""
-    flat = np.asarray(data).ravel()
-    if flat.size > _LEVEL_SAMPLES:
-        flat = flat[:: flat.size // _LEVEL_SAMPLES]
-    flat = flat[np.isfinite(flat)]
-    if flat.size == 0:
-        return 0.0, 1.0
-    lo, hi = (float(v) for v in np.percentile(flat, [low, high]))
-    if symmetric:
-        m = max(abs(lo), abs(hi))
-        lo, hi = -m, m
-    if not hi > lo:
-        hi = lo + (abs(lo) * 1e-6 or 1.0)
-    return lo, hi
 
 
 class ImageView(QtWidgets.QWidget):
@@ -120,7 +105,7 @@ class ImageView(QtWidgets.QWidget):
         self.graphics = pg.GraphicsLayoutWidget()
         self.graphics.setMinimumSize(120, 100)
         self.view = self.graphics.addViewBox(lockAspect=True, invertY=True, enableMenu=False)
-        self.item = pg.ImageItem()
+        self.item = pg.ImageItem(axisOrder="row-major")  # arrays as given: (row, col), row 0 at the top
         self.view.addItem(self.item)
         lay.addWidget(self.graphics, 1)
         self.readout = QtWidgets.QLabel(" ", styleSheet="color: #555; font-size: 9pt")
@@ -160,7 +145,8 @@ class ImageView(QtWidgets.QWidget):
             if self._fixed_levels is not None:
                 self.levels = self._fixed_levels
             else:
-                self.levels = percentile_levels(img, self.low.value(), self.high.value(), self.symmetric.isChecked())
+                self.levels = percentile_levels(img, self.low.value(), self.high.value(), self.symmetric.isChecked(),
+                                                **LEVEL_OPTIONS)
             lut = lookup_table(self.colormap.currentText(), self.gamma.value())
             self.item.setImage(img, autoLevels=False, levels=self.levels, lut=lut)
         shape = self.data.shape

@@ -15,7 +15,8 @@ import pyqtgraph as pg
 from PySide6 import QtWidgets
 
 from ricom.engine.kernels import filtered_kernel, frequency_response
-from ricom.gui.imageview import ImageView, percentile_levels
+from ricom.gui.imageview import LEVEL_OPTIONS, ImageView
+from ricom.io.contrast import percentile_levels
 
 FFT_SOURCES = ("ricom", "icom", "com_x", "com_y", "divergence", "efield_magnitude", "counts")
 
@@ -50,7 +51,7 @@ class Panel(QtWidgets.QWidget):
         return live.key
 
     def refresh(self, live) -> None:
-        """Redraw from ``live`` (`ricom.gui.window.LiveState`: ``snapshot``, ``tap``, ``rec``)."""
+        """Redraw from ``live`` (`ricom.gui.refresh.LiveState`: ``snapshot``, ``tap``, ``rec``)."""
 
     def export(self) -> tuple[str, np.ndarray, str] | None:
         """``(signal name, float array, unit)`` that TIFF and .npy saving write, or None."""
@@ -158,7 +159,7 @@ class EFieldPanel(Panel):
     def refresh(self, live) -> None:
         snap = live.snapshot
         mag, ang = snap.signal("efield_magnitude"), snap.signal("efield_direction")
-        _, top = percentile_levels(mag, 0.0, self.view.high.value())
+        _, top = percentile_levels(mag, 0.0, self.view.high.value(), **LEVEL_OPTIONS)
         value = np.clip(mag / top, 0.0, 1.0) ** self.view.gamma.value() if top > 0 else np.zeros_like(mag)
         self._magnitude, self._direction = mag, ang
         self.view.set_image(mag, snap.unit("efield_magnitude"), rgb=direction_rgb(ang, value))

@@ -15,7 +15,14 @@ from PySide6 import QtCore, QtWidgets
 
 from ricom.api import DEFAULT_VIRTUAL_DETECTORS, virtual_detectors_from_annulus
 from ricom.core.errors import SettingsError
-from ricom.core.params import MAX_KERNEL_SIZE, Calibration, DetectorGeometry, KernelSettings, Settings
+from ricom.core.params import (
+    MAX_KERNEL_SIZE,
+    Calibration,
+    DetectorGeometry,
+    KernelSettings,
+    Settings,
+    max_kernel_size,
+)
 
 CENTRE_MODES = ("auto (mean COM)", "manual", "from reference")
 VD_MODES = ("auto (from BF disc)", "manual", "custom (from file)")
@@ -54,6 +61,26 @@ class SettingsColumn(QtWidgets.QWidget):
         self._reference_centre: tuple[float, float] | None = None
         lay = QtWidgets.QVBoxLayout(self)
         lay.setContentsMargins(4, 4, 4, 4)
+        self._kernel_group(lay)
+        self._geometry_group(lay)
+        self._detector_group(lay)
+        self._scan_group(lay)
+        self._calibration_group(lay)
+        lay.addStretch(1)
+
+        self.kernel_size.valueChanged.connect(self._kernel_size_changed)
+        for w in (self.k_min, self.k_max, self.rotation, self.centre_y, self.centre_x, self.r_in, self.r_out,
+                  self.step, self.pixel_size, self.energy):
+            w.valueChanged.connect(self._emit)
+        for w in (self.band_pass, self.flip):
+            w.toggled.connect(self._emit)
+        self.centre_mode.currentIndexChanged.connect(self._centre_mode_changed)
+        self.vd_mode.currentIndexChanged.connect(self._vd_mode_changed)
+        self.reference_button.clicked.connect(self.reference_requested)
+        self._update_enabled()
+
+    def _kernel_group(self, lay: QtWidgets.QVBoxLayout) -> None:
+        """Kernel size and band-pass."""
         self.kernel_size = QtWidgets.QSpinBox(minimum=3, maximum=MAX_KERNEL_SIZE, value=21, singleStep=2,
                                               toolTip="odd n of the n×n riCOM kernel")
         self.kernel_size.setKeyboardTracking(False)
@@ -66,6 +93,8 @@ class SettingsColumn(QtWidgets.QWidget):
         form.addRow("k min / max", _pair(self.k_min, self.k_max))
         form.addRow(QtWidgets.QLabel("cycles per scan pixel (0.5 = Nyquist)", styleSheet="color:#666"))
 
+    def _geometry_group(self, lay: QtWidgets.QVBoxLayout) -> None:
+        """Rotation, flip, their guess, and the centre (mode, value, reference scan)."""
         self.rotation = _dspin(-360.0, 360.0, 0.0, 2, 1.0, "°",
                                tip="turns the measured COM from detector +x towards +y (clockwise on screen)")
         self.rotation.setWrapping(True)
@@ -86,6 +115,8 @@ class SettingsColumn(QtWidgets.QWidget):
         form.addRow("row / col", _pair(self.centre_y, self.centre_x))
         form.addRow(self.reference_button)
 
+    def _detector_group(self, lay: QtWidgets.QVBoxLayout) -> None:
+        """Radii of the virtual detectors."""
         self.vd_mode = QtWidgets.QComboBox()
         self.vd_mode.addItems(VD_MODES[:2])
         self.r_in = _dspin(0.0, 65535.0, 8.0, 1, 0.5, " px", tip="vADF inner radius = vBF radius")
@@ -94,6 +125,8 @@ class SettingsColumn(QtWidgets.QWidget):
         form.addRow("radii", self.vd_mode)
         form.addRow("r in / out", _pair(self.r_in, self.r_out))
 
+    def _scan_group(self, lay: QtWidgets.QVBoxLayout) -> None:
+        """Scan shape for inputs without one (or overriding theirs)."""
         self.scan_y = QtWidgets.QSpinBox(minimum=1, maximum=65535, value=64)
         self.scan_x = QtWidgets.QSpinBox(minimum=1, maximum=65535, value=64)
         self.scan_override = QtWidgets.QCheckBox("override the input's own scan shape")
@@ -101,6 +134,8 @@ class SettingsColumn(QtWidgets.QWidget):
         form.addRow("rows × cols", _pair(self.scan_y, self.scan_x))
         form.addRow(self.scan_override)
 
+    def _calibration_group(self, lay: QtWidgets.QVBoxLayout) -> None:
+        """Scan step, detector pixel size and beam energy."""
         self.step = _dspin(0.0, 1e4, 0.0, 4, 0.01, " Å", special="none", tip="scan step")
         self.pixel_size = _dspin(0.0, 1e3, 0.0, 4, 0.01, " mrad", special="none", tip="detector pixel size")
         self.energy = _dspin(0.0, 1e4, 0.0, 1, 10.0, " keV", special="none", tip="beam energy")
@@ -108,18 +143,6 @@ class SettingsColumn(QtWidgets.QWidget):
         form.addRow("step", self.step)
         form.addRow("pixel size", self.pixel_size)
         form.addRow("energy", self.energy)
-        lay.addStretch(1)
-
-        self.kernel_size.valueChanged.connect(self._kernel_size_changed)
-        for w in (self.k_min, self.k_max, self.rotation, self.centre_y, self.centre_x, self.r_in, self.r_out,
-                  self.step, self.pixel_size, self.energy):
-            w.valueChanged.connect(self._emit)
-        for w in (self.band_pass, self.flip):
-            w.toggled.connect(self._emit)
-        self.centre_mode.currentIndexChanged.connect(self._centre_mode_changed)
-        self.vd_mode.currentIndexChanged.connect(self._vd_mode_changed)
-        self.reference_button.clicked.connect(self.reference_requested)
-        self._update_enabled()
 
     def _group(self, lay, title: str) -> QtWidgets.QFormLayout:
         box = QtWidgets.QGroupBox(title)
@@ -303,9 +326,9 @@ class SettingsColumn(QtWidgets.QWidget):
 
 def settings_with_hints(settings: Settings, hints: dict, scan_shape) -> Settings:
     """``settings`` with the calibration the input carries filled in where none is given,
-    and the kernel no larger than useful for ``scan_shape`` (2·max + 1)."""
+    and the kernel no larger than useful for ``scan_shape`` (`max_kernel_size`)."""
     filled = settings.calibration.filled_from(hints)
-    limit = 2 * max(scan_shape) + 1
+    limit = max_kernel_size(scan_shape)
     kernel = settings.kernel
     if kernel.size > limit:
         kernel = KernelSettings(limit, kernel.band_pass)

@@ -111,7 +111,33 @@ class SourcePanel(QtWidgets.QWidget):
         lay.addWidget(self.kind)
         self.stack = QtWidgets.QStackedWidget()
         lay.addWidget(self.stack)
+        for page in (self._simulator_page(), self._file_page(), self._merlin_page()):  # in the order of KINDS
+            self.stack.addWidget(page)
 
+        self.repeats = QtWidgets.QComboBox(toolTip="what a repeated scan does at a position already seen")
+        self.repeats.addItems(["show the newest pass", "sum the passes"])
+        lay.addWidget(self.repeats)
+        buttons = QtWidgets.QHBoxLayout()
+        self.start_button = QtWidgets.QPushButton("Start")
+        self.pause_button = QtWidgets.QPushButton("Pause", checkable=True, enabled=False)
+        self.stop_button = QtWidgets.QPushButton("Stop", enabled=False)
+        for b in (self.start_button, self.pause_button, self.stop_button):
+            buttons.addWidget(b)
+        lay.addLayout(buttons)
+
+        self.kind.currentIndexChanged.connect(self._kind_changed)
+        self._kind_changed(0)
+        self.start_button.clicked.connect(self.start_requested)
+        self.stop_button.clicked.connect(self.stop_requested)
+        self.pause_button.toggled.connect(self._pause)
+        self.rate.valueChanged.connect(self.rate_changed)
+        self.defocus.valueChanged.connect(self._defocus_spin)
+        self.defocus_slider.valueChanged.connect(lambda v: self.defocus.setValue(float(v)))
+        for w in (self.astig, self.astig_angle, self.dose):
+            w.valueChanged.connect(self._sim_changed)
+
+    def _simulator_page(self) -> QtWidgets.QWidget:
+        """Controls of the live simulator: rate, defocus, astigmatism, dose, detector size."""
         sim = QtWidgets.QWidget()
         form = QtWidgets.QFormLayout(sim)
         form.setContentsMargins(0, 0, 0, 0)
@@ -138,8 +164,10 @@ class SourcePanel(QtWidgets.QWidget):
         form.addRow("astig. angle", self.astig_angle)
         form.addRow("dose / probe", self.dose)
         form.addRow("detector px", self.det_size)
-        self.stack.addWidget(sim)
+        return sim
 
+    def _file_page(self) -> QtWidgets.QWidget:
+        """The file name and its browse button."""
         file_w = QtWidgets.QWidget()
         row = QtWidgets.QHBoxLayout(file_w)
         row.setContentsMargins(0, 0, 0, 0)
@@ -148,8 +176,10 @@ class SourcePanel(QtWidgets.QWidget):
         browse.clicked.connect(self._browse)
         row.addWidget(self.path, 1)
         row.addWidget(browse)
-        self.stack.addWidget(file_w)
+        return file_w
 
+    def _merlin_page(self) -> QtWidgets.QWidget:
+        """Host and ports of a Merlin detector, and whether to start it via the control port."""
         merlin = QtWidgets.QWidget()
         form = QtWidgets.QFormLayout(merlin)
         form.setContentsMargins(0, 0, 0, 0)
@@ -161,29 +191,7 @@ class SourcePanel(QtWidgets.QWidget):
         form.addRow("data port", self.data_port)
         form.addRow(self.use_control)
         form.addRow("control port", self.control_port)
-        self.stack.addWidget(merlin)
-
-        self.repeats = QtWidgets.QComboBox(toolTip="what a repeated scan does at a position already seen")
-        self.repeats.addItems(["show the newest pass", "sum the passes"])
-        lay.addWidget(self.repeats)
-        buttons = QtWidgets.QHBoxLayout()
-        self.start_button = QtWidgets.QPushButton("Start")
-        self.pause_button = QtWidgets.QPushButton("Pause", checkable=True, enabled=False)
-        self.stop_button = QtWidgets.QPushButton("Stop", enabled=False)
-        for b in (self.start_button, self.pause_button, self.stop_button):
-            buttons.addWidget(b)
-        lay.addLayout(buttons)
-
-        self.kind.currentIndexChanged.connect(self._kind_changed)
-        self._kind_changed(0)
-        self.start_button.clicked.connect(self.start_requested)
-        self.stop_button.clicked.connect(self.stop_requested)
-        self.pause_button.toggled.connect(self._pause)
-        self.rate.valueChanged.connect(self.rate_changed)
-        self.defocus.valueChanged.connect(self._defocus_spin)
-        self.defocus_slider.valueChanged.connect(lambda v: self.defocus.setValue(float(v)))
-        for w in (self.astig, self.astig_angle, self.dose):
-            w.valueChanged.connect(self._sim_changed)
+        return merlin
 
     # ------------------------------------------------------------------ reactions
     def _kind_changed(self, index: int) -> None:

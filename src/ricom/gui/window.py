@@ -3,10 +3,10 @@
 Owns `MainWindow`.  It starts a `ricom.gui.worker.RunWorker` for the chosen source,
 and a `QTimer` (up to `REFRESH_HZ`) takes `Reconstruction.snapshot()` and redraws the
 *visible* panels only when something changed, within a CPU budget that shrinks while the
-engine is the bottleneck.  Settings edits call
-`Reconstruction.update_settings` from the GUI thread and redraw at once.  Errors from
-sources, files and settings never escape: they are shown in the message bar and status
-bar, and the images of a broken run stay.  The layout is built by
+engine is the bottleneck (which panels and how often: `ricom.gui.refresh`).  Settings
+edits call `Reconstruction.update_settings` from the GUI thread and redraw at once.
+Errors from sources, files and settings never escape: they are shown in the message bar
+and status bar, and the images of a broken run stay.  The layout is built by
 `ricom.gui.layout.WindowLayout` and the file actions come from
 `ricom.gui.actions.WindowActions` (`save_panel`, `save_all`, `save_settings`,
 `load_settings`, `save_screenshot`: also the scripting and test interface).
@@ -14,9 +14,7 @@ bar, and the images of a broken run stay.  The layout is built by
 from __future__ import annotations
 
 import collections
-import sys
 import time
-from dataclasses import dataclass
 
 from PySide6 import QtCore, QtGui, QtWidgets
 
@@ -26,54 +24,17 @@ from ricom.gui.actions import WindowActions
 from ricom.gui.diffraction import DiffractionPanel
 from ricom.gui.layout import WindowLayout
 from ricom.gui.panels import Panel, standard_panels
+from ricom.gui.refresh import REFRESH_HZ, LiveState, RefreshBudget, panels_to_redraw
 from ricom.gui.settings_column import SettingsColumn, settings_with_hints
 from ricom.gui.simulator import LiveSimulatorSource
 from ricom.gui.source_panel import SourcePanel, SourceRequest, open_request
 from ricom.gui.wording import GUI
 from ricom.gui.worker import BackgroundJob, RunWorker, describe_error
 
-REFRESH_HZ = 30
 STATUS_HZ = 4
-GUI_CPU_SHARE = 0.5
-"""The refresh slows down (below `REFRESH_HZ`) when drawing takes more than this share of
-one CPU core ..."""
-GUI_CPU_SHARE_ENGINE_BOUND = 0.1
-"""... or more than this share while the engine sets the pace (the source waits for it),
-so the display never takes CPU time a busy reconstruction could use."""
-PRIMARY_PANELS = ("ricom",)
-"""Redrawn at every refresh; the other panels take turns (`SECONDARY_PER_TICK` per refresh)."""
-SECONDARY_PER_TICK = 3
-GIL_SWITCH_S = 0.0005
-"""Python's thread switch interval while the window is open (default 5 ms): the engine
-thread gets the GIL back within this time after each compiled (GIL-free) step, instead of
-waiting up to 5 ms behind a redraw."""
 CHUNK_SIZE = 512
 """Frames per engine chunk (as `ricom.engine.pipeline.run`): fewer, larger steps leave the GUI thread
 more room; the live simulator still delivers smaller bands at low rates."""
-
-
-@dataclass
-class LiveState:
-    """What panels draw from in one refresh; the snapshot is taken on first use."""
-
-    rec: Reconstruction | None
-    tap: object
-    settings: object
-    key: object
-
-    def __post_init__(self) -> None:
-        self._snap = None
-        self.error: str | None = None
-
-    @property
-    def snapshot(self):
-        """The engine's snapshot, or None (with ``error`` set) if the engine cannot give one."""
-        if self._snap is None and self.rec is not None and self.error is None:
-            try:
-                self._snap = self.rec.snapshot()
-            except Exception as exc:  # keep showing the last images; say why
-                self.error = describe_error(exc)
-        return self._snap
 
 
 class MainWindow(WindowLayout, WindowActions, QtWidgets.QMainWindow):
@@ -103,8 +64,6 @@ class MainWindow(WindowLayout, WindowActions, QtWidgets.QMainWindow):
 
     def __init__(self, remember_layout: bool = True) -> None:
         super().__init__()
-        self._switch_interval = sys.getswitchinterval()  # restored on close
-        sys.setswitchinterval(min(self._switch_interval, GIL_SWITCH_S))
         self.setWindowTitle("ricom — live riCOM")
         self.remember_layout = remember_layout
         self.worker: RunWorker | None = None
@@ -115,8 +74,7 @@ class MainWindow(WindowLayout, WindowActions, QtWidgets.QMainWindow):
         self._ready = self._reported = False
         self._t_status = 0.0
         self._snapshot_error: str | None = None
-        self._clock: tuple | None = None
-        self._cpu_share = self._engine_bound = 0.0
+        self._budget = RefreshBudget()
         self._rate_samples: collections.deque = collections.deque(maxlen=64)
         self.setDockNestingEnabled(True)
         opt = QtWidgets.QMainWindow.DockOption
@@ -302,29 +260,10 @@ class MainWindow(WindowLayout, WindowActions, QtWidgets.QMainWindow):
         self.refresh()
 
     def _regulate(self) -> None:
-        """Adapt the timer so the GUI thread stays within its CPU budget while data flow.
-
-        The budget is `GUI_CPU_SHARE`, or `GUI_CPU_SHARE_ENGINE_BOUND` when the source
-        spends most of its time waiting for the engine (`PatternTap.engine_bound`).
-        """
+        """Adapt the timer so the GUI thread stays within its CPU budget (`RefreshBudget`)."""
         tap = self.worker.tap if self.worker is not None else None
-        wall, cpu = time.perf_counter(), time.thread_time()
-        waits = (tap.wait_seconds, tap.source_seconds) if tap is not None else (0.0, 0.0)
-        last, self._clock = self._clock, (wall, cpu, *waits)
-        if last is None or wall - last[0] <= 0:
-            return
-        share = (cpu - last[1]) / (wall - last[0])
-        self._cpu_share = 0.8 * self._cpu_share + 0.2 * share
-        waited, produced = waits[0] - last[2], waits[1] - last[3]
-        if waited >= 0 and produced >= 0 and waited + produced > 0:  # (a new run restarts the counts)
-            self._engine_bound = 0.8 * self._engine_bound + 0.2 * waited / (waited + produced)
         running = self.worker is not None and self.worker.running
-        budget = GUI_CPU_SHARE_ENGINE_BOUND if self._engine_bound > 0.5 else GUI_CPU_SHARE
-        interval = self.timer.interval()
-        if running and self._cpu_share > budget:
-            interval = min(500, int(interval * 1.2) + 1)
-        elif not running or self._cpu_share < 0.6 * budget:
-            interval = max(int(1000 / REFRESH_HZ), int(interval / 1.1))
+        interval = self._budget.next_interval(self.timer.interval(), tap, running)
         if interval != self.timer.interval():
             self.timer.setInterval(interval)
 
@@ -344,25 +283,13 @@ class MainWindow(WindowLayout, WindowActions, QtWidgets.QMainWindow):
     def refresh(self, force: bool = False, all_stale: bool = False) -> None:
         """Redraw visible panels whose input changed.
 
-        The riCOM panel is redrawn whenever it is stale, the other panels
-        `SECONDARY_PER_TICK` at a time, longest-waiting first; ``all_stale`` redraws every
+        Which panels, see `ricom.gui.refresh.panels_to_redraw`: ``all_stale`` redraws every
         stale panel now (after a settings change), ``force`` every visible panel.
         """
         live = self.live_state()
         if live.settings is None:
             return
-        stale = []
-        for panel in self.panels.values():
-            if not panel.isVisible() or (panel.needs_snapshot and live.rec is None):
-                continue
-            key = panel.state_key(live)
-            if force or key != panel.shown_key:
-                stale.append((panel, key))
-        primary = [(p, k) for p, k in stale if p.key in PRIMARY_PANELS]
-        others = sorted((item for item in stale if item[0].key not in PRIMARY_PANELS), key=lambda i: i[0].drawn_at)
-        if not (force or all_stale):
-            others = others[:SECONDARY_PER_TICK]
-        for panel, key in primary + others:
+        for panel, key in panels_to_redraw(self.panels.values(), live, force, all_stale):
             if panel.needs_snapshot and live.snapshot is None:
                 continue
             try:
@@ -418,5 +345,4 @@ class MainWindow(WindowLayout, WindowActions, QtWidgets.QMainWindow):
             self.worker.stop(wait=3.0)
         if self.remember_layout:
             self._save_layout()
-        sys.setswitchinterval(self._switch_interval)
         super().closeEvent(event)

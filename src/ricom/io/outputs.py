@@ -16,6 +16,7 @@ import numpy as np
 
 from ricom.core.errors import SettingsError
 from ricom.engine.snapshot import Snapshot
+from ricom.io.contrast import percentile_levels
 
 FORMATS = (".h5", ".hdf5", ".npy", ".tif", ".tiff", ".png")
 
@@ -44,7 +45,7 @@ def atomic_path(path: str) -> Iterator[str]:
     try:
         yield tmp
         if os.path.isfile(tmp):  # mkstemp makes private files; give the usual permissions
-            os.chmod(tmp, 0o666 & ~_umask())
+            os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -52,7 +53,25 @@ def atomic_path(path: str) -> Iterator[str]:
         raise
 
 
-def _umask() -> int:
+def current_umask() -> int:
+    """The process's file-creation mask.
+
+    Read from ``/proc/self/status`` where there is one (Linux), so that the mask is not
+    changed, not even for an instant in which another thread could create a file; elsewhere
+    it is set and restored at once (`os.umask` is the only way to read it there).
+
+    Examples
+    --------
+    >>> 0 <= current_umask() <= 0o777
+    True
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
     mask = os.umask(0)
     os.umask(mask)
     return mask
@@ -131,21 +150,18 @@ def write_tiff(path: str, image: np.ndarray, metadata: dict) -> None:
 def preview_png(path: str, images: dict[str, np.ndarray], units: dict[str, str] | None = None,
                 title: str | None = None) -> None:
     """Side-by-side preview of several images (percentile contrast, colour bars)."""
-    import matplotlib
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # not pyplot: no backend or figure manager of the process is touched
 
     n = len(images)
     cols = min(n, 4)
     rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 3.2 * rows), squeeze=False)
+    fig = Figure(figsize=(3.4 * cols, 3.2 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.ravel()[n:]:
         ax.axis("off")
     for ax, (name, img) in zip(axes.ravel(), images.items(), strict=False):
-        finite = img[np.isfinite(img)]
-        lo, hi = (np.percentile(finite, [0.5, 99.5]) if finite.size else (0, 1))
-        im = ax.imshow(img, cmap="twilight" if name == "efield_direction" else "gray",
-                       vmin=lo, vmax=hi if hi > lo else lo + 1)
+        lo, hi = percentile_levels(img)
+        im = ax.imshow(img, cmap="twilight" if name == "efield_direction" else "gray", vmin=lo, vmax=hi)
         label = f"{name} [{units[name]}]" if units and name in units else name
         ax.set_title(label, fontsize=9)
         ax.set_xticks([])
@@ -155,4 +171,3 @@ def preview_png(path: str, images: dict[str, np.ndarray], units: dict[str, str] 
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110, format="png")
-    plt.close(fig)

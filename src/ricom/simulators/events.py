@@ -224,7 +224,12 @@ def write_events(path: str, bands: Iterable, scan_shape, detector_shape, fmt: st
     if fmt == "h5":  # the HDF5 layout carries scan shape, dwell and calibration itself
         return info
     info["chip_layout"] = w.layout.tolist()
+    _write_sidecar(path, cal, info, extra)
+    return info
+
+
+def _write_sidecar(path: str, calibration: dict, info: dict, extra: dict | None) -> None:
+    """The ``.ricom.json`` beside an event file: calibration, the ``events`` section, ``extra``."""
     side = os.path.splitext(path)[0] + ".ricom.json"
     with atomic_path(side) as tmp, open(tmp, "w") as fh:
-        json.dump({"calibration": cal, "events": info, **(extra or {})}, fh, indent=1, default=str)
-    return info
+        json.dump({"calibration": calibration, "events": info, **(extra or {})}, fh, indent=1, default=str)

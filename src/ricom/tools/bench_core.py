@@ -13,7 +13,7 @@ import numpy as np
 from ricom.core.params import DetectorGeometry, KernelSettings, Settings
 from ricom.engine.pipeline import run
 from ricom.engine.reconstruction import Reconstruction
-from ricom.sources.merlin.mib import encode_frames
+from ricom.sources.merlin.encode import encode_frames
 
 
 @dataclass

@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 
 from ricom.api import open_input, reconstruct_run
-from ricom.core.params import KernelSettings
+from ricom.core.params import KernelSettings, max_kernel_size
 from ricom.engine.kernels import frequency_response
 from ricom.simulators.specimen import SimulationParams, projected_potential
 from ricom.sources.demo import SimulatorSource
@@ -366,8 +366,8 @@ def make_report(data="demo", out_dir: str | None = None, config: ReportConfig | 
     else:
         source = open_input(data, **(source_options or {}))
         name = data if isinstance(data, str) else type(data).__name__
-        limit = 2 * max(source.scan_shape or (1,)) + 1
-        kernels = tuple((n, bp) for n, bp in cfg.kernels if n <= limit) or ((min(5, limit | 1), None),)
+        limit = max_kernel_size(source.scan_shape or (1,))
+        kernels = tuple((n, bp) for n, bp in cfg.kernels if n <= limit) or ((min(5, limit), None),)
         cfg = replace(cfg, kernels=kernels, doses=())
         images, _ = images_for(source, kernels, **setting_args)
         truth = simulated_truth(data, images["icom"].shape)

@@ -13,6 +13,7 @@ import os
 
 import numpy as np
 
+from ricom.io.contrast import percentile_levels
 from ricom.io.outputs import atomic_path
 
 LABELS = {"icom": "iCOM", "vadf": "vADF", "vbf": "vBF", "truth": "ground truth"}
@@ -38,8 +39,8 @@ def _figure(w: float, h: float, rows: int = 1, cols: int = 1):
 
 
 def _show(ax, img, title: str = "") -> None:
-    lo, hi = np.percentile(img, [0.5, 99.5])
-    ax.imshow(img, cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1)
+    lo, hi = percentile_levels(img)
+    ax.imshow(img, cmap="gray", vmin=lo, vmax=hi)
     ax.set_xticks([])
     ax.set_yticks([])
     if title:

@@ -35,7 +35,7 @@ class Feed:
 
     def encoded(self, depth: int, raw: bool, block: int) -> Iterator[np.ndarray]:
         """Blocks ``(k, frame_bytes)`` uint8 of real MIB frames (sequence numbers are patched later)."""
-        from ricom.sources.merlin.mib import encode_frames
+        from ricom.sources.merlin.encode import encode_frames
 
         top = 2**depth - 1
         for frames in self.counts():

@@ -254,7 +254,7 @@ class MerlinServer(ControlPort):
         p = self.params
         depth, raw, n_total = int(p["COUNTERDEPTH"]), p["FILEFORMAT"] == 2, int(p["NUMFRAMESTOACQUIRE"])
         scan = (p["SCANY"], p["SCANX"]) if p["SCANX"] and p["SCANY"] else self.scan_shape
-        from ricom.sources.merlin.mib import make_acquisition_header
+        from ricom.sources.merlin.hdr import make_acquisition_header
 
         hdr = make_acquisition_header(n_total, scan, depth, quad=self.feed.quad, gap=self.feed.gap)
         hdr = hdr.encode("latin-1")

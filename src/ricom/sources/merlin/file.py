@@ -20,14 +20,8 @@ import numpy as np
 from ricom.core.chunks import FrameChunk, PackedFrames
 from ricom.core.errors import InputError
 from ricom.sources.base import Source, populate
-from ricom.sources.merlin.mib import (
-    acquisition_scan_shape,
-    check_frames,
-    decode_frames,
-    header_int,
-    parse_acquisition_header,
-    parse_frame_header,
-)
+from ricom.sources.merlin.hdr import acquisition_scan_shape, header_int, parse_acquisition_header
+from ricom.sources.merlin.mib import check_frames, decode_frames, parse_frame_header
 from ricom.sources.raw import positions_for, resolve_scan
 
 

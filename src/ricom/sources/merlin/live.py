@@ -7,21 +7,21 @@ is ``MPX,`` + 10 decimal digits + ``,`` + payload, the number being the payload 
 MIB frame (header + pixels).  There is no end message: the acquisition ends after
 ``Frames in Acquisition`` frames (0 = until stopped).
 
-`MerlinLiveSource` reads the socket into one preallocated buffer (``recv_into``), skips
-stale bytes before the acquisition header, checks every frame's framing, length and
-sequence number with array operations and decodes whole chunks of frames at once with
-`ricom.sources.merlin.mib.decode_frames`.  It ends at the frame count, on a stop request
-(a `threading.Event`) or when the connection drops; in the last case it first yields
-every complete frame, then raises `InputError`, so that `ricom.engine.pipeline.run` keeps (and the
-command line saves) the partial result.  The control-port client `MerlinControl`, the
-``MPX`` framing helpers (`mpx_prefix`, `connect`) and the port numbers live in
-`ricom.sources.merlin.control` and are re-exported here.
+`MerlinLiveSource` reads the socket into one preallocated buffer (``recv_into``,
+`ricom.sources.merlin.stream.StreamBuffer`), skips stale bytes before the acquisition
+header, checks every frame's framing, length and sequence number with array operations
+and decodes whole chunks of frames at once with `ricom.sources.merlin.mib.decode_frames`.
+It ends at the frame count, on a stop request (a `threading.Event`) or when the
+connection drops; in the last case it first yields every complete frame, then raises
+`InputError`, so that `ricom.engine.pipeline.run` keeps (and the command line saves) the
+partial result.  The control-port client `MerlinControl`, the ``MPX`` framing helpers
+(`mpx_prefix`, `connect`) and the port numbers live in `ricom.sources.merlin.control` and
+are re-exported here.
 """
 from __future__ import annotations
 
 import dataclasses
 import re
-import socket
 import sys
 import threading
 import time
@@ -42,112 +42,19 @@ from ricom.sources.merlin.control import (
     connect,
     mpx_prefix,
 )
+from ricom.sources.merlin.hdr import acquisition_scan_shape, header_int, parse_acquisition_header
+from ricom.sources.merlin.mib import check_frames, decode_frames, parse_frame_header, unwrap_sequence
+from ricom.sources.merlin.stream import StreamBuffer
 
 __all__ = ["CONTROL_PORT", "DATA_PORT", "PREFIX_BYTES", "MerlinControl", "MerlinLiveSource", "connect",
            "mpx_prefix"]
 
-_POLL_S = 0.05
 _HDR_RE = re.compile(rb"MPX,(\d{10}),HDR,")
-
-
-SEQUENCE_MODULUS = 1_000_000
-"""The header's sequence field has six digits; long acquisitions wrap it around."""
-
-
-def unwrap_sequence(seq: np.ndarray, expected_first: int) -> np.ndarray:
-    """Sequence numbers continued past a six-digit wrap (999999 → 000000 → 1000000 …).
-
-    Each number is moved by whole multiples of 10⁶ to lie nearest to the one expected
-    (the previous plus one), so a wrap is not taken for millions of lost frames.
-
-    Examples
-    --------
-    >>> unwrap_sequence(np.array([999_999, 0, 1]), 999_999).tolist()
-    [999999, 1000000, 1000001]
-    """
-    out = np.asarray(seq, np.int64)
-    if out.size == 0:
-        return out.copy()
-    m, half = SEQUENCE_MODULUS, SEQUENCE_MODULUS // 2
-    out = out + ((int(expected_first) - int(out[0]) + half) // m) * m  # align the first to the expected
-    steps = np.diff(out)
-    turns = np.concatenate([[0], np.cumsum((steps < -half).astype(np.int64) - (steps > half))])
-    return out + turns * m
 
 
 CHUNK_BYTES = 8 << 20
 """Largest decoded chunk (bytes); a 256×256 16-bit detector gives 64 frames per chunk
 (at 10 GbE rates that is a chunk every 7 ms: the engine's per-chunk cost stays small)."""
-
-
-class _Stream:
-    """A socket read into one preallocated buffer; ``buf[start:end]`` holds unread bytes."""
-
-    def __init__(self, sock: socket.socket, stop: threading.Event | None, timeout: float | None) -> None:
-        self.sock, self.stop, self.timeout = sock, stop, timeout
-        self.buf, self.start, self.end, self.eof = bytearray(4 << 20), 0, 0, False
-        self.last_data = time.monotonic()
-        self.last_recv_s = time.perf_counter()  # when bytes last arrived (for latency figures)
-        sock.settimeout(_POLL_S)  # the kernel's receive-buffer autotuning is left on (no SO_RCVBUF)
-
-    @property
-    def available(self) -> int:
-        return self.end - self.start
-
-    def stopped(self) -> bool:
-        return self.stop is not None and self.stop.is_set()
-
-    def reserve(self, n: int) -> None:
-        """Make room for ``n`` unread bytes from ``start`` (moves the unread tail to the front)."""
-        if n > len(self.buf):
-            new = bytearray(max(n, 2 * len(self.buf)))
-            new[:self.available] = memoryview(self.buf)[self.start:self.end]
-            self.buf, self.start, self.end = new, 0, self.available
-        elif self.start + n > len(self.buf) or self.end == len(self.buf):
-            a = self.available
-            memoryview(self.buf)[:a] = memoryview(self.buf)[self.start:self.end]
-            self.start, self.end = 0, a
-
-    def recv(self) -> int:
-        """One ``recv_into`` the free tail (waits at most a poll interval); 0 on timeout/EOF."""
-        if self.eof:
-            return 0
-        if self.end == len(self.buf):
-            self.reserve(self.available + 1)
-        try:
-            k = self.sock.recv_into(memoryview(self.buf)[self.end:])
-        except TimeoutError:
-            if self.timeout is not None and time.monotonic() - self.last_data > self.timeout:
-                raise InputError(f"no data from the detector for {self.timeout:g} s; check the scan "
-                                 "and trigger, or raise ", Param("timeout")) from None
-            return 0
-        except OSError:  # reset or closed: the same as the end of the stream
-            k = 0
-        self.eof = k == 0
-        self.end, self.last_data, self.last_recv_s = self.end + k, time.monotonic(), time.perf_counter()
-        return k
-
-    def fill(self, n: int) -> bool:
-        """Wait until ``n`` bytes are unread; False on end of stream or a stop request."""
-        self.reserve(n)
-        while self.available < n:
-            if self.eof or self.stopped():
-                return False
-            self.recv()
-        return True
-
-    def consume(self, n: int) -> None:
-        self.start += n
-
-    def peek(self, n: int) -> bytes:
-        return bytes(memoryview(self.buf)[self.start:self.start + min(n, self.available)])
-
-
-def _int_field(fields: dict, key: str) -> int | None:
-    try:
-        return int(str(fields.get(key, "")).split()[0])
-    except (ValueError, IndexError):
-        return None
 
 
 class MerlinLiveSource(Source):
@@ -190,19 +97,17 @@ class MerlinLiveSource(Source):
                  stop: threading.Event | None = None, trigger: Callable[[], object] | None = None,
                  max_latency: float = 0.02, control: MerlinControl | None = None,
                  connect_timeout: float = 5.0, **_ignored) -> None:
-        from ricom.sources.merlin.mib import acquisition_scan_shape
-
         self.host, self.port, self.max_latency, self.control = host, int(port), float(max_latency), control
         self._done = self._used = False
         self._last_seq, self._pool = 0, []
         self._sock = connect(host, port, connect_timeout)
         try:
-            self._stream = _Stream(self._sock, stop, timeout)
+            self._stream = StreamBuffer(self._sock, stop, timeout)
             if trigger is not None:
                 trigger()
             self._read_acquisition_header()
             self._read_first_frame_header()
-            total = _int_field(self.header_fields, "Frames in Acquisition (Number)")
+            total = header_int(self.header_fields, "Frames in Acquisition (Number)")
             self.n_frames = int(n_frames) if n_frames else (total or None)
             if scan_shape is None:
                 scan_shape, _ = acquisition_scan_shape(self.header_fields, self.n_frames, flyback_frames,
@@ -217,8 +122,6 @@ class MerlinLiveSource(Source):
             raise
 
     def _read_acquisition_header(self) -> None:
-        from ricom.sources.merlin.mib import parse_acquisition_header
-
         s, skipped = self._stream, 0
         while True:
             m = _HDR_RE.search(s.buf, s.start, s.end)
@@ -245,8 +148,6 @@ class MerlinLiveSource(Source):
                           RuntimeWarning, stacklevel=3)
 
     def _read_first_frame_header(self) -> None:
-        from ricom.sources.merlin.mib import parse_frame_header
-
         s = self._stream
         if not s.fill(PREFIX_BYTES + 16):
             self._raise_not_started("the first frame")
@@ -261,7 +162,7 @@ class MerlinLiveSource(Source):
         if head.startswith(b"HDR,"):
             raise InputError("the detector sent a second acquisition header before any frame; "
                              "it was re-armed — start the acquisition again")
-        header = parse_frame_header(head, _int_field(self.header_fields, "Counter Depth (number)"))
+        header = parse_frame_header(head, header_int(self.header_fields, "Counter Depth (number)"))
         if header.frame_bytes != length:
             raise InputError(f"the first frame message holds {length} bytes but its MIB header describes "
                              f"{header.frame_bytes} (header {header.header_bytes} + pixels "
@@ -324,8 +225,6 @@ class MerlinLiveSource(Source):
                 t_first = t_recv
 
     def _emit(self, n: int, received_s: float | None) -> Iterator[FrameChunk]:
-        from ricom.sources.merlin.mib import check_frames, decode_frames
-
         s, msg = self._stream, self._message_bytes
         s.reserve(n * msg + PREFIX_BYTES + 1)  # check_frames reads from the MQ1 header on
         a = np.frombuffer(s.buf, np.uint8, count=n * msg, offset=s.start).reshape(n, msg)
@@ -392,7 +291,6 @@ class MerlinLiveSource(Source):
             raise InputError(f"frame {frame} is {length} bytes but the first frame was "
                              f"{self._message_bytes - PREFIX_BYTES}; the detector settings changed "
                              f"mid-acquisition or a frame was truncated")
-        from ricom.sources.merlin.mib import parse_frame_header
         try:
             change = f"its header changed to {parse_frame_header(s.peek(4096)[PREFIX_BYTES:]).summary()}"
         except InputError:

@@ -1,4 +1,4 @@
-"""Quantum Detectors Merlin (Medipix3) ``.mib`` files: headers, decoding, writing, a source.
+"""Quantum Detectors Merlin (Medipix3) ``.mib`` frames: their headers and decoding.
 
 Byte-level facts are in FORMATS.md §1.  A ``.mib`` file is a sequence of frames, each an
 ASCII header (H bytes, H from its 3rd field) and the pixels.  Processed data (``U08``,
@@ -6,13 +6,14 @@ ASCII header (H bytes, H from its 3rd field) and the pixels.  Processed data (``
 here, including the 2×2 quad chip reordering.  Pixels in file order are rows
 top-to-bottom (no vertical flip).
 
-Public functions, shared with the live client: `parse_frame_header`, `decode_frames`,
-`check_frames`, `parse_acquisition_header`, `acquisition_scan_shape`, `encode_frames`,
-`make_acquisition_header`.  The file reader is `ricom.sources.merlin.file.MerlinSource`.
+Owns `MibHeader`, `parse_frame_header`, `check_frames`, `unwrap_sequence` (the header's
+six-digit sequence numbers past their wrap) and `decode_frames`, shared by the file
+reader (`ricom.sources.merlin.file.MerlinSource`) and the live client
+(`ricom.sources.merlin.live`).  The acquisition header (``.hdr``) is
+`ricom.sources.merlin.hdr`; writing frames is `ricom.sources.merlin.encode`.
 """
 from __future__ import annotations
 
-import datetime as _dt
 import sys
 from dataclasses import dataclass
 
@@ -112,6 +113,17 @@ class MibHeader:
         return np.frombuffer(head[start:end], dtype=np.uint8).copy()
 
 
+def raw_pixel_bytes(n_pixels: int, depth: int) -> int:
+    """Bytes of ``n_pixels`` raw (``R64``) pixels of counter depth ``depth`` (24: two 12-bit sub-frames).
+
+    Examples
+    --------
+    >>> raw_pixel_bytes(256 * 256, 1), raw_pixel_bytes(256 * 256, 12)
+    (8192, 131072)
+    """
+    return {1: n_pixels // 8, 6: n_pixels, 12: 2 * n_pixels, 24: 4 * n_pixels}[depth]
+
+
 def _as_bytes(raw, limit: int) -> bytes:
     if isinstance(raw, np.ndarray):
         return raw.reshape(-1)[:limit].tobytes()
@@ -167,24 +179,29 @@ def parse_frame_header(raw, counter_depth: int | None = None) -> MibHeader:
     if not raw_data:
         pixel_bytes, shape = width * height * _BYTES[code], (height, width)
     else:
-        cols = width // 2 if depth == 24 else width
-        npx = height * cols
-        if npx % 64:
-            raise InputError(f"raw MIB frames of {height}×{width} pixels are not whole 64-bit words")
-        pixel_bytes = {1: npx // 8, 6: npx, 12: 2 * npx, 24: 4 * npx}[depth]
-        shape = (height, cols)
-        if n_chips > 1:
-            if n_chips != 4 or layout.upper().rstrip("G") != "2X2" or shape != (CHIP, 4 * CHIP):
-                raise InputError(f"raw MIB data with {n_chips} chips in layout {layout!r} and {width}×{height} "
-                                 f"pixels is not supported; record processed data (file format 0)")
-            g = 2 if layout.upper().endswith("G") else 0
-            shape = (2 * CHIP + g, 2 * CHIP + g)
+        pixel_bytes, shape = _raw_geometry(n_chips, width, height, layout, depth)
     try:
         shutter = float(fields[10])
     except (ValueError, IndexError):
         shutter = float("nan")
     return MibHeader(hb, n_chips, width, height, code, layout, int(depth), seq, raw_data, pixel_bytes,
                      hb + pixel_bytes, shape, fields[9].strip() if len(fields) > 9 else "", shutter)
+
+
+def _raw_geometry(n_chips: int, width: int, height: int, layout: str, depth: int) -> tuple[int, tuple[int, int]]:
+    """Pixel bytes of a raw (``R64``) frame and the shape of its decoded pattern."""
+    cols = width // 2 if depth == 24 else width
+    npx = height * cols
+    if npx % 64:
+        raise InputError(f"raw MIB frames of {height}×{width} pixels are not whole 64-bit words")
+    shape = (height, cols)
+    if n_chips > 1:
+        if n_chips != 4 or layout.upper().rstrip("G") != "2X2" or shape != (CHIP, 4 * CHIP):
+            raise InputError(f"raw MIB data with {n_chips} chips in layout {layout!r} and {width}×{height} "
+                             f"pixels is not supported; record processed data (file format 0)")
+        g = 2 if layout.upper().endswith("G") else 0
+        shape = (2 * CHIP + g, 2 * CHIP + g)
+    return raw_pixel_bytes(npx, depth), shape
 
 
 def _as_array(buf) -> np.ndarray:
@@ -222,6 +239,31 @@ def check_frames(buf, header: MibHeader, n: int, reference: np.ndarray | None = 
     seq = np.zeros(n, np.int64)
     good = K.check_headers(arr, n, header.frame_bytes, reference, seq)
     return int(good), seq
+
+
+SEQUENCE_MODULUS = 1_000_000
+"""The header's sequence field has six digits; long acquisitions wrap it around."""
+
+
+def unwrap_sequence(seq: np.ndarray, expected_first: int) -> np.ndarray:
+    """Sequence numbers continued past a six-digit wrap (999999 → 000000 → 1000000 …).
+
+    Each number is moved by whole multiples of 10⁶ to lie nearest to the one expected
+    (the previous plus one), so a wrap is not taken for millions of lost frames.
+
+    Examples
+    --------
+    >>> unwrap_sequence(np.array([999_999, 0, 1]), 999_999).tolist()
+    [999999, 1000000, 1000001]
+    """
+    out = np.asarray(seq, np.int64)
+    if out.size == 0:
+        return out.copy()
+    m, half = SEQUENCE_MODULUS, SEQUENCE_MODULUS // 2
+    out = out + ((int(expected_first) - int(out[0]) + half) // m) * m  # align the first to the expected
+    steps = np.diff(out)
+    turns = np.concatenate([[0], np.cumsum((steps < -half).astype(np.int64) - (steps > half))])
+    return out + turns * m
 
 
 def decode_frames(buf, header: MibHeader, n: int, out: np.ndarray | None = None, check: bool = True) -> np.ndarray:
@@ -282,199 +324,3 @@ def decode_frames(buf, header: MibHeader, n: int, out: np.ndarray | None = None,
     else:
         K.decode_raw(arr, n, fb, hb, out.reshape(n, -1), depth, K.BITS, fast)
     return out
-
-
-def _sci(v: float) -> str:
-    """``2.000000E+0`` as Merlin writes thresholds."""
-    m, e = f"{v:.6E}".split("E")
-    return f"{m}E{int(e):+d}"
-
-
-def _frame_header(seq: int, header_bytes: int, n_chips: int, width: int, height: int, code: str, layout: str,
-                  depth: int, when: _dt.datetime, shutter_s: float, thresholds) -> bytes:
-    dacs = "3RX," + ",".join(["011", "511"] + ["000"] * 6 + ["175", "010", "200", "125", "100", "100", "093",
-                                                             "100", "099", "030", "128", "004", "255", "140",
-                                                             "128", "191", "179", "511", "511"])
-    th = list(thresholds) + [0.0] * (8 - len(thresholds))
-    local = when.strftime("%Y-%m-%d %H:%M:%S.%f")
-    utc = when.astimezone(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f") + "000Z"
-    parts = ["MQ1", f"{seq:06d}", f"{header_bytes:05d}", f"{n_chips:02d}", f"{width:04d}", f"{height:04d}",
-             code, f"{layout:>6}", "0F" if n_chips == 4 else f"{(1 << n_chips) - 1:02X}", local,
-             f"{shutter_s:.6f}", "0", "0", "0", *(_sci(float(t)) for t in th[:8]),
-             *([dacs] * n_chips), "MQ1A", utc, f"{round(shutter_s * 1e9)}ns", str(depth)]
-    text = (",".join(parts) + ",").encode("ascii")
-    if len(text) > header_bytes:
-        raise SettingsError(f"MIB header text of {len(text)} bytes does not fit {header_bytes}")
-    return text + b"\0" * (header_bytes - len(text))
-
-
-def encode_frames(frames: np.ndarray, depth: int, raw: bool, quad: bool = False, start_seq: int = 1,
-                  **header_fields) -> bytes:
-    """Real MIB bytes (headers + pixels) for ``frames (n, rows, cols)``.
-
-    Parameters
-    ----------
-    frames : ndarray
-        Integer counts, each below ``2**depth``.  Quad data is the assembled
-        512×512 pattern (514×514 with ``gap=True``).
-    depth : int
-        Counter depth 1, 6, 12 or 24.
-    raw : bool
-        Write ``R64`` raw words instead of processed big-endian pixels.
-    quad : bool
-        Four chips (768-byte headers, layout ``2x2``; raw data in chip order).
-    start_seq : int
-        Sequence number of the first frame.
-    **header_fields
-        ``gap`` (bool, layout ``2x2G``), ``shutter_s`` (float, default 0.001),
-        ``thresholds`` (keV, up to 8), ``timestamp`` (datetime of the first frame).
-    """
-    if depth not in DEPTHS:
-        raise SettingsError(f"counter depth must be one of {DEPTHS}, got {depth}")
-    unknown = set(header_fields) - {"gap", "shutter_s", "thresholds", "timestamp"}
-    if unknown:
-        raise SettingsError(f"unknown MIB header fields {sorted(unknown)}; use gap, shutter_s, thresholds, timestamp")
-    frames = np.asarray(frames)
-    if frames.ndim == 2:
-        frames = frames[None]
-    if frames.ndim != 3 or frames.dtype.kind not in "uib":
-        raise SettingsError(f"frames must be an integer (n, rows, cols) array, got {frames.dtype} {frames.shape}")
-    n, rows, cols = frames.shape
-    if n and (frames.min() < 0 or frames.max() >= 2 ** depth):
-        raise SettingsError(f"counts must lie in 0…{2 ** depth - 1} for counter depth {depth}")
-    gap = 2 if quad and header_fields.get("gap") else 0
-    if quad and (rows, cols) != (2 * CHIP + gap, 2 * CHIP + gap):
-        raise SettingsError(f"quad frames must be {2 * CHIP + gap}×{2 * CHIP + gap}, got {rows}×{cols}")
-    layout = ("2x2G" if gap else "2x2") if quad else "1x1"
-    n_chips, hb = (4, 768) if quad else (1, 384)
-    if not raw:
-        code = PROCESSED_CODE[depth]
-        width, height = cols, rows
-        pixels = frames.astype(">" + {"U08": "u1", "U16": "u2", "U32": "u4"}[code]).reshape(n, -1).view(np.uint8)
-    else:
-        code = "R64"
-        if quad:
-            src = np.empty((n, CHIP, 4 * CHIP), np.uint32)
-            K.disassemble_quad(frames.astype(np.uint32), src, gap)
-        else:
-            src = frames.astype(np.uint32)
-        height, cols_raw = src.shape[1:]
-        if (height * cols_raw) % 64:
-            raise SettingsError(f"raw frames need a multiple of 64 pixels, got {height}×{cols_raw}")
-        width = 2 * cols_raw if depth == 24 else cols_raw
-        px = src.reshape(n, -1)
-        npx = px.shape[1]
-        pixels = np.zeros((n, {1: npx // 8, 6: npx, 12: 2 * npx, 24: 4 * npx}[depth]), np.uint8)
-        if depth == 1:
-            K.encode_r1(px, pixels)
-        elif depth == 6:
-            K.encode_r6(px, pixels)
-        elif depth == 12:
-            K.encode_r12(px, pixels, 0)
-        else:
-            K.encode_r12(px, pixels[:, :2 * npx], 12)
-            K.encode_r12(px, pixels[:, 2 * npx:], 0)
-    when = header_fields.get("timestamp") or _dt.datetime.now().astimezone()
-    shutter = float(header_fields.get("shutter_s", 0.001))
-    thresholds = header_fields.get("thresholds", (2.0, 511.0))
-    out = bytearray()
-    for i in range(n):
-        t = when + _dt.timedelta(seconds=shutter * i)
-        out += _frame_header(start_seq + i, hb, n_chips, width, height, code, layout, depth, t, shutter, thresholds)
-        out += pixels[i].tobytes()
-    return bytes(out)
-
-
-HDR_SIZE = 2048
-
-
-def make_acquisition_header(n_frames: int, scan_shape=None, depth: int = 12, frames_per_trigger: int | None = None,
-                            quad: bool = False, flyback_frames: int = 0, gap: bool = False,
-                            timestamp: _dt.datetime | None = None) -> str:
-    """The ``.hdr`` text Merlin writes beside a file and sends first on the live stream.
-
-    ``scan_shape`` (rows, cols) adds ``ScanX``/``ScanY``; ``frames_per_trigger``
-    defaults to one scan line (``cols + flyback_frames``), or 1 without a scan shape.
-    The text uses CRLF line ends and is padded with spaces to 2048 characters.
-    """
-    if frames_per_trigger is None:
-        frames_per_trigger = scan_shape[1] + flyback_frames if scan_shape else 1
-    when = timestamp or _dt.datetime.now()
-    layout = ("2x2G" if gap else "2x2") if quad else "1x1"
-    lines = [
-        "HDR,\t",
-        f"Time and Date Stamp (day, mnth, yr, hr, min, s):\t{when.strftime('%d/%m/%Y %H:%M:%S')}",
-        "Chip ID:\tW000_A0, - , - , - " if not quad else "Chip ID:\tW000_A0,W000_A1,W000_A2,W000_A3",
-        "Chip Type (Medipix 3.0, Medipix 3.1, Medipix 3RX):\tMedipix 3RX",
-        f"Assembly Size (NX1, 2X2):\t{layout:>6}",
-        "Chip Mode  (SPM, CSM, CM, CSCM):\tSPM",
-        f"Counter Depth (number):\t{depth}",
-        "Gain:\tSLGM",
-        "Active Counters:\tCounter 0",
-        "Thresholds (keV):\t" + ",".join(_sci(v) for v in (2.0, 511.0, 0, 0, 0, 0, 0, 0)),
-        "Gap Fill Mode:\tNone",
-        "Flat Field File:\tNone",
-        "Acquisition Type (Normal, Th_scan, Config):\tNormal",
-        f"Frames in Acquisition (Number):\t{int(n_frames)}",
-        f"Frames per Trigger (Number):\t{int(frames_per_trigger)}",
-        "Trigger Start (Positive, Negative, Internal):\tInternal",
-        "Trigger Stop (Positive, Negative, Internal):\tInternal",
-        "Sensor Bias (V):\t120 V",
-        "Sensor Polarity (Positive, Negative):\tPositive",
-        "Readout System:\tMerlin Quad",
-        "Software Version:\tricom",
-    ]
-    if scan_shape:
-        lines += [f"ScanX:\t{int(scan_shape[1])}", f"ScanY:\t{int(scan_shape[0])}"]
-    text = "\r\n".join(lines) + "\r\nEnd\t"
-    return text + " " * max(0, HDR_SIZE - len(text))
-
-
-def parse_acquisition_header(text) -> dict:
-    """``Key: value`` pairs of a ``.hdr`` text (str or bytes; latin-1), keys without the colon."""
-    if isinstance(text, (bytes, bytearray, memoryview)):
-        text = bytes(text).decode("latin-1")
-    if not text.lstrip().startswith("HDR"):
-        raise InputError(f"not a Merlin acquisition header: expected 'HDR,' at the start, found {text[:16]!r}")
-    out = {}
-    for line in text.replace("\r", "").split("\n")[1:]:
-        if line.startswith("End"):
-            break
-        key, sep, value = line.partition("\t")
-        if not sep:
-            key, sep, value = line.partition(":")
-        if sep and key.strip():
-            out[key.strip().rstrip(":").strip()] = value.strip()
-    return out
-
-
-def header_int(hdr: dict, key: str) -> int | None:
-    try:
-        return int(str(hdr.get(key, "")).split()[0])
-    except (ValueError, IndexError):
-        return None
-
-
-def acquisition_scan_shape(hdr: dict, n_frames: int | None = None, flyback_frames: int = 0,
-                           frames_per_position: int = 1) -> tuple[tuple[int, int] | None, str | None]:
-    """Scan shape from an acquisition header and where it came from.
-
-    ``ScanY × ScanX`` where present; else ``(frames ÷ frames-per-trigger,
-    frames-per-trigger ÷ frames-per-position − flyback)`` for a line trigger, with frames
-    from ``Frames in Acquisition`` (or ``n_frames`` when that is 0, i.e. continuous).
-    Returns ``(None, None)`` when neither is usable.
-    """
-    sx, sy = header_int(hdr, "ScanX"), header_int(hdr, "ScanY")
-    if sx and sy and sx > 0 and sy > 0:
-        return (sy, sx), ".hdr ScanX/ScanY"
-    fpt = header_int(hdr, "Frames per Trigger (Number)")
-    total = header_int(hdr, "Frames in Acquisition (Number)") or n_frames
-    if fpt and total and fpt > 0:
-        cols = fpt // max(1, frames_per_position) - flyback_frames
-        if cols > 0 and total // fpt > 0:
-            return (total // fpt, cols), ".hdr frames per trigger"
-    return None, None
-
-
-
-# ----------------------------------------------------------------------------- the file reader

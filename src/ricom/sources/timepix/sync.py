@@ -31,17 +31,22 @@ while their line is among the last `KEEP_DONE` finished ones.
 
 Times are int64 *ticks* of 3.125/12 ns: the 1.5625 ns hit and the 0.26 ns TDC
 resolutions are both whole ticks.
+
+This module owns the options (`SyncOptions`) and the block-by-block bookkeeping
+(`Synchroniser`: trigger edges → time segments, the order window, the counts and
+warnings); the compiled pass that places the hits of a block within the segments is
+`ricom.sources.timepix.assign`.
 """
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
 
-import numba
 import numpy as np
 
 from ricom.core.chunks import EventChunk
 from ricom.core.errors import InputError, Param, SettingsError
+from ricom.sources.timepix.assign import SEGMENT, assign_hits, slots_to_positions
 
 TICK_NS = 3.125 / 12
 """Length of one time tick in ns."""
@@ -79,91 +84,6 @@ class SyncOptions:
             raise SettingsError("skip_lines, skip_frames, flyback_frames and order_window_ns must be ≥ 0")
 
 
-@numba.njit(nogil=True, cache=True)
-def _assign(t, x, y, tot, horizon, late_before, seg_start, seg_end, seg_dwell, seg_ncols, seg_lut, lut,
-            acceptance, tick_ns, keep_times, out_pos, out_x, out_y, out_t, out_tot, counters):
-    """Scan position of every hit older than ``horizon``; younger hits are compacted to
-    the front of the input arrays (the carry).  Returns (kept, carried).
-
-    Segment ``s`` (sorted by start) spans ``[seg_start, seg_end)`` in ``seg_ncols``
-    slots of ``seg_dwell`` ticks; slot ``c`` is position ``lut[seg_lut[s] + c]`` (−1:
-    skipped).  Arrival times (ns after the position's start) and ToT are written only
-    with ``keep_times``.  ``counters`` += [outside segments, beyond acceptance, skipped or
-    flyback, late, late and outside].
-    """
-    nseg = seg_start.shape[0]
-    n_out = n_carry = 0
-    outside = rejected = skipped = late = late_lost = 0
-    s = -1
-    lo_t = hi_t = end = np.int64(0)
-    dwell = inv = 1.0
-    ncols = base = np.int64(0)
-    for i in range(t.shape[0]):
-        ti = t[i]
-        if ti >= horizon:
-            t[n_carry], x[n_carry], y[n_carry], tot[n_carry] = ti, x[i], y[i], tot[i]
-            n_carry += 1
-            continue
-        is_late = ti < late_before
-        late += is_late
-        if s < 0 or ti < lo_t or ti >= hi_t:
-            a, b = 0, nseg
-            while a < b:
-                mid = (a + b) // 2
-                if seg_start[mid] <= ti:
-                    a = mid + 1
-                else:
-                    b = mid
-            s = a - 1
-            if s < 0:
-                outside += 1
-                late_lost += is_late
-                continue
-            lo_t, end, dwell, ncols, base = seg_start[s], seg_end[s], seg_dwell[s], seg_ncols[s], seg_lut[s]
-            hi_t = seg_start[s + 1] if s + 1 < nseg else horizon
-            inv = 1.0 / dwell
-        rel = ti - lo_t
-        col = np.int64(rel * inv)
-        if col * dwell > rel:  # exact at slot boundaries despite the rounded inverse
-            col -= 1
-        elif (col + 1) * dwell <= rel:
-            col += 1
-        if ti >= end or col >= ncols:
-            outside += 1
-            late_lost += is_late
-            continue
-        t_rel = rel - col * dwell
-        if t_rel >= acceptance:
-            rejected += 1
-            continue
-        p = lut[base + col]
-        if p < 0:
-            skipped += 1
-            continue
-        out_pos[n_out], out_x[n_out], out_y[n_out] = p, x[i], y[i]
-        if keep_times:
-            out_t[n_out], out_tot[n_out] = t_rel * tick_ns, tot[i]
-        n_out += 1
-    counters[0] += outside
-    counters[1] += rejected
-    counters[2] += skipped
-    counters[3] += late
-    counters[4] += late_lost
-    return n_out, n_carry
-
-
-def slots_to_positions(slots: np.ndarray, skip: int, line_len: int, scan_shape) -> np.ndarray:
-    """Flat scan positions of slots (``-1`` for skipped and flyback slots)."""
-    sy, sx = scan_shape
-    s = np.asarray(slots, np.int64) - skip
-    line, col = np.divmod(s, line_len)
-    pos = (line % sy) * sx + col
-    pos[(s < 0) | (col >= sx)] = -1
-    return pos
-
-
-SEGMENT = np.dtype([("start", "i8"), ("end", "i8"), ("dwell", "f8"), ("slot0", "i8"), ("ncols", "i8")])
-"""A time window of consecutive slots: a scan line, one pixel-trigger period, a dwell line."""
 KEEP_DONE = 64
 """Finished segments kept so that hits arriving later than the order window still find them."""
 
@@ -242,7 +162,7 @@ class Synchroniser:
         out = (np.empty(n_hits, np.int64), np.empty(n_hits, np.uint16), np.empty(n_hits, np.uint16),
                np.empty(n_t, np.float32), np.empty(n_t, np.uint16))
         counters = np.zeros(5, np.int64)
-        n_out, n_carry = _assign(t, x, y, tot, horizon, self._horizon, segs["start"], segs["end"], segs["dwell"],
+        n_out, n_carry = assign_hits(t, x, y, tot, horizon, self._horizon, segs["start"], segs["end"], segs["dwell"],
                                  ncols, seg_lut, lut, self.acceptance, TICK_NS, self.o.keep_times, *out, counters)
         self._horizon = max(self._horizon, horizon)
         self._carry = tuple(a[:n_carry].copy() for a in (t, x, y, tot))

@@ -75,6 +75,7 @@ def layout_shape(layout: np.ndarray) -> tuple[int, int]:
         int((layout[:, 0] + np.where(layout[:, 2] > 0, ext[:, 0], 0)).max() + 1)
 
 
+# Long on purpose: one compiled pass over the packets with the decoder state in locals (the hot loop).
 @numba.njit(nogil=True, cache=True)
 def _decode(words, layout, state, t, x, y, tot, off, tdc_t, tdc_kind, counters):
     """Decode packets into hits at ``t/x/y/tot[off:]`` and TDC edges; returns (hits, tdcs).
