@@ -145,70 +145,23 @@ def find_rotation(com_x: np.ndarray, com_y: np.ndarray, *, flip: bool | None = N
     >>> round(r.rotation_deg, 1), r.flip, r.determined
     (30.0, False, True)
     """
-    fx, fy = np.array(com_x, np.float64), np.array(com_y, np.float64)
-    if fx.shape != fy.shape or fx.ndim != 2:
-        raise SettingsError(f"com_x and com_y must be 2D maps of the same shape, got {fx.shape} and {fy.shape}")
-    bad = ~(np.isfinite(fx) & np.isfinite(fy))
-    fx[bad], fy[bad] = np.nan, np.nan
-    n_ok = int((~bad).sum())
-    if n_ok < _MIN_POSITIONS or min(fx.shape) < 3:
-        return _undetermined(f"cannot determine the rotation: a {fx.shape[0]}×{fx.shape[1]} scan with {n_ok} "
-                             f"non-empty positions is too small; scan at least 8×8 positions", n_ok)
-    scale = float(np.nanmax(np.abs(np.concatenate([fx[~bad], fy[~bad]]))))
-    if detrend is not None and detrend >= 0 and n_ok >= 4 * (detrend + 1) ** 2:
-        py, px = fit_descan_model(fy, fx, detrend, robust=False).evaluate()
-        fx, fy = fx - px, fy - py
-    mag = np.hypot(fx, fy)
-    if not np.sqrt(np.nanmean(mag**2)) > max(1e-9 * scale, min_rms):
-        return _undetermined(Message("cannot determine the rotation: the COM field is uniform (vacuum or no "
-                                     "specimen)", *GIVE_ROTATION), n_ok)
-    limit = OUTLIER_CLIP * float(np.nanquantile(mag, 0.99))  # a few hot positions must not decide
-    shrink = np.minimum(1.0, limit / np.maximum(mag, 1e-300))
-    fx, fy = fx * shrink, fy * shrink
+    fx, fy, n_ok, why = _prepared(com_x, com_y, detrend, min_rms)
+    if why is not None:
+        return _undetermined(why, n_ok)
     flips = (False, True) if flip is None else (bool(flip),)
     sigmas = SMOOTHING_PX if smoothing_px is None else (float(smoothing_px),)
-    rng = np.random.default_rng(seed)
-    cands = []
-    for s in sigmas:
-        st = _stats(fx, fy, s, flips)
-        if st is None:
-            continue
-        fl = max(st["c"], key=st["c"].get)
-        sig_c, sig_d, sig_g = _null(fx, fy, st, flips, fl, rng, max(4, int(n_shuffles)))
-        c = st["c"][fl]
-        r = (1 - c) / (1 + c)  # λmin/λmax of the curl quadratic form
-        z = (c / sig_c, (c - st["c"][not fl]) / sig_d if len(flips) == 2 else math.inf,
-             abs(st["skew"][fl]) / sig_g)
-        cands.append({"st": st, "flip": fl, "z": z, "se": sig_c * math.sqrt(r) / max(1 - r, 1e-12)})
+    cands = _candidates(fx, fy, flips, sigmas, np.random.default_rng(seed), max(4, int(n_shuffles)))
     if not cands:
         return _undetermined("cannot determine the rotation: too few positions remain after "
                              "differentiation; scan at least 8×8 positions", n_ok)
-    # decide (flip, θ vs θ+180°) at the smoothing where the weakest decision is clearest;
-    # estimate θ at the one with the smallest predicted error (same flip)
-    dec = max(cands, key=lambda k: min(k["z"]))
-    fl = dec["flip"]
-    est = min((k for k in cands if k["flip"] == fl), key=lambda k: k["se"])
-    theta_dec = dec["st"]["theta"][fl] + (180.0 if dec["st"]["skew"][fl] > 0 else 0.0)
-    theta = est["st"]["theta"][fl]
-    if abs((theta - theta_dec + 180) % 360 - 180) > 90:
-        theta += 180.0
-    theta %= 360.0
-    best = est["st"]
+    dec, est, theta = _decide(cands)
+    fl, best = dec["flip"], est["st"]
     c_best = best["c"][fl]
     error_deg = math.degrees(est["se"])
     z_rot, z_flip, z_sign = dec["z"]
     z = min(dec["z"])
     confidence = max(z, 0.0) / (max(z, 0.0) + Z_MIN)
-    reason = Message()
-    if z_rot < Z_MIN:
-        reason = Message("cannot determine the rotation: the COM field shows no curl-free structure above the "
-                         "noise (vacuum or noise only?)", *GIVE_ROTATION)
-    elif z_flip < Z_MIN:
-        reason = Message("cannot determine the flip: the field is too noisy or too one-dimensional to tell "
-                         "whether the detector is mirrored", *GIVE_ROTATION)
-    elif z_sign < Z_MIN:
-        reason = Message("cannot tell θ from θ+180°: the divergence shows no clear sign (no atomic columns?)",
-                         *GIVE_ROTATION)
+    reason = _reason(z_rot, z_flip, z_sign)
     determined = not reason
     profile = np.full((2, 360), np.nan)
     deg = np.radians(np.arange(360.0))
@@ -220,6 +173,82 @@ def find_rotation(com_x: np.ndarray, com_y: np.ndarray, *, flip: bool | None = N
 
 
 # ---------------------------------------------------------------------- internals
+def _prepared(com_x, com_y, detrend, min_rms: float) -> tuple[np.ndarray, np.ndarray, int, Message | str | None]:
+    """The field to analyse: NaN where empty, detrended, the few largest vectors clipped.
+
+    Returns ``(fx, fy, n_ok, why)`` with ``why`` the reason the rotation cannot be found
+    from it (too few positions, uniform field), or None.
+    """
+    fx, fy = np.array(com_x, np.float64), np.array(com_y, np.float64)
+    if fx.shape != fy.shape or fx.ndim != 2:
+        raise SettingsError(f"com_x and com_y must be 2D maps of the same shape, got {fx.shape} and {fy.shape}")
+    bad = ~(np.isfinite(fx) & np.isfinite(fy))
+    fx[bad], fy[bad] = np.nan, np.nan
+    n_ok = int((~bad).sum())
+    if n_ok < _MIN_POSITIONS or min(fx.shape) < 3:
+        return fx, fy, n_ok, (f"cannot determine the rotation: a {fx.shape[0]}×{fx.shape[1]} scan with {n_ok} "
+                              f"non-empty positions is too small; scan at least 8×8 positions")
+    scale = float(np.nanmax(np.abs(np.concatenate([fx[~bad], fy[~bad]]))))
+    if detrend is not None and detrend >= 0 and n_ok >= 4 * (detrend + 1) ** 2:
+        py, px = fit_descan_model(fy, fx, detrend, robust=False).evaluate()
+        fx, fy = fx - px, fy - py
+    mag = np.hypot(fx, fy)
+    if not np.sqrt(np.nanmean(mag**2)) > max(1e-9 * scale, min_rms):
+        return fx, fy, n_ok, Message("cannot determine the rotation: the COM field is uniform (vacuum or no "
+                                     "specimen)", *GIVE_ROTATION)
+    limit = OUTLIER_CLIP * float(np.nanquantile(mag, 0.99))  # a few hot positions must not decide
+    shrink = np.minimum(1.0, limit / np.maximum(mag, 1e-300))
+    return fx * shrink, fy * shrink, n_ok, None
+
+
+def _candidates(fx, fy, flips, sigmas, rng, n_shuffles: int) -> list[dict]:
+    """Per smoothing: the statistics, the better flip, the z-scores of the three decisions
+    (rotation, flip, θ vs θ+180°) against shuffled copies, and θ's predicted error."""
+    cands = []
+    for s in sigmas:
+        st = _stats(fx, fy, s, flips)
+        if st is None:
+            continue
+        fl = max(st["c"], key=st["c"].get)
+        sig_c, sig_d, sig_g = _null(fx, fy, st, flips, fl, rng, n_shuffles)
+        c = st["c"][fl]
+        r = (1 - c) / (1 + c)  # λmin/λmax of the curl quadratic form
+        z = (c / sig_c, (c - st["c"][not fl]) / sig_d if len(flips) == 2 else math.inf,
+             abs(st["skew"][fl]) / sig_g)
+        cands.append({"st": st, "flip": fl, "z": z, "se": sig_c * math.sqrt(r) / max(1 - r, 1e-12)})
+    return cands
+
+
+def _decide(cands: list[dict]) -> tuple[dict, dict, float]:
+    """(deciding candidate, estimating candidate, θ in [0, 360)).
+
+    Flip and θ vs θ+180° are decided at the smoothing where the weakest decision is
+    clearest; θ is estimated at the one with the smallest predicted error (same flip).
+    """
+    dec = max(cands, key=lambda k: min(k["z"]))
+    fl = dec["flip"]
+    est = min((k for k in cands if k["flip"] == fl), key=lambda k: k["se"])
+    theta_dec = dec["st"]["theta"][fl] + (180.0 if dec["st"]["skew"][fl] > 0 else 0.0)
+    theta = est["st"]["theta"][fl]
+    if abs((theta - theta_dec + 180) % 360 - 180) > 90:
+        theta += 180.0
+    return dec, est, theta % 360.0
+
+
+def _reason(z_rot: float, z_flip: float, z_sign: float) -> Message:
+    """Why the result is undetermined (empty when all three decisions are clear)."""
+    if z_rot < Z_MIN:
+        return Message("cannot determine the rotation: the COM field shows no curl-free structure above the "
+                       "noise (vacuum or noise only?)", *GIVE_ROTATION)
+    if z_flip < Z_MIN:
+        return Message("cannot determine the flip: the field is too noisy or too one-dimensional to tell "
+                       "whether the detector is mirrored", *GIVE_ROTATION)
+    if z_sign < Z_MIN:
+        return Message("cannot tell θ from θ+180°: the divergence shows no clear sign (no atomic columns?)",
+                       *GIVE_ROTATION)
+    return Message()
+
+
 def _stats(fx: np.ndarray, fy: np.ndarray, sigma: float, flips) -> dict | None:
     """Curl/divergence quadratic forms, best θ (mod 180°) and divergence skew per flip."""
     if sigma > 0:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ricom.core.errors import SettingsError
-from ricom.core.params import MAX_KERNEL_SIZE, Settings
+from ricom.core.params import Settings, max_kernel_size
 from ricom.engine import compiled as C
 from ricom.engine.lookups import DetectorLookups
 from ricom.engine.reduction import ChunkReduction, PreparedFrames
@@ -70,7 +70,7 @@ class Reconstruction(ChunkReduction):
 
     def _check_settings(self, s: Settings) -> None:
         n = s.kernel.size
-        limit = min(MAX_KERNEL_SIZE, 2 * max(self.scan_shape) + 1)
+        limit = max_kernel_size(self.scan_shape)
         if n > limit:
             raise SettingsError(f"kernel size {n} is larger than needed for a {self.scan_shape[0]}×"
                                 f"{self.scan_shape[1]} scan; use at most {limit}")
