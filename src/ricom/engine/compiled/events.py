@@ -5,13 +5,13 @@ import numba
 import numpy as np
 
 from ricom.engine.compiled._common import FIRST_RING, JIT, SUM_X, SUM_Y, TOTAL
-from ricom.engine.compiled.moments import centre_sums_add, touch
+from ricom.engine.compiled.moments import centre_sums_add
 
 
 @numba.njit(**JIT)
-def _touch_all(positions, buffers, generation, count_visits):
-    """List every position of the chunk once in ``buffers.touched`` and take its current COM
-    out of ``buffers.centre_sums`` (put back by `accumulate_events` after the update).
+def _touch_all(positions, state, hits, stamp, touched, centre_sums, generation, count_visits):
+    """List every position of the chunk once in ``touched`` and take its current COM out of
+    ``centre_sums`` (put back by `accumulate_events` after the update).
 
     Returns (touched count, new patterns: positions first seen, with ``count_visits``)."""
     n_touched = n_new = 0
@@ -21,13 +21,14 @@ def _touch_all(positions, buffers, generation, count_visits):
         if p == last or p < 0:
             continue
         last = p
-        n = touch(buffers, p, generation, n_touched)
-        if n == n_touched:
+        if stamp[p] == generation:
             continue
-        n_touched = n
-        centre_sums_add(buffers.state, p, buffers.centre_sums, -1.0)
-        if count_visits and buffers.hits[p] == 0:
-            buffers.hits[p] = 1
+        stamp[p] = generation
+        touched[n_touched] = p
+        n_touched += 1
+        centre_sums_add(state, p, centre_sums, -1.0)
+        if count_visits and hits[p] == 0:
+            hits[p] = 1
             n_new += 1
     return n_touched, n_new
 
@@ -119,8 +120,8 @@ def accumulate_events(positions, x, y, lookups, buffers, generation, done, count
     skipped as invalid, patterns counted, empty patterns, events added].  Returns the
     number of touched positions.
     """
-    state = buffers.state
-    n_touched, n_new = _touch_all(positions, buffers, generation, count_visits)
+    state, hits, touched, centre_sums = buffers.state, buffers.hits, buffers.touched, buffers.centre_sums
+    n_touched, n_new = _touch_all(positions, state, hits, buffers.stamp, touched, centre_sums, generation, count_visits)
     bounds2 = lookups.ring_bounds2_px2
     if lookups.use_lut:
         _events_lut(positions, x, y, lookups.ring_of_pixel, lookups.com_mask, lookups.use_mask,
@@ -130,13 +131,13 @@ def accumulate_events(positions, x, y, lookups, buffers, generation, done, count
                        lookups.mask_hi2_px2, lookups.use_mask, state, counters)
     counters[1] = n_new
     for j in range(n_touched):
-        centre_sums_add(state, buffers.touched[j], buffers.centre_sums, 1.0)
+        centre_sums_add(state, touched[j], centre_sums, 1.0)
     n_empty = 0
     for j in range(done.shape[0]):
         p = done[j]
         if p < 0:
             continue
-        buffers.hits[p] += 1
+        hits[p] += 1
         counters[1] += 1
         if not state[TOTAL, p] > 0:
             n_empty += 1

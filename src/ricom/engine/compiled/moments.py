@@ -21,16 +21,6 @@ def centre_sums_add(state, p, centre_sums, sign):
         centre_sums[2] += sign
 
 
-@numba.njit(inline="always")
-def touch(buffers, p, generation, n_touched):
-    """List position ``p`` in ``buffers.touched`` unless this generation did; the new count."""
-    if buffers.stamp[p] != generation:
-        buffers.stamp[p] = generation
-        buffers.touched[n_touched] = p
-        return n_touched + 1
-    return n_touched
-
-
 @numba.njit(**JIT)
 def accumulate(positions, moments, valid, buffers, generation, frame_pass, last_pass):
     """Add chunk moments into the per-position state.
@@ -42,7 +32,9 @@ def accumulate(positions, moments, valid, buffers, generation, frame_pass, last_
     mode), a pattern from a newer scan pass than ``last_pass[p]`` first clears position p,
     so each position shows its latest pass only.
     """
+    # the arrays are taken out of the tuple once: LLVM optimises the loop over plain arrays better
     state, hits, centre_sums = buffers.state, buffers.hits, buffers.centre_sums
+    stamp, touched = buffers.stamp, buffers.touched
     m = moments.shape[0]
     replace = frame_pass.shape[0] > 0
     n_touched = 0
@@ -50,7 +42,10 @@ def accumulate(positions, moments, valid, buffers, generation, frame_pass, last_
         p = positions[i]
         if p < 0 or not valid[i]:
             continue
-        n_touched = touch(buffers, p, generation, n_touched)
+        if stamp[p] != generation:
+            stamp[p] = generation
+            touched[n_touched] = p
+            n_touched += 1
         centre_sums_add(state, p, centre_sums, -1.0)
         if replace and frame_pass[i] != last_pass[p]:
             last_pass[p] = frame_pass[i]
