@@ -25,6 +25,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ricom.api import open_with_settings
 from ricom.engine.pipeline import RunResult, run
 from ricom.engine.reconstruction import Reconstruction
 from ricom.engine.snapshot import Snapshot, expand_signals
@@ -322,7 +323,6 @@ def live_reconstruct(data, *, signals: Sequence[str] = ("ricom", "vadf"), interv
     >>> live.result.complete, live.snapshot().n_patterns
     (True, 256)
     """
-    from ricom.api import open_with_settings
 
     source, settings = open_with_settings(data, settings, source_options, **setting_args)
     rec = Reconstruction(source.scan_shape, source.detector_shape, settings)

@@ -118,7 +118,12 @@ class ChunkReduction:
             return given
         if self._reference_center is not None:
             return self._reference_center
-        return self.moments.running_centre()
+        return self.running_centre_yx()
+
+    def running_centre_yx(self) -> tuple[float, float] | None:
+        """The mean uncentred COM of the positions seen so far (what an auto centre uses)."""
+        with self._lock:
+            return self.moments.running_centre()
 
     def uncentred_com(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Raw per-position COM (row, column) in detector pixels and the total counts.

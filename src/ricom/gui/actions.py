@@ -13,9 +13,11 @@ import os
 
 from PySide6 import QtWidgets
 
+from ricom.api import reference_center
 from ricom.core.errors import RicomError, SettingsError
 from ricom.gui import files
 from ricom.gui.worker import BackgroundJob, describe_error
+from ricom.io.outputs import atomic_path
 
 
 class WindowActions:
@@ -54,7 +56,6 @@ class WindowActions:
 
     def save_screenshot(self, path: str) -> None:
         """The whole window as a PNG."""
-        from ricom.io.outputs import atomic_path
 
         self.refresh(force=True)
         pixmap = self.grab()
@@ -125,7 +126,6 @@ class WindowActions:
 
     def measure_reference(self, path: str, **source_options) -> None:
         """Measure the centre on a reference scan in the background; then use it."""
-        from ricom.api import reference_center
 
         self.show_message(f"measuring the centre on {path}…")
         self._jobs.append(BackgroundJob(

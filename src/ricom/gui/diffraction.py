@@ -11,7 +11,6 @@ which the engine applies from the next chunk).  Overlay positions are detector p
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import pyqtgraph as pg
@@ -21,7 +20,6 @@ from ricom.engine.detector import event_histogram
 from ricom.gui.imageview import ImageView
 from ricom.gui.panels import Panel, single_view_layout
 
-MEAN_COM_INTERVAL_S = 0.25
 """How often the mean COM marker is re-read from the engine."""
 
 
@@ -52,7 +50,6 @@ class DiffractionPanel(Panel):
         self.radii: tuple[float, float] = (0.0, math.inf)
         self._programmatic = False
         self._dragging = False
-        self._t_mean = 0.0
         self._overlay_state = None
         self.centre_item = pg.TargetItem(size=14, pen=pg.mkPen("c", width=2), movable=True,
                                          label="centre", labelOpts={"color": "c", "offset": (10, -20)})
@@ -90,11 +87,8 @@ class DiffractionPanel(Panel):
         snap = live.snapshot
         if snap is None or self._dragging:
             return
-        if rec is not None and time.monotonic() - self._t_mean > MEAN_COM_INTERVAL_S:
-            self._t_mean = time.monotonic()
-            cy, cx, _ = rec.uncentred_com()
-            if np.isfinite(cy).any():
-                self.mean_com_yx = (float(np.nanmean(cy)), float(np.nanmean(cx)))
+        if rec is not None:
+            self.mean_com_yx = rec.running_centre_yx() or self.mean_com_yx
         self.centre_yx = snap.center_yx
         radii = snap.virtual_radii_px
         if "vadf" in radii:

@@ -14,6 +14,7 @@ import os
 
 import numpy as np
 
+from ricom.api import DEFAULT_VIRTUAL_DETECTORS
 from ricom.core.errors import SettingsError
 from ricom.core.params import Calibration, DetectorGeometry, KernelSettings, Settings, VirtualDetector
 from ricom.engine.snapshot import Snapshot
@@ -57,7 +58,6 @@ def settings_from_dict(d: dict) -> Settings:
                                     math.inf if v.get("outer") is None else float(v["outer"]), v.get("unit", "px"))
                     for v in d.get("virtual_detectors", ()))
         if "virtual_detectors" not in d:
-            from ricom.api import DEFAULT_VIRTUAL_DETECTORS
             vds = DEFAULT_VIRTUAL_DETECTORS
         mask = d.get("com_mask_px")
         return Settings(kernel=kernel, geometry=geometry, calibration=calibration, virtual_detectors=vds,

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from PySide6 import QtCore, QtWidgets
 
+from ricom.api import open_input
 from ricom.core.errors import InputError, SettingsError
 from ricom.gui.simulator import DEFAULT_PARAMS, LiveSimulatorSource
 from ricom.simulators.specimen import SimulationParams
@@ -52,7 +53,6 @@ def open_request(req: SourceRequest, scan_shape, stop):
         params = SimulationParams(**{**_sim_defaults(), **req.sim, "scan_shape": tuple(scan_shape)})
         return LiveSimulatorSource(params, rate=req.rate)
     if req.kind == "file":
-        from ricom.api import open_input
 
         if not req.path:
             raise InputError("choose a file to open first")

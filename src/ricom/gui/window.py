@@ -18,6 +18,7 @@ import time
 
 from PySide6 import QtCore, QtGui, QtWidgets
 
+from ricom.calibration.calibrate import apply_auto_rotation
 from ricom.core.errors import RicomError, SettingsError, render
 from ricom.engine.reconstruction import Reconstruction
 from ricom.gui.actions import WindowActions
@@ -216,7 +217,6 @@ class MainWindow(WindowLayout, WindowActions, QtWidgets.QMainWindow):
         if self.rec is None:
             self.show_message("start a source first: the rotation is found from its COM field", error=True)
             return None
-        from ricom.calibration.calibrate import apply_auto_rotation
         try:
             info = apply_auto_rotation(self.rec, require=False)
         except RicomError as exc:

@@ -43,6 +43,7 @@ from ricom.core.params import KernelSettings, max_kernel_size
 from ricom.engine.kernels import frequency_response
 from ricom.simulators.specimen import SimulationParams, projected_potential
 from ricom.sources.demo import SimulatorSource
+from ricom.tools.report_figures import write_json, write_report
 
 Kernel = tuple[int, "tuple[float, float] | None"]
 
@@ -374,7 +375,6 @@ def make_report(data="demo", out_dir: str | None = None, config: ReportConfig | 
         series, pore = {"scan_shape": list(images["icom"].shape), "rows": [image_row(name, images, truth)]}, None
     rep = Report(name, cfg, spectra, series, pore, findings(spectra, pore))
     if out_dir is not None:
-        from ricom.tools.report_figures import write_json, write_report
         write_report(rep, out_dir)
     rep.seconds = time.perf_counter() - t0
     if out_dir is not None:

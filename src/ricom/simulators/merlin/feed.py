@@ -16,7 +16,10 @@ from collections.abc import Iterator
 import numpy as np
 
 from ricom.core.errors import SettingsError
+from ricom.simulators.specimen import SimulationParams, simulate_chunks
 from ricom.sources.merlin.control import PREFIX_BYTES, mpx_prefix
+from ricom.sources.merlin.encode import encode_frames
+from ricom.sources.merlin.file import MerlinSource
 
 BLOCK_BYTES = 16 << 20
 
@@ -35,7 +38,6 @@ class Feed:
 
     def encoded(self, depth: int, raw: bool, block: int) -> Iterator[np.ndarray]:
         """Blocks ``(k, frame_bytes)`` uint8 of real MIB frames (sequence numbers are patched later)."""
-        from ricom.sources.merlin.encode import encode_frames
 
         top = 2**depth - 1
         for frames in self.counts():
@@ -73,7 +75,6 @@ class _DemoFeed(Feed):
         self._scale = None
 
     def counts(self) -> Iterator[np.ndarray]:
-        from ricom.simulators.specimen import simulate_chunks
 
         top = 2 ** min(self.native[0], 16) - 1
         for frames, _ in simulate_chunks(self.params):
@@ -86,7 +87,6 @@ class _DemoFeed(Feed):
 
 class _FileFeed(Feed):
     def __init__(self, path: str, scan_shape=None) -> None:
-        from ricom.sources.merlin.file import MerlinSource
 
         self.source = MerlinSource(path, scan_shape=scan_shape, pad=True, prefetch=False, split_files=False)
         h = self.source.header
@@ -112,7 +112,6 @@ class _FileFeed(Feed):
 
 def make_feed(data, scan_shape=None, depth: int | None = None) -> Feed:
     """A feed from a ``.mib`` path, an integer array or a `SimulationParams`."""
-    from ricom.simulators.specimen import SimulationParams
 
     if isinstance(data, (str, os.PathLike)):
         return _FileFeed(os.fspath(data), scan_shape)

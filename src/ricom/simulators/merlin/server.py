@@ -34,6 +34,7 @@ from ricom.core.errors import InputError, SettingsError
 from ricom.simulators.merlin.control import SETTABLE, ControlPort
 from ricom.simulators.merlin.feed import Feed, make_feed, patch_sequence, wire_messages
 from ricom.sources.merlin.control import PREFIX_BYTES, mpx_prefix
+from ricom.sources.merlin.hdr import make_acquisition_header
 
 
 class MerlinServer(ControlPort):
@@ -254,7 +255,6 @@ class MerlinServer(ControlPort):
         p = self.params
         depth, raw, n_total = int(p["COUNTERDEPTH"]), p["FILEFORMAT"] == 2, int(p["NUMFRAMESTOACQUIRE"])
         scan = (p["SCANY"], p["SCANX"]) if p["SCANX"] and p["SCANY"] else self.scan_shape
-        from ricom.sources.merlin.hdr import make_acquisition_header
 
         hdr = make_acquisition_header(n_total, scan, depth, quad=self.feed.quad, gap=self.feed.gap)
         hdr = hdr.encode("latin-1")
