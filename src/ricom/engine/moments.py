@@ -111,7 +111,8 @@ class Moments(Reducer):
         extra = np.zeros((n_rings, self.n_positions))
         self.state = np.ascontiguousarray(np.vstack([self.state[:C.FIRST_RING], extra]))
 
-    def buffers(self) -> C.MomentBuffers:
+    def _next_generation(self) -> C.MomentBuffers:
+        """The buffers for one more call of the compiled loops (its positions are listed afresh)."""
         self._generation += 1
         return C.MomentBuffers(self.state, self.hits, self._stamp, self._touched, self.centre_sums)
 
@@ -137,14 +138,14 @@ class Moments(Reducer):
         if self.repeats == "replace":
             scan_pass = 0 if chunk.scan_pass is None else chunk.scan_pass
             frame_pass = np.broadcast_to(np.asarray(scan_pass, np.int64), positions.shape).copy()
-        buffers = self.buffers()
+        buffers = self._next_generation()
         return C.accumulate(positions, moments, valid, buffers, self._generation, frame_pass, self.last_pass)
 
     def process_events(self, positions, x, y, lookups: C.EventLookups, done, count_visits: bool) -> int:
         """Add single-electron events (see `ricom.engine.compiled.accumulate_events`);
         returns how many positions they changed."""
         counters = np.zeros(4, np.int64)
-        buffers = self.buffers()
+        buffers = self._next_generation()
         n_t = C.accumulate_events(positions, x, y, lookups, buffers, self._generation, done, count_visits, counters)
         c = self.counters
         c.n_invalid_events += int(counters[0])
