@@ -77,3 +77,55 @@ def test_stop_event_ends_the_run(poisson_data):
 
     res = run(ArraySource(poisson_data), engine(poisson_data), chunk_size=8, progress=progress, stop=stop)
     assert res.interrupted and res.snapshot.n_patterns == 8
+
+
+def _ricom_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("ricom-")]
+
+
+@pytest.mark.parametrize("good, exc", [(18, None), (5, InputError("cut")), (5, KeyboardInterrupt())])
+def test_every_thread_of_a_run_ends_with_it(poisson_data, good, exc):
+    """The pipeline owns its reader thread and worker pool: none outlives the run, also after
+    an error or Ctrl-C; a direct `process_frames` with threads shuts its workers down too."""
+    before = _ricom_threads()
+    src = ArraySource(poisson_data) if exc is None else Breaking(poisson_data, good, exc)
+    rec = engine(poisson_data, threads=3)
+    run(src, rec, chunk_size=4, prefetch=2)
+    rec.process_frames(poisson_data.reshape(-1, 16, 16)[:8], start=0)
+    assert _ricom_threads() == before
+
+
+def test_library_modules_change_no_process_wide_state():
+    """Only frontends' entry points may set warning display, signal handlers, the switch
+    interval or environment variables (`cli/main.py`, `cli/live.py`, `gui/app.py`)."""
+    import ast
+    import pathlib
+
+    import ricom
+
+    root = pathlib.Path(ricom.__file__).parent
+    allowed = {"cli/main.py", "cli/live.py", "gui/app.py"}
+    calls = {"sys.setswitchinterval", "signal.signal", "warnings.filterwarnings", "warnings.simplefilter",
+             "os.putenv", "threading.excepthook"}
+    found = []
+    for path in root.rglob("*.py"):
+        rel = path.relative_to(root).as_posix()
+        if rel in allowed:
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        inside_catch = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.With) and any("catch_warnings" in ast.unparse(i.context_expr) for i in node.items):
+                inside_catch |= {id(n) for n in ast.walk(node)}
+        for node in ast.walk(tree):
+            if id(node) in inside_catch:
+                continue
+            if isinstance(node, ast.Call) and ast.unparse(node.func) in calls:
+                found.append(f"{rel}:{node.lineno} {ast.unparse(node.func)}")
+            if isinstance(node, (ast.Assign, ast.AugAssign)):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                for t in targets:
+                    text = ast.unparse(t)
+                    if text.startswith(("os.environ", "warnings.showwarning", "sys.")):
+                        found.append(f"{rel}:{node.lineno} {text} =")
+    assert not found, found
