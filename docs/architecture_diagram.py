@@ -29,7 +29,7 @@ LAYER_NOTES = {
     "ricom.cli": "command line",
     "ricom.gui | ricom.jupyter": "GUI, notebooks",
     "ricom.tools": "bench, report",
-    "ricom.dask": "Dask backend",
+    "ricom.dask | ricom.live": "Dask backend · live sessions",
     "ricom.api": "reconstruct(), settings from keywords",
     "ricom.simulators.merlin | ricom.simulators.events": "detector simulators, event writers",
     "ricom.io": "results on disk, contrast",

@@ -50,7 +50,11 @@ def add_merlin_arguments(p) -> None:
                         "to the scan engine")
     c.add_argument("--frames", type=int, metavar="N", help="frames to read (default: from the header)")
     c.add_argument("--timeout", type=float, metavar="S",
-                   help="give up when no data arrives for S seconds (default: wait)")
+                   help="end an acquisition when no data arrives for S seconds while it is received "
+                        "(default: wait); waiting for an acquisition to start has no limit")
+    c.add_argument("--acquisitions", default="1", metavar="N|forever",
+                   help="acquisitions to handle in this run (default 1); with more than one, each is saved as "
+                        "OUTPUT_0001.h5, OUTPUT_0002.h5, …")
     add_source_options(p)
     add_reconstruction_options(p)
 
@@ -112,24 +116,104 @@ def run_merlin(args) -> int:
 
 
 def _run_live(args, output, names, kwargs, opts, trigger, control, stop) -> int:
-    from ricom import api
-    from ricom.cli.finish import save_result
-    from ricom.cli.options import parse_descan, parse_rotation
-    from ricom.sources.merlin.live import MerlinLiveSource
+    from ricom.cli.options import parse_descan
+    from ricom.live.merlin import MerlinAcquisitions
+    from ricom.live.session import LiveSession
 
     descan, descan_ref = parse_descan(args.descan, args.reference)
+    count = _acquisition_count(args.acquisitions)
+    stream = MerlinAcquisitions(args.host, args.data_port, stop=stop, timeout=args.timeout, trigger=trigger,
+                                control=control, n_frames=args.frames, **opts)
+    status = _StatusLine(not args.no_progress)
+    codes: list[int] = []
+    session = LiveSession(stream, acquisitions=count, stop=stop, on_status=status, pad=opts.get("pad", False),
+                          on_acquisition=lambda acq: codes.append(_save(args, output, names, acq, count, descan)),
+                          reconstruct={"reference": args.reference, "descan": descan,
+                                       "descan_reference": descan_ref, "chunk_size": args.chunk_size, **kwargs})
     print(f"waiting for an acquisition on {args.host}:{args.data_port} …", file=sys.stderr, flush=True)
-    source = MerlinLiveSource(args.host, args.data_port, stop=stop, trigger=trigger, control=control,
-                              timeout=args.timeout, n_frames=args.frames, **opts)
-    sy, sx = source.scan_shape
-    print(f"acquisition: {source.n_frames or 'continuous'} frames, {source.frame_header.summary()}, "
-          f"scan {sy}×{sx}", file=sys.stderr, flush=True)
-    result, rec, _ = api.reconstruct_run(source, reference=args.reference, descan=descan,
-                                         descan_reference=descan_ref, progress=not args.no_progress,
-                                         chunk_size=args.chunk_size, stop=stop, **kwargs)
-    extra = {"input": f"merlin://{args.host}:{args.data_port}", "frames_received": source.frames_received,
-             "frames_in_acquisition": source.n_frames or 0}
+    session.run()
+    status.close()
+    if not codes:
+        print("ricom: stopped before any acquisition arrived; nothing was written", file=sys.stderr)
+        return 130
+    return max(codes, key=lambda c: (c != 0, c))
+
+
+def _acquisition_count(text: str) -> int | None:
+    from ricom.core.errors import SettingsError
+
+    if text == "forever":
+        return None
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise SettingsError(f"--acquisitions takes a number ≥ 1 or 'forever', got {text!r}")
+    return n
+
+
+def output_name(output: str, index: int, count: int | None) -> str:
+    """``live.h5`` for a single acquisition, else ``live_0001.h5``, ``live_0002.h5``, …"""
+    if count == 1:
+        return output
+    stem, dot, ext = output.rpartition(".")
+    return f"{stem}_{index:04d}.{ext}" if dot else f"{output}_{index:04d}"
+
+
+def _save(args, output, names, acq, count, descan) -> int:
+    from ricom.cli.finish import save_result
+    from ricom.cli.options import error_text, parse_rotation
+
+    path = output_name(output, acq.index, count)
+    info = acq.source_info
+    extra = {"input": f"merlin://{args.host}:{args.data_port}", "acquisition": acq.index,
+             "frames_received": acq.count.n_received, "frames_in_acquisition": acq.count.n_expected or 0,
+             "acquisition_header": acq.header, "started_unix_s": acq.started, "ended_unix_s": acq.ended,
+             "acquisition_state": acq.state.value, "partial_reason": error_text(acq.reason) if acq.reason else "",
+             "counter_depth": info.get("counter_depth", 0), **acq.count.as_attrs()}
     if descan:
         extra["descan"] = descan
-    return save_result(output, names, result, rec, extra, parse_rotation(args.rotation) == "auto",
-                       interrupted=stop.is_set())
+    code = save_result(path, names, acq.result, acq.reconstruction, extra, parse_rotation(args.rotation) == "auto",
+                       interrupted=acq.result.interrupted)
+    if code == 0 and acq.count.problem:
+        print(f"ricom: error: {error_text(acq.count.problem)}; the result is saved in {path} "
+              f"(n_expected={acq.count.n_expected}, n_received={acq.count.n_received}, "
+              f"empty positions {acq.count.empty_positions.size}); give the right --scan-shape, or --scan-pad / "
+              f"--scan-crop to accept it", file=sys.stderr)
+        return 4
+    return code
+
+
+class _StatusLine:
+    """The session's status: rewritten in place on a terminal, one line per change when piped."""
+
+    def __init__(self, show: bool) -> None:
+        self.show, self.tty, self.width = show, sys.stderr.isatty(), 0
+        self.last = None
+
+    def __call__(self, status) -> None:
+        if status.announce:
+            self._end_line()
+            print(status.announce, file=sys.stderr, flush=True)
+        if status.warning:
+            self._end_line()
+            print(f"ricom: warning: {status.warning}", file=sys.stderr, flush=True)
+        if not self.show:
+            return
+        line = status.line()
+        if self.tty:
+            sys.stderr.write("\r" + line.ljust(self.width))
+            self.width = max(self.width, len(line))
+            sys.stderr.flush()
+        elif (status.state, status.acquisition) != self.last or status.state.value == "receiving":
+            print(line, file=sys.stderr, flush=True)
+        self.last = (status.state, status.acquisition)
+
+    def _end_line(self) -> None:
+        if self.tty and self.width:
+            sys.stderr.write("\n")
+            self.width = 0
+
+    def close(self) -> None:
+        self._end_line()

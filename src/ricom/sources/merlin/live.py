@@ -33,6 +33,7 @@ import numpy as np
 from ricom.core.chunks import FrameChunk, PackedFrames, ScanLayout
 from ricom.core.errors import InputError, Param, SettingsError
 from ricom.sources.base import Source
+from ricom.sources.merlin.connection import AcquisitionAborted, MerlinConnection
 from ricom.sources.merlin.control import (
     CONTROL_PORT,
     DATA_PORT,
@@ -44,10 +45,9 @@ from ricom.sources.merlin.control import (
 )
 from ricom.sources.merlin.hdr import acquisition_scan_shape, header_int, parse_acquisition_header
 from ricom.sources.merlin.mib import check_frames, decode_frames, parse_frame_header, unwrap_sequence
-from ricom.sources.merlin.stream import StreamBuffer
 
-__all__ = ["CONTROL_PORT", "DATA_PORT", "PREFIX_BYTES", "MerlinControl", "MerlinLiveSource", "connect",
-           "mpx_prefix"]
+__all__ = ["CONTROL_PORT", "DATA_PORT", "PREFIX_BYTES", "AcquisitionAborted", "MerlinConnection", "MerlinControl",
+           "MerlinLiveSource", "connect", "mpx_prefix"]
 
 _HDR_RE = re.compile(rb"MPX,(\d{10}),HDR,")
 
@@ -86,6 +86,12 @@ class MerlinLiveSource(Source):
         Yield a partial chunk when frames have waited this long (seconds).
     control : MerlinControl, optional
         Closed with the source; sent ``STOPACQUISITION`` if the acquisition did not end.
+    connection : MerlinConnection, optional
+        Read this acquisition from an open data connection (a live session reads one
+        acquisition after another on it); the connection stays open when the source
+        closes.  Without it the source opens its own connection and closes it.
+    crop : bool
+        Frames beyond one pass of the scan are not added (default: they start a new pass).
     """
 
     range_note = "a live stream can only be read as it arrives; record it to a .mib file to reconstruct it on a cluster"
@@ -96,13 +102,17 @@ class MerlinLiveSource(Source):
                  n_frames: int | None = None, timeout: float | None = None,
                  stop: threading.Event | None = None, trigger: Callable[[], object] | None = None,
                  max_latency: float = 0.02, control: MerlinControl | None = None,
-                 connect_timeout: float = 5.0, **_ignored) -> None:
-        self.host, self.port, self.max_latency, self.control = host, int(port), float(max_latency), control
+                 connect_timeout: float = 5.0, connection: MerlinConnection | None = None, crop: bool = False,
+                 **_ignored) -> None:
+        self.max_latency, self.control, self.crop = float(max_latency), control, bool(crop)
         self._done = self._used = False
         self._last_seq, self._pool = 0, []
-        self._sock = connect(host, port, connect_timeout)
+        self._own = connection is None
+        self.connection = connection or MerlinConnection(host, port, stop=stop, timeout=timeout,
+                                                         connect_timeout=connect_timeout)
+        self.host, self.port = self.connection.host, self.connection.port
         try:
-            self._stream = StreamBuffer(self._sock, stop, timeout)
+            self._stream = self.connection.stream
             if trigger is not None:
                 trigger()
             self._read_acquisition_header()
@@ -117,6 +127,8 @@ class MerlinLiveSource(Source):
                                     Param("scan_shape", form=True))
             self.scan_shape = (int(scan_shape[0]), int(scan_shape[1]))
             self.layout = ScanLayout(self.scan_shape, skip_frames, flyback_frames, frames_per_position)
+            self.header_scan_shape, _ = acquisition_scan_shape(self.header_fields, total or None, flyback_frames,
+                                                               frames_per_position)
         except BaseException:
             self.close()
             raise
@@ -219,10 +231,19 @@ class MerlinLiveSource(Source):
             if s.stopped():
                 return
             s.reserve(want * msg + PREFIX_BYTES + 1)
-            s.recv()
+            self._recv()
             t_recv = s.last_recv_s
             if t_first is None and s.available >= msg:
                 t_first = t_recv
+
+    def _recv(self) -> None:
+        """One read; a stall names the detector and what was received last."""
+        try:
+            self._stream.recv()
+        except InputError as exc:
+            of = f" of {self.n_frames}" if self.n_frames else ""
+            raise InputError(f"{self.host}:{self.port}: ", exc.message,
+                             f" (received {self._last_seq}{of} frames)") from None
 
     def _emit(self, n: int, received_s: float | None) -> Iterator[FrameChunk]:
         s, msg = self._stream, self._message_bytes
@@ -270,6 +291,8 @@ class MerlinLiveSource(Source):
             warnings.warn(f"Merlin frame sequence numbers jump near frame {first} ({lost} frames lost, "
                           f"or out of order); the missing positions stay empty", RuntimeWarning, stacklevel=4)
             positions = np.concatenate([self.layout.positions(int(q) - 1, 1) for q in seq])
+        if self.crop:  # frames past one pass of the scan go nowhere
+            positions = np.where(seq - 1 < self.layout.skip_frames + self.layout.frames_per_pass, positions, -1)
         self._last_seq = int(seq.max())
         return positions
 
@@ -285,8 +308,8 @@ class MerlinLiveSource(Source):
             if self.n_frames is None:  # continuous mode: the detector was re-armed
                 self._done = True
                 return
-            raise InputError(f"a new acquisition started after {self._last_seq} of {self.n_frames} frames "
-                             f"(the detector was re-armed)")
+            raise AcquisitionAborted(f"a new acquisition started after {self._last_seq} of {self.n_frames} frames "
+                                     f"(the scan was aborted, or the detector re-armed)")
         if length != self._message_bytes - PREFIX_BYTES:
             raise InputError(f"frame {frame} is {length} bytes but the first frame was "
                              f"{self._message_bytes - PREFIX_BYTES}; the detector settings changed "
@@ -299,6 +322,7 @@ class MerlinLiveSource(Source):
                          f"the stream is corrupt or the settings changed mid-acquisition")
 
     def _raise_disconnected(self) -> None:
+        self.connection.lost = True
         of = f" of {self.n_frames}" if self.n_frames else ""
         partial = self._stream.available
         extra = f"; a partial frame ({partial} of {self._message_bytes} bytes) was dropped" if partial else ""
@@ -317,6 +341,11 @@ class MerlinLiveSource(Source):
                                 self.detector_shape, bits=1)
         return np.zeros((2, *self.detector_shape), self.frame_header.out_dtype)
 
+    def summary(self) -> str:
+        """One line: frames, detector mode and scan shape of this acquisition."""
+        sy, sx = self.scan_shape
+        return f"{self.n_frames or 'continuous'} frames, {self.frame_header.summary()}, scan {sy}×{sx}"
+
     def describe(self) -> dict:
         h = self.frame_header
         return {**super().describe(), "name": f"Merlin live {self.host}:{self.port}",
@@ -333,9 +362,8 @@ class MerlinLiveSource(Source):
                     pass
             self.control.close()
             self.control = None
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
+        if self._own:
+            self.connection.close()
 
 
 def open(spec: str, **options) -> MerlinLiveSource:
