@@ -95,11 +95,11 @@ def _shape(value, what: str) -> tuple[int, int] | None:
 
 
 def _shapes(value, what: str):
-    """One shape or a list of shapes (None items allowed)."""
+    """One shape ``(sy, sx)`` or a list of shapes (None items allowed) for one per acquisition."""
     if value is None:
         return None
-    if isinstance(value, list) or (isinstance(value, tuple) and value and not np.isscalar(value[0])):
-        return [_shape(v, what) for v in value] or None
+    if isinstance(value, (list, tuple)) and value and not np.isscalar(value[0]):
+        return [_shape(v, what) for v in value]
     return _shape(value, what)
 
 
