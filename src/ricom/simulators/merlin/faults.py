@@ -8,7 +8,9 @@ disagrees with the frames sent, a detector that stalls with the connection open,
 connection dropped mid-frame, a truncated frame, messages split into small pieces.
 `FaultPlan` holds these options for `ricom.simulators.merlin.server.MerlinServer` and
 turns them into one `Acquisition` (the header to send and how many frames follow) per
-acquisition on a connection.
+acquisition on a connection; `FaultySender`, a part of the server, sends frames with
+the faults that strike within a frame sequence (pacing, a dropped connection, a
+truncated frame, split messages).
 
 Options that take one value per acquisition (``abort_after``, ``stall_after``,
 ``header_scan_shape``, ``header_frames``, ``scan_shapes``) also accept a list, used in
@@ -18,10 +20,13 @@ that acquisition.
 from __future__ import annotations
 
 import dataclasses
+import socket
+import time
 
 import numpy as np
 
 from ricom.core.errors import SettingsError
+from ricom.sources.merlin.control import PREFIX_BYTES, mpx_prefix
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,3 +191,56 @@ class FaultPlan:
                            n_frames=int(n_frames), header_scan=header_scan or scan_shape,
                            header_frames=int(header_frames), abort_after=_nth(self.abort_after, index),
                            stall_after=_nth(self.stall_after, index))
+
+
+class FaultySender:
+    """Sending frames with pacing and faults: a part of `ricom.simulators.merlin.server.MerlinServer`.
+
+    It uses the server's ``faults`` (a `FaultPlan`), ``rate_hz``, ``_rng``, ``_ended``,
+    ``_say`` and its ``frames_sent``/``bytes_sent`` counters.
+    """
+
+    def _send_frames(self, conn: socket.socket, wire: np.ndarray, done: int, t0: float) -> int | None:
+        """Send ``wire`` rows (frames done+1 …) with pacing and faults; frames sent, None if dropped."""
+        cut = None if self.faults.disconnect_after is None else self.faults.disconnect_after + 1
+        truncate = self.faults.truncate_frame
+        faults = [f for f in (cut, truncate) if f is not None]
+        j, k = 0, len(wire)
+        while j < k and not self._ended():
+            seq = done + j + 1
+            if seq == cut:
+                self._send(conn, wire[j, :wire.shape[1] // 2])
+                self._say(f"dropping the connection after {seq - 1} frames (fault injection)")
+                conn.shutdown(socket.SHUT_RDWR)
+                return None
+            if seq == truncate:
+                body = wire[j, PREFIX_BYTES:wire.shape[1] - max(1, wire.shape[1] // 4)]
+                self._send(conn, np.concatenate([np.frombuffer(mpx_prefix(body.size), np.uint8), body]))
+                j += 1
+                continue
+            m = k - j
+            if self.rate_hz > 0:
+                late = (time.monotonic() - t0) * self.rate_hz
+                due = int(late) + 1 - (done + j)
+                if due <= 0:
+                    time.sleep(min(0.05, (done + j - late) / self.rate_hz))
+                    continue
+                m = min(m, due)
+            m = min([m] + [f - seq for f in faults if f > seq])
+            self._send(conn, wire[j:j + m])
+            self.frames_sent += m
+            j += m
+        return j
+
+    def _send(self, conn: socket.socket, data) -> None:
+        view = memoryview(np.ascontiguousarray(data).reshape(-1)) if isinstance(data, np.ndarray) \
+            else memoryview(data)
+        if not self.faults.split:
+            conn.sendall(view)
+        else:
+            pos = 0
+            while pos < len(view):
+                piece = int(self._rng.integers(1, 17) if self._rng.random() < 0.5 else self._rng.integers(17, 4097))
+                conn.sendall(view[pos:pos + piece])
+                pos += piece
+        self.bytes_sent += len(view)

@@ -36,13 +36,13 @@ import numpy as np
 
 from ricom.core.errors import InputError, SettingsError
 from ricom.simulators.merlin.control import SETTABLE, ControlPort
-from ricom.simulators.merlin.faults import FaultPlan
+from ricom.simulators.merlin.faults import FaultPlan, FaultySender
 from ricom.simulators.merlin.feed import Feed, make_feed, patch_sequence, wire_messages
-from ricom.sources.merlin.control import PREFIX_BYTES, mpx_prefix
+from ricom.sources.merlin.control import mpx_prefix
 from ricom.sources.merlin.hdr import make_acquisition_header
 
 
-class MerlinServer(ControlPort):
+class MerlinServer(ControlPort, FaultySender):
     """A simulated Merlin detector (see the module docstring).
 
     Parameters
@@ -313,19 +313,27 @@ class MerlinServer(ControlPort):
                     self._cond.wait(0.1)
                 self._state = "busy"
         limit = acq.frames_to_send
-        sent = self._send_acquisition(conn, depth, raw, limit)
+        sent = self._send_acquisition(conn, depth, raw, limit, idle_at_end=not acq.stalls)
         if sent is None:
             return False
         if acq.stalls and sent == limit and not self._ended():
             self._say(f"stalling after {sent} frames with the connection open (fault injection)")
             self._linger(conn)
             return False
-        with self._cond:
-            self._state = "idle"
+        self._set_idle()
         return True
 
-    def _send_acquisition(self, conn: socket.socket, depth: int, raw: bool, limit: int | None) -> int | None:
-        """Send up to ``limit`` frames (None = until stopped), passes over the data; frames sent, None if dropped."""
+    def _set_idle(self) -> None:
+        with self._cond:
+            self._state = "idle"
+
+    def _send_acquisition(self, conn: socket.socket, depth: int, raw: bool, limit: int | None,
+                          idle_at_end: bool = True) -> int | None:
+        """Send up to ``limit`` frames (None = until stopped); frames sent, None if dropped.
+
+        With ``idle_at_end`` the detector reads idle before the last frame goes out, so
+        that a client which has every frame finds it idle (as a real Merlin is then).
+        """
         sent, t0 = 0, time.monotonic()
         while (limit is None or sent < limit) and not self._ended():
             empty = True
@@ -333,7 +341,12 @@ class MerlinServer(ControlPort):
                 empty = False
                 k = len(wire) if limit is None else min(len(wire), limit - sent)
                 patch_sequence(wire[:k], sent + 1)
-                result = self._send_frames(conn, wire[:k], sent, t0)
+                last = int(idle_at_end and limit is not None and sent + k == limit)
+                result = self._send_frames(conn, wire[:k - last], sent, t0)
+                if last and result == k - 1:
+                    self._set_idle()
+                    tail = self._send_frames(conn, wire[k - 1:k], sent + result, t0)
+                    result = None if tail is None else result + tail
                 if result is None:
                     return None
                 sent += result
@@ -352,48 +365,3 @@ class MerlinServer(ControlPort):
 
     def _ended(self) -> bool:
         return self._stopping.is_set() or self._abort
-
-    def _send_frames(self, conn: socket.socket, wire: np.ndarray, done: int, t0: float) -> int | None:
-        """Send ``wire`` rows (frames done+1 …) with pacing and faults; frames sent, None if dropped."""
-        cut = None if self.faults.disconnect_after is None else self.faults.disconnect_after + 1
-        truncate = self.faults.truncate_frame
-        faults = [f for f in (cut, truncate) if f is not None]
-        j, k = 0, len(wire)
-        while j < k and not self._ended():
-            seq = done + j + 1
-            if seq == cut:
-                self._send(conn, wire[j, :wire.shape[1] // 2])
-                self._say(f"dropping the connection after {seq - 1} frames (fault injection)")
-                conn.shutdown(socket.SHUT_RDWR)
-                return None
-            if seq == truncate:
-                body = wire[j, PREFIX_BYTES:wire.shape[1] - max(1, wire.shape[1] // 4)]
-                self._send(conn, np.concatenate([np.frombuffer(mpx_prefix(body.size), np.uint8), body]))
-                j += 1
-                continue
-            m = k - j
-            if self.rate_hz > 0:
-                late = (time.monotonic() - t0) * self.rate_hz
-                due = int(late) + 1 - (done + j)
-                if due <= 0:
-                    time.sleep(min(0.05, (done + j - late) / self.rate_hz))
-                    continue
-                m = min(m, due)
-            m = min([m] + [f - seq for f in faults if f > seq])
-            self._send(conn, wire[j:j + m])
-            self.frames_sent += m
-            j += m
-        return j
-
-    def _send(self, conn: socket.socket, data) -> None:
-        view = memoryview(np.ascontiguousarray(data).reshape(-1)) if isinstance(data, np.ndarray) \
-            else memoryview(data)
-        if not self.faults.split:
-            conn.sendall(view)
-        else:
-            pos = 0
-            while pos < len(view):
-                piece = int(self._rng.integers(1, 17) if self._rng.random() < 0.5 else self._rng.integers(17, 4097))
-                conn.sendall(view[pos:pos + piece])
-                pos += piece
-        self.bytes_sent += len(view)
