@@ -11,11 +11,15 @@ connects (like LiberTEM-live's simulator); ``"command"`` — on ``STARTACQUISITI
 (like the detector; with ``TRIGGERSTART 5`` frames wait for ``SOFTTRIGGER``);
 ``"auto"`` (default) — on ``STARTACQUISITION`` or ``auto_start_s`` after the data
 client connected, whichever is first.  Later acquisitions on the same connection need
-``STARTACQUISITION``.
+``STARTACQUISITION``, or start by themselves with ``acquisitions=N`` (``between_s``
+apart), as when the microscope software starts scans one after another.
 
 Frames come from a ``.mib`` file, an integer array, or the built-in specimen
 (`ricom.simulators.merlin.feed` encodes them).  This module owns `MerlinServer`: its life cycle,
-threads, the data port and its faults for tests: junk bytes before the header, a
+threads and the data port, which plays the faults a live client must survive
+(`ricom.simulators.merlin.faults`): junk bytes before a header, several acquisitions
+on one connection (each with its own header and scan size), an aborted scan, a header
+whose scan size disagrees with the frames, a stall with the connection open, a
 disconnect after N frames (in the middle of frame N + 1), a truncated frame, messages
 sent in random small pieces.  `MerlinServer.start` runs it on background threads
 (``port 0`` picks a free port); ``ricom simulate merlin`` runs it in the foreground.
@@ -32,12 +36,13 @@ import numpy as np
 
 from ricom.core.errors import InputError, SettingsError
 from ricom.simulators.merlin.control import SETTABLE, ControlPort
+from ricom.simulators.merlin.faults import FaultPlan, FaultySender
 from ricom.simulators.merlin.feed import Feed, make_feed, patch_sequence, wire_messages
-from ricom.sources.merlin.control import PREFIX_BYTES, mpx_prefix
+from ricom.sources.merlin.control import mpx_prefix
 from ricom.sources.merlin.hdr import make_acquisition_header
 
 
-class MerlinServer(ControlPort):
+class MerlinServer(ControlPort, FaultySender):
     """A simulated Merlin detector (see the module docstring).
 
     Parameters
@@ -61,12 +66,40 @@ class MerlinServer(ControlPort):
         Passes over the data in one acquisition (frames in acquisition = repeat × frames).
     junk_bytes : int
         Stale bytes sent on every data connection before the first header.
+    junk_between : int
+        Stale bytes sent before every later header on the same connection.
     disconnect_after : int, optional
         Close the data connection after this many frames (mid-way through the next one).
     truncate_frame : int, optional
         Send this frame (1-based) with its last quarter missing (and a matching MPX length).
     split_messages : bool
         Send in random pieces of 1 byte to 4 KiB (exercises message reassembly).
+    acquisitions : int
+        Acquisitions on each data connection without the control port: the first starts
+        as ``start_on`` says, each later one ``between_s`` after the previous one ended,
+        with a new header and sequence numbers from 1 (later ones still follow
+        ``STARTACQUISITION``).
+    between_s : float
+        The pause between those acquisitions (seconds).
+    scan_shapes : list of (int, int), optional
+        The scan of each acquisition in turn (acquisition i takes item i % len); it
+        lasts ``sy × sx`` frames, the first of the data (from its start again when the
+        data run out: a smaller scan with the data's width is its first rows).  Sets
+        the frame count instead of ``repeat``/``NUMFRAMESTOACQUIRE``.
+    abort_after : int or list, optional
+        End each acquisition after this many frames, as an operator's abort does: the
+        header announced more, nothing marks the end, the next header (if any) follows.
+    header_scan_shape : (int, int) or list, optional
+        ScanY/ScanX written in the header instead of the real scan (frames sent unchanged).
+    header_frames : int or list, optional
+        ``Frames in Acquisition`` written in the header (default: ``sy × sx`` of
+        ``header_scan_shape`` when given, as the Merlin software computes it; else the
+        frames of the acquisition).
+    stall_after : int or list, optional
+        Send this many frames, then nothing more while the connection stays open (until
+        the server stops or the client leaves).  For ``abort_after``, ``stall_after`` and
+        ``header_*`` a list gives one value per acquisition in turn (None = no fault);
+        frames count from 1 in each acquisition (so do ``disconnect_after``, ``truncate_frame``).
     start_on : {"auto", "connect", "command"}
         When an acquisition starts; see the module docstring.
     once : bool
@@ -86,18 +119,26 @@ class MerlinServer(ControlPort):
                  rate_hz: float = 0.0, repeat: int = 1, junk_bytes: int = 0, disconnect_after: int | None = None,
                  truncate_frame: int | None = None, split_messages: bool = False, start_on: str = "auto",
                  auto_start_s: float = 0.5, once: bool = False, seed: int = 0, log=None,
-                 cache_bytes: int = 1 << 30, preload: bool = False) -> None:
-        self.feed = data if isinstance(data, Feed) else make_feed(data, scan_shape, depth)
+                 cache_bytes: int = 1 << 30, preload: bool = False, junk_between: int = 0, acquisitions: int = 1,
+                 between_s: float = 0.0, scan_shapes=None, abort_after=None, header_scan_shape=None,
+                 header_frames=None, stall_after=None) -> None:
+        self.faults = FaultPlan(junk_bytes=junk_bytes, junk_between=junk_between, disconnect_after=disconnect_after,
+                                truncate_frame=truncate_frame, split_messages=split_messages,
+                                acquisitions=acquisitions, between_s=between_s, scan_shapes=scan_shapes,
+                                abort_after=abort_after, stall_after=stall_after,
+                                header_scan_shape=header_scan_shape, header_frames=header_frames)
         if start_on not in ("auto", "connect", "command"):
             raise SettingsError(f"start_on must be 'auto', 'connect' or 'command', got {start_on!r}")
-        if repeat < 1 or rate_hz < 0 or junk_bytes < 0 or (disconnect_after or 0) < 0 or (truncate_frame or 1) < 1:
-            raise SettingsError("repeat must be ≥ 1, rate, junk bytes and disconnect-after ≥ 0, truncate-frame ≥ 1")
+        if repeat < 1 or rate_hz < 0:
+            raise SettingsError(f"repeat must be ≥ 1 and rate ≥ 0, got {repeat}, {rate_hz}")
+        if repeat > 1 and scan_shapes is not None:
+            raise SettingsError("scan_shapes sets the frames of each acquisition; do not combine it with repeat")
+        self.feed = data if isinstance(data, Feed) else make_feed(data, scan_shape, depth)
         dy, dx = self.feed.detector_shape
         self._raw_ok = (dy * dx) % 64 == 0  # raw R64 words hold 64 bits of pixels
         if raw and not self._raw_ok:
             raise SettingsError(f"raw frames need a multiple of 64 pixels; {dy}×{dx} has {dy * dx}")
-        self.host, self.rate_hz, self.junk_bytes, self.split = host, float(rate_hz), int(junk_bytes), split_messages
-        self.disconnect_after, self.truncate_frame = disconnect_after, truncate_frame
+        self.host, self.rate_hz = host, float(rate_hz)
         self.start_on, self.auto_start_s, self.once, self.log = start_on, float(auto_start_s), once, log
         self.cache_bytes, self._rng = cache_bytes, np.random.default_rng(seed)
         self.params = {k: v for k, ((_, _), v) in SETTABLE.items()}
@@ -208,15 +249,15 @@ class MerlinServer(ControlPort):
     # --- data port -----------------------------------------------------------------------
     def _serve_data(self, conn: socket.socket) -> None:
         try:
-            if self.junk_bytes:
-                junk = self._rng.integers(0, 256, self.junk_bytes, dtype=np.uint8)
-                junk[junk == ord("M")] = ord("N")  # no accidental "MPX,"
-                self._send(conn, junk)
-            first = True
-            while self._wait_start(conn, first):
-                first = False
-                if not self._acquire(conn):
+            if self.faults.junk_bytes:
+                self._send(conn, self.faults.junk(self.faults.junk_bytes, self._rng))
+            index = 0
+            while self._wait_start(conn, self._start_delay(index)):
+                if index and self.faults.junk_between:
+                    self._send(conn, self.faults.junk(self.faults.junk_between, self._rng))
+                if not self._acquire(conn, index):
                     break
+                index += 1
         except (OSError, ConnectionError):
             pass
         except Exception as exc:  # reported; the server keeps running
@@ -231,13 +272,15 @@ class MerlinServer(ControlPort):
                 self._stopping.set()
                 self.finished.set()
 
-    def _wait_start(self, conn: socket.socket, first: bool) -> bool:
+    def _start_delay(self, index: int) -> float | None:
+        """Seconds until acquisition ``index`` of a connection starts by itself (None = on a command)."""
+        if index == 0:
+            return {"connect": 0.0, "auto": self.auto_start_s}.get(self.start_on)
+        return self.faults.start_delay(index)
+
+    def _wait_start(self, conn: socket.socket, delay: float | None) -> bool:
         """Wait for the next acquisition; False when the client left or the server stops."""
-        deadline = None
-        if first and self.start_on == "connect":
-            deadline = 0.0
-        elif first and self.start_on == "auto":
-            deadline = time.monotonic() + self.auto_start_s
+        deadline = None if delay is None else time.monotonic() + delay
         while not self._stopping.is_set():
             with self._cond:
                 if self._start_pending or (deadline is not None and time.monotonic() >= deadline):
@@ -250,86 +293,75 @@ class MerlinServer(ControlPort):
                 return False
         return False
 
-    def _acquire(self, conn: socket.socket) -> bool:
-        """Send one acquisition; False if the connection was dropped on purpose."""
+    def _acquire(self, conn: socket.socket, index: int = 0) -> bool:
+        """Send acquisition ``index`` of this connection; False if the connection ends with it."""
         p = self.params
-        depth, raw, n_total = int(p["COUNTERDEPTH"]), p["FILEFORMAT"] == 2, int(p["NUMFRAMESTOACQUIRE"])
+        depth, raw = int(p["COUNTERDEPTH"]), p["FILEFORMAT"] == 2
         scan = (p["SCANY"], p["SCANX"]) if p["SCANX"] and p["SCANY"] else self.scan_shape
-
-        hdr = make_acquisition_header(n_total, scan, depth, quad=self.feed.quad, gap=self.feed.gap)
+        acq = self.faults.acquisition(index, scan, int(p["NUMFRAMESTOACQUIRE"]))
+        hdr = make_acquisition_header(acq.header_frames, acq.header_scan, depth, quad=self.feed.quad,
+                                      gap=self.feed.gap)
         hdr = hdr.encode("latin-1")
         self._send(conn, mpx_prefix(len(hdr)) + hdr)
         self.acquisitions += 1
-        self._say(f"acquisition {self.acquisitions}: {n_total or 'continuous'} frames, depth {depth}, "
-                  f"{'raw' if raw else 'processed'}")
+        self._say(f"acquisition {self.acquisitions}: {acq.n_frames or 'continuous'} frames, depth {depth}, "
+                  f"{'raw' if raw else 'processed'}{acq.note()}")
         if p["TRIGGERSTART"] == 5 and not self._auto:
             with self._cond:
                 self._state = "armed"
                 while not (self._trigger or self._abort or self._stopping.is_set()):
                     self._cond.wait(0.1)
                 self._state = "busy"
+        limit = acq.frames_to_send
+        sent = self._send_acquisition(conn, depth, raw, limit, idle_at_end=not acq.stalls)
+        if sent is None:
+            return False
+        if acq.stalls and sent == limit and not self._ended():
+            self._say(f"stalling after {sent} frames with the connection open (fault injection)")
+            self._linger(conn)
+            return False
+        self._set_idle()
+        return True
+
+    def _set_idle(self) -> None:
+        with self._cond:
+            self._state = "idle"
+
+    def _send_acquisition(self, conn: socket.socket, depth: int, raw: bool, limit: int | None,
+                          idle_at_end: bool = True) -> int | None:
+        """Send up to ``limit`` frames (None = until stopped); frames sent, None if dropped.
+
+        With ``idle_at_end`` the detector reads idle before the last frame goes out, so
+        that a client which has every frame finds it idle (as a real Merlin is then).
+        """
         sent, t0 = 0, time.monotonic()
-        while (n_total == 0 or sent < n_total) and not self._ended():
+        while (limit is None or sent < limit) and not self._ended():
             empty = True
             for wire in wire_messages(self.feed, depth, raw, self._cache, self.cache_bytes):
                 empty = False
-                k = len(wire) if n_total == 0 else min(len(wire), n_total - sent)
+                k = len(wire) if limit is None else min(len(wire), limit - sent)
                 patch_sequence(wire[:k], sent + 1)
-                result = self._send_frames(conn, wire[:k], sent, t0)
+                last = int(idle_at_end and limit is not None and sent + k == limit)
+                result = self._send_frames(conn, wire[:k - last], sent, t0)
+                if last and result == k - 1:
+                    self._set_idle()
+                    tail = self._send_frames(conn, wire[k - 1:k], sent + result, t0)
+                    result = None if tail is None else result + tail
                 if result is None:
-                    return False
+                    return None
                 sent += result
-                if result < k or (n_total and sent >= n_total):
+                if result < k or (limit is not None and sent >= limit):
                     break
             if empty:
                 break
-        with self._cond:
-            self._state = "idle"
-        return True
+        return sent
+
+    def _linger(self, conn: socket.socket) -> None:
+        """Keep the connection open, sending nothing, until the client leaves or the server stops."""
+        while not self._stopping.is_set():
+            readable, _, _ = select.select([conn], [], [], 0.05)
+            if readable and not conn.recv(65536):
+                return
 
     def _ended(self) -> bool:
         return self._stopping.is_set() or self._abort
-
-    def _send_frames(self, conn: socket.socket, wire: np.ndarray, done: int, t0: float) -> int | None:
-        """Send ``wire`` rows (frames done+1 …) with pacing and faults; frames sent, None if dropped."""
-        cut = None if self.disconnect_after is None else self.disconnect_after + 1
-        faults = [f for f in (cut, self.truncate_frame) if f is not None]
-        j, k = 0, len(wire)
-        while j < k and not self._ended():
-            seq = done + j + 1
-            if seq == cut:
-                self._send(conn, wire[j, :wire.shape[1] // 2])
-                self._say(f"dropping the connection after {seq - 1} frames (fault injection)")
-                conn.shutdown(socket.SHUT_RDWR)
-                return None
-            if seq == self.truncate_frame:
-                body = wire[j, PREFIX_BYTES:wire.shape[1] - max(1, wire.shape[1] // 4)]
-                self._send(conn, np.concatenate([np.frombuffer(mpx_prefix(body.size), np.uint8), body]))
-                j += 1
-                continue
-            m = k - j
-            if self.rate_hz > 0:
-                late = (time.monotonic() - t0) * self.rate_hz
-                due = int(late) + 1 - (done + j)
-                if due <= 0:
-                    time.sleep(min(0.05, (done + j - late) / self.rate_hz))
-                    continue
-                m = min(m, due)
-            m = min([m] + [f - seq for f in faults if f > seq])
-            self._send(conn, wire[j:j + m])
-            self.frames_sent += m
-            j += m
-        return j
-
-    def _send(self, conn: socket.socket, data) -> None:
-        view = memoryview(np.ascontiguousarray(data).reshape(-1)) if isinstance(data, np.ndarray) \
-            else memoryview(data)
-        if not self.split:
-            conn.sendall(view)
-        else:
-            pos = 0
-            while pos < len(view):
-                piece = int(self._rng.integers(1, 17) if self._rng.random() < 0.5 else self._rng.integers(17, 4097))
-                conn.sendall(view[pos:pos + piece])
-                pos += piece
-        self.bytes_sent += len(view)
