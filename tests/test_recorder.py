@@ -18,7 +18,7 @@ from ricom import api
 from ricom.core.errors import SettingsError
 from ricom.engine.pipeline import run
 from ricom.engine.reconstruction import Reconstruction
-from ricom.io.recorder import FrameRecorder, attach_recorder
+from ricom.io.recorder import FrameRecorder, attach_recorder, source_dtype
 from ricom.simulators.merlin.server import MerlinServer
 from ricom.sources.arrays import ArraySource
 from ricom.sources.merlin.live import MerlinLiveSource
@@ -68,11 +68,14 @@ def test_in_memory_recording_equals_input(tmp_path, compression):
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".")]  # no temporary left
 
 
-def test_live_recording_reconstructs_to_the_live_image(tmp_path):
-    frames = frames_for(5)
+@pytest.mark.parametrize("depth,raw", [(12, False), (1, True)])  # raw 1-bit: packed patterns, unpacked by the writer
+def test_live_recording_reconstructs_to_the_live_image(tmp_path, depth, raw):
+    frames = np.minimum(frames_for(5), 2**depth - 1)
     path = str(tmp_path / "live.h5")
-    with MerlinServer(frames, scan_shape=SCAN, data_port=0, control_port=None, start_on="connect") as server:
+    with MerlinServer(frames, scan_shape=SCAN, data_port=0, control_port=None, start_on="connect", depth=depth,
+                      raw=raw) as server:
         source = MerlinLiveSource("127.0.0.1", server.data_port, timeout=10)
+        assert (source.frame_header.counter_depth, source.frame_header.raw) == (depth, raw)
         rec = Reconstruction(source.scan_shape, source.detector_shape, SETTINGS)
         with attach_recorder(rec, path, source) as recorder:
             result = run(source, rec, chunk_size=16)
@@ -81,6 +84,7 @@ def test_live_recording_reconstructs_to_the_live_image(tmp_path):
     with h5py.File(path) as f:
         np.testing.assert_array_equal(f["data"][()], frames.reshape(*SCAN, *DET))
         assert "HDR" in f.attrs["acquisition_header"] and f.attrs["complete"]
+        assert f["data"].dtype == source_dtype(source)
     replay = ricom.reconstruct(f"{path}:/data", settings=SETTINGS)
     assert replay.n_patterns == result.snapshot.n_patterns == N
     np.testing.assert_allclose(replay.ricom, result.snapshot.ricom, rtol=1e-9, atol=1e-12)
@@ -132,3 +136,21 @@ def test_bad_arguments(tmp_path):
     with pytest.raises(SettingsError, match="compression"):
         FrameRecorder(str(tmp_path / "x.h5"), SCAN, DET, np.uint16, compression="lzma")
     assert not os.listdir(tmp_path)
+
+
+def test_a_failed_write_is_reported_and_leaves_no_file(tmp_path, monkeypatch):
+    path = str(tmp_path / "fail.h5")
+    recorder = FrameRecorder(path, SCAN, DET, np.uint16)
+
+    def full_disk(positions, frames):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(recorder, "_write", full_disk)
+    rec = Reconstruction(SCAN, DET, SETTINGS)
+    rec.add_reducer(recorder)
+    result = run(ArraySource(frames_for(), scan_shape=SCAN), rec, chunk_size=8)
+    assert result.snapshot.n_patterns == N
+    with pytest.raises(OSError, match="No space"):
+        recorder.close()
+    assert recorder.n_not_recorded == N and recorder.n_recorded == 0
+    assert not os.listdir(tmp_path) and recorder_threads() == []
