@@ -18,6 +18,7 @@ from ricom import api
 from ricom.core.errors import SettingsError
 from ricom.engine.pipeline import run
 from ricom.engine.reconstruction import Reconstruction
+from ricom.io import recorder as recorder_module
 from ricom.io.recorder import FrameRecorder, attach_recorder, source_dtype
 from ricom.simulators.merlin.server import MerlinServer
 from ricom.sources.arrays import ArraySource
@@ -130,11 +131,17 @@ def test_writer_thread_ends_with_close(tmp_path):
         recorder.merge(recorder)
 
 
-def test_bad_arguments(tmp_path):
+def test_bad_arguments(tmp_path, monkeypatch):
     with pytest.raises(SettingsError, match=r"\.h5"):
         FrameRecorder(str(tmp_path / "x.npy"), SCAN, DET, np.uint16)
     with pytest.raises(SettingsError, match="compression"):
         FrameRecorder(str(tmp_path / "x.h5"), SCAN, DET, np.uint16, compression="lzma")
+    monkeypatch.setattr(recorder_module, "hdf5plugin", None)
+    with pytest.raises(SettingsError, match=r"needs hdf5plugin .*compression=None"):
+        FrameRecorder(str(tmp_path / "x.h5"), SCAN, DET, np.uint16)
+    with FrameRecorder(str(tmp_path / "plain.h5"), SCAN, DET, np.uint16, compression=None):
+        pass  # plain h5py needs no plugin
+    os.remove(tmp_path / "plain.h5")
     assert not os.listdir(tmp_path)
 
 

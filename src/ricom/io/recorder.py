@@ -118,12 +118,15 @@ class FrameRecorder(Reducer):
 
     Notes
     -----
-    A later pass of the scan overwrites a position: the newest pattern is kept.
+    A later pass of the scan overwrites a position: the newest pattern is kept.  The
+    caller must `close` the recorder (or use it as a context manager): until then the
+    file exists only under a temporary name and the writer thread waits for patterns.
 
     Examples
     --------
     >>> import os, tempfile, h5py
-    >>> path = os.path.join(tempfile.mkdtemp(), "rec.h5")
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> path = os.path.join(folder.name, "rec.h5")
     >>> frames = np.arange(2 * 4 * 4, dtype=np.uint16).reshape(2, 4, 4)
     >>> with FrameRecorder(path, (1, 3), (4, 4), np.uint16, compression=None) as rec:
     ...     rec.process(ReducedChunk(np.array([2, -1]), np.zeros((3, 2)), np.ones(2, bool), frames=frames))
@@ -132,6 +135,7 @@ class FrameRecorder(Reducer):
     >>> with h5py.File(path) as f:
     ...     bool((f["data"][0, 2] == frames[0]).all()), bool(f.attrs["complete"])
     (True, False)
+    >>> folder.cleanup()
     """
 
     def __init__(self, path: str, scan_shape, detector_shape, dtype, *, compression: str | None = "bitshuffle-lz4",
@@ -284,7 +288,8 @@ class FrameRecorder(Reducer):
         f.create_dataset("not_recorded_positions", data=res["not_recorded_positions"])
         for key, value in self.attrs.items():
             f.attrs[key] = _attr_value(value)
-            if (key in _CAL_KEYS and isinstance(value, (int, float)) and not isinstance(value, bool)) or \
+            if (key in _CAL_KEYS and isinstance(value, (int, float, np.integer, np.floating))
+                    and not isinstance(value, bool)) or \
                     (key == "center_yx" and isinstance(value, (list, tuple)) and len(value) == 2):
                 data.attrs[key] = value
         complete = bool(res["recorded"].all() and not self.n_not_recorded)
