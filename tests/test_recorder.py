@@ -7,6 +7,7 @@ reconstruction a pattern.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 
 import h5py
@@ -116,12 +117,15 @@ def test_slow_writer_counts_what_it_did_not_record(tmp_path):
 
 def test_writer_thread_ends_with_close(tmp_path):
     before = recorder_threads()
-    recorder = FrameRecorder(str(tmp_path / "t.h5"), SCAN, DET, np.uint16)
+    recorder = FrameRecorder(str(tmp_path / "t.h5"), SCAN, DET, np.uint16, writer_nice=3)
     assert recorder_threads() == before  # started with the first patterns
     rec = Reconstruction(SCAN, DET, SETTINGS)
     rec.add_reducer(recorder)
+    recorder.write_delay_s = 0.2  # the writer is still busy below
     rec.process_frames(frames_for(), start=0)
-    assert len(recorder_threads()) == len(before) + 1
+    (writer,) = set(recorder_threads()) - set(before)
+    if sys.platform == "linux":  # only the writer thread is niced
+        assert os.getpriority(os.PRIO_PROCESS, writer.native_id) == os.getpriority(os.PRIO_PROCESS, 0) + 3
     recorder.close()
     assert recorder_threads() == before
     assert recorder.close()["n_recorded"] == N  # closing twice does nothing

@@ -107,6 +107,11 @@ class FrameRecorder(Reducer):
         also go on ``/data``, where `ricom.sources.hdf5` takes them as calibration hints.
     max_queue_bytes : int
         Pattern bytes waiting for the writer at most; beyond it patterns are not recorded.
+    writer_nice : int
+        Raise the writer thread's nice value by this much (Linux; that thread alone), so
+        that where cores are short the reconstruction keeps its pace and latency and more
+        patterns go unrecorded instead (10 here: run 1.3× instead of 1.6× the time without
+        recording, half instead of a quarter of the patterns not recorded).
 
     Attributes
     ----------
@@ -139,7 +144,7 @@ class FrameRecorder(Reducer):
     """
 
     def __init__(self, path: str, scan_shape, detector_shape, dtype, *, compression: str | None = "bitshuffle-lz4",
-                 attrs: dict | None = None, max_queue_bytes: int = 256 * 2**20) -> None:
+                 attrs: dict | None = None, max_queue_bytes: int = 256 * 2**20, writer_nice: int = 0) -> None:
         if os.path.splitext(path)[1].lower() not in (".h5", ".hdf5"):
             raise SettingsError(f"recording {path!r}: give a .h5 or .hdf5 file name")
         self.path, self.compression = str(path), compression
@@ -149,6 +154,7 @@ class FrameRecorder(Reducer):
         self.max_queue_bytes = int(max_queue_bytes)
         self.n_recorded = self.n_not_recorded = self.n_skipped = 0
         self.write_delay_s = 0.0
+        self.writer_nice = int(writer_nice)
         self._not_recorded: list[np.ndarray] = []
         self._recorded = np.zeros(self.scan_shape, bool)
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
@@ -222,6 +228,9 @@ class FrameRecorder(Reducer):
             self._thread.start()
 
     def _writer(self) -> None:
+        if self.writer_nice:  # Linux: the priority of this thread alone
+            with contextlib.suppress(OSError, AttributeError):
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.writer_nice)
         while True:
             item = self._queue.get()
             if item is None:
