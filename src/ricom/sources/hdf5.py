@@ -101,6 +101,23 @@ def _check_filters(ds, name: str) -> None:
                              f"installation lacks; install hdf5plugin (pip install hdf5plugin)")
 
 
+_HINT_KEYS = ("step_A", "pixel_size_mrad", "energy_keV", "rotation_deg")
+
+
+def dataset_hints(ds) -> dict:
+    """Calibration stored as numeric attributes of the dataset (as `ricom.io.recorder` writes them):
+    ``step_A``, ``pixel_size_mrad``, ``energy_keV``, ``rotation_deg`` and ``center_yx``."""
+    hints = {}
+    attrs = getattr(ds, "attrs", {})
+    for key in _HINT_KEYS:
+        with contextlib.suppress(TypeError, ValueError, KeyError):
+            hints[key] = float(attrs[key])
+    with contextlib.suppress(TypeError, ValueError, KeyError):
+        cy, cx = (float(v) for v in attrs["center_yx"])
+        hints["center_yx"] = (cy, cx)
+    return hints
+
+
 class HDF5Source(LazyArraySource):
     """Frames of an HDF5 dataset (see the module docstring); closes the file on `close`."""
 
@@ -109,6 +126,7 @@ class HDF5Source(LazyArraySource):
         self.dataset = dataset
         try:
             super().__init__(data, name=name, block=(data.chunks or (None,))[0], **options)
+            self._hints = dataset_hints(getattr(data, "parts", [data])[0])
         except BaseException:
             h5file.close()
             raise

@@ -5,7 +5,8 @@ memory read of the same bytes (by as many threads) measured in the same run
 (`memread_gb_per_s`), so figures
 from different machines compare by ratio.  Cases: in-memory engine, `.npy` and Merlin
 `.mib` files from the page cache (12-bit, 6-bit, raw 1-bit; 256² and 512²), live over
-loopback from the project's Merlin simulator, and Timepix3 events, for several kernel
+loopback from the project's Merlin simulator (also with every pattern recorded to HDF5,
+``live+record``), and Timepix3 events, for several kernel
 sizes and thread counts.  ``--only dask`` (never run otherwise) reconstructs a multi-GB
 `.mib` in one process and on local Dask clusters of 1 and 2 worker processes
 (`ricom.dask.client`), once with a worker killed in the middle, and compares the images.
@@ -30,6 +31,7 @@ from ricom.core.chunks import FrameChunk
 from ricom.dask.client import connect, reconstruct_run_distributed
 from ricom.engine.pipeline import run
 from ricom.engine.reconstruction import Reconstruction
+from ricom.io.recorder import attach_recorder
 from ricom.simulators.events import write_events
 from ricom.simulators.specimen import SimulationParams, simulate_chunks
 from ricom.sources import open_source
@@ -42,6 +44,7 @@ from ricom.tools.bench_core import (
     make_record,
     memread_gb_per_s,
     peak_rss_mb,
+    recording_note,
     synthetic_frames,
     time_run,
     write_mib,
@@ -95,8 +98,9 @@ def bench_npy(folder: str, scan_shape, detector_shape, kernel: int, threads: int
 
 
 def bench_live(folder: str, scan_shape, detector_shape, depth: int, raw: bool, kernel: int,
-               threads: int, repeat: int = 4) -> BenchRecord:
-    """Frames over loopback from the project's Merlin simulator, run as a separate process."""
+               threads: int, repeat: int = 4, record: bool = False) -> BenchRecord:
+    """Frames over loopback from the project's Merlin simulator, run as a separate process;
+    with ``record``, every pattern is also recorded to HDF5 (`ricom.io.recorder`)."""
 
     path = os.path.join(folder, f"bench_{detector_shape[0]}_{depth}{'r' if raw else ''}.mib")
     if not os.path.exists(path):
@@ -114,22 +118,41 @@ def bench_live(folder: str, scan_shape, detector_shape, depth: int, raw: bool, k
         frame_bytes = src.frame_header.frame_bytes
         rec = Reconstruction(scan_shape, detector_shape, bench_settings(kernel, detector_shape),
                              threads=threads)
+        recorder = attach_recorder(rec, os.path.join(folder, "bench_record.h5"), src) if record else None
         res = run(src, rec, chunk_size=256)
         n = res.snapshot.hits.sum()
         lost = n_file * repeat - int(n)
         lat_ms = 1e3 * np.array(res.latency_s or [np.nan])
         note = ("no pattern lost" if lost == 0 else f"{lost} patterns lost") + \
             f"; latency arrival→image median {np.median(lat_ms):.1f} ms, max {lat_ms.max():.1f} ms"
+        if recorder is not None:
+            plain = _LIVE_SECONDS.get((tuple(scan_shape), tuple(detector_shape), depth, raw))
+            note += "; " + recording_note(recorder, res.seconds_processing, plain)
     finally:
         server.kill()
         server.wait()
     # the network itself (no decoding): memread stands for the same bytes read from memory
     memread = memread_gb_per_s(np.zeros(64 << 20, np.uint8))
-    name = f"live {'raw ' if raw else ''}{depth}-bit"
-    record = make_record(name, threads, kernel, detector_shape, res.seconds_processing, int(n), frame_bytes, memread,
+    name = f"live {'raw ' if raw else ''}{depth}-bit" + ("+record" if record else "")
+    if not record:
+        _LIVE_SECONDS[(tuple(scan_shape), tuple(detector_shape), depth, raw)] = res.seconds_processing
+    result = make_record(name, threads, kernel, detector_shape, res.seconds_processing, int(n), frame_bytes, memread,
                          note)
-    record.latency_ms_median, record.latency_ms_max = float(np.median(lat_ms)), float(lat_ms.max())
-    return record
+    result.latency_ms_median, result.latency_ms_max = float(np.median(lat_ms)), float(lat_ms.max())
+    return result
+
+
+_LIVE_SECONDS: dict = {}
+"""Seconds of the live cases without recording in this run, by (scan, detector, depth, raw)."""
+
+
+def bench_live_record(folder: str, scan_shape, detector_shape, depth: int, raw: bool, kernel: int,
+                      threads: int, repeat: int = 4) -> BenchRecord:
+    """The live case with every pattern recorded to HDF5 (runs the plain live case first if this
+    run has not, to compare)."""
+    if (tuple(scan_shape), tuple(detector_shape), depth, raw) not in _LIVE_SECONDS:
+        bench_live(folder, scan_shape, detector_shape, depth, raw, kernel, threads, repeat)
+    return bench_live(folder, scan_shape, detector_shape, depth, raw, kernel, threads, repeat, record=True)
 
 
 def bench_events(folder: str, scan_shape, kernel: int, threads: int, dose: float = 200.0) -> BenchRecord:
@@ -317,6 +340,7 @@ def plan(quick: bool) -> list[tuple[str, dict]]:
                 ("mib", dict(scan_shape=scan, detector_shape=det, depth=12, raw=False, kernel=61, threads=1)),
                 ("mib", dict(scan_shape=scan, detector_shape=det, depth=1, raw=True, kernel=61, threads=1)),
                 ("live", dict(scan_shape=scan, detector_shape=det, depth=12, raw=False, kernel=61, threads=1)),
+                ("live+record", dict(scan_shape=scan, detector_shape=det, depth=12, raw=False, kernel=61, threads=1)),
                 ("events", dict(scan_shape=(64, 64), kernel=21, threads=1))]
     scan = (128, 128)
     cases = []
@@ -331,6 +355,7 @@ def plan(quick: bool) -> list[tuple[str, dict]]:
                               threads=1)))
     for depth, raw in ((12, False), (6, False), (1, True)):
         cases.append(("live", dict(scan_shape=scan, detector_shape=det, depth=depth, raw=raw, kernel=61, threads=1)))
+    cases.append(("live+record", dict(scan_shape=scan, detector_shape=det, depth=12, raw=False, kernel=61, threads=1)))
     cases.append(("events", dict(scan_shape=(256, 256), kernel=21, threads=1)))
     cases.append(("largescan", dict(source="memory")))
     dask = dict(scan_shape=(128, 128), detector_shape=det, depth=12, kernel=61)  # a 2.2 GB file
@@ -339,8 +364,9 @@ def plan(quick: bool) -> list[tuple[str, dict]]:
 
 
 RUNNERS = {"memory": bench_in_memory, "mib": bench_mib, "npy": bench_npy, "live": bench_live,
+           "live+record": bench_live_record,
            "events": bench_events, "largescan": bench_large_scan, "dask": bench_dask}
-NEEDS_FOLDER = {"mib", "npy", "live", "events", "dask"}
+NEEDS_FOLDER = {"mib", "npy", "live", "live+record", "events", "dask"}
 ONLY_WHEN_ASKED = {"dask"}
 """Kinds that run only when named with ``--only`` (they start clusters of worker processes)."""
 

@@ -1,7 +1,8 @@
 """Measuring tools of ``ricom bench``: the record format, a same-run memory-read
-baseline, synthetic inputs and the timing of one reconstruction run."""
+baseline, synthetic inputs, the timing of one reconstruction run and of a recording."""
 from __future__ import annotations
 
+import os
 import resource
 import time
 from collections.abc import Callable
@@ -13,6 +14,7 @@ import numpy as np
 from ricom.core.params import DetectorGeometry, KernelSettings, Settings
 from ricom.engine.pipeline import run
 from ricom.engine.reconstruction import Reconstruction
+from ricom.io.recorder import FrameRecorder
 from ricom.sources.merlin.encode import encode_frames
 
 
@@ -127,3 +129,19 @@ def peak_rss_mb() -> float:
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def recording_note(recorder: FrameRecorder, seconds_run: float, seconds_plain: float | None) -> str:
+    """Close ``recorder`` (and remove its file) and describe it: GB/s of patterns written (until
+    the file was complete), patterns not recorded, file size, and the run's time against
+    ``seconds_plain``, the same case without recording."""
+    t0 = time.perf_counter()
+    counts = recorder.close()
+    seconds = seconds_run + time.perf_counter() - t0
+    size = os.path.getsize(recorder.path)
+    written = counts["n_recorded"] * int(np.prod(recorder.detector_shape)) * recorder.dtype.itemsize
+    vs = f", run {seconds_run / seconds_plain:.2f}× the time without recording" if seconds_plain else ""
+    os.remove(recorder.path)
+    return (f"recorded {counts['n_recorded']} patterns at {written / seconds / 1e9:.2f} GB/s "
+            f"({recorder.dtype}, {recorder.compression}, file {size / max(written, 1):.0%} of the patterns), "
+            f"{counts['n_not_recorded']} not recorded{vs}")
