@@ -1,5 +1,5 @@
 """Live sessions over loopback: several acquisitions per connection, aborts, stalls and
-scan bookkeeping, against the project's Merlin simulator driven through its control port.
+scan bookkeeping, against the project's Merlin simulator and its fault modes.
 
 Every server is started and stopped here (port 0: a free port); every wait is bounded.
 """
@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 import time
 
 import h5py
@@ -18,32 +17,7 @@ from ricom.live.bookkeeping import shape_problem
 from ricom.live.merlin import MerlinAcquisitions
 from ricom.live.session import LiveSession, State
 from ricom.simulators.merlin.server import MerlinServer
-from ricom.sources.merlin.live import MerlinControl
-from test_merlin_live import N, SCAN, SETTINGS, assert_same, frames_for, offline
-
-
-def _wait(predicate, seconds=20.0) -> None:
-    t_end = time.monotonic() + seconds
-    while not predicate():
-        if time.monotonic() > t_end:
-            raise AssertionError("timed out")
-        time.sleep(0.01)
-
-
-def _operator(server, plan) -> threading.Thread:
-    """A microscope operator on the control port: ``plan`` is a list of ("start" | "stop", delay_s)."""
-    def act():
-        with MerlinControl("127.0.0.1", server.control_port) as control:
-            for what, delay in plan:
-                time.sleep(delay)
-                if what == "start":
-                    _wait(lambda: server._state == "idle")
-                    control.cmd("STARTACQUISITION")
-                else:
-                    control.cmd("STOPACQUISITION")
-    thread = threading.Thread(target=act, daemon=True)
-    thread.start()
-    return thread
+from test_merlin_live import SCAN, SETTINGS, N, assert_same, frames_for, offline
 
 
 def _session(server, n, **options) -> LiveSession:
@@ -53,13 +27,12 @@ def _session(server, n, **options) -> LiveSession:
 
 def test_passive_session_handles_three_acquisitions_on_one_connection():
     frames = frames_for(12)
-    with MerlinServer(frames, scan_shape=SCAN, data_port=0, control_port=0, start_on="command") as server:
+    with MerlinServer(frames, scan_shape=SCAN, data_port=0, control_port=None, start_on="connect", acquisitions=3,
+                      between_s=0.1) as server:
         seen = []
         session = _session(server, 3, timeout=10)
         session.on_status = lambda s: seen.append(s.state)
-        operator = _operator(server, [("start", 0.2), ("start", 0.0), ("start", 0.0)])
         done = session.run()
-        operator.join(5)
     assert [a.state for a in done] == [State.FINISHED] * 3 and all(a.complete for a in done)
     assert server.acquisitions == 3
     want = offline(frames)
@@ -72,33 +45,29 @@ def test_passive_session_handles_three_acquisitions_on_one_connection():
 
 def test_an_aborted_acquisition_is_partial_and_the_next_one_still_arrives():
     frames = frames_for(12)
-    with MerlinServer(frames, scan_shape=SCAN, data_port=0, control_port=0, start_on="command",
-                      rate_hz=150) as server:
+    with MerlinServer(frames, scan_shape=SCAN, data_port=0, control_port=None, start_on="connect", acquisitions=2,
+                      between_s=0.1, abort_after=[30, None]) as server:
         session = _session(server, 2, timeout=10)
-        operator = _operator(server, [("start", 0.2), ("stop", 0.15), ("start", 0.05)])
         done = session.run()
-        operator.join(5)
     first, second = done
-    assert first.state is State.ABORTED and "new acquisition started" in first.reason
-    assert 0 < first.count.n_received < N and first.count.n_missing == N - first.count.n_received
-    assert first.count.empty_positions.size == N - first.count.n_received
+    assert first.state is State.ABORTED and "new acquisition started after 30 of 72 frames" in first.reason
+    assert first.count.n_received == 30 and first.count.n_missing == N - 30
+    np.testing.assert_array_equal(first.count.empty_positions, np.arange(30, N))
     assert second.complete
     assert_same(second.result.snapshot, offline(frames))
 
 
 def test_a_stalled_acquisition_times_out_naming_the_detector():
-    with MerlinServer(frames_for(12), scan_shape=SCAN, data_port=0, control_port=0, start_on="command",
-                      rate_hz=100) as server:
+    with MerlinServer(frames_for(12), scan_shape=SCAN, data_port=0, control_port=None, start_on="connect",
+                      stall_after=20) as server:
         session = _session(server, 1, timeout=0.5)
-        operator = _operator(server, [("start", 0.2), ("stop", 0.2)])  # stopped without a word to the client
         t0 = time.monotonic()
         (acq,) = session.run()
-        operator.join(5)
     assert time.monotonic() - t0 < 10
-    assert acq.state is not State.FINISHED
+    assert acq.state is State.ABORTED
     assert f"127.0.0.1:{server.data_port}" in acq.reason and "no data from the detector" in acq.reason
-    assert f"received {acq.count.n_received} of {N} frames" in acq.reason
-    assert 0 < acq.result.snapshot.n_patterns < N
+    assert f"received 20 of {N} frames" in acq.reason
+    assert acq.result.snapshot.n_patterns == 20 and acq.count.n_missing == N - 20
 
 
 def test_shape_problem_examples():
@@ -116,11 +85,10 @@ def _cli(args, timeout=60):
 
 
 def test_cli_three_acquisitions_three_files(tmp_path):
-    with MerlinServer(frames_for(12), scan_shape=SCAN, data_port=0, control_port=0, start_on="command") as server:
-        operator = _operator(server, [("start", 1.5), ("start", 0.0), ("start", 0.0)])
+    with MerlinServer(frames_for(12), scan_shape=SCAN, data_port=0, control_port=None, start_on="connect",
+                      acquisitions=3, between_s=0.1) as server:
         res = _cli(["--data-port", str(server.data_port), "--acquisitions", "3", "--kernel-size", "5",
                     "--center", "15.5", "15.5", "--timeout", "20", "-o", str(tmp_path / "live.h5")])
-        operator.join(5)
     assert res.returncode == 0, res.stderr
     for i in (1, 2, 3):
         with h5py.File(tmp_path / f"live_{i:04d}.h5") as f:
@@ -152,3 +120,18 @@ def test_cli_scan_shape_mismatch_accepted_with_pad(tmp_path, flag):
                     "--center", "15.5", "15.5", "--timeout", "20", "--no-progress", "-o", str(out)])
     assert res.returncode == 0, res.stderr
     assert "disagrees" not in res.stderr
+
+
+def test_cli_records_what_it_reconstructs(tmp_path):
+    import ricom
+
+    out, rec = tmp_path / "live.h5", tmp_path / "raw.h5"
+    with MerlinServer(frames_for(12), scan_shape=SCAN, data_port=0, control_port=None,
+                      start_on="connect") as server:
+        res = _cli(["--data-port", str(server.data_port), "--record", str(rec), "--kernel-size", "5",
+                    "--center", "15.5", "15.5", "--timeout", "20", "--no-progress", "-o", str(out)])
+    assert res.returncode == 0, res.stderr
+    replay = ricom.reconstruct(f"{rec}:/data", kernel_size=5, center_yx=(15.5, 15.5))
+    with h5py.File(out) as f:
+        assert f.attrs["n_recorded"] == N and f.attrs["n_not_recorded"] == 0  # 72 small frames: the queue never fills
+        np.testing.assert_allclose(replay.ricom, f["ricom"][()], rtol=1e-9, atol=1e-12)

@@ -108,9 +108,13 @@ def open_with_settings(data, settings: Settings | None = None, source_options: d
 
 def reconstruct_run(data, *, settings: Settings | None = None, reference=None, descan: str | None = None,
                     descan_reference=None, progress=False, chunk_size: int = 512, stop=None,
-                    source_options: dict | None = None, threads: int = 1,
+                    source_options: dict | None = None, threads: int = 1, before_run=None,
                     **setting_args) -> tuple[RunResult, Reconstruction, Source]:
-    """Like `reconstruct` but returns the full `RunResult`, the engine and the source."""
+    """Like `reconstruct` but returns the full `RunResult`, the engine and the source.
+
+    ``before_run(reconstruction, source)``, if given, is called once the engine exists and
+    before the first chunk: attach further reducers (a recorder, …) there.
+    """
     source, settings = open_with_settings(data, settings, source_options, **setting_args)
     ref_c = reference_center(reference) if reference is not None else None
     rec = Reconstruction(source.scan_shape, source.detector_shape, settings, reference_center_yx=ref_c,
@@ -120,6 +124,8 @@ def reconstruct_run(data, *, settings: Settings | None = None, reference=None, d
             raise SettingsError("descan 'reference' needs a vacuum scan of the same scan: give ",
                                 Param("descan_reference"))
         apply_descan(rec, "reference", descan_reference, **(source_options or {}))
+    if before_run is not None:
+        before_run(rec, source)
     result = run(source, rec, chunk_size=chunk_size, progress=progress, stop=stop)
     if descan in ("plane", "quadratic"):
         apply_descan(rec, descan)  # fitted to all the data; rebuilds the image

@@ -52,6 +52,9 @@ def add_merlin_arguments(p) -> None:
     c.add_argument("--timeout", type=float, metavar="S",
                    help="end an acquisition when no data arrives for S seconds while it is received "
                         "(default: wait); waiting for an acquisition to start has no limit")
+    c.add_argument("--record", metavar="FILE.h5",
+                   help="also write every received frame to FILE.h5 (/data, compressed; FILE_0001.h5 … for several "
+                        "acquisitions), readable by 'ricom reconstruct FILE.h5:/data'")
     c.add_argument("--acquisitions", default="1", metavar="N|forever",
                    help="acquisitions to handle in this run (default 1); with more than one, each is saved as "
                         "OUTPUT_0001.h5, OUTPUT_0002.h5, …")
@@ -126,7 +129,18 @@ def _run_live(args, output, names, kwargs, opts, trigger, control, stop) -> int:
                                 control=control, n_frames=args.frames, **opts)
     status = _StatusLine(not args.no_progress)
     codes: list[int] = []
+    record = None
+    if args.record:
+        from ricom.io.outputs import check_output_path
+        from ricom.io.recorder import attach_recorder
+
+        check_output_path(args.record)
+
+        def record(index, rec, source):
+            return attach_recorder(rec, output_name(args.record, index, count), source)
+
     session = LiveSession(stream, acquisitions=count, stop=stop, on_status=status, pad=opts.get("pad", False),
+                          record=record,
                           on_acquisition=lambda acq: codes.append(_save(args, output, names, acq, count, descan)),
                           reconstruct={"reference": args.reference, "descan": descan,
                                        "descan_reference": descan_ref, "chunk_size": args.chunk_size, **kwargs})
@@ -172,6 +186,13 @@ def _save(args, output, names, acq, count, descan) -> int:
              "acquisition_header": acq.header, "started_unix_s": acq.started, "ended_unix_s": acq.ended,
              "acquisition_state": acq.state.value, "partial_reason": error_text(acq.reason) if acq.reason else "",
              "counter_depth": info.get("counter_depth", 0), **acq.count.as_attrs()}
+    if acq.recording:
+        extra.update(recorded_to=output_name(args.record, acq.index, count),
+                     n_recorded=acq.recording.get("n_recorded", 0),
+                     n_not_recorded=acq.recording.get("n_not_recorded", 0))
+        if extra["n_not_recorded"]:
+            print(f"ricom: warning: {extra['n_not_recorded']} frames could not be recorded (the disk did not keep "
+                  f"up); they are in the reconstruction but not in {extra['recorded_to']}", file=sys.stderr)
     if descan:
         extra["descan"] = descan
     code = save_result(path, names, acq.result, acq.reconstruction, extra, parse_rotation(args.rotation) == "auto",

@@ -89,6 +89,8 @@ class Acquisition:
     ended: float = 0.0
     reason: str | None = None
     source_info: dict = field(default_factory=dict)
+    recording: dict = field(default_factory=dict)
+    """The recorder's counts (``n_recorded``, ``n_not_recorded``, …) when recording."""
 
     @property
     def complete(self) -> bool:
@@ -124,16 +126,22 @@ class LiveSession:
         Keyword arguments of `ricom.api.reconstruct_run` (settings, chunk size, …).
     pad : bool
         Fewer frames than the scan needs are expected (the rest stay empty): no problem.
+    record : callable, optional
+        ``record(index, reconstruction, source)`` returns a recorder (a reducer with
+        ``close() -> dict``, e.g. `ricom.io.recorder.attach_recorder`) already attached to
+        the reconstruction; it is closed when the acquisition ends and its counts kept in
+        `Acquisition.recording`.
     """
 
     def __init__(self, stream: AcquisitionStream, *, acquisitions: int | None = 1,
                  stop: threading.Event | None = None, on_status: Callable[[Status], None] | None = None,
                  on_acquisition: Callable[[Acquisition], None] | None = None, status_s: float = 1.0,
-                 reconstruct: dict | None = None, pad: bool = False) -> None:
+                 reconstruct: dict | None = None, pad: bool = False, record=None) -> None:
         self.stream, self.acquisitions = stream, acquisitions
         self.stop = stop or threading.Event()
         self.on_status, self.on_acquisition = on_status, on_acquisition
         self.status_s, self.reconstruct, self.pad = float(status_s), dict(reconstruct or {}), bool(pad)
+        self.record = record
         self.finished: list[Acquisition] = []
         self.state = State.CONNECTING
 
@@ -172,10 +180,18 @@ class LiveSession:
                                 layout.skip_frames + layout.frames_per_pass, pad=self.pad,
                                 crop=getattr(source, "crop", False))
         ticker = _Ticker(self, index, source, warning)
+        recorders: list = []
+
+        def attach(rec, src) -> None:
+            if self.record is not None:
+                recorders.append(self.record(index, rec, src))
+
         try:
-            result, rec, _ = reconstruct_run(source, stop=self.stop, progress=ticker, **self.reconstruct)
+            result, rec, _ = reconstruct_run(source, stop=self.stop, progress=ticker, before_run=attach,
+                                             **self.reconstruct)
         finally:
             source.close()
+            recording = recorders[0].close() if recorders else {}
         state, reason = _outcome(result, self.stop.is_set())
         count = count_scan(rec, source, pad=self.pad)
         if reason is None and not count.consistent:
@@ -183,7 +199,7 @@ class LiveSession:
         self._say(Status(state, index, source.frames_received, source.n_frames, message=reason or ""))
         info = source.describe()
         return Acquisition(index, state, result, rec, count, getattr(source, "acquisition_header", ""),
-                           started, time.time(), reason, info)
+                           started, time.time(), reason, info, recording)
 
 
 def _outcome(result: RunResult, stopped: bool) -> tuple[State, str | None]:
