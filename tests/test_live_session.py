@@ -135,3 +135,34 @@ def test_cli_records_what_it_reconstructs(tmp_path):
     with h5py.File(out) as f:
         assert f.attrs["n_recorded"] == N and f.attrs["n_not_recorded"] == 0  # 72 small frames: the queue never fills
         np.testing.assert_allclose(replay.ricom, f["ricom"][()], rtol=1e-9, atol=1e-12)
+
+
+def test_reconnect_after_a_dropped_connection():
+    with MerlinServer(frames_for(12), scan_shape=SCAN, data_port=0, control_port=None, start_on="connect",
+                      disconnect_after=30) as server:
+        stream = MerlinAcquisitions("127.0.0.1", server.data_port, timeout=10)
+        session = LiveSession(stream, acquisitions=2, reconnect=True, reconnect_s=5,
+                              reconstruct={"settings": SETTINGS, "chunk_size": 8})
+        first, second = session.run()
+    assert first.state is State.FAILED and "closed after 30 of 72 frames" in first.reason
+    assert first.result.snapshot.n_patterns == 30
+    assert session.reconnects >= 1 and second.index == 2 and second.count.n_received == 30
+
+
+def test_without_reconnect_a_dropped_connection_ends_the_session():
+    with MerlinServer(frames_for(12), scan_shape=SCAN, data_port=0, control_port=None, start_on="connect",
+                      disconnect_after=30) as server:
+        session = _session(server, 3, timeout=10)
+        done = session.run()
+    assert [a.state for a in done] == [State.FAILED] and session.reconnects == 0
+
+
+def test_a_long_session_keeps_no_reconstruction_when_asked():
+    handed = []
+    with MerlinServer(frames_for(12), scan_shape=SCAN, data_port=0, control_port=None, start_on="connect",
+                      acquisitions=3, between_s=0.05) as server:
+        stream = MerlinAcquisitions("127.0.0.1", server.data_port, timeout=10)
+        session = LiveSession(stream, acquisitions=3, keep=False, on_acquisition=lambda a: handed.append(a.index),
+                              reconstruct={"settings": SETTINGS, "chunk_size": 8})
+        assert session.run() == []
+    assert handed == [1, 2, 3] and session.n_done == 3

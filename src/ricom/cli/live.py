@@ -55,6 +55,8 @@ def add_merlin_arguments(p) -> None:
     c.add_argument("--record", metavar="FILE.h5",
                    help="also write every received frame to FILE.h5 (/data, compressed; FILE_0001.h5 … for several "
                         "acquisitions), readable by 'ricom reconstruct FILE.h5:/data'")
+    c.add_argument("--reconnect", action="store_true",
+                   help="after a dropped connection, connect again and wait for the next acquisition")
     c.add_argument("--acquisitions", default="1", metavar="N|forever",
                    help="acquisitions to handle in this run (default 1); with more than one, each is saved as "
                         "OUTPUT_0001.h5, OUTPUT_0002.h5, …")
@@ -140,7 +142,7 @@ def _run_live(args, output, names, kwargs, opts, trigger, control, stop) -> int:
             return attach_recorder(rec, output_name(args.record, index, count), source)
 
     session = LiveSession(stream, acquisitions=count, stop=stop, on_status=status, pad=opts.get("pad", False),
-                          record=record,
+                          record=record, reconnect=args.reconnect, keep=False,
                           on_acquisition=lambda acq: codes.append(_save(args, output, names, acq, count, descan)),
                           reconstruct={"reference": args.reference, "descan": descan,
                                        "descan_reference": descan_ref, "chunk_size": args.chunk_size, **kwargs})

@@ -24,9 +24,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ricom.api import reconstruct_run
+from ricom.core.errors import InputError
 from ricom.engine.pipeline import RunResult
 from ricom.engine.reconstruction import Reconstruction
 from ricom.live.bookkeeping import ScanCount, count_scan, shape_problem
+
+RETRY_S = 0.5
+"""Pause between attempts to reconnect."""
 
 
 class State(str, enum.Enum):
@@ -126,6 +130,14 @@ class LiveSession:
         Keyword arguments of `ricom.api.reconstruct_run` (settings, chunk size, …).
     pad : bool
         Fewer frames than the scan needs are expected (the rest stay empty): no problem.
+    reconnect : bool
+        After a dropped connection (or one closed while waiting), connect again and wait
+        for the next acquisition (stale bytes before its header are skipped), trying for
+        ``reconnect_s`` seconds; otherwise the session ends there.
+    keep : bool
+        Keep every `Acquisition` (with its reconstruction) in `finished`; a session that
+        runs for hours hands them to ``on_acquisition`` only (``keep=False``), so its
+        memory does not grow with the number of acquisitions.
     record : callable, optional
         ``record(index, reconstruction, source)`` returns a recorder (a reducer with
         ``close() -> dict``, e.g. `ricom.io.recorder.attach_recorder`) already attached to
@@ -136,13 +148,16 @@ class LiveSession:
     def __init__(self, stream: AcquisitionStream, *, acquisitions: int | None = 1,
                  stop: threading.Event | None = None, on_status: Callable[[Status], None] | None = None,
                  on_acquisition: Callable[[Acquisition], None] | None = None, status_s: float = 1.0,
-                 reconstruct: dict | None = None, pad: bool = False, record=None) -> None:
+                 reconstruct: dict | None = None, pad: bool = False, record=None, reconnect: bool = False,
+                 reconnect_s: float = 30.0, keep: bool = True) -> None:
         self.stream, self.acquisitions = stream, acquisitions
         self.stop = stop or threading.Event()
         self.on_status, self.on_acquisition = on_status, on_acquisition
         self.status_s, self.reconstruct, self.pad = float(status_s), dict(reconstruct or {}), bool(pad)
         self.record = record
+        self.reconnect, self.reconnect_s, self.keep = bool(reconnect), float(reconnect_s), bool(keep)
         self.finished: list[Acquisition] = []
+        self.n_done = self.reconnects = 0
         self.state = State.CONNECTING
 
     def _say(self, status: Status) -> None:
@@ -152,26 +167,52 @@ class LiveSession:
 
     def run(self) -> list[Acquisition]:
         """Connect and handle acquisitions until ``acquisitions`` are done, the connection
-        breaks or a stop request; returns them (also handed to ``on_acquisition``)."""
+        breaks (without ``reconnect``) or a stop request; returns them (each also handed to
+        ``on_acquisition``)."""
         self._say(Status(State.CONNECTING))
         connection = self.stream.connect()
         try:
-            while not self.stop.is_set() and (self.acquisitions is None or len(self.finished) < self.acquisitions):
-                index = len(self.finished) + 1
+            while not self.stop.is_set() and (self.acquisitions is None or self.n_done < self.acquisitions):
+                index = self.n_done + 1
                 self._say(Status(State.WAITING, index))
                 try:
                     source = self.stream.next_source(connection)
                 except KeyboardInterrupt:  # a stop request while waiting: nothing was received
                     break
+                except InputError as exc:  # the connection closed while waiting
+                    if not self.reconnect:
+                        raise
+                    connection = self._reconnect(connection, str(exc))
+                    continue
                 acq = self._receive(index, source)
-                self.finished.append(acq)
-                if self.on_acquisition is not None:
-                    self.on_acquisition(acq)
+                self._hand_over(acq)
                 if acq.state is State.FAILED:
-                    break
+                    if not self.reconnect:
+                        break
+                    connection = self._reconnect(connection, acq.reason)
         finally:
             connection.close()
         return self.finished
+
+    def _hand_over(self, acq: Acquisition) -> None:
+        self.n_done += 1
+        if self.on_acquisition is not None:
+            self.on_acquisition(acq)
+        if self.keep:
+            self.finished.append(acq)
+
+    def _reconnect(self, connection, why: str):
+        """A new connection after ``connection`` broke, retried until ``reconnect_s`` has passed."""
+        connection.close()
+        self.reconnects += 1
+        t_end = time.monotonic() + self.reconnect_s
+        while True:
+            self._say(Status(State.CONNECTING, self.n_done + 1, message=f"reconnecting ({why})"))
+            try:
+                return self.stream.connect()
+            except InputError:
+                if time.monotonic() >= t_end or self.stop.wait(RETRY_S):
+                    raise
 
     def _receive(self, index: int, source) -> Acquisition:
         started = time.time()
@@ -192,20 +233,24 @@ class LiveSession:
         finally:
             source.close()
             recording = recorders[0].close() if recorders else {}
-        state, reason = _outcome(result, self.stop.is_set())
+        lost = bool(getattr(getattr(source, "connection", None), "lost", False))
+        state, reason = _outcome(result, self.stop.is_set(), lost)
         count = count_scan(rec, source, pad=self.pad)
         if reason is None and not count.consistent:
             reason = count.problem
-        self._say(Status(state, index, source.frames_received, source.n_frames, message=reason or ""))
+        latency = sorted(result.latency_s)
+        median_ms = 1e3 * latency[len(latency) // 2] if latency else None
+        self._say(Status(state, index, source.frames_received, source.n_frames, latency_ms=median_ms,
+                         message=reason or ""))
         info = source.describe()
         return Acquisition(index, state, result, rec, count, getattr(source, "acquisition_header", ""),
                            started, time.time(), reason, info, recording)
 
 
-def _outcome(result: RunResult, stopped: bool) -> tuple[State, str | None]:
-    """The state an acquisition ended in, and why it is partial (None: complete)."""
+def _outcome(result: RunResult, stopped: bool, lost: bool) -> tuple[State, str | None]:
+    """The state an acquisition ended in, and why it is partial (None: complete); ``lost``:
+    the connection broke."""
     if result.error is not None:
-        lost = "connection" in result.error or "closed" in result.error
         return (State.FAILED if lost else State.ABORTED), result.error
     if result.interrupted or stopped:
         return State.ABORTED, "stopped before the acquisition ended"
