@@ -166,3 +166,15 @@ def test_a_long_session_keeps_no_reconstruction_when_asked():
                               reconstruct={"settings": SETTINGS, "chunk_size": 8})
         assert session.run() == []
     assert handed == [1, 2, 3] and session.n_done == 3
+
+
+def test_cli_active_mode_starts_each_acquisition(tmp_path):
+    with MerlinServer(frames_for(12), scan_shape=SCAN, data_port=0, control_port=0, start_on="command") as server:
+        res = _cli(["--data-port", str(server.data_port), "--control-port", str(server.control_port), "--start",
+                    "--scan-shape", "8", "9", "--acquisitions", "2", "--kernel-size", "5", "--center", "15.5", "15.5",
+                    "--timeout", "20", "--no-progress", "-o", str(tmp_path / "act.h5")])
+    assert res.returncode == 0, res.stderr
+    assert server.acquisitions == 2
+    for i in (1, 2):
+        with h5py.File(tmp_path / f"act_{i:04d}.h5") as f:
+            assert f.attrs["n_received"] == N and f.attrs["n_patterns"] == N
