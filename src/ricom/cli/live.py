@@ -1,17 +1,20 @@
-"""ricom live merlin [--host H] [--data-port P] [--scan-shape SY SX] [options] -o OUTPUT
+"""ricom live merlin [--host H] [--data-port P] [--acquisitions N|forever] [options] -o OUTPUT
 
 Reconstruct while a Quantum Detectors Merlin (or 'ricom simulate merlin') streams frames
-over TCP, and save the images when the acquisition ends.  The client connects to the
-data port, waits for the acquisition header (skipping stale bytes), and reads frames up
-to the header's frame count.  The scan shape comes from --scan-shape, else from the
-header (ScanX/ScanY, or frames per trigger).  With --start it also arms the detector
+over TCP, and save each acquisition when it ends.  By default the session is passive:
+it connects to the data port and waits for the acquisitions the microscope software
+starts (skipping stale bytes before each header); --acquisitions N (default 1) or
+'forever' handles several in one run, each saved as its own file (OUTPUT_0001.h5, …
+when more than one).  With --start ricom arms and starts each acquisition itself
 through the control port: frame count (from the scan shape), ScanX/ScanY, --depth,
---raw, a soft trigger (--trigger soft, the default) and STARTACQUISITION; otherwise
-start the acquisition yourself (Merlin software, scan engine) after this command waits.
+--raw, a soft trigger (--trigger soft, the default) and STARTACQUISITION.  The scan
+shape comes from --scan-shape, else from the header (ScanX/ScanY, or frames per
+trigger); --record FILE.h5 also writes every received frame.
 
-Exit codes: 0 the whole acquisition was reconstructed; 2 bad settings, or the stream
-broke before any frame; 3 the connection broke off mid-scan (the partial result is
-saved); 130 Ctrl-C (the partial result is saved).
+Exit codes: 0 every acquisition was reconstructed as announced; 2 bad settings, or the
+stream broke before any frame; 3 an acquisition broke off (the partial result is saved);
+4 frames and scan shape do not add up (the result is saved; give the right
+--scan-shape, or --scan-pad / --scan-crop); 130 Ctrl-C (the partial result is saved).
 """
 from __future__ import annotations
 
