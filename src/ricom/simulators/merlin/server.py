@@ -234,6 +234,7 @@ class MerlinServer(ControlPort, FaultySender):
             self.log(text)
 
     def _accept_loop(self, listener: socket.socket, handler) -> None:
+        port = listener.getsockname()[1]  # read once: stop() may close the listener meanwhile
         while not self._stopping.is_set():
             try:
                 conn, addr = listener.accept()
@@ -243,7 +244,7 @@ class MerlinServer(ControlPort, FaultySender):
                 return
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._conns.add(conn)
-            self._say(f"connection from {addr[0]}:{addr[1]} on port {listener.getsockname()[1]}")
+            self._say(f"connection from {addr[0]}:{addr[1]} on port {port}")
             handler(conn)
 
     # --- data port -----------------------------------------------------------------------
