@@ -26,6 +26,7 @@ from ricom.gui.diffraction import DiffractionPanel
 from ricom.gui.layout import WindowLayout
 from ricom.gui.panels import Panel, standard_panels
 from ricom.gui.refresh import REFRESH_HZ, LiveState, RefreshBudget, panels_to_redraw
+from ricom.gui.sessions import SessionDock, SessionWorker
 from ricom.gui.settings_column import SettingsColumn, settings_with_hints
 from ricom.gui.simulator import LiveSimulatorSource
 from ricom.gui.source_panel import SourcePanel, SourceRequest, open_request
@@ -93,6 +94,9 @@ class MainWindow(WindowLayout, WindowActions, QtWidgets.QMainWindow):
             if panel.view is not None:
                 panel.view.save_requested.connect(lambda fmt, k=key: self._ask_save_panel(k, fmt))
         self._default_layout()
+        self.sessions = SessionDock(self)  # the Merlin session's acquisitions, shown when one starts
+        self.splitDockWidget(self.settings_dock, self.sessions.dock, QtCore.Qt.Vertical)
+        self.sessions.dock.hide()
         self._build_menus()
         self._build_status_bar()
         self._connect()
@@ -162,12 +166,25 @@ class MainWindow(WindowLayout, WindowActions, QtWidgets.QMainWindow):
             return Reconstruction(source.scan_shape, source.detector_shape, s, repeats=request.repeats)
 
         self.request = request
-        self.worker = RunWorker(open_source, make_reconstruction, CHUNK_SIZE).start()
+        if request.session:  # a detector watched acquisition after acquisition (`ricom.gui.sessions`)
+            self.sessions.clear()
+            self.sessions.dock.show()
+            self.worker = SessionWorker(request, settings, CHUNK_SIZE).start()
+        else:
+            self.worker = RunWorker(open_source, make_reconstruction, CHUNK_SIZE).start()
         self._ready = self._reported = False
         self._rate_samples.clear()
         self.state_label.setText("opening…")
         self.source_panel.set_running(True)
+        self.source_panel.pause_button.setEnabled(not request.session)  # a detector does not wait
         self.column.set_running(True)
+
+    def show_reconstruction(self, rec: Reconstruction) -> None:
+        """Show ``rec`` in the panels (a live session's newest or selected acquisition)."""
+        self.rec = rec
+        self.column.set_settings(rec.settings)
+        self._epoch += 1
+        self.refresh(all_stale=True)
 
     def stop_run(self, wait: float | None = None) -> None:
         if self.worker is not None and self.worker.running:
@@ -237,6 +254,7 @@ class MainWindow(WindowLayout, WindowActions, QtWidgets.QMainWindow):
     def tick(self) -> None:
         """One timer step: follow the worker, redraw what changed, update the status."""
         self._regulate()
+        self.sessions.poll()
         w = self.worker
         if w is not None and not self._ready and w.rec is not None:
             self._ready = True
