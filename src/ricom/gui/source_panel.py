@@ -4,7 +4,9 @@ Owns `SourcePanel` (the widgets) and `SourceRequest` (what the user chose, as pl
 values), plus `open_request`, which turns a request into a `ricom.sources.base.Source`
 in the worker thread: the live simulator (`ricom.gui.simulator.LiveSimulatorSource`),
 any file `ricom.api.open_input` reads, or the Merlin live stream
-(`ricom.sources.merlin.live`, imported only when asked for, so the GUI works without it).
+(`ricom.sources.merlin.live`, imported only when asked for, so the GUI works without it);
+the panel's Merlin choice asks for a live session instead (``SourceRequest.session``, run
+by `ricom.gui.sessions.SessionWorker`), with how many ``acquisitions`` (None: until stopped).
 The simulator's rate, defocus, astigmatism and dose apply while it runs.
 """
 from __future__ import annotations

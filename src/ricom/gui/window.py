@@ -1,7 +1,9 @@
 """The main window: the run life cycle, the refresh timer and its CPU budget, messages.
 
-Owns `MainWindow`.  It starts a `ricom.gui.worker.RunWorker` for the chosen source,
-and a `QTimer` (up to `REFRESH_HZ`) takes `Reconstruction.snapshot()` and redraws the
+Owns `MainWindow`.  It starts a `ricom.gui.worker.RunWorker` for the chosen source
+(for the Merlin stream chosen in the panel, a `ricom.gui.sessions.SessionWorker`: a live
+session, its acquisitions listed by `ricom.gui.sessions.SessionDock`), and a `QTimer` (up to `REFRESH_HZ`) takes
+`Reconstruction.snapshot()` and redraws the
 *visible* panels only when something changed, within a CPU budget that shrinks while the
 engine is the bottleneck (which panels and how often: `ricom.gui.refresh`).  Settings
 edits call `Reconstruction.update_settings` from the GUI thread and redraw at once.
