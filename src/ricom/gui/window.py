@@ -2,11 +2,11 @@
 
 Owns `MainWindow`.  It starts a `ricom.gui.worker.RunWorker` for the chosen source
 (for the Merlin stream chosen in the panel, a `ricom.gui.sessions.SessionWorker`: a live
-session, its acquisitions listed by `ricom.gui.sessions.SessionDock`), and a `QTimer` (up to `REFRESH_HZ`) takes
-`Reconstruction.snapshot()` and redraws the
-*visible* panels only when something changed, within a CPU budget that shrinks while the
-engine is the bottleneck (which panels and how often: `ricom.gui.refresh`).  Settings
-edits call `Reconstruction.update_settings` from the GUI thread and redraw at once.
+session, its acquisitions listed by `ricom.gui.sessions.SessionDock`), and a `QTimer`
+(up to `REFRESH_HZ`) takes `Reconstruction.snapshot()` and redraws the *visible* panels
+only when something changed, within a CPU budget that shrinks while the engine is the
+bottleneck (which panels and how often: `ricom.gui.refresh`).  Settings edits call
+`Reconstruction.update_settings` from the GUI thread and redraw at once.
 Errors from sources, files and settings never escape: they are shown in the message bar
 and status bar, and the images of a broken run stay.  The layout is built by
 `ricom.gui.layout.WindowLayout` and the file actions come from
