@@ -95,7 +95,7 @@ class WindowLayout:
         m.addSeparator()
         m.addAction("Quit", self.close, QtGui.QKeySequence.Quit)
         v = self.menuBar().addMenu("&View")
-        for dock in (self.settings_dock, *self.docks.values()):
+        for dock in (self.settings_dock, self.sessions.dock, *self.docks.values()):
             v.addAction(dock.toggleViewAction())
         v.addSeparator()
         v.addAction("Reset layout", self.reset_layout)

@@ -4,7 +4,9 @@ Owns `SourcePanel` (the widgets) and `SourceRequest` (what the user chose, as pl
 values), plus `open_request`, which turns a request into a `ricom.sources.base.Source`
 in the worker thread: the live simulator (`ricom.gui.simulator.LiveSimulatorSource`),
 any file `ricom.api.open_input` reads, or the Merlin live stream
-(`ricom.sources.merlin.live`, imported only when asked for, so the GUI works without it).
+(`ricom.sources.merlin.live`, imported only when asked for, so the GUI works without it);
+the panel's Merlin choice asks for a live session instead (``SourceRequest.session``, run
+by `ricom.gui.sessions.SessionWorker`), with how many ``acquisitions`` (None: until stopped).
 The simulator's rate, defocus, astigmatism and dose apply while it runs.
 """
 from __future__ import annotations
@@ -28,7 +30,9 @@ class SourceRequest:
     """What to open, as chosen in the panel (or on the command line).
 
     ``kind`` is ``"simulator"``, ``"file"`` or ``"merlin"``; ``repeats`` is the engine's
-    ``"replace"`` (show the newest pass) or ``"sum"``.
+    ``"replace"`` (show the newest pass) or ``"sum"``.  ``session``: a Merlin stream is
+    watched as a live session (`ricom.gui.sessions`) of ``acquisitions`` acquisitions
+    (None: until stopped) instead of read as one acquisition.
     """
 
     kind: str = "simulator"
@@ -40,6 +44,8 @@ class SourceRequest:
     rate: float | None = 2000.0
     repeats: str = "replace"
     source_options: dict = field(default_factory=dict)
+    session: bool = False
+    acquisitions: int | None = None
 
 
 def open_request(req: SourceRequest, scan_shape, stop):
@@ -187,10 +193,14 @@ class SourcePanel(QtWidgets.QWidget):
         self.data_port = QtWidgets.QSpinBox(minimum=1, maximum=65535, value=6342)
         self.use_control = QtWidgets.QCheckBox("start the acquisition via the control port")
         self.control_port = QtWidgets.QSpinBox(minimum=1, maximum=65535, value=6341)
+        self.acquisitions = QtWidgets.QSpinBox(minimum=0, maximum=1_000_000, value=0, specialValueText="until stopped",
+                                               toolTip="acquisitions to receive (the microscope starts them), "
+                                                       "then the session ends")
         form.addRow("host", self.host)
         form.addRow("data port", self.data_port)
         form.addRow(self.use_control)
         form.addRow("control port", self.control_port)
+        form.addRow("acquisitions", self.acquisitions)
         return merlin
 
     # ------------------------------------------------------------------ reactions
@@ -238,7 +248,8 @@ class SourcePanel(QtWidgets.QWidget):
                              sim={**self.simulation_changes(), "detector_shape": (d, d)},
                              rate=self.rate.value() or None,
                              repeats="replace" if self.repeats.currentIndex() == 0 else "sum",
-                             source_options=opts)
+                             source_options=opts, session=kind == "merlin",
+                             acquisitions=self.acquisitions.value() or None)
 
     def set_request(self, req: SourceRequest) -> None:
         """Show ``req`` in the widgets (used by the command line)."""
@@ -250,6 +261,7 @@ class SourcePanel(QtWidgets.QWidget):
         if req.control_port:
             self.control_port.setValue(req.control_port)
         self.rate.setValue(req.rate or 0)
+        self.acquisitions.setValue(req.acquisitions or 0)
         self.repeats.setCurrentIndex(0 if req.repeats == "replace" else 1)
         for key, w in (("defocus_A", self.defocus), ("astigmatism_A", self.astig),
                        ("astigmatism_angle_deg", self.astig_angle)):

@@ -1,10 +1,12 @@
 """The main window: the run life cycle, the refresh timer and its CPU budget, messages.
 
-Owns `MainWindow`.  It starts a `ricom.gui.worker.RunWorker` for the chosen source,
-and a `QTimer` (up to `REFRESH_HZ`) takes `Reconstruction.snapshot()` and redraws the
-*visible* panels only when something changed, within a CPU budget that shrinks while the
-engine is the bottleneck (which panels and how often: `ricom.gui.refresh`).  Settings
-edits call `Reconstruction.update_settings` from the GUI thread and redraw at once.
+Owns `MainWindow`.  It starts a `ricom.gui.worker.RunWorker` for the chosen source
+(for the Merlin stream chosen in the panel, a `ricom.gui.sessions.SessionWorker`: a live
+session, its acquisitions listed by `ricom.gui.sessions.SessionDock`), and a `QTimer`
+(up to `REFRESH_HZ`) takes `Reconstruction.snapshot()` and redraws the *visible* panels
+only when something changed, within a CPU budget that shrinks while the engine is the
+bottleneck (which panels and how often: `ricom.gui.refresh`).  Settings edits call
+`Reconstruction.update_settings` from the GUI thread and redraw at once.
 Errors from sources, files and settings never escape: they are shown in the message bar
 and status bar, and the images of a broken run stay.  The layout is built by
 `ricom.gui.layout.WindowLayout` and the file actions come from
@@ -26,6 +28,7 @@ from ricom.gui.diffraction import DiffractionPanel
 from ricom.gui.layout import WindowLayout
 from ricom.gui.panels import Panel, standard_panels
 from ricom.gui.refresh import REFRESH_HZ, LiveState, RefreshBudget, panels_to_redraw
+from ricom.gui.sessions import SessionDock, SessionWorker
 from ricom.gui.settings_column import SettingsColumn, settings_with_hints
 from ricom.gui.simulator import LiveSimulatorSource
 from ricom.gui.source_panel import SourcePanel, SourceRequest, open_request
@@ -93,6 +96,9 @@ class MainWindow(WindowLayout, WindowActions, QtWidgets.QMainWindow):
             if panel.view is not None:
                 panel.view.save_requested.connect(lambda fmt, k=key: self._ask_save_panel(k, fmt))
         self._default_layout()
+        self.sessions = SessionDock(self)  # the Merlin session's acquisitions, shown when one starts
+        self.splitDockWidget(self.settings_dock, self.sessions.dock, QtCore.Qt.Vertical)
+        self.sessions.dock.hide()
         self._build_menus()
         self._build_status_bar()
         self._connect()
@@ -162,12 +168,25 @@ class MainWindow(WindowLayout, WindowActions, QtWidgets.QMainWindow):
             return Reconstruction(source.scan_shape, source.detector_shape, s, repeats=request.repeats)
 
         self.request = request
-        self.worker = RunWorker(open_source, make_reconstruction, CHUNK_SIZE).start()
+        if request.session:  # a detector watched acquisition after acquisition (`ricom.gui.sessions`)
+            self.sessions.clear()
+            self.sessions.dock.show()
+            self.worker = SessionWorker(request, settings, CHUNK_SIZE).start()
+        else:
+            self.worker = RunWorker(open_source, make_reconstruction, CHUNK_SIZE).start()
         self._ready = self._reported = False
         self._rate_samples.clear()
         self.state_label.setText("opening…")
         self.source_panel.set_running(True)
+        self.source_panel.pause_button.setEnabled(not request.session)  # a detector does not wait
         self.column.set_running(True)
+
+    def show_reconstruction(self, rec: Reconstruction) -> None:
+        """Show ``rec`` in the panels (a live session's newest or selected acquisition)."""
+        self.rec = rec
+        self.column.set_settings(rec.settings)
+        self._epoch += 1
+        self.refresh(all_stale=True)
 
     def stop_run(self, wait: float | None = None) -> None:
         if self.worker is not None and self.worker.running:
@@ -237,6 +256,7 @@ class MainWindow(WindowLayout, WindowActions, QtWidgets.QMainWindow):
     def tick(self) -> None:
         """One timer step: follow the worker, redraw what changed, update the status."""
         self._regulate()
+        self.sessions.poll()
         w = self.worker
         if w is not None and not self._ready and w.rec is not None:
             self._ready = True

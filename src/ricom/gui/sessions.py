@@ -1,0 +1,280 @@
+"""Live sessions in the GUI: a Merlin detector watched acquisition after acquisition.
+
+Owns `SessionWorker` (runs a `ricom.live.session.LiveSession` in a thread, with the
+same polling interface as `ricom.gui.worker.RunWorker`, so the window draws the
+acquisition being received like any run) and `SessionDock` (the *Acquisitions* dock: the
+finished acquisitions with their state, frames and why they are partial, and the choice
+between following the acquisition being received and a frozen view of one selected).
+
+What the panels show: while *follow the acquisition being received* is ticked, the
+newest acquisition (the one arriving, or the last one finished).  Selecting a finished
+acquisition unticks it and shows that acquisition's reconstruction, frozen, while the
+session goes on (new ones are still listed; settings edits apply to the one shown);
+ticking it again returns to the newest.  The reconstructions of the last `KEEP_LAST`
+acquisitions are kept; older entries stay listed without images, so a session that runs
+for hours does not grow without bound.
+
+Nothing here computes images: every snapshot comes from the engine.
+"""
+from __future__ import annotations
+
+import collections
+import threading
+
+from PySide6 import QtCore, QtWidgets
+
+from ricom.gui.settings_column import settings_with_hints
+from ricom.gui.source_panel import SourceRequest
+from ricom.gui.worker import PatternTap, describe_error
+from ricom.live.merlin import MerlinAcquisitions
+from ricom.live.session import Acquisition, LiveSession, State, Status
+from ricom.sources.base import Source
+from ricom.sources.merlin.control import MerlinControl
+
+KEEP_LAST = 16
+"""Finished acquisitions whose reconstruction (and images) the list keeps."""
+
+
+class SourceTap(PatternTap):
+    """A `PatternTap` that `ricom.api.reconstruct_run` accepts as a `Source`."""
+
+
+Source.register(SourceTap)
+
+
+class _TappedStream:
+    """The detector's acquisition stream, each source wrapped in a `SourceTap` and its
+    settings completed from the source's hints before the session builds the engine."""
+
+    def __init__(self, stream, worker: SessionWorker) -> None:
+        self.stream, self.worker = stream, worker
+
+    def connect(self):
+        return self.stream.connect()
+
+    def next_source(self, connection):
+        tap = SourceTap(self.stream.next_source(connection))
+        w = self.worker
+        base = w.rec.settings if w.rec is not None else w.settings  # edits carry over to the next one
+        if tap.scan_shape is not None:
+            w.session.reconstruct["settings"] = settings_with_hints(base, tap.hints(), tap.scan_shape)
+        return tap
+
+
+class _NoRecording:
+    """What the session's ``record`` hook returns: the GUI records nothing."""
+
+    def close(self) -> dict:
+        return {}
+
+
+class SessionWorker:
+    """Run a live session in a background thread (the window polls it, as a `RunWorker`).
+
+    Parameters
+    ----------
+    request : SourceRequest
+        A Merlin request: host, ports (with ``control_port``, each acquisition is armed
+        and started from ricom), ``acquisitions`` (None: until stopped) and source options.
+    settings : ricom.core.settings.Settings
+        Settings of the first acquisition (the input's calibration fills the gaps).
+    chunk_size : int
+        Frames per engine chunk.
+
+    Attributes
+    ----------
+    rec, tap : Reconstruction, SourceTap or None
+        The engine and the source of the acquisition received last (None before the first).
+    source : SourceTap or None
+        Same as ``tap``.
+    status : Status or None
+        The session's latest status.
+    done : collections.deque of Acquisition
+        Finished acquisitions not yet taken by the window (`take`).
+    notes : collections.deque of str
+        Warnings for the message bar, not yet taken.
+    last : Acquisition or None
+        The acquisition finished last.
+    error : str or None
+        Why the session failed (a refused connection, a dropped one).
+    """
+
+    pausable = False
+
+    def __init__(self, request: SourceRequest, settings, chunk_size: int = 512) -> None:
+        self.request, self.settings = request, settings
+        self.stop_event = threading.Event()
+        self.finished = threading.Event()
+        self.rec = self.tap = self.source = None
+        self.status: Status | None = None
+        self.done: collections.deque = collections.deque()
+        self.notes: collections.deque = collections.deque()
+        self.error: str | None = None
+        self.last: Acquisition | None = None
+        self.paused = False
+        control = trigger = None
+        if request.control_port:
+            control = MerlinControl(request.host, request.control_port)
+            trigger = control.start
+        stream = MerlinAcquisitions(request.host, request.data_port, stop=self.stop_event, trigger=trigger,
+                                    control=control, **request.source_options)
+        self.session = LiveSession(_TappedStream(stream, self), acquisitions=request.acquisitions,
+                                   stop=self.stop_event, on_status=self._on_status, on_acquisition=self._finished,
+                                   reconstruct={"settings": settings, "chunk_size": int(chunk_size)},
+                                   record=self._attach, keep=False, status_s=0.25)
+        self.thread = threading.Thread(target=self._main, name="ricom-gui-session", daemon=True)
+
+    def start(self) -> SessionWorker:
+        self.thread.start()
+        return self
+
+    def _main(self) -> None:
+        try:
+            self.session.run()
+            if self.last is not None and self.last.state is State.FAILED:
+                self.error = self.last.reason
+        except Exception as exc:  # a refused or lost connection: said in the window
+            self.error = describe_error(exc)
+        finally:
+            self.finished.set()
+
+    def _attach(self, index: int, rec, source) -> _NoRecording:
+        """The session's hook before the first chunk: the window draws this engine from now on."""
+        self.tap = self.source = source
+        self.rec = rec
+        return _NoRecording()
+
+    def _finished(self, acq: Acquisition) -> None:
+        self.last = acq
+        self.done.append(acq)
+
+    def _on_status(self, status: Status) -> None:
+        self.status = status
+        if status.warning:
+            self.notes.append(f"acquisition {status.acquisition}: {status.warning}")
+
+    def take(self) -> list[Acquisition]:
+        """The acquisitions finished since the last call, oldest first."""
+        out = []
+        while self.done:
+            out.append(self.done.popleft())
+        return out
+
+    # ------------------------------------------------------------------ control (as RunWorker)
+    @property
+    def running(self) -> bool:
+        return self.thread.is_alive()
+
+    @property
+    def processed(self) -> int:
+        return self.tap.frames if self.tap is not None else 0
+
+    def pause(self) -> None:
+        """A detector does not wait: a live session cannot pause."""
+
+    def resume(self) -> None:
+        """See `pause`."""
+
+    def stop(self, wait: float | None = None) -> None:
+        """End the session (the acquisition being received is kept as partial)."""
+        self.stop_event.set()
+        if wait is not None and self.thread.is_alive():
+            self.thread.join(wait)
+
+
+def describe_acquisition(acq: Acquisition) -> str:
+    """One list line: index, state, frames received (of those announced), why partial."""
+    count = acq.count
+    of = f"/{count.n_expected}" if count.n_expected else ""
+    line = f"#{acq.index}  {acq.state.value}, {count.n_received}{of} frames"
+    return f"{line} — {acq.reason}" if acq.reason else line
+
+
+class SessionDock(QtCore.QObject):
+    """The *Acquisitions* dock of the main window and how the window follows a session.
+
+    Parameters
+    ----------
+    window : ricom.gui.window.MainWindow
+        Needs ``worker``, ``rec``, ``state_label``, ``show_message`` and
+        ``show_reconstruction``.
+
+    Attributes
+    ----------
+    dock : QDockWidget
+    list : QListWidget
+        One row per finished acquisition, oldest first.
+    follow : QCheckBox
+        Show the acquisition being received (ticked) or the one selected in the list.
+    acquisitions : list of Acquisition or None
+        By row; None once its reconstruction is no longer kept (`KEEP_LAST`).
+    """
+
+    def __init__(self, window) -> None:
+        super().__init__(window)
+        self.window = window
+        self.acquisitions: list[Acquisition | None] = []
+        inner = QtWidgets.QWidget()
+        lay = QtWidgets.QVBoxLayout(inner)
+        lay.setContentsMargins(4, 4, 4, 4)
+        self.follow = QtWidgets.QCheckBox("follow the acquisition being received", checked=True)
+        self.list = QtWidgets.QListWidget(toolTip="finished acquisitions; select one to show it (frozen)")
+        lay.addWidget(self.follow)
+        lay.addWidget(self.list, 1)
+        self.dock = QtWidgets.QDockWidget("Acquisitions", window)
+        self.dock.setObjectName("dock_acquisitions")
+        self.dock.setWidget(inner)
+        self.list.currentRowChanged.connect(self.select)
+        self.follow.toggled.connect(self._follow_toggled)
+
+    def clear(self) -> None:
+        """Empty the list (a new session starts)."""
+        self.acquisitions.clear()
+        self.list.clear()
+        self.follow.setChecked(True)
+
+    def add(self, acq: Acquisition) -> None:
+        """List a finished acquisition (only the last `KEEP_LAST` keep their images)."""
+        self.acquisitions.append(acq)
+        item = QtWidgets.QListWidgetItem(describe_acquisition(acq))
+        item.setToolTip(acq.header or describe_acquisition(acq))
+        self.list.addItem(item)
+        for row in range(max(0, len(self.acquisitions) - KEEP_LAST)):
+            if self.acquisitions[row] is not None and self.acquisitions[row].reconstruction is not self.window.rec:
+                self.acquisitions[row] = None
+                self.list.item(row).setText(f"{self.list.item(row).text()} (images no longer kept)")
+
+    def select(self, row: int) -> None:
+        """Show the acquisition of ``row`` (frozen: the view stops following the session)."""
+        if row < 0 or row >= len(self.acquisitions):
+            return
+        acq = self.acquisitions[row]
+        if acq is None:
+            self.window.show_message(f"the images of acquisition {row + 1} are no longer kept "
+                                     f"(the last {KEEP_LAST} are)")
+            return
+        self.follow.blockSignals(True)
+        self.follow.setChecked(False)
+        self.follow.blockSignals(False)
+        self.window.show_reconstruction(acq.reconstruction)
+
+    def _follow_toggled(self, on: bool) -> None:
+        if on:
+            self.list.blockSignals(True)
+            self.list.setCurrentRow(-1)
+            self.list.blockSignals(False)
+            self.poll()
+
+    def poll(self) -> None:
+        """From the window's timer: list finished acquisitions, follow the newest, show the status."""
+        w = self.window.worker
+        if not isinstance(w, SessionWorker):
+            return
+        for acq in w.take():
+            self.add(acq)
+        while w.notes:
+            self.window.show_message(w.notes.popleft(), error=True)
+        if self.follow.isChecked() and w.rec is not None and w.rec is not self.window.rec:
+            self.window.show_reconstruction(w.rec)
+        if w.status is not None and w.running:
+            self.window.state_label.setText(w.status.line())
