@@ -43,29 +43,17 @@ Source.register(SourceTap)
 
 
 class _TappedStream:
-    """The detector's acquisition stream, each source wrapped in a `SourceTap` and its
-    settings completed from the source's hints before the session builds the engine."""
+    """The detector's acquisition stream, each source wrapped in a `SourceTap` (the
+    diffraction panel shows its latest pattern)."""
 
-    def __init__(self, stream, worker: SessionWorker) -> None:
-        self.stream, self.worker = stream, worker
+    def __init__(self, stream) -> None:
+        self.stream = stream
 
     def connect(self):
         return self.stream.connect()
 
     def next_source(self, connection):
-        tap = SourceTap(self.stream.next_source(connection))
-        w = self.worker
-        base = w.rec.settings if w.rec is not None else w.settings  # edits carry over to the next one
-        if tap.scan_shape is not None:
-            w.session.reconstruct["settings"] = settings_with_hints(base, tap.hints(), tap.scan_shape)
-        return tap
-
-
-class _NoRecording:
-    """What the session's ``record`` hook returns: the GUI records nothing."""
-
-    def close(self) -> dict:
-        return {}
+        return SourceTap(self.stream.next_source(connection))
 
 
 class SessionWorker:
@@ -118,10 +106,11 @@ class SessionWorker:
             trigger = control.start
         stream = MerlinAcquisitions(request.host, request.data_port, stop=self.stop_event, trigger=trigger,
                                     control=control, **request.source_options)
-        self.session = LiveSession(_TappedStream(stream, self), acquisitions=request.acquisitions,
+        self.session = LiveSession(_TappedStream(stream), acquisitions=request.acquisitions,
                                    stop=self.stop_event, on_status=self._on_status, on_acquisition=self._finished,
                                    reconstruct={"settings": settings, "chunk_size": int(chunk_size)},
-                                   record=self._attach, keep=False, status_s=0.25)
+                                   on_start=self._attach, settings_for=self._settings_for, keep=False,
+                                   status_s=0.25)
         self.thread = threading.Thread(target=self._main, name="ricom-gui-session", daemon=True)
 
     def start(self) -> SessionWorker:
@@ -138,11 +127,15 @@ class SessionWorker:
         finally:
             self.finished.set()
 
-    def _attach(self, index: int, rec, source) -> _NoRecording:
+    def _settings_for(self, tap: SourceTap):
+        """The next acquisition's settings: the current ones (edits carry over) completed from its header."""
+        base = self.rec.settings if self.rec is not None else self.settings
+        return settings_with_hints(base, tap.hints(), tap.scan_shape) if tap.scan_shape is not None else None
+
+    def _attach(self, index: int, rec, source) -> None:
         """The session's hook before the first chunk: the window draws this engine from now on."""
         self.tap = self.source = source
         self.rec = rec
-        return _NoRecording()
 
     def _finished(self, acq: Acquisition) -> None:
         self.last = acq

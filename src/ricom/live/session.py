@@ -130,6 +130,12 @@ class LiveSession:
         Keyword arguments of `ricom.api.reconstruct_run` (settings, chunk size, …).
     pad : bool
         Fewer frames than the scan needs are expected (the rest stay empty): no problem.
+    on_start : callable, optional
+        ``on_start(index, reconstruction, source)`` before the first chunk of each
+        acquisition (a GUI shows this engine from then on).
+    settings_for : callable, optional
+        ``settings_for(source)`` returns the `Settings` of an acquisition once its header
+        is known (e.g. completed from the header's hints); None keeps ``reconstruct``'s.
     reconnect : bool
         After a dropped connection (or one closed while waiting), connect again and wait
         for the next acquisition (stale bytes before its header are skipped), trying for
@@ -149,12 +155,12 @@ class LiveSession:
                  stop: threading.Event | None = None, on_status: Callable[[Status], None] | None = None,
                  on_acquisition: Callable[[Acquisition], None] | None = None, status_s: float = 1.0,
                  reconstruct: dict | None = None, pad: bool = False, record=None, reconnect: bool = False,
-                 reconnect_s: float = 30.0, keep: bool = True) -> None:
+                 reconnect_s: float = 30.0, keep: bool = True, on_start=None, settings_for=None) -> None:
         self.stream, self.acquisitions = stream, acquisitions
         self.stop = stop or threading.Event()
         self.on_status, self.on_acquisition = on_status, on_acquisition
         self.status_s, self.reconstruct, self.pad = float(status_s), dict(reconstruct or {}), bool(pad)
-        self.record = record
+        self.record, self.on_start, self.settings_for = record, on_start, settings_for
         self.reconnect, self.reconnect_s, self.keep = bool(reconnect), float(reconnect_s), bool(keep)
         self.finished: list[Acquisition] = []
         self.n_done = self.reconnects = 0
@@ -226,10 +232,16 @@ class LiveSession:
         def attach(rec, src) -> None:
             if self.record is not None:
                 recorders.append(self.record(index, rec, src))
+            if self.on_start is not None:
+                self.on_start(index, rec, src)
 
+        options = dict(self.reconstruct)
+        if self.settings_for is not None:
+            settings = self.settings_for(source)
+            if settings is not None:
+                options["settings"] = settings
         try:
-            result, rec, _ = reconstruct_run(source, stop=self.stop, progress=ticker, before_run=attach,
-                                             **self.reconstruct)
+            result, rec, _ = reconstruct_run(source, stop=self.stop, progress=ticker, before_run=attach, **options)
         finally:
             source.close()
             recording = recorders[0].close() if recorders else {}
