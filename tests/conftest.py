@@ -33,3 +33,16 @@ def poisson_data(rng):
     """A small random 4D dataset (8×9 scan, 16×16 uint16 patterns) with structure."""
     base = rng.random((16, 16)) + 1
     return rng.poisson(base * rng.uniform(5, 20, (8, 9, 1, 1))).astype(np.uint16)
+
+
+@pytest.fixture
+def window(qtbot):
+    """The GUI's main window, shown offscreen (needs the gui extra and pytest-qt)."""
+    from ricom.gui.window import MainWindow
+
+    w = MainWindow(remember_layout=False)
+    qtbot.addWidget(w)
+    w.show()
+    qtbot.waitExposed(w)
+    yield w
+    w.close()

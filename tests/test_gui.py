@@ -27,17 +27,6 @@ SMALL = SimulationParams(scan_shape=(32, 32), detector_shape=(32, 32), dose_e_pe
 WAIT_MS = 20_000
 
 
-@pytest.fixture
-def window(qtbot):
-    from ricom.gui.window import MainWindow
-
-    w = MainWindow(remember_layout=False)
-    qtbot.addWidget(w)
-    w.show()
-    qtbot.waitExposed(w)
-    yield w
-    w.close()
-
 
 def _pause_mid_scan(qtbot, w):
     """Pause at once: the engine stops after the first chunk (a quarter of a 32×32 scan)."""

@@ -22,17 +22,6 @@ from test_merlin_live import SCAN, frames_for
 WAIT_MS = 20_000
 
 
-@pytest.fixture
-def window(qtbot):
-    from ricom.gui.window import MainWindow
-
-    w = MainWindow(remember_layout=False)
-    qtbot.addWidget(w)
-    w.show()
-    qtbot.waitExposed(w)
-    yield w
-    w.close()
-
 
 def test_a_passive_session_lists_two_acquisitions_and_shows_the_one_selected(qtbot, window):
     server = MerlinServer(frames_for(12), scan_shape=SCAN, data_port=0, control_port=None, start_on="connect",
