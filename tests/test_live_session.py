@@ -70,6 +70,14 @@ def test_a_stalled_acquisition_times_out_naming_the_detector():
     assert acq.result.snapshot.n_patterns == 20 and acq.count.n_missing == N - 20
 
 
+def test_status_line_says_state_frames_rate_dropped_and_latency():
+    from ricom.live.session import Status
+
+    line = Status(State.RECEIVING, 2, 100, 4096, 2500.0, 3, 4.2).line()
+    assert line == "[2] receiving, 100/4096 frames, 2,500/s, 3 dropped, latency 4 ms"
+    assert Status(State.WAITING, 1).line() == "[1] waiting for acquisition"
+
+
 def test_shape_problem_examples():
     assert shape_problem((8, 9), (8, 9), 72, 72) is None
     assert "disagrees" in shape_problem((16, 16), (8, 9), 72, 256)

@@ -192,6 +192,7 @@ def test_independent_stream_lf_header_and_sequence_gap():
     with pytest.warns(RuntimeWarning, match="1 frames lost"):
         chunks = [(c.frames.copy(), c.positions.copy()) for c in source.chunks(64)]
     source.close()
+    assert source.frames_lost == 1
     positions = np.concatenate([p for _, p in chunks])
     assert positions.tolist() == [0, 1, 2, 3, 4, 6, 7, 8, 9, 10, 11]
     assert np.array_equal(np.concatenate([f for f, _ in chunks]), frames[positions])

@@ -53,6 +53,8 @@ class Status:
     frames: int = 0
     expected: int | None = None
     rate_hz: float = 0.0
+    dropped: int = 0
+    """Frames the detector sent that never arrived (sequence-number gaps), so far."""
     latency_ms: float | None = None
     message: str = ""
     warning: str | None = None
@@ -68,6 +70,8 @@ class Status:
             parts.append(f"{self.frames}{of} frames")
             if self.rate_hz:
                 parts.append(f"{self.rate_hz:,.0f}/s")
+            if self.dropped:
+                parts.append(f"{self.dropped} dropped")
         if self.latency_ms is not None:
             parts.append(f"latency {self.latency_ms:.0f} ms")
         if self.message:
@@ -252,8 +256,8 @@ class LiveSession:
             reason = count.problem
         latency = sorted(result.latency_s)
         median_ms = 1e3 * latency[len(latency) // 2] if latency else None
-        self._say(Status(state, index, source.frames_received, source.n_frames, latency_ms=median_ms,
-                         message=reason or ""))
+        self._say(Status(state, index, source.frames_received, source.n_frames,
+                         dropped=int(getattr(source, "frames_lost", 0)), latency_ms=median_ms, message=reason or ""))
         info = source.describe()
         return Acquisition(index, state, result, rec, count, getattr(source, "acquisition_header", ""),
                            started, time.time(), reason, info, recording)
@@ -286,7 +290,8 @@ class _Ticker:
         self.t_last = now
         frames = self.source.frames_received
         rate = frames / (now - self.t0) if now > self.t0 else 0.0
-        self.session._say(Status(State.RECEIVING, self.index, frames, self.source.n_frames, rate))
+        dropped = int(getattr(self.source, "frames_lost", 0))
+        self.session._say(Status(State.RECEIVING, self.index, frames, self.source.n_frames, rate, dropped))
 
 
 __all__ = ["Acquisition", "AcquisitionStream", "LiveSession", "State", "Status"]

@@ -107,6 +107,7 @@ class MerlinLiveSource(Source):
         self.max_latency, self.control, self.crop = float(max_latency), control, bool(crop)
         self._done = self._used = False
         self._last_seq, self._pool = 0, []
+        self.frames_lost = 0  # frames whose sequence numbers never arrived
         self._own = connection is None
         self.connection = connection or MerlinConnection(host, port, stop=stop, timeout=timeout,
                                                          connect_timeout=connect_timeout)
@@ -288,6 +289,7 @@ class MerlinLiveSource(Source):
         else:
             expected = np.concatenate([[first], seq[:-1] + 1])
             lost = int(np.clip(seq - expected, 0, None).sum())
+            self.frames_lost += lost
             warnings.warn(f"Merlin frame sequence numbers jump near frame {first} ({lost} frames lost, "
                           f"or out of order); the missing positions stay empty", RuntimeWarning, stacklevel=4)
             positions = np.concatenate([self.layout.positions(int(q) - 1, 1) for q in seq])
