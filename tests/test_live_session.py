@@ -73,8 +73,8 @@ def test_a_stalled_acquisition_times_out_naming_the_detector():
 def test_status_line_says_state_frames_rate_dropped_and_latency():
     from ricom.live.session import Status
 
-    line = Status(State.RECEIVING, 2, 100, 4096, 2500.0, 3, 4.2).line()
-    assert line == "[2] receiving, 100/4096 frames, 2,500/s, 3 dropped, latency 4 ms"
+    line = Status(State.RECEIVING, 2, 100, 4096, 2500.0, 3, 7, 4.2).line()
+    assert line == "[2] receiving, 100/4096 frames, 2,500/s, 3 dropped, 7 not recorded, latency 4 ms"
     assert Status(State.WAITING, 1).line() == "[1] waiting for acquisition"
 
 

@@ -55,6 +55,8 @@ class Status:
     rate_hz: float = 0.0
     dropped: int = 0
     """Frames the detector sent that never arrived (sequence-number gaps), so far."""
+    not_recorded: int = 0
+    """Frames the recorder could not take (the disk did not keep up), so far."""
     latency_ms: float | None = None
     message: str = ""
     warning: str | None = None
@@ -72,6 +74,8 @@ class Status:
                 parts.append(f"{self.rate_hz:,.0f}/s")
             if self.dropped:
                 parts.append(f"{self.dropped} dropped")
+            if self.not_recorded:
+                parts.append(f"{self.not_recorded} not recorded")
         if self.latency_ms is not None:
             parts.append(f"latency {self.latency_ms:.0f} ms")
         if self.message:
@@ -231,7 +235,7 @@ class LiveSession:
                                 layout.skip_frames + layout.frames_per_pass, pad=self.pad,
                                 crop=getattr(source, "crop", False))
         ticker = _Ticker(self, index, source, warning)
-        recorders: list = []
+        recorders: list = ticker.recorders
 
         def attach(rec, src) -> None:
             if self.record is not None:
@@ -257,7 +261,9 @@ class LiveSession:
         latency = sorted(result.latency_s)
         median_ms = 1e3 * latency[len(latency) // 2] if latency else None
         self._say(Status(state, index, source.frames_received, source.n_frames,
-                         dropped=int(getattr(source, "frames_lost", 0)), latency_ms=median_ms, message=reason or ""))
+                         dropped=int(getattr(source, "frames_lost", 0)),
+                         not_recorded=int(recording.get("n_not_recorded", 0)), latency_ms=median_ms,
+                         message=reason or ""))
         info = source.describe()
         return Acquisition(index, state, result, rec, count, getattr(source, "acquisition_header", ""),
                            started, time.time(), reason, info, recording)
@@ -278,6 +284,7 @@ class _Ticker:
 
     def __init__(self, session: LiveSession, index: int, source, warning: str | None) -> None:
         self.session, self.index, self.source = session, index, source
+        self.recorders: list = []  # filled before the first chunk when recording
         self.t0 = self.t_last = time.monotonic()
         about = source.summary() if hasattr(source, "summary") else f"scan {source.scan_shape}"
         session._say(Status(State.RECEIVING, index, 0, source.n_frames, warning=warning,
@@ -291,7 +298,8 @@ class _Ticker:
         frames = self.source.frames_received
         rate = frames / (now - self.t0) if now > self.t0 else 0.0
         dropped = int(getattr(self.source, "frames_lost", 0))
-        self.session._say(Status(State.RECEIVING, self.index, frames, self.source.n_frames, rate, dropped))
+        missed = sum(int(getattr(r, "n_not_recorded", 0)) for r in self.recorders)
+        self.session._say(Status(State.RECEIVING, self.index, frames, self.source.n_frames, rate, dropped, missed))
 
 
 __all__ = ["Acquisition", "AcquisitionStream", "LiveSession", "State", "Status"]
