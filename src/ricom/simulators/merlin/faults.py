@@ -26,6 +26,7 @@ import time
 import numpy as np
 
 from ricom.core.errors import SettingsError
+from ricom.core.params import shape2
 from ricom.sources.merlin.control import PREFIX_BYTES, mpx_prefix
 
 
@@ -88,15 +89,7 @@ def _nth(value, i: int):
 
 
 def _shape(value, what: str) -> tuple[int, int] | None:
-    if value is None:
-        return None
-    try:
-        sy, sx = (int(v) for v in value)
-    except (TypeError, ValueError):
-        raise SettingsError(f"{what} must be (scan_y, scan_x) pairs, got {value!r}") from None
-    if sy < 1 or sx < 1:
-        raise SettingsError(f"{what} must be positive, got {value!r}")
-    return sy, sx
+    return None if value is None else shape2(what, value)
 
 
 def _shapes(value, what: str):
