@@ -13,7 +13,7 @@ import numpy as np
 
 from ricom.core.chunks import PackedFrames
 from ricom.core.errors import InputError
-from ricom.engine.detector import mean_pattern, pattern_centre_of_mass
+from ricom.engine.detector import frame_moments, mean_pattern, pattern_centre_of_mass
 from ricom.engine.lookups import DetectorLookups
 from ricom.engine.reducer import ReducedChunk
 from ricom.engine.workers import Workers
@@ -66,7 +66,7 @@ def reduce_frames(frames, positions: np.ndarray, scan_pass, lookups: DetectorLoo
     """The per-pattern reduction of one chunk (``workers``: shared over their threads)."""
     moments = np.zeros((lookups.n_rows, frames.shape[0]))
     if workers is None:
-        Workers(1).reduce_split(frames, lookups, moments)
+        frame_moments(frames, lookups, moments)
     else:
         workers.reduce_split(frames, lookups, moments)
     return ReducedChunk(positions, moments, np.isfinite(moments).all(axis=0), scan_pass, frames)

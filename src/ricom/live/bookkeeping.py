@@ -87,6 +87,13 @@ def shape_problem(scan_shape, header_scan_shape, n_expected: int | None, n_neede
     return None
 
 
+def source_shape_problem(source, *, pad: bool = False) -> str | None:
+    """`shape_problem` of a live source: its scan shape and layout against its header."""
+    layout = source.layout
+    return shape_problem(source.scan_shape, getattr(source, "header_scan_shape", None), source.n_frames,
+                         layout.skip_frames + layout.frames_per_pass, pad=pad, crop=getattr(source, "crop", False))
+
+
 def count_scan(reconstruction, source, *, pad: bool = False) -> ScanCount:
     """The bookkeeping of one received acquisition (see `ScanCount`)."""
     layout = source.layout
@@ -96,8 +103,7 @@ def count_scan(reconstruction, source, *, pad: bool = False) -> ScanCount:
     target = n_expected if n_expected is not None else n_needed
     hits = reconstruction.moments.hits
     empty = np.flatnonzero(hits == 0).astype(np.int64)
-    problem = shape_problem(source.scan_shape, getattr(source, "header_scan_shape", None), n_expected, n_needed,
-                            pad=pad, crop=getattr(source, "crop", False))
+    problem = source_shape_problem(source, pad=pad)
     if problem is None and received < target:
         problem = f"{target - received} of {target} frames did not arrive"
     return ScanCount(tuple(source.scan_shape), getattr(source, "header_scan_shape", None), n_expected, n_needed,

@@ -27,7 +27,7 @@ from ricom.api import reconstruct_run
 from ricom.core.errors import InputError
 from ricom.engine.pipeline import RunResult
 from ricom.engine.reconstruction import Reconstruction
-from ricom.live.bookkeeping import ScanCount, count_scan, shape_problem
+from ricom.live.bookkeeping import ScanCount, count_scan, source_shape_problem
 
 RETRY_S = 0.5
 """Pause between attempts to reconnect."""
@@ -230,16 +230,11 @@ class LiveSession:
 
     def _receive(self, index: int, source) -> Acquisition:
         started = time.time()
-        layout = source.layout
-        warning = shape_problem(source.scan_shape, getattr(source, "header_scan_shape", None), source.n_frames,
-                                layout.skip_frames + layout.frames_per_pass, pad=self.pad,
-                                crop=getattr(source, "crop", False))
-        ticker = _Ticker(self, index, source, warning)
-        recorders: list = ticker.recorders
+        ticker = _Ticker(self, index, source, source_shape_problem(source, pad=self.pad))
 
         def attach(rec, src) -> None:
             if self.record is not None:
-                recorders.append(self.record(index, rec, src))
+                ticker.recorders.append(self.record(index, rec, src))
             if self.on_start is not None:
                 self.on_start(index, rec, src)
 
@@ -252,7 +247,7 @@ class LiveSession:
             result, rec, _ = reconstruct_run(source, stop=self.stop, progress=ticker, before_run=attach, **options)
         finally:
             source.close()
-            recording = recorders[0].close() if recorders else {}
+            recording = ticker.recorders[0].close() if ticker.recorders else {}
         lost = bool(getattr(getattr(source, "connection", None), "lost", False))
         state, reason = _outcome(result, self.stop.is_set(), lost)
         count = count_scan(rec, source, pad=self.pad)
