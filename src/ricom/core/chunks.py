@@ -1,13 +1,15 @@
 """The chunk types of the data stream: what sources yield and the engine takes.
 
 A `FrameChunk` holds whole diffraction patterns (or `PackedFrames`: patterns still in a
-file buffer, read in place), an `EventChunk` single-electron events.  Each carries flat
+file buffer, read in place; or `EncodedFrames`: patterns still compressed as a detector
+sent them, decoded on the engine's worker threads), an `EventChunk` single-electron events.  Each carries flat
 scan positions (``iy * scan_x + ix``), with ``-1`` for data that belongs to no scan
 position (flyback, skipped frames, events outside a line).  `ScanLayout` maps a running
 frame index to scan positions for sources that deliver frames in acquisition order.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,6 +66,42 @@ class PackedFrames:
         return self.unpack(index)
 
 
+@dataclass(frozen=True)
+class EncodedFrames:
+    """Patterns still compressed as the detector sent them, one blob each.
+
+    The engine decodes them where it reduces the chunk (on a worker thread of the
+    pipeline), so decompression runs in parallel over chunks.  ``decoder(blobs, out)``,
+    given by the source, fills ``out`` ``(k, ny, nx)`` of ``dtype`` from ``k`` blobs
+    (and leaves out the pixels the source masks).  ``codec`` names the blobs' encoding;
+    ``"bslz4"`` blobs are bitshuffle-LZ4 in the HDF5 filter-32008 chunk framing, which a
+    recorder can store as HDF5 chunks unchanged.
+    """
+
+    blobs: list
+    codec: str
+    dtype: np.dtype
+    frame_shape: tuple[int, int]
+    decoder: Callable[[list, np.ndarray], None]
+    elem_size: int = 0
+    """Bytes per pixel of the blobs' data (for the recorder's filter options)."""
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (len(self.blobs), *self.frame_shape)
+
+    def __len__(self) -> int:
+        return len(self.blobs)
+
+    def unpack(self, index=slice(None)) -> np.ndarray:
+        """Decoded native ``(k, ny, nx)`` patterns ``index`` (a slice)."""
+        blobs = self.blobs[index]
+        out = np.empty((len(blobs), *self.frame_shape), self.dtype)
+        if len(blobs):
+            self.decoder(blobs, out)
+        return out
+
+
 class FrameChunk:
     """Diffraction patterns ``frames[k, det_y, det_x]`` at ``positions[k]`` (flat, -1 = skip).
 
@@ -72,17 +110,19 @@ class FrameChunk:
     ``frames``; the engine reads those in place, and ``frames`` unpacks them on first use.
     Live sources set ``received_s``, the `time.perf_counter` at which the chunk's first
     pattern arrived, so `ricom.engine.pipeline.run` can report how long patterns wait to be seen.
+    Compressed live streams give ``encoded`` (`EncodedFrames`) instead of ``frames``.
     """
 
-    __slots__ = ("_frames", "packed", "positions", "received_s", "scan_pass")
+    __slots__ = ("_frames", "encoded", "packed", "positions", "received_s", "scan_pass")
 
     def __init__(self, frames: np.ndarray | None = None, positions: np.ndarray | None = None,
                  scan_pass: np.ndarray | None = None, packed: PackedFrames | None = None,
-                 received_s: float | None = None) -> None:
-        if (frames is None) == (packed is None):
-            raise ValueError("give frames or packed")
+                 received_s: float | None = None, encoded: EncodedFrames | None = None) -> None:
+        if sum(x is not None for x in (frames, packed, encoded)) != 1:
+            raise ValueError("give one of frames, packed or encoded")
         self._frames = frames
         self.packed = packed
+        self.encoded = encoded
         self.positions = positions
         self.scan_pass = scan_pass
         self.received_s = received_s
@@ -90,13 +130,15 @@ class FrameChunk:
     @property
     def frames(self) -> np.ndarray:
         if self._frames is None:
-            self._frames = self.packed.unpack()
+            self._frames = (self.packed or self.encoded).unpack()
         return self._frames
 
     @property
-    def data(self) -> np.ndarray | PackedFrames:
-        """What the engine should read: the packed frames if any, else the array."""
-        return self.packed if self.packed is not None else self._frames
+    def data(self) -> np.ndarray | PackedFrames | EncodedFrames:
+        """What the engine should read: the packed or encoded frames if any, else the array."""
+        if self._frames is not None:
+            return self._frames
+        return self.packed if self.packed is not None else self.encoded
 
     def __len__(self) -> int:
         return len(self.positions)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ricom.core.chunks import PackedFrames
+from ricom.core.chunks import EncodedFrames, PackedFrames
 from ricom.core.errors import InputError
 from ricom.engine.detector import frame_moments, mean_pattern, pattern_centre_of_mass
 from ricom.engine.lookups import DetectorLookups
@@ -23,8 +23,14 @@ def checked_frames(frames, detector_shape: tuple[int, int], unpack_packed: bool)
     """Frames as (k, ny, nx) in a dtype the compiled kernels take, or packed frames.
 
     Packed file frames stay packed (read in place) unless ``unpack_packed`` (a COM mask
-    needs plain pixels) or their depth has no packed kernel.
+    needs plain pixels) or their depth has no packed kernel.  Encoded frames are decoded
+    here (on the calling worker thread).
     """
+    if isinstance(frames, EncodedFrames):
+        if tuple(frames.frame_shape) != tuple(detector_shape):
+            raise InputError(f"patterns of shape {frames.frame_shape} do not match the detector "
+                             f"shape {detector_shape}")
+        frames = frames.unpack()
     if isinstance(frames, PackedFrames):
         if frames.frame_shape != detector_shape:
             raise InputError(f"patterns of shape {frames.frame_shape} do not match the detector "

@@ -38,6 +38,9 @@ class ReducedChunk:
     frames : ndarray or PackedFrames or None
         The patterns themselves, ``(k, det_y, det_x)``; None for event data or moments
         computed elsewhere.
+    encoded : EncodedFrames or None
+        The same patterns as the detector compressed them, when they arrived so (a
+        recorder stores them without compressing again).
     """
 
     positions: np.ndarray
@@ -45,6 +48,7 @@ class ReducedChunk:
     valid: np.ndarray
     scan_pass: object = None
     frames: object = None
+    encoded: object = None
 
 
 class Reducer(abc.ABC):

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ricom.core.chunks import EncodedFrames
 from ricom.core.errors import Param, SettingsError
 from ricom.core.params import Settings, shape2
 from ricom.engine.detector import bright_field_radius
@@ -174,6 +175,7 @@ class ChunkReduction:
         thread adds the previous ones.  ``workers`` shares this one chunk over their
         threads (leave it out when chunks already run in parallel).
         """
+        encoded = frames if isinstance(frames, EncodedFrames) else None
         frames = checked_frames(frames, self.detector_shape, self._settings.com_mask_px is not None)
         positions = checked_positions(positions, start, frames.shape[0], self.scan_shape)
         with self._lock:
@@ -181,7 +183,9 @@ class ChunkReduction:
                 self._t_first = time.perf_counter()
             self._ensure_lookups(frames)
             lookups = self.lookups
-        return PreparedFrames(self._reduce(frames, positions, scan_pass, lookups, workers), lookups)
+        chunk = self._reduce(frames, positions, scan_pass, lookups, workers)
+        chunk.encoded = encoded
+        return PreparedFrames(chunk, lookups)
 
     def _reduce(self, frames, positions, scan_pass, lookups, workers) -> ReducedChunk:
         return reduce_frames(frames, positions, scan_pass, lookups, workers)
@@ -196,7 +200,9 @@ class ChunkReduction:
             chunk = prepared.chunk
             if self.lookups.missing(self._settings) or prepared.lookups is not self.lookups:
                 self._ensure_lookups(chunk.frames)
+                encoded = chunk.encoded
                 chunk = self._reduce(chunk.frames, chunk.positions, chunk.scan_pass, self.lookups, None)
+                chunk.encoded = encoded
             self._add(chunk)
 
     def process_moments(self, positions: np.ndarray, moments: np.ndarray, scan_pass=None) -> None:
