@@ -1,0 +1,172 @@
+"""DECTRIS stream V1 ("legacy"): multipart messages of JSON parts and blobs.
+
+A series is a ``dheader-1.0`` message (the detector configuration follows as part 1, and
+with ``header_detail`` all the flat field, pixel mask and count-rate table as (JSON,
+blob) pairs; some senders split these into single-part messages), one 4-part message per
+image (``dimage-1.0`` with series and frame, ``dimage_d-1.0`` with shape ``[W, H]``, type,
+encoding and size, the blob, ``dconfig-1.0`` times) and ``dseries_end-1.0``
+(``../shared/FORMATS.md`` §5).  `V1Protocol` classifies messages, reads a header and
+turns a list of image messages into an `ImageBatch`; one JSON parse per part, no work per
+pixel.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from ricom.core.errors import InputError
+from ricom.sources.dectris.codec import Encoding
+from ricom.sources.dectris.series import ImageBatch, SeriesHeader, config_frames
+
+PORT = 9999
+_HEAD = {b"dheader-1.0": "header", b"dimage-1.0": "image", b"dseries_end-1.0": "end"}
+_PAIRS = ("dflatfield-1.0", "dpixelmask-1.0", "dcountrate_table-1.0")
+SPLIT_HEADER_WAIT_S = 0.5
+"""How long to wait for the next part of a header sent as single-part messages."""
+
+
+def _json(part, what: str) -> dict:
+    try:
+        value = json.loads(bytes(part))
+    except (ValueError, UnicodeDecodeError):
+        raise InputError(f"a DECTRIS stream V1 {what} is not JSON ({bytes(part)[:40]!r}); "
+                         f"is this a stream V2 (CBOR) port?") from None
+    if not isinstance(value, dict):
+        raise InputError(f"a DECTRIS stream V1 {what} is not a JSON object ({bytes(part)[:40]!r})")
+    return value
+
+
+class V1Protocol:
+    """Stream V1 (see the module docstring)."""
+
+    name = "v1"
+    port = PORT
+
+    def classify(self, message: list) -> tuple[str, int | None]:
+        """``("header"|"image"|"end"|"other", series)`` of one message."""
+        part = bytes(message[0])
+        if not part.startswith(b"{"):
+            return "other", None
+        for key, kind in _HEAD.items():
+            if key in part:
+                try:
+                    return kind, int(json.loads(part).get("series"))
+                except (ValueError, TypeError):
+                    return "other", None
+        return "other", None
+
+    def read_header(self, message: list, connection) -> SeriesHeader:
+        """The header of the series whose ``dheader`` message is ``message`` (further
+        single-part messages of a split header are read from ``connection``)."""
+        head = _json(message[0], "header")
+        parts = list(message[1:])
+        detail = str(head.get("header_detail", "basic"))
+        if detail != "none" and not parts:
+            parts = self._split_parts(connection, detail)
+        config = _json(parts[0], "detector configuration") if parts else {}
+        mask = None
+        i = 1
+        while i + 1 < len(parts):
+            pair = _json(parts[i], "header part")
+            if pair.get("htype") == "dpixelmask-1.0":
+                mask = _array(pair, parts[i + 1], "pixel mask")
+            i += 2
+        return _header(int(head.get("series", 0)), config, mask)
+
+    def _split_parts(self, connection, detail: str) -> list:
+        """Header parts sent as single-part messages after a bare ``dheader``."""
+        parts: list = []
+        while True:
+            msg = connection.recv(SPLIT_HEADER_WAIT_S if parts else 5.0)
+            if msg is None:
+                return parts
+            kind, _ = self.classify(msg)
+            if kind != "other":
+                connection.push_back(msg)
+                return parts
+            parts.extend(msg)
+            if detail == "basic" and len(parts) == 1:
+                return parts
+
+    def images(self, messages: list, header: SeriesHeader, start: int = 0) -> ImageBatch:
+        """The images of ``header``'s series in ``messages[start:]``, up to the first
+        header or end message (a corrupt message ends the batch with ``error``)."""
+        batch = ImageBatch([], [], None)
+        try:
+            return self._images(messages, header, start, batch)
+        except InputError as exc:
+            batch.error = exc
+            return batch
+
+    def _images(self, messages: list, header: SeriesHeader, start: int, batch: ImageBatch) -> ImageBatch:
+        """The images of ``header``'s series in ``messages[start:]``, up to the first
+        header or end message."""
+        frames, blobs, encoding = batch.frames, batch.blobs, None
+        series = header.series
+        shape = header.detector_shape
+        for k in range(start, len(messages)):
+            msg = messages[k]
+            part = msg[0]
+            if b"dimage-1.0" not in part[:64]:
+                kind, _ = self.classify(msg)
+                if kind != "other":
+                    batch.stop = k
+                    return batch
+                continue
+            head = json.loads(part)
+            if head.get("series") != series:
+                batch.skipped += 1
+                continue
+            if len(msg) < 3:
+                raise InputError(f"DECTRIS image {head.get('frame')} came in {len(msg)} parts, not 4; "
+                                 f"the stream is corrupt")
+            d = json.loads(msg[1])
+            enc = Encoding.from_v1(d.get("encoding", "<"), d.get("type", "uint16"))
+            if encoding is None:
+                batch.encoding = encoding = enc
+                if shape is None:
+                    shape = header.detector_shape = _shape(d)
+            elif enc != encoding:
+                raise InputError(f"DECTRIS image {head.get('frame')} changed encoding to "
+                                 f"{d.get('encoding')} {d.get('type')} mid-series")
+            blob = msg[2]
+            size = d.get("size")
+            if size is not None and int(size) != len(blob):
+                raise InputError(f"DECTRIS image {head.get('frame')}: the blob holds {len(blob)} bytes but "
+                                 f"its header says {size}; the stream is corrupt")
+            if _shape(d) != shape:
+                raise InputError(f"DECTRIS image {head.get('frame')} is {_shape(d)} but the series is {shape}")
+            frames.append(int(head.get("frame", 0)))
+            blobs.append(blob)
+        return batch
+
+
+def _shape(d: dict) -> tuple[int, int]:
+    shape = d.get("shape")
+    if not isinstance(shape, list) or len(shape) != 2:
+        raise InputError(f"a DECTRIS image header has no [width, height] shape ({d})")
+    return int(shape[1]), int(shape[0])
+
+
+def _array(d: dict, blob, what: str) -> np.ndarray:
+    from ricom.sources.dectris.codec import decode_blobs
+
+    h, w = _shape(d)
+    enc = Encoding.from_v1(d.get("encoding", "<"), d.get("type", "uint32"))
+    out = np.empty((1, h, w), enc.dtype.newbyteorder("="))
+    decode_blobs([blob], enc, out)
+    return out[0]
+
+
+def _header(series: int, config: dict, mask) -> SeriesHeader:
+    """A V1 header from the detector configuration; the frame shape and type come with the
+    first image (``dimage_d``), and the bit depth, when the configuration lacks
+    ``bit_depth_image`` (real EIGER firmware), from the image type."""
+    bit_depth = config.get("bit_depth_image")
+    return SeriesHeader(series, None, None, config_frames(config),
+                        int(bit_depth) if bit_depth else None,
+                        (1 << int(bit_depth)) - 1 if bit_depth else None, mask, config, "v1")
+
+
+__all__ = ["PORT", "V1Protocol"]

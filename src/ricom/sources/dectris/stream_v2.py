@@ -1,0 +1,173 @@
+"""DECTRIS stream V2: one CBOR message per ZMQ frame (``start``, ``image``, ``end``).
+
+Each message is the CBOR self-describe tag 55799 around a map whose ``type`` is ``start``
+(at arm: series id, image size and type, frame count, saturation value, pixel mask, …),
+``image`` (series id, ``image_id``, ``data`` {channel → array}) or ``end``.  Arrays are
+tag 40 ``[[rows, cols], typed array]`` with RFC 8746 typed-array tags (64 u8, 69 u16 LE,
+70 u32 LE, 85 f32 LE, …) whose byte string may be replaced by the compression tag 56500
+``[algorithm, elem_size, bytes]`` (``../shared/FORMATS.md`` §5).  `V2Protocol` decodes
+the messages with ``cbor2`` (tags kept as `cbor2.CBORTag` and read here, which works
+across cbor2 versions) and hands the still-compressed bytes on.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from ricom.core.errors import InputError
+from ricom.sources.dectris.codec import Encoding, decode_blobs
+from ricom.sources.dectris.series import ImageBatch, SeriesHeader
+
+PORT = 31001
+TYPED = {64: "u1", 65: ">u2", 66: ">u4", 67: ">u8", 68: "u1", 69: "<u2", 70: "<u4", 71: "<u8", 72: "i1",
+         73: ">i2", 74: ">i4", 75: ">i8", 77: "<i2", 78: "<i4", 79: "<i8", 80: ">f2", 81: ">f4", 82: ">f8",
+         84: "<f2", 85: "<f4", 86: "<f8"}
+"""RFC 8746 typed-array tags → NumPy dtype."""
+_BULKY = ("pixel_mask", "flatfield", "countrate_correction_table", "countrate_correction_lookup_table")
+
+
+def _cbor():
+    try:
+        import cbor2
+    except ImportError as exc:  # the optional extra ``dectris``
+        raise InputError("DECTRIS stream V2 needs the package cbor2 (pip install 'ricom[dectris]')") from exc
+    return cbor2
+
+
+class CborArray:
+    """A tag-40 array as received: shape, dtype, bytes and compression (None: plain)."""
+
+    __slots__ = ("algorithm", "data", "dtype", "shape")
+
+    def __init__(self, value) -> None:
+        cbor2 = _cbor()
+        if not isinstance(value, cbor2.CBORTag) or value.tag != 40:
+            raise InputError(f"a DECTRIS stream V2 array is not a tag-40 array ({str(value)[:60]})")
+        dims, typed = value.value
+        if not isinstance(typed, cbor2.CBORTag) or typed.tag not in TYPED:
+            raise InputError(f"a DECTRIS stream V2 array has no known typed-array tag ({str(typed)[:60]})")
+        self.shape = tuple(int(v) for v in dims)
+        self.dtype = np.dtype(TYPED[typed.tag])
+        inner = typed.value
+        self.algorithm = None
+        if isinstance(inner, cbor2.CBORTag):
+            if inner.tag != 56500:
+                raise InputError(f"unknown CBOR tag {inner.tag} inside a DECTRIS stream V2 array")
+            self.algorithm, _, inner = inner.value
+        self.data = inner
+
+    def decode(self) -> np.ndarray:
+        enc = Encoding.from_v2(self.algorithm, self.dtype)
+        out = np.empty((1, *self.shape), self.dtype.newbyteorder("="))
+        decode_blobs([self.data], enc, out)
+        return out[0]
+
+
+class V2Protocol:
+    """Stream V2 (see the module docstring)."""
+
+    name = "v2"
+    port = PORT
+
+    def __init__(self) -> None:
+        self._loads = _cbor().loads
+        self._tag = _cbor().CBORTag
+
+    def _load(self, message: list) -> Mapping | None:
+        if len(message) != 1:
+            return None
+        try:
+            value = self._loads(message[0])
+        except Exception:  # cbor2 raises its own decode errors; such a message is not V2
+            return None
+        while isinstance(value, self._tag) and value.tag == 55799:
+            value = value.value
+        return value if isinstance(value, Mapping) and "type" in value else None
+
+    def classify(self, message: list) -> tuple[str, int | None]:
+        m = self._load(message)
+        if m is None:
+            return "other", None
+        kind = {"start": "header", "image": "image", "end": "end"}.get(m["type"], "other")
+        return kind, _series(m)
+
+    def read_header(self, message: list, connection=None) -> SeriesHeader:
+        m = self._load(message)
+        if m is None or m["type"] != "start":
+            raise InputError("expected a DECTRIS stream V2 start message")
+        shape = (int(m["image_size_y"]), int(m["image_size_x"])) if "image_size_x" in m else None
+        dtype = np.dtype(str(m.get("image_dtype", "uint16"))).newbyteorder("<")
+        mask = None
+        masks = m.get("pixel_mask") or {}
+        if masks and m.get("pixel_mask_enabled", True):
+            mask = CborArray(next(iter(masks.values()))).decode()
+        saturation = m.get("saturation_value")
+        config = {k: _plain(v) for k, v in m.items() if k not in _BULKY}
+        config["nimages"] = m.get("number_of_images")
+        return SeriesHeader(_series(m), shape, dtype, int(m["number_of_images"]) if m.get("number_of_images") else None,
+                            8 * dtype.itemsize, int(saturation) if saturation is not None else None, mask, config, "v2")
+
+    def images(self, messages: list, header: SeriesHeader, start: int = 0) -> ImageBatch:
+        """The images of ``header``'s series in ``messages[start:]``, up to the first
+        header or end message (a corrupt message ends the batch with ``error``)."""
+        batch = ImageBatch([], [], None)
+        try:
+            return self._images(messages, header, start, batch)
+        except InputError as exc:
+            batch.error = exc
+            return batch
+
+    def _images(self, messages: list, header: SeriesHeader, start: int, batch: ImageBatch) -> ImageBatch:
+        frames, blobs, encoding = batch.frames, batch.blobs, None
+        series, shape = header.series, header.detector_shape
+        for k in range(start, len(messages)):
+            m = self._load(messages[k])
+            if m is None:
+                continue
+            if m["type"] != "image":
+                if m["type"] in ("start", "end"):
+                    batch.stop = k
+                    return batch
+                continue
+            if _series(m) != series:
+                batch.skipped += 1
+                continue
+            data = m.get("data") or {}
+            if not data:
+                raise InputError(f"DECTRIS stream V2 image {m.get('image_id')} holds no data")
+            arr = CborArray(next(iter(data.values())))
+            enc = Encoding.from_v2(arr.algorithm, arr.dtype)
+            if encoding is None:
+                batch.encoding = encoding = enc
+            elif enc != encoding:
+                raise InputError(f"DECTRIS image {m.get('image_id')} changed its encoding mid-series")
+            if shape is not None and arr.shape != shape:
+                raise InputError(f"DECTRIS image {m.get('image_id')} is {arr.shape} but the series is {shape}")
+            frames.append(int(m.get("image_id", 0)))
+            blobs.append(arr.data)
+        return batch
+
+
+def _series(m: Mapping) -> int | None:
+    try:
+        return int(m.get("series_id"))
+    except (TypeError, ValueError):
+        return None
+
+
+def _plain(v):
+    """A header value as JSON-friendly Python (fractions as floats, tags as text)."""
+    if isinstance(v, (str, int, float, bool)) or v is None:
+        return v
+    if isinstance(v, Mapping):
+        return {str(k): _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return str(v)[:80]
+
+
+__all__ = ["PORT", "CborArray", "V2Protocol"]

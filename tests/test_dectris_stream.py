@@ -1,0 +1,264 @@
+"""DECTRIS stream V1/V2 decoding and the live source, against messages built independently
+(`tests/dectris_wire.py`: bitshuffle, lz4 and cbor2 directly) and sent over loopback ZMQ."""
+from __future__ import annotations
+
+import threading
+import warnings
+
+import numpy as np
+import pytest
+
+pytest.importorskip("zmq")
+pytest.importorskip("cbor2")
+pytest.importorskip("dectris.compression")
+
+from dectris_wire import (  # noqa: E402
+    Pusher,
+    bslz4,
+    lz4_block,
+    lz4_hdf5,
+    v1_end,
+    v1_header,
+    v1_image,
+    v2_end,
+    v2_image,
+    v2_start,
+)
+
+from ricom import api  # noqa: E402
+from ricom.core.errors import InputError  # noqa: E402
+from ricom.sources.dectris.codec import Encoding, decode_blobs  # noqa: E402
+from ricom.sources.dectris.connection import StreamConnection  # noqa: E402
+from ricom.sources.dectris.live import DectrisLiveSource, SeriesEndedEarly  # noqa: E402
+from ricom.sources.dectris.stream_v1 import V1Protocol  # noqa: E402
+from ricom.sources.dectris.stream_v2 import V2Protocol  # noqa: E402
+
+SCAN, DET = (6, 6), (23, 21)  # odd sizes: a bitshuffle tail
+
+
+def _frames(seed=0, dtype=np.uint16):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:DET[0], :DET[1]]
+    disc = ((yy - 11.0) ** 2 + (xx - 10.0) ** 2 < 16).astype(float)
+    out = np.empty((SCAN[0] * SCAN[1], *DET), dtype)
+    for i in range(len(out)):
+        shift = np.roll(disc, (i % 3) - 1, axis=1)
+        out[i] = rng.poisson(3.0 * shift + 0.05)
+    return out
+
+
+def _mask():
+    m = np.zeros(DET, np.uint32)
+    m[:, 7] = 1          # a gap column
+    m[3, 4] = 2          # dead
+    m[5, 5] = 1 << 16    # a high bit only: not ignored
+    return m
+
+
+def _masked(frames, mask, saturation=65535):
+    out = frames.copy()
+    out[:, (mask & 0xFFFF) != 0] = 0
+    out[out == saturation] = 0
+    return out
+
+
+@pytest.mark.parametrize("codec,dtype", [("bslz4", np.uint16), ("bslz4", np.uint32), ("bslz4", np.uint8),
+                                         ("lz4-block", np.uint16), ("lz4", np.uint16), ("raw", np.uint16)])
+def test_decode_blobs_equals_input(codec, dtype):
+    frames = _frames(1, dtype)[:5]
+    make = {"bslz4": bslz4, "lz4-block": lz4_block, "lz4": lz4_hdf5, "raw": lambda a: a.tobytes()}[codec]
+    out = np.empty_like(frames)
+    decode_blobs([make(f) for f in frames], Encoding(codec, np.dtype(dtype)), out)
+    np.testing.assert_array_equal(out, frames)
+
+
+def test_v1_encoding_names_and_errors():
+    assert Encoding.from_v1("bs32-lz4<", "uint32").codec == "bslz4"
+    assert Encoding.from_v1("<", "uint8") == Encoding("raw", np.dtype("u1"))
+    assert Encoding.from_v1(">", "uint16").dtype == np.dtype(">u2")
+    for bad in ("bs16-zstd<", "lz5<", "bs16-lz4"):
+        with pytest.raises(InputError, match="unknown DECTRIS image encoding"):
+            Encoding.from_v1(bad, "uint16")
+    with pytest.raises(InputError, match="shuffles 16-bit values but the image type is uint32"):
+        Encoding.from_v1("bs16-lz4<", "uint32")
+    with pytest.raises(InputError, match="unknown DECTRIS compression 'bszstd'"):
+        Encoding.from_v2("bszstd", np.dtype("u2"))
+
+
+def test_blob_of_wrong_size_names_the_frame():
+    frame = _frames()[0]
+    out = np.empty((1, DET[0], DET[1] + 1), np.uint16)
+    with pytest.raises(InputError, match="DECTRIS frame 7 decodes to .* bytes but its header describes 23×22"):
+        decode_blobs([bslz4(frame)], Encoding("bslz4", np.dtype("u2")), out, first_frame=7)
+
+
+def _config(n, bit_depth=True):
+    c = {"nimages": 1, "ntrigger": n, "trigger_mode": "exte", "x_pixels_in_detector": DET[1],
+         "y_pixels_in_detector": DET[0], "compression": "bslz4", "count_time": 1e-4, "frame_time": 1e-4}
+    if bit_depth:
+        c["bit_depth_image"] = 16
+    return c
+
+
+def _v1_series(series, frames, mask=None, compression="bslz4", split=False, bit_depth=True, end=True):
+    msgs = v1_header(series, _config(len(frames), bit_depth), mask, split)
+    msgs += [v1_image(series, i, f, compression) for i, f in enumerate(frames)]
+    return msgs + ([v1_end(series)] if end else [])
+
+
+def _v2_series(series, frames, mask=None, compression="bslz4", end=True):
+    msgs = [v2_start(series, DET, len(frames), frames.dtype.name, mask)]
+    msgs += [v2_image(series, i, f, compression) for i, f in enumerate(frames)]
+    return msgs + ([v2_end(series)] if end else [])
+
+
+def _receive(messages, protocol, **options):
+    push = Pusher()
+    conn = StreamConnection("127.0.0.1", push.port)
+    try:
+        push.send(messages)
+        source = DectrisLiveSource(conn, protocol, header_timeout=5, timeout=2, **options)
+        result, rec, _ = api.reconstruct_run(source, kernel_size=5, center_yx=(11.0, 10.0), chunk_size=8)
+        return result, rec, source
+    finally:
+        conn.close()
+        push.close()
+
+
+def _offline(frames):
+    return api.reconstruct(frames.reshape(*SCAN, *DET), kernel_size=5, center_yx=(11.0, 10.0))
+
+
+@pytest.mark.parametrize("stream,compression", [("v1", "bslz4"), ("v1", "lz4"), ("v1", "none"),
+                                                ("v2", "bslz4"), ("v2", "lz4"), ("v2", "none")])
+def test_live_series_equals_offline_with_mask(stream, compression):
+    frames, mask = _frames(), _mask()
+    frames[:, (mask & 0xFFFF) != 0] = 65535  # as the detector sends masked pixels
+    frames[4, 2, 3] = 65535                  # one reading flagged in one image only
+    msgs = (_v1_series if stream == "v1" else _v2_series)(3, frames, mask, compression)
+    protocol = V1Protocol() if stream == "v1" else V2Protocol()
+    result, rec, source = _receive(msgs, protocol, series=3)
+    assert result.error is None and source.frames_received == 36 and source.frames_lost == 0
+    ref = _offline(_masked(frames, mask))
+    np.testing.assert_allclose(result.snapshot.ricom, ref.ricom, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(result.snapshot.com_x, ref.com_x, rtol=1e-9, atol=1e-12)
+    assert source.mask.n_bad == DET[0] + 1 and source.mask.readings_removed == 1
+    assert "24 masked pixels (gap 23, dead 1)" in source.summary()
+
+
+def test_v1_header_split_without_bit_depth_and_stale_messages_of_another_series():
+    frames = _frames(2)
+    stale = [v1_image(1, i, f) for i, f in enumerate(frames[:3])] + [v1_end(1)]
+    msgs = stale + _v1_series(2, frames, _mask(), split=True, bit_depth=False)
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        result, _, source = _receive(msgs, V1Protocol(), series=2)
+    assert any("skipped 4 DECTRIS stream messages" in str(x.message) for x in w)
+    assert source.header.bit_depth == 16 and source.mask.saturation == 65535  # from dimage_d's type
+    np.testing.assert_allclose(result.snapshot.ricom, _offline(_masked(frames, _mask())).ricom, rtol=1e-9)
+
+
+def test_passive_takes_the_next_header_of_any_series():
+    frames = _frames(3)
+    result, _, source = _receive(_v2_series(41, frames), V2Protocol())
+    assert source.header.series == 41 and result.error is None
+
+
+def test_series_that_ends_early_keeps_the_partial_result():
+    frames = _frames(4)
+    msgs = v1_header(5, _config(36)) + [v1_image(5, i, f) for i, f in enumerate(frames[:20])] + [v1_end(5)]
+    result, rec, source = _receive(msgs, V1Protocol(), series=5)
+    assert "ended after 20 of 36 frames" in result.error
+    assert source.frames_received == 20 and int(rec.moments.hits.sum()) == 20
+
+
+def test_lost_images_leave_holes_and_are_counted():
+    frames = _frames(5)
+    keep = [i for i in range(36) if i not in (7, 8, 30)]
+    msgs = v1_header(6, _config(36)) + [v1_image(6, i, frames[i]) for i in keep] + [v1_end(6)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result, rec, source = _receive(msgs, V1Protocol(), series=6)
+    assert source.frames_lost == 3
+    hits = rec.moments.hits.reshape(SCAN)
+    assert hits.ravel()[[7, 8, 30]].tolist() == [0, 0, 0] and int(hits.sum()) == 33
+
+
+def test_no_header_is_one_clear_error():
+    push = Pusher()
+    conn = StreamConnection("127.0.0.1", push.port)
+    try:
+        push.send([v1_image(1, 0, _frames()[0])])
+        with pytest.raises(InputError, match="sent no header of series 9 within 0.3 s .1 messages of other"):
+            DectrisLiveSource(conn, V1Protocol(), series=9, header_timeout=0.3)
+    finally:
+        conn.close()
+        push.close()
+
+
+def test_blob_size_disagreeing_with_header_is_an_error():
+    frames = _frames()
+    bad = v1_image(7, 1, frames[1])
+    bad[2] = bad[2][:-3]
+    msgs = v1_header(7, _config(36)) + [v1_image(7, 0, frames[0]), bad]
+    result, rec, source = _receive(msgs, V1Protocol(), series=7)
+    assert "blob holds" in result.error and "its header says" in result.error
+
+
+def test_stall_ends_with_the_frames_received():
+    frames = _frames()
+    msgs = v1_header(8, _config(36)) + [v1_image(8, i, f) for i, f in enumerate(frames[:10])]
+    result, rec, source = _receive(msgs, V1Protocol(), series=8)
+    assert "sent nothing for 2 s after 10 of 36 frames" in result.error
+    assert int(rec.moments.hits.sum()) == 10
+
+
+def test_stop_request_keeps_what_arrived():
+    frames = _frames()
+    stop = threading.Event()
+    push = Pusher()
+    conn = StreamConnection("127.0.0.1", push.port, stop=stop)
+    try:
+        push.send(v1_header(9, _config(36)) + [v1_image(9, i, f) for i, f in enumerate(frames[:12])])
+        source = DectrisLiveSource(conn, V1Protocol(), series=9, header_timeout=5)
+        threading.Timer(0.5, stop.set).start()
+        result, rec, _ = api.reconstruct_run(source, kernel_size=5, center_yx=(11.0, 10.0), stop=stop)
+        assert int(rec.moments.hits.sum()) == 12
+    finally:
+        conn.close()
+        push.close()
+
+
+def test_next_header_before_the_end_is_an_early_end():
+    frames = _frames()
+    msgs = v1_header(10, _config(36)) + [v1_image(10, i, f) for i, f in enumerate(frames[:5])]
+    msgs += _v1_series(11, frames)
+    result, rec, source = _receive(msgs, V1Protocol(), series=10)
+    assert "a new DECTRIS series started after 5 of 36 frames" in result.error
+    assert int(rec.moments.hits.sum()) == 5
+
+
+def test_early_end_is_a_series_ended_early_error():
+    frames = _frames()
+    push = Pusher()
+    conn = StreamConnection("127.0.0.1", push.port)
+    try:
+        push.send(v1_header(12, _config(36)) + [v1_image(12, 0, frames[0]), v1_end(12)])
+        source = DectrisLiveSource(conn, V1Protocol(), series=12, header_timeout=5)
+        with pytest.raises(SeriesEndedEarly, match="ended after 1 of 36 frames"):
+            list(source.chunks(4))
+    finally:
+        conn.close()
+        push.close()
+
+
+def test_v2_message_on_a_v1_port_is_reported():
+    push = Pusher()
+    conn = StreamConnection("127.0.0.1", push.port)
+    try:
+        push.send([v2_start(1, DET, 36)])
+        with pytest.raises(InputError, match="sent no header"):
+            DectrisLiveSource(conn, V1Protocol(), header_timeout=0.3)
+    finally:
+        conn.close()
+        push.close()
