@@ -1,5 +1,7 @@
 """ricom live merlin [--host H] [--data-port P] [--acquisitions N|forever] [options] -o OUTPUT
 
+(``ricom live dectris``: see `ricom.cli.live_dectris`.)
+
 Reconstruct while a Quantum Detectors Merlin (or 'ricom simulate merlin') streams frames
 over TCP, and save each acquisition when it ends.  By default the session is passive:
 it connects to the data port and waits for the acquisitions the microscope software
@@ -25,32 +27,28 @@ import threading
 
 from ricom.cli.options import add_reconstruction_options, add_source_options, signals_and_settings, source_options
 
-HELP = "reconstruct live from a detector stream (Merlin over TCP)"
+HELP = "reconstruct live from a detector stream (Merlin over TCP, DECTRIS SIMPLON)"
 
 
 def add_arguments(p) -> None:
+    from ricom.cli import live_dectris
+
     sub = p.add_subparsers(dest="detector", metavar="DETECTOR", required=True)
     m = sub.add_parser("merlin", help="Quantum Detectors Merlin data (and control) port", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     add_merlin_arguments(m)
     m.set_defaults(_run=run_merlin)
+    d = sub.add_parser("dectris", help="DECTRIS ARINA, QUADRO, EIGER2 (SIMPLON REST + stream V1/V2)",
+                       description=live_dectris.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    live_dectris.add_arguments(d)
+    d.set_defaults(_run=live_dectris.run)
 
 
-def add_merlin_arguments(p) -> None:
+def add_session_arguments(p, c) -> None:
+    """Options every live detector shares (``c``: the connection group)."""
     p.add_argument("-o", "--output", required=True, metavar="OUTPUT",
                    help="output file .h5 (every signal), .npy/.tif (first signal) or .png")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    c = p.add_argument_group("detector connection")
-    c.add_argument("--host", default="127.0.0.1", help="detector PC (default 127.0.0.1)")
-    c.add_argument("--data-port", type=int, default=6342, metavar="P", help="data port (default 6342)")
-    c.add_argument("--control-port", type=int, default=6341, metavar="P", help="control port (default 6341)")
-    c.add_argument("--start", action="store_true",
-                   help="arm and start the acquisition through the control port")
-    c.add_argument("--depth", type=int, choices=(1, 6, 12, 24), help="with --start: counter depth")
-    c.add_argument("--raw", action="store_true", help="with --start: raw R64 frames (FILEFORMAT 2)")
-    c.add_argument("--trigger", choices=("soft", "external"), default="soft",
-                   help="with --start: soft trigger (TRIGGERSTART 5 + SOFTTRIGGER) or leave the trigger "
-                        "to the scan engine")
     c.add_argument("--frames", type=int, metavar="N", help="frames to read (default: from the header)")
     c.add_argument("--timeout", type=float, metavar="S",
                    help="end an acquisition when no data arrives for S seconds while it is received "
@@ -63,6 +61,21 @@ def add_merlin_arguments(p) -> None:
     c.add_argument("--acquisitions", default="1", metavar="N|forever",
                    help="acquisitions to handle in this run (default 1); with more than one, each is saved as "
                         "OUTPUT_0001.h5, OUTPUT_0002.h5, …")
+
+
+def add_merlin_arguments(p) -> None:
+    c = p.add_argument_group("detector connection")
+    add_session_arguments(p, c)
+    c.add_argument("--host", default="127.0.0.1", help="detector PC (default 127.0.0.1)")
+    c.add_argument("--data-port", type=int, default=6342, metavar="P", help="data port (default 6342)")
+    c.add_argument("--control-port", type=int, default=6341, metavar="P", help="control port (default 6341)")
+    c.add_argument("--start", action="store_true",
+                   help="arm and start the acquisition through the control port")
+    c.add_argument("--depth", type=int, choices=(1, 6, 12, 24), help="with --start: counter depth")
+    c.add_argument("--raw", action="store_true", help="with --start: raw R64 frames (FILEFORMAT 2)")
+    c.add_argument("--trigger", choices=("soft", "external"), default="soft",
+                   help="with --start: soft trigger (TRIGGERSTART 5 + SOFTTRIGGER) or leave the trigger "
+                        "to the scan engine")
     add_source_options(p)
     add_reconstruction_options(p)
 
@@ -98,14 +111,27 @@ def _arm(args, opts: dict):
 
 
 def run_merlin(args) -> int:
+    from ricom.live.merlin import MerlinAcquisitions
+
+    def make_stream(opts, stop):
+        trigger, control = _arm(args, opts)
+        return MerlinAcquisitions(args.host, args.data_port, stop=stop, timeout=args.timeout, trigger=trigger,
+                                  control=control, n_frames=args.frames, **opts)
+
+    return run_session(args, make_stream, f"merlin://{args.host}:{args.data_port}",
+                       f"{args.host}:{args.data_port}")
+
+
+def run_session(args, make_stream, input_label: str, where: str) -> int:
+    """Check the options, then run a live session of ``make_stream(opts, stop)`` and save
+    each acquisition; Ctrl-C (or kill) ends it and saves what was received."""
     from ricom.io import outputs
 
-    output = args.output
-    outputs.check_output_path(output)
+    outputs.check_output_path(args.output)
     names, kwargs = signals_and_settings(args)  # everything is checked before connecting
     opts = source_options(args)
-    trigger, control = _arm(args, opts)
     stop = threading.Event()
+    stream = make_stream(opts, stop)
 
     def on_signal(signum, frame):  # the first Ctrl-C (or kill) ends the run and saves; a second one aborts
         if stop.is_set():
@@ -116,22 +142,20 @@ def run_merlin(args) -> int:
     main = threading.current_thread() is threading.main_thread()
     previous = [signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)] if main else None
     try:
-        return _run_live(args, output, names, kwargs, opts, trigger, control, stop)
+        return _run_live(args, names, kwargs, opts, stream, stop, input_label, where)
     finally:
         if main:
             signal.signal(signal.SIGINT, previous[0])
             signal.signal(signal.SIGTERM, previous[1])
 
 
-def _run_live(args, output, names, kwargs, opts, trigger, control, stop) -> int:
+def _run_live(args, names, kwargs, opts, stream, stop, input_label, where) -> int:
     from ricom.cli.options import parse_descan
-    from ricom.live.merlin import MerlinAcquisitions
     from ricom.live.session import LiveSession
 
+    output = args.output
     descan, descan_ref = parse_descan(args.descan, args.reference)
     count = _acquisition_count(args.acquisitions)
-    stream = MerlinAcquisitions(args.host, args.data_port, stop=stop, timeout=args.timeout, trigger=trigger,
-                                control=control, n_frames=args.frames, **opts)
     status = _StatusLine(not args.no_progress)
     codes: list[int] = []
     record = None
@@ -144,12 +168,14 @@ def _run_live(args, output, names, kwargs, opts, trigger, control, stop) -> int:
         def record(index, rec, source):
             return attach_recorder(rec, output_name(args.record, index, count), source)
 
+    def save(acq) -> None:
+        codes.append(_save(args, output, names, acq, count, descan, input_label))
+
     session = LiveSession(stream, acquisitions=count, stop=stop, on_status=status, pad=opts.get("pad", False),
-                          record=record, reconnect=args.reconnect, keep=False,
-                          on_acquisition=lambda acq: codes.append(_save(args, output, names, acq, count, descan)),
+                          record=record, reconnect=args.reconnect, keep=False, on_acquisition=save,
                           reconstruct={"reference": args.reference, "descan": descan,
                                        "descan_reference": descan_ref, "chunk_size": args.chunk_size, **kwargs})
-    print(f"waiting for an acquisition on {args.host}:{args.data_port} …", file=sys.stderr, flush=True)
+    print(f"waiting for an acquisition on {where} …", file=sys.stderr, flush=True)
     session.run()
     status.close()
     if not codes:
@@ -180,17 +206,18 @@ def output_name(output: str, index: int, count: int | None) -> str:
     return f"{stem}_{index:04d}.{ext}" if dot else f"{output}_{index:04d}"
 
 
-def _save(args, output, names, acq, count, descan) -> int:
+def _save(args, output, names, acq, count, descan, input_label: str) -> int:
     from ricom.cli.finish import save_result
     from ricom.cli.options import error_text, parse_rotation
 
     path = output_name(output, acq.index, count)
     info = acq.source_info
-    extra = {"input": f"merlin://{args.host}:{args.data_port}", "acquisition": acq.index,
+    extra = {"input": input_label, "acquisition": acq.index,
              "frames_received": acq.count.n_received, "frames_in_acquisition": acq.count.n_expected or 0,
              "acquisition_header": acq.header, "started_unix_s": acq.started, "ended_unix_s": acq.ended,
              "acquisition_state": acq.state.value, "partial_reason": error_text(acq.reason) if acq.reason else "",
-             "counter_depth": info.get("counter_depth", 0), **acq.count.as_attrs()}
+             **{k: info[k] for k in ("counter_depth", "series", "bit_depth", "masked_pixels", "readings_removed")
+                if info.get(k) is not None}, **acq.count.as_attrs()}
     if acq.recording:
         extra.update(recorded_to=output_name(args.record, acq.index, count),
                      n_recorded=acq.recording.get("n_recorded", 0),
