@@ -85,6 +85,9 @@ class EncodedFrames:
     decoder: Callable[[list, np.ndarray], None]
     elem_size: int = 0
     """Bytes per pixel of the blobs' data (for the recorder's filter options)."""
+    allocate: Callable[[int], np.ndarray] | None = None
+    """``allocate(k)`` gives a ``(k, ny, nx)`` output array (a source reuses its buffers:
+    fresh pages cost more than decoding); None allocates a new one."""
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -96,7 +99,10 @@ class EncodedFrames:
     def unpack(self, index=slice(None)) -> np.ndarray:
         """Decoded native ``(k, ny, nx)`` patterns ``index`` (a slice)."""
         blobs = self.blobs[index]
-        out = np.empty((len(blobs), *self.frame_shape), self.dtype)
+        if self.allocate is not None:
+            out = self.allocate(len(blobs))
+        else:
+            out = np.empty((len(blobs), *self.frame_shape), self.dtype)
         if len(blobs):
             self.decoder(blobs, out)
         return out

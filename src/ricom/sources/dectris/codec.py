@@ -110,7 +110,9 @@ def decode_blobs(blobs, encoding: Encoding, out: np.ndarray, first_frame: int = 
     """
     frame_bytes = out[0].nbytes if len(out) else 0
     itemsize = encoding.dtype.itemsize
-    flat = out.reshape(len(out), -1).view(np.uint8) if out.dtype == encoding.dtype.newbyteorder("=") else None
+    native = out.flags.c_contiguous and out.dtype == encoding.dtype.newbyteorder("=")
+    # a byte view of ``out``: slice assignment is one memcpy, without NumPy's per-call overhead
+    view = memoryview(out.reshape(-1).view(np.uint8)) if native and encoding.dtype.isnative else None
     if encoding.hdf5_framed:
         decompress = _decompress()
         algorithm = encoding.codec
@@ -130,8 +132,8 @@ def decode_blobs(blobs, encoding: Encoding, out: np.ndarray, first_frame: int = 
             shape = "×".join(str(v) for v in out.shape[1:])
             raise InputError(f"DECTRIS frame {first_frame + i} decodes to {len(data)} bytes but its header "
                              f"describes {shape} {encoding.dtype.name} ({frame_bytes} bytes)")
-        if flat is not None and encoding.dtype.isnative:
-            flat[i] = np.frombuffer(data, np.uint8)
+        if view is not None:
+            view[i * frame_bytes:(i + 1) * frame_bytes] = data
         else:
             out[i] = np.frombuffer(data, encoding.dtype).reshape(out.shape[1:])
 

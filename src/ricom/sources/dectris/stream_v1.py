@@ -12,6 +12,7 @@ pixel.
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 
@@ -21,7 +22,9 @@ from ricom.sources.dectris.series import ImageBatch, SeriesHeader, config_frames
 
 PORT = 9999
 _HEAD = {b"dheader-1.0": "header", b"dimage-1.0": "image", b"dseries_end-1.0": "end"}
-_PAIRS = ("dflatfield-1.0", "dpixelmask-1.0", "dcountrate_table-1.0")
+_SERIES = re.compile(rb'"series"\s*:\s*(\d+)')
+_FRAME = re.compile(rb'"frame"\s*:\s*(\d+)')
+_SIZE = re.compile(rb'"size"\s*:\s*(\d+)')
 SPLIT_HEADER_WAIT_S = 0.5
 """How long to wait for the next part of a header sent as single-part messages."""
 
@@ -42,6 +45,9 @@ class V1Protocol:
 
     name = "v1"
     port = PORT
+
+    def __init__(self) -> None:
+        self._cache: dict = {}  # dimage_d part without its size → Encoding
 
     def classify(self, message: list) -> tuple[str, int | None]:
         """``("header"|"image"|"end"|"other", series)`` of one message."""
@@ -100,46 +106,55 @@ class V1Protocol:
             return batch
 
     def _images(self, messages: list, header: SeriesHeader, start: int, batch: ImageBatch) -> ImageBatch:
-        """The images of ``header``'s series in ``messages[start:]``, up to the first
-        header or end message."""
         frames, blobs, encoding = batch.frames, batch.blobs, None
-        series = header.series
-        shape = header.detector_shape
+        series, cache = header.series, self._cache
         for k in range(start, len(messages)):
             msg = messages[k]
             part = msg[0]
-            if b"dimage-1.0" not in part[:64]:
-                kind, _ = self.classify(msg)
-                if kind != "other":
+            if b"dimage-1.0" not in part:
+                if self.classify(msg)[0] != "other":
                     batch.stop = k
                     return batch
                 continue
-            head = json.loads(part)
-            if head.get("series") != series:
+            ms, mf = _SERIES.search(part), _FRAME.search(part)
+            if ms is None or mf is None:
+                raise InputError(f"a DECTRIS image message lacks its series or frame number ({part[:60]!r})")
+            if int(ms.group(1)) != series:
                 batch.skipped += 1
                 continue
             if len(msg) < 3:
-                raise InputError(f"DECTRIS image {head.get('frame')} came in {len(msg)} parts, not 4; "
+                raise InputError(f"DECTRIS image {int(mf.group(1))} came in {len(msg)} parts, not 4; "
                                  f"the stream is corrupt")
-            d = json.loads(msg[1])
-            enc = Encoding.from_v1(d.get("encoding", "<"), d.get("type", "uint16"))
+            d_part, blob = msg[1], msg[2]
+            m = _SIZE.search(d_part)
+            key = d_part if m is None else d_part[:m.start(1)] + d_part[m.end(1):]
+            enc = cache.get(key)
+            if enc is None:
+                enc = self._image_encoding(key, d_part, header)
             if encoding is None:
                 batch.encoding = encoding = enc
-                if shape is None:
-                    shape = header.detector_shape = _shape(d)
-            elif enc != encoding:
-                raise InputError(f"DECTRIS image {head.get('frame')} changed encoding to "
-                                 f"{d.get('encoding')} {d.get('type')} mid-series")
-            blob = msg[2]
-            size = d.get("size")
-            if size is not None and int(size) != len(blob):
-                raise InputError(f"DECTRIS image {head.get('frame')}: the blob holds {len(blob)} bytes but "
-                                 f"its header says {size}; the stream is corrupt")
-            if _shape(d) != shape:
-                raise InputError(f"DECTRIS image {head.get('frame')} is {_shape(d)} but the series is {shape}")
-            frames.append(int(head.get("frame", 0)))
+            elif enc is not encoding:
+                raise InputError(f"DECTRIS image {int(mf.group(1))} changed its encoding mid-series ({d_part[:80]!r})")
+            if m is not None and int(m.group(1)) != len(blob):
+                raise InputError(f"DECTRIS image {int(mf.group(1))}: the blob holds {len(blob)} bytes but "
+                                 f"its header says {int(m.group(1))}; the stream is corrupt")
+            frames.append(int(mf.group(1)))
             blobs.append(blob)
         return batch
+
+    def _image_encoding(self, key: bytes, d_part, header: SeriesHeader) -> Encoding:
+        """Encoding of a new kind of ``dimage_d`` part (checked against the series' shape), cached."""
+        d = _json(d_part, "image header")
+        enc = Encoding.from_v1(d.get("encoding", "<"), d.get("type", "uint16"))
+        if header.detector_shape is None:
+            header.detector_shape = _shape(d)
+        elif _shape(d) != tuple(header.detector_shape):
+            raise InputError(f"a DECTRIS image is {_shape(d)} but the series is {tuple(header.detector_shape)}")
+        enc = next((e for e in self._cache.values() if e == enc), enc)  # one object per encoding
+        if len(self._cache) > 64:
+            self._cache.clear()
+        self._cache[key] = enc
+        return enc
 
 
 def _shape(d: dict) -> tuple[int, int]:

@@ -73,6 +73,7 @@ class V2Protocol:
     def __init__(self) -> None:
         self._loads = _cbor().loads
         self._tag = _cbor().CBORTag
+        self._cache: dict = {}  # (typed tag, algorithm, rows, cols) → Encoding
 
     def _load(self, message: list) -> Mapping | None:
         if len(message) != 1:
@@ -120,33 +121,54 @@ class V2Protocol:
 
     def _images(self, messages: list, header: SeriesHeader, start: int, batch: ImageBatch) -> ImageBatch:
         frames, blobs, encoding = batch.frames, batch.blobs, None
-        series, shape = header.series, header.detector_shape
+        series, loads, tag, cache = header.series, self._loads, self._tag, self._cache
         for k in range(start, len(messages)):
-            m = self._load(messages[k])
-            if m is None:
-                continue
-            if m["type"] != "image":
-                if m["type"] in ("start", "end"):
+            msg = messages[k]
+            m = loads(msg[0]) if len(msg) == 1 else None
+            if type(m) is tag and m.tag == 55799:
+                m = m.value
+            kind = m.get("type") if hasattr(m, "get") else None
+            if kind != "image":
+                if kind in ("start", "end"):
                     batch.stop = k
                     return batch
                 continue
-            if _series(m) != series:
+            if m.get("series_id") != series:
                 batch.skipped += 1
                 continue
-            data = m.get("data") or {}
-            if not data:
-                raise InputError(f"DECTRIS stream V2 image {m.get('image_id')} holds no data")
-            arr = CborArray(next(iter(data.values())))
-            enc = Encoding.from_v2(arr.algorithm, arr.dtype)
+            image_id = m.get("image_id")
+            try:
+                dims, typed = next(iter(m["data"].values())).value
+                inner = typed.value
+                if type(inner) is tag:
+                    algorithm, _, data = inner.value
+                else:
+                    algorithm, data = None, inner
+                key = (typed.tag, algorithm, dims[0], dims[1])
+            except (KeyError, StopIteration, AttributeError, TypeError, ValueError):
+                raise InputError(f"DECTRIS stream V2 image {image_id} holds no readable data array") from None
+            enc = cache.get(key)
+            if enc is None:
+                enc = self._image_encoding(key, next(iter(m["data"].values())), header)
             if encoding is None:
                 batch.encoding = encoding = enc
-            elif enc != encoding:
-                raise InputError(f"DECTRIS image {m.get('image_id')} changed its encoding mid-series")
-            if shape is not None and arr.shape != shape:
-                raise InputError(f"DECTRIS image {m.get('image_id')} is {arr.shape} but the series is {shape}")
-            frames.append(int(m.get("image_id", 0)))
-            blobs.append(arr.data)
+            elif enc is not encoding:
+                raise InputError(f"DECTRIS image {image_id} changed its encoding mid-series")
+            frames.append(int(image_id))
+            blobs.append(data)
         return batch
+
+    def _image_encoding(self, key: tuple, value, header: SeriesHeader) -> Encoding:
+        """Encoding of a new kind of image array (checked against the series' shape), cached."""
+        arr = CborArray(value)
+        enc = Encoding.from_v2(arr.algorithm, arr.dtype)
+        if header.detector_shape is not None and arr.shape != tuple(header.detector_shape):
+            raise InputError(f"a DECTRIS image is {arr.shape} but the series is {tuple(header.detector_shape)}")
+        enc = next((e for e in self._cache.values() if e == enc), enc)
+        if len(self._cache) > 64:
+            self._cache.clear()
+        self._cache[key] = enc
+        return enc
 
 
 def _series(m: Mapping) -> int | None:
