@@ -31,16 +31,13 @@ def _zero_masked(frames, bad_index, saturation):  # pragma: no cover - compiled
     extra = 0
     for i in range(n):
         row = frames[i]
+        for k in range(bad_index.shape[0]):  # the static mask first, so that it is not counted below
+            row[bad_index[k]] = 0
         if saturation >= 0:
             for j in range(npix):
                 if row[j] == saturation:
                     row[j] = 0
                     extra += 1
-        for k in range(bad_index.shape[0]):
-            j = bad_index[k]
-            if saturation >= 0 and row[j] == 0:
-                continue
-            row[j] = 0
     return extra
 
 
