@@ -207,6 +207,7 @@ def test_data_file_opened_directly(tmp_path):
     write_dectris(tmp_path, frames, per_file=8, name="two")
     src, notes = opened(str(tmp_path / "two_data_000002.h5"))  # one part of two: read alone, masked
     assert any("holds part 2 of the 2 data files" in n for n in notes)
+    assert src.describe()["series_part"] == "2 of 2 data files"
     assert src.scan_shape is None and src.n_frames == 8
     np.testing.assert_array_equal(frames_of(src)[0], masked(frames[8:]))
     src.close()

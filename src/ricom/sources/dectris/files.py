@@ -262,6 +262,8 @@ class DectrisFileSource(LazyArraySource):
         self.pixel_mask = _pixel_mask(self.master)
         """The detector's pixel mask as stored (NXmx bits), or None."""
         self.mask = PixelMask.from_detector_mask(self.pixel_mask, self.bit_depth, tuple(int(v) for v in data.shape[1:]))
+        self.series_part = part_of
+        """(k, n) when a data file k of a series of n is read alone, else None."""
         self._scan(data, scan_shape, part_of, options)
         self._hints = master_hints(self.master, self.detector_shape)
         if self.mask.n_bad:
@@ -311,7 +313,11 @@ class DectrisFileSource(LazyArraySource):
         d = super().describe()
         d["format"] = "DECTRIS NeXus " + ("master" if self.master is not None and self.master_path == self.path
                                           else "data file")
-        d.update(master=self.master_path, data_files=list(self.series_files), frames_in_files=self._frames_in_files)
+        files = self.series_files
+        d.update(master=self.master_path, data_files=files if len(files) <= 4 else
+                 f"{files[0]}, …, {files[-1]} ({len(files)} files)", frames_in_files=self._frames_in_files)
+        if self.series_part:
+            d["series_part"] = f"{self.series_part[0]} of {self.series_part[1]} data files"
         if self.missing_files:
             d["missing_data_files"] = list(self.missing_files)
         d["expected_frames"] = self._expected_frames()
