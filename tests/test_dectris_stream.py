@@ -279,3 +279,32 @@ def test_open_source_by_url_v2():
         push.close()
     with pytest.raises(InputError, match="dectris://HOST"):
         open_source("dectris://a:b:c")
+
+
+def test_recording_stores_the_blobs_as_received_and_the_mask(tmp_path):
+    import h5py
+
+    from ricom.io.recorder import attach_recorder
+
+    frames, mask = _frames(7), _mask()
+    frames[:, (mask & 0xFFFF) != 0] = 65535
+    push = Pusher()
+    conn = StreamConnection("127.0.0.1", push.port)
+    try:
+        push.send(_v1_series(4, frames, mask))
+        source = DectrisLiveSource(conn, V1Protocol(), series=4, header_timeout=5, timeout=2)
+        recorders = []
+        result, rec, _ = api.reconstruct_run(
+            source, kernel_size=5, center_yx=(11.0, 10.0), chunk_size=8,
+            before_run=lambda r, s: recorders.append(attach_recorder(r, str(tmp_path / "rec.h5"), s)))
+        counts = recorders[0].close()
+    finally:
+        conn.close()
+        push.close()
+    assert counts["n_recorded"] == 36 and recorders[0].n_direct == 36
+    with h5py.File(tmp_path / "rec.h5") as f:
+        np.testing.assert_array_equal(f["data"][...].reshape(36, *DET), frames)  # the detector's bytes
+        assert f["data"].id.read_direct_chunk((0, 1, 0, 0))[1] == bslz4(frames[1])
+        np.testing.assert_array_equal(f["pixel_mask"][...], mask)
+    again = api.reconstruct(str(tmp_path / "rec.h5:/data"), kernel_size=5, center_yx=(11.0, 10.0))
+    np.testing.assert_allclose(again.ricom, result.snapshot.ricom, rtol=1e-9)

@@ -100,6 +100,7 @@ class DectrisLiveSource(Source):
             bit_depth = self.header.bit_depth or 8 * self.dtype.itemsize
             mask = self.header.pixel_mask if self.header.pixel_mask is not None else pixel_mask
             self.mask = PixelMask.from_detector_mask(mask, bit_depth, self.detector_shape)
+            self._detector_mask = mask
             self.n_frames = int(n_frames) if n_frames else self.header.n_frames
             self.header_scan_shape = _square(self.header.n_frames)
             if scan_shape is None:
@@ -301,6 +302,15 @@ class DectrisLiveSource(Source):
     def frames_received(self) -> int:
         """Index + 1 of the last frame yielded (frames of this series so far)."""
         return self._last + 1
+
+    def recording_datasets(self) -> dict:
+        """What a recording stores beside the frames: the pixel mask (NXmx bits) and bit depth,
+        so that a reader leaves out the same pixels (the frames are stored as received)."""
+        raw = self._detector_mask
+        if raw is None or np.shape(raw) != self.detector_shape:
+            raw = self.mask.bad.astype(np.uint32)  # binned (merge2x2) or no mask: bit 0 where left out
+        return {"pixel_mask": (np.asarray(raw, np.uint32), {"bit_depth": int(self.mask.saturation).bit_length()
+                                                            if self.mask.saturation else 0})}
 
     def sample_frames(self) -> np.ndarray:
         return np.zeros((2, *self.detector_shape), self.dtype)
