@@ -92,6 +92,6 @@ class DectrisFaults:
             rng = np.random.default_rng(self.seed + 1)
             frames = rng.integers(0, n_frames, self.hot_readings)
             pixels = rng.integers(0, shape[0] * shape[1], self.hot_readings)
-            for f, p in zip(frames.tolist(), pixels.tolist()):
+            for f, p in zip(frames.tolist(), pixels.tolist(), strict=True):
                 out.setdefault(f, []).append(p)
         return {f: np.asarray(p, np.int64) for f, p in out.items()}

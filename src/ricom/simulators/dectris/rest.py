@@ -228,10 +228,10 @@ class ApiHandler(BaseHTTPRequestHandler):
         except ApiError as exc:
             self._answer(exc.status, exc.text)
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_GET(self) -> None:
         self._handle("GET")
 
-    def do_PUT(self) -> None:  # noqa: N802
+    def do_PUT(self) -> None:
         self._handle("PUT")
 
 

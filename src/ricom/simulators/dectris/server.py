@@ -27,8 +27,8 @@ import numpy as np
 from ricom.core.errors import InputError, SettingsError
 from ricom.simulators.dectris import encode, rest
 from ricom.simulators.dectris.faults import DectrisFaults
-from ricom.simulators.dectris.headers import series_messages
 from ricom.simulators.dectris.frames import FrameStore, Readout, encoded_pass, image_shape
+from ricom.simulators.dectris.headers import series_messages
 from ricom.simulators.dectris.sender import Sender, Series
 
 STREAMS = {"v1": "legacy", "v2": "cbor"}
@@ -197,7 +197,7 @@ class DectrisSimulator:
             mask = rest.from_darray(value, self.image_shape)
             if det["roi_mode"] == "merge2x2":
                 mask = np.kron(mask, np.ones((2, 2), np.uint32))
-                mask = np.pad(mask, [(0, a - b) for a, b in zip(self.store.detector_shape, mask.shape)])
+                mask = np.pad(mask, [(0, a - b) for a, b in zip(self.store.detector_shape, mask.shape, strict=True)])
             self.mask = mask
             det["number_of_excluded_pixels"] = int(np.count_nonzero(self.image_mask() & 0xFFFF))
             return ["pixel_mask", "number_of_excluded_pixels"]
@@ -375,7 +375,7 @@ class DectrisSimulator:
         series = Series(series_id=series_id, stream="v1" if self.config["stream"]["format"] == "legacy" else "v2",
                         frames=frames, limit=limit, stalls=self.faults.stalls(frames), nimages=int(det["nimages"]),
                         triggered=triggered, encoded=self._encoded(), header=[], end=None,
-                        frame_ns=int(round(det["frame_time"] * 1e9)), count_ns=int(round(det["count_time"] * 1e9)),
+                        frame_ns=round(det["frame_time"] * 1e9), count_ns=round(det["count_time"] * 1e9),
                         allowed=0 if triggered else frames)
         series_messages(self, series)
         return series
