@@ -118,3 +118,50 @@ def test_omit_bit_depth_and_no_header(frames):
     with DectrisSimulator(frames, stream="v2", faults=DectrisFaults(no_header=True)) as sim:
         msgs = _arm_and_read(sim, v2=True)
     assert decode_v2(msgs[0])["type"] == "image"
+
+
+def test_cli_flags_reach_the_simulator():
+    from ricom.cli.main import build_parser
+    from ricom.cli.simulate_dectris import build_simulator
+
+    args = build_parser().parse_args([
+        "simulate", "dectris", "--demo", "--scan-shape", "2", "2", "--detector-shape", "16", "16",
+        "--api-port", "0", "--stream-port", "0", "--stream", "v2", "--compression", "lz4", "--bit-depth", "32",
+        "--roi", "merge2x2", "--acquisitions", "2", "--leftover-images", "1", "--end-after", "3",
+        "--masked-pixels", "2", "--omit-bit-depth", "--quiet"])
+    sim = build_simulator(args)
+    assert sim.config["stream"]["format"] == "cbor" and sim.config["detector"]["compression"] == "lz4"
+    assert sim.image_shape == (8, 8) and sim.acquisitions == 2 and sim.config["detector"]["ntrigger"] == 4
+    f = sim.faults
+    assert (f.leftover_images, f.end_after, f.masked_pixels, f.omit_bit_depth) == (1, 3, 2, True)
+
+
+def test_cli_serves_and_stops_on_ctrl_c(tmp_path, frames):
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    path = tmp_path / "scan.npy"
+    np.save(path, frames.reshape(4, 5, 8, 6))
+    proc = subprocess.Popen([sys.executable, "-m", "ricom", "simulate", "dectris", "--from", str(path),
+                             "--api-port", "0", "--stream-port", "0", "--acquisitions", "1", "--between", "0.1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        banner = proc.stdout.readline()
+        port = int(re.search(r"stream tcp://[\d.]+:(\d+)", banner).group(1))
+
+        class _Sim:
+            stream_port = port
+
+        rx = Receiver(_Sim)
+        out = parse_v1(rx.until_end())
+        rx.close()
+        np.testing.assert_array_equal(np.stack(out["frames"]), frames)
+        assert "armed series 1" in proc.stderr.readline()
+        assert "series 1 ended: 20 frames sent" in proc.stderr.readline()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=20)
+        assert proc.returncode == 0, err
+    finally:
+        proc.kill()
