@@ -290,8 +290,11 @@ class DectrisSimulator:
         with self.cond:
             self.sequence_id, self.current = series.series_id, series
             self.state = "acquire" if not series.triggered else "ready"
-            if self.config["stream"]["mode"] == "enabled":
+            streaming = self.config["stream"]["mode"] == "enabled"
+            if streaming:
                 self._sender.submit(series)
+        if not streaming and not series.triggered:  # acquired, but nothing goes out
+            self._series_ended(series)
         self._say(f"armed series {series.series_id}: {series.frames} frames ({self.config['detector']['trigger_mode']}"
                   f", stream {self.config['stream']['format']}, {self.config['detector']['compression']})")
         return series.series_id
