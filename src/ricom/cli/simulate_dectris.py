@@ -85,13 +85,16 @@ def build_simulator(args):
                            stall_after=args.stall_after, masked_pixels=args.masked_pixels,
                            hot_readings=args.hot_readings, omit_bit_depth=args.omit_bit_depth,
                            no_header=args.no_header, seed=args.seed)
-    log = None if args.quiet else (lambda text: print(f"ricom simulate dectris: {text}", file=sys.stderr,
-                                                     flush=True))
+    def log(text: str) -> None:  # one write per line: the REST and stream threads both log
+        sys.stderr.write(f"ricom simulate dectris: {text}\n")
+        sys.stderr.flush()
+
     return DectrisSimulator(data, scan_shape=args.scan_shape, host=args.host, api_port=args.api_port,
                             stream_port=args.stream_port, stream=args.stream, compression=args.compression,
                             rate_hz=args.rate, roi=args.roi, bit_depth=args.bit_depth,
                             header_detail=args.header_detail, faults=faults, acquisitions=args.acquisitions,
-                            between_s=args.between, split_header=args.split_header, log=log)
+                            between_s=args.between, split_header=args.split_header,
+                            log=None if args.quiet else log)
 
 
 def run(args) -> int:

@@ -287,6 +287,8 @@ class DectrisSimulator:
             with self.cond:
                 self.state = "idle"
             raise
+        self._say(f"armed series {series.series_id}: {series.frames} frames ({self.config['detector']['trigger_mode']}"
+                  f", stream {self.config['stream']['format']}, {self.config['detector']['compression']})")
         with self.cond:
             self.sequence_id, self.current = series.series_id, series
             self.state = "acquire" if not series.triggered else "ready"
@@ -295,8 +297,6 @@ class DectrisSimulator:
                 self._sender.submit(series)
         if not streaming and not series.triggered:  # acquired, but nothing goes out
             self._series_ended(series)
-        self._say(f"armed series {series.series_id}: {series.frames} frames ({self.config['detector']['trigger_mode']}"
-                  f", stream {self.config['stream']['format']}, {self.config['detector']['compression']})")
         return series.series_id
 
     def trigger(self) -> None:
