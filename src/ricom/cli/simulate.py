@@ -1,4 +1,4 @@
-"""ricom simulate [data|merlin|events] …
+"""ricom simulate [data|merlin|dectris|events] …
 
 ``ricom simulate -o FILE.npy`` (or ``simulate data``) writes a simulated 4D-STEM dataset
 of the built-in SrTiO3 specimen, with its calibration in ``FILE.ricom.json`` beside it
@@ -14,11 +14,12 @@ import json
 import os
 import sys
 
-HELP = "simulate data: a 4D-STEM dataset, a Merlin detector server, event files"
+HELP = "simulate data: a 4D-STEM dataset, Merlin and DECTRIS detector servers, event files"
 
 TARGETS = {
     "data": ("ricom.cli.simulate", "a 4D-STEM dataset of the built-in specimen (.npy or .h5)"),
     "merlin": ("ricom.cli.simulate_merlin", "a Merlin detector server over TCP"),
+    "dectris": ("ricom.cli.simulate_dectris", "a DECTRIS detector: SIMPLON REST API and ZeroMQ stream V1/V2"),
     "events": ("ricom.cli.simulate_events", "an event file (.tpx3, .t3p, .h5) of the built-in specimen"),
 }
 
