@@ -126,6 +126,8 @@ class DectrisLiveSource(Source):
             if msg is None:
                 self._not_started(series, timeout, skipped)
             kind, got = self.protocol.classify(msg)
+            if kind == "end":  # the end of a series read up to its frame count: expected
+                continue
             if kind == "header" and (series is None or got == series):
                 if skipped:
                     self.skipped_messages = skipped
