@@ -14,9 +14,8 @@ from PySide6 import QtWidgets
 
 STREAM_PORTS = {"v1": 9999, "v2": 31001}
 """Default ZMQ stream port of each stream version."""
-TRIGGER_MODES = (("exte", "exte: one frame per scan pulse"), ("exts", "exts: one pulse per scan line"),
-                 ("ints", "ints: software trigger"))
-ROI_MODES = ((None, "leave as it is"), ("disabled", "disabled (full detector)"), ("merge2x2", "merge2x2 (binned)"))
+TRIGGER_MODES = (("exte", "exte (pulse per frame)"), ("exts", "exts (pulse per line)"), ("ints", "ints (software)"))
+ROI_MODES = ((None, "detector's"), ("disabled", "disabled (full)"), ("merge2x2", "merge2x2 (binned)"))
 COMPRESSIONS = ("bslz4", "lz4")
 
 
@@ -93,10 +92,11 @@ class DectrisPage(QtWidgets.QWidget):
 
     def _arm_box(self) -> QtWidgets.QGroupBox:
         """Active mode: trigger mode, times, ROI, compression (frame counts come from the scan shape)."""
-        box = QtWidgets.QGroupBox("active: the detector is set for the scan (Scan › rows × cols)")
+        box = QtWidgets.QGroupBox("active mode", toolTip="the frame counts are set from Scan › rows × cols")
         form = QtWidgets.QFormLayout(box)
         form.setContentsMargins(6, 4, 6, 4)
-        self.trigger_mode = QtWidgets.QComboBox()
+        self.trigger_mode = QtWidgets.QComboBox(toolTip="exte: one frame per scan pulse (usual); exts: one pulse "
+                                                        "per scan line; ints: software trigger")
         for value, label in TRIGGER_MODES:
             self.trigger_mode.addItem(label, value)
         self.count_time = _time_spin("exposure per frame")
