@@ -261,3 +261,21 @@ def test_v2_message_on_a_v1_port_is_reported():
     finally:
         conn.close()
         push.close()
+
+
+def test_open_source_by_url_v2():
+    from ricom.sources import open_source
+
+    frames = _frames(6)
+    push = Pusher()
+    try:
+        push.send(_v2_series(3, frames))
+        with open_source(f"dectris://127.0.0.1:{push.port}/v2", header_timeout=5, timeout=2) as source:
+            snap = api.reconstruct(source, kernel_size=5, center_yx=(11.0, 10.0))
+            conn = source.connection
+        assert conn.closed
+        np.testing.assert_allclose(snap.ricom, _offline(frames).ricom, rtol=1e-9)
+    finally:
+        push.close()
+    with pytest.raises(InputError, match="dectris://HOST"):
+        open_source("dectris://a:b:c")

@@ -6,6 +6,15 @@ into the 4D dataset ``/data`` ``(scan_y, scan_x, det_y, det_x)`` of one HDF5 fil
 pattern per HDF5 chunk, compressed with Bitshuffle-LZ4 or Zstd (``hdf5plugin``).  The
 result reads back with ``ricom reconstruct FILE.h5:/data`` or plain h5py.
 
+Patterns that arrive still compressed (`ricom.core.chunks.EncodedFrames`, codec
+``"bslz4"``: a DECTRIS detector's bitshuffle-LZ4 blobs, each exactly one HDF5 filter-32008
+chunk) are written as they are with ``write_direct_chunk`` when the recording is
+Bitshuffle-LZ4 of the same pixel type: nothing is compressed again and only the blobs are
+queued (a tenth of the bytes of the patterns at a typical 4D-STEM dose).  ``/data`` then
+holds the detector's values — masked pixels read 2^bit_depth − 1, not 0 as in the
+patterns the reconstruction saw — and the source's ``pixel_mask`` (``recording_datasets``)
+is stored beside it, which `ricom.sources.hdf5` applies when reading the recording back.
+
 What it owns: the file (written under a temporary name, renamed when `close` finishes,
 as every output of `ricom.io.outputs`), a byte-bounded queue of pattern copies and the
 one writer thread that empties it (``ricom-recorder``, started with the first patterns,
@@ -81,6 +90,15 @@ def _runs(positions: np.ndarray, scan_x: int) -> list[tuple[int, int, int, int]]
     return [(a, b, int(iy[a]), int(ix[a])) for a, b in itertools.pairwise(bounds)]
 
 
+class _Blobs:
+    """Compressed patterns queued for ``write_direct_chunk`` (references, not copies)."""
+
+    __slots__ = ("blobs",)
+
+    def __init__(self, blobs: list) -> None:
+        self.blobs = blobs
+
+
 def _copy(frames, take: np.ndarray):
     """Copies of the patterns ``take`` (packed patterns stay packed: the writer unpacks them)."""
     if isinstance(frames, PackedFrames):
@@ -112,12 +130,17 @@ class FrameRecorder(Reducer):
         that where cores are short the reconstruction keeps its pace and latency and more
         patterns go unrecorded instead (10 here: run 1.3× instead of 1.6× the time without
         recording, half instead of a quarter of the patterns not recorded).
+    datasets : dict, optional
+        More datasets for the file's root, ``name → array`` or ``name → (array, attrs)``
+        (a DECTRIS ``pixel_mask`` with its ``bit_depth``; see the module docstring).
 
     Attributes
     ----------
     n_recorded, n_not_recorded, n_skipped : int
         Patterns written; patterns at a scan position that were not (queue full or a
         write failed); patterns without a scan position (−1, never recorded).
+    n_direct : int
+        Patterns of ``n_recorded`` written as the detector compressed them.
     write_delay_s : float
         Seconds the writer waits before each chunk (0; tests use it to play a slow disk).
 
@@ -144,7 +167,8 @@ class FrameRecorder(Reducer):
     """
 
     def __init__(self, path: str, scan_shape, detector_shape, dtype, *, compression: str | None = "bitshuffle-lz4",
-                 attrs: dict | None = None, max_queue_bytes: int = 256 * 2**20, writer_nice: int = 0) -> None:
+                 attrs: dict | None = None, max_queue_bytes: int = 256 * 2**20, writer_nice: int = 0,
+                 datasets: dict | None = None) -> None:
         if os.path.splitext(path)[1].lower() not in (".h5", ".hdf5"):
             raise SettingsError(f"recording {path!r}: give a .h5 or .hdf5 file name")
         self.path, self.compression = str(path), compression
@@ -153,6 +177,8 @@ class FrameRecorder(Reducer):
         self.dtype, self.attrs = np.dtype(dtype), dict(attrs or {})
         self.max_queue_bytes = int(max_queue_bytes)
         self.n_recorded = self.n_not_recorded = self.n_skipped = 0
+        self.n_direct = 0
+        self.datasets = dict(datasets or {})
         self.write_delay_s = 0.0
         self.writer_nice = int(writer_nice)
         self._not_recorded: list[np.ndarray] = []
@@ -177,23 +203,47 @@ class FrameRecorder(Reducer):
     # ------------------------------------------------------------------ the reducer contract
 
     def process(self, chunk: ReducedChunk) -> None:
-        """Queue copies of the chunk's patterns for the writer (or count them as not recorded)."""
+        """Queue copies of the chunk's patterns — or its compressed blobs, when they can be
+        stored as they are — for the writer (or count them as not recorded)."""
         if self._closed:
             raise RuntimeError(f"recording {self.path!r} is closed")
-        if chunk.frames is None:
+        blobs = self._direct_blobs(getattr(chunk, "encoded", None))
+        if chunk.frames is None and blobs is None:
             return
         positions = np.asarray(chunk.positions, np.int64).ravel()
         take = np.flatnonzero(positions >= 0)
-        per_frame = self._frame_bytes(chunk.frames)
+        if blobs is not None:
+            sizes = np.fromiter((len(blobs[i]) for i in take), np.int64, len(take))
+        else:
+            sizes = np.full(len(take), self._frame_bytes(chunk.frames), np.int64)
         with self._lock:
             self.n_skipped += len(positions) - len(take)
-            room = 0 if self._error is not None else max(0, self.max_queue_bytes - self._queued_bytes) // per_frame
+            free = -1 if self._error is not None else self.max_queue_bytes - self._queued_bytes
+            room = int(np.searchsorted(np.cumsum(sizes), free, side="right"))
             take, missed = take[:room], take[room:]
-            self._queued_bytes += len(take) * per_frame
+            nbytes = int(sizes[:room].sum())
+            self._queued_bytes += nbytes
             self._count_missed(positions[missed])
         if len(take):
             self._start()
-            self._queue.put((positions[take], _copy(chunk.frames, take), len(take) * per_frame))
+            payload = _Blobs([blobs[i] for i in take]) if blobs is not None else _copy(chunk.frames, take)
+            self._queue.put((positions[take], payload, nbytes))
+
+    def _direct_blobs(self, encoded) -> list | None:
+        """The blobs of ``encoded`` if they can become this file's HDF5 chunks unchanged:
+        bitshuffle-LZ4 in the filter's framing, this recording's filter, pixel type and
+        pattern shape, and every blob's header giving the pattern's byte count."""
+        if encoded is None or encoded.codec != "bslz4" or self.compression != "bitshuffle-lz4":
+            return None
+        if np.dtype(encoded.dtype) != self.dtype or tuple(encoded.frame_shape) != self.detector_shape:
+            return None
+        if encoded.elem_size and int(encoded.elem_size) != self.dtype.itemsize:
+            return None
+        total = int(np.prod(self.detector_shape)) * self.dtype.itemsize
+        blobs = list(encoded.blobs)
+        if not all(len(b) >= 12 and int.from_bytes(bytes(b[:8]), "big") == total for b in blobs):
+            return None
+        return blobs
 
     def merge(self, other) -> None:
         raise NotImplementedError("a recording is one stream of patterns into one file; it cannot merge "
@@ -254,6 +304,13 @@ class FrameRecorder(Reducer):
                     self._count_missed(positions)
 
     def _write(self, positions: np.ndarray, frames) -> None:
+        if isinstance(frames, _Blobs):
+            iy, ix = np.divmod(positions, self.scan_shape[1])
+            write = self._data.id.write_direct_chunk
+            for y, x, blob in zip(iy.tolist(), ix.tolist(), frames.blobs, strict=True):
+                write((y, x, 0, 0), blob)
+            self.n_direct += len(positions)
+            return
         if isinstance(frames, PackedFrames):
             frames = frames.unpack()
         frames = np.asarray(frames).reshape(-1, *self.detector_shape)
@@ -295,6 +352,11 @@ class FrameRecorder(Reducer):
         f, data = self._file, self._data
         f.create_dataset("recorded", data=res["recorded"])
         f.create_dataset("not_recorded_positions", data=res["not_recorded_positions"])
+        for name, value in self.datasets.items():
+            array, attrs = value if isinstance(value, tuple) else (value, {})
+            ds = f.create_dataset(name, data=np.asarray(array))
+            for key, v in attrs.items():
+                ds.attrs[key] = _attr_value(v)
         for key, value in self.attrs.items():
             f.attrs[key] = _attr_value(value)
             if (key in _CAL_KEYS and isinstance(value, (int, float, np.integer, np.floating))
@@ -303,7 +365,7 @@ class FrameRecorder(Reducer):
                 data.attrs[key] = value
         complete = bool(res["recorded"].all() and not self.n_not_recorded)
         f.attrs.update({"n_recorded": self.n_recorded, "n_not_recorded": self.n_not_recorded,
-                        "n_skipped": self.n_skipped, "complete": complete,
+                        "n_skipped": self.n_skipped, "n_stored_as_received": self.n_direct, "complete": complete,
                         "scan_shape": list(self.scan_shape), "detector_shape": list(self.detector_shape),
                         "compression": str(self.compression), "software": "ricom"})
         data.attrs["scan_shape"] = list(self.scan_shape)
@@ -366,7 +428,9 @@ def attach_recorder(reconstruction, path: str, source=None, *, dtype=None, attrs
     attrs : dict, optional
         More attributes (they win over the ones taken from the reconstruction and source).
     **options
-        ``compression``, ``max_queue_bytes`` (see `FrameRecorder`).
+        ``compression``, ``max_queue_bytes``, ``datasets`` (see `FrameRecorder`); without
+        ``datasets``, a source's ``recording_datasets()`` (its DECTRIS pixel mask) when it
+        has one.
 
     Returns
     -------
@@ -377,6 +441,8 @@ def attach_recorder(reconstruction, path: str, source=None, *, dtype=None, attrs
         if source is None:
             raise SettingsError("give the recording a source or a dtype")
         dtype = source_dtype(source)
+    if source is not None and hasattr(source, "recording_datasets") and "datasets" not in options:
+        options["datasets"] = source.recording_datasets()
     recorder = FrameRecorder(path, reconstruction.scan_shape, reconstruction.detector_shape, dtype,
                              attrs={**recording_attrs(reconstruction, source), **(attrs or {})}, **options)
     reconstruction.add_reducer(recorder)

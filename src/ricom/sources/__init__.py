@@ -32,14 +32,21 @@ def _is_h5_with_dataset(spec: str) -> bool:
     return bool(sep) and head.lower().endswith((".h5", ".hdf5", ".hdf", ".nxs", ".emd"))
 
 
+def _is_dectris(spec: str) -> bool:
+    """A DECTRIS NeXus master or data file given without a dataset path (by name and content)."""
+    return importlib.import_module("ricom.sources.dectris.files").is_dectris_file(spec)
+
+
 # (matcher, "module:function") — first match wins.  Modules are imported lazily.
 _READERS: list[tuple[object, str]] = [
     (lambda s: s == "demo", "ricom.sources.demo:open"),
     (lambda s: s.startswith("merlin://"), "ricom.sources.merlin.live:open"),
+    (lambda s: s.startswith("dectris://"), "ricom.sources.dectris.live:open"),
     (lambda s: _ext(s) == ".npy", "ricom.sources.arrays:open_npy"),
     (lambda s: _ext(s) in (".mib", ".hdr"), "ricom.sources.merlin.file:open"),
     (lambda s: _ext(s) == ".tpx3", "ricom.sources.timepix.tpx3:open"),
     (lambda s: _ext(s) == ".t3p", "ricom.sources.timepix.t3p:open"),
+    (lambda s: _is_h5_with_dataset(f"{s}:") and _is_dectris(s), "ricom.sources.dectris.files:open"),
     (lambda s: _is_h5_with_dataset(f"{s}:") and importlib.import_module("ricom.sources.events_h5").is_event_file(s),
      "ricom.sources.events_h5:open"),  # event lists (ricom /events or stempy /electron_events), by content
     (lambda s: _is_h5_with_dataset(f"{s}:"), "ricom.sources.hdf5:open"),  # file.h5 with or without :/dataset

@@ -5,7 +5,9 @@ files whose frames are split over ``data_000001, data_000002, …`` (in one grou
 external links) are joined in order.  Data is read a block of frames (whole scan rows
 for 4D data, whole HDF5 chunks where possible) at a time, never whole.  Compressed data
 needs its filter: gzip/lzf come with h5py; bitshuffle-LZ4 (DECTRIS ARINA) and others
-need ``hdf5plugin``, which is used when installed.
+need ``hdf5plugin``, which is used when installed.  A ``pixel_mask`` dataset beside the
+frames (a recording of a DECTRIS detector, `ricom.io.recorder`) is applied to every chunk
+(`ricom.sources.dectris.mask`).
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import h5py
 import numpy as np
 
 from ricom.core.errors import InputError
+from ricom.sources.dectris.mask import PixelMask
 from ricom.sources.raw import LazyArraySource
 
 with contextlib.suppress(ImportError):
@@ -118,6 +121,17 @@ def dataset_hints(ds) -> dict:
     return hints
 
 
+def recorded_mask(ds, detector_shape) -> PixelMask | None:
+    """The `PixelMask` of a 2D integer ``pixel_mask`` dataset beside ``ds`` (NXmx bits; its
+    ``bit_depth`` attribute, when present, also leaves out readings of 2^bit_depth − 1)."""
+    with contextlib.suppress(KeyError, OSError, TypeError, ValueError, InputError):  # not a mask of these frames
+        pm = ds.parent.get("pixel_mask")
+        if isinstance(pm, h5py.Dataset) and pm.ndim == 2 and pm.dtype.kind in "ui":
+            depth = pm.attrs.get("bit_depth")
+            return PixelMask.from_detector_mask(pm[()], int(depth) if depth is not None else None, detector_shape)
+    return None
+
+
 class HDF5Source(LazyArraySource):
     """Frames of an HDF5 dataset (see the module docstring); closes the file on `close`."""
 
@@ -127,23 +141,30 @@ class HDF5Source(LazyArraySource):
         try:
             super().__init__(data, name=name, block=(data.chunks or (None,))[0], **options)
             self._hints = dataset_hints(getattr(data, "parts", [data])[0])
+            self.mask = recorded_mask(getattr(data, "parts", [data])[0], self.detector_shape)
         except BaseException:
             h5file.close()
             raise
 
     def _read(self, a: int, b: int) -> np.ndarray:
         try:
-            return super()._read(a, b)
+            frames = super()._read(a, b)
         except OSError as exc:
             if "filter" in str(exc).lower():
                 raise InputError(f"{self.name}: cannot decompress the data ({exc}); install hdf5plugin") from None
             raise InputError(f"{self.name}: reading frames {a}–{b - 1} failed ({exc})") from None
+        if self.mask is not None:
+            frames = frames if frames.flags.writeable else frames.copy()
+            self.mask.apply(frames)
+        return frames
 
     def describe(self) -> dict:
         d = super().describe()
         parts = getattr(self.data, "parts", [self.data])
         d.update(format="HDF5", dataset=self.dataset, hdf5_chunks=parts[0].chunks,
                  compression=parts[0].compression, n_datasets=len(parts))
+        if self.mask is not None:
+            d["masked_pixels"] = self.mask.summary()
         return d
 
     def close(self) -> None:

@@ -320,6 +320,33 @@ class DectrisLiveSource(Source):
         on_close, self.on_close = self.on_close, None
         if on_close is not None:
             on_close(self._done)
+        if getattr(self, "own_connection", False):
+            self.connection.close()
+
+
+def open(spec: str, **options) -> DectrisLiveSource:
+    """Reader entry point for ``dectris://HOST[:PORT][/v1|/v2]``: the next series on that
+    stream (passive; the default port follows the version: 9999 for v1, 31001 for v2).
+
+    The source opens its own connection and closes it with itself.
+    """
+    import re
+
+    from ricom.sources.dectris.stream_v1 import V1Protocol
+    from ricom.sources.dectris.stream_v2 import V2Protocol
+
+    m = re.fullmatch(r"dectris://([^:/]+)(?::(\d+))?(?:/(v1|v2))?/?", spec.strip())
+    if m is None:
+        raise InputError(f"a DECTRIS stream is given as dectris://HOST[:PORT][/v1|/v2], not {spec!r}")
+    protocol = V2Protocol() if m.group(3) == "v2" else V1Protocol()
+    connection = StreamConnection(m.group(1), int(m.group(2) or protocol.port), stop=options.get("stop"))
+    try:
+        source = DectrisLiveSource(connection, protocol, **options)
+    except BaseException:
+        connection.close()
+        raise
+    source.own_connection = True
+    return source
 
 
 def _square(n: int | None) -> tuple[int, int] | None:

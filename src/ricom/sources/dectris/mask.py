@@ -31,7 +31,7 @@ def _zero_masked(frames, bad_index, saturation):  # pragma: no cover - compiled
     extra = 0
     for i in range(n):
         row = frames[i]
-        for k in range(bad_index.shape[0]):
+        for k in range(bad_index.shape[0]):  # the static mask first, so that it is not counted below
             row[bad_index[k]] = 0
         if saturation >= 0:
             for j in range(npix):
