@@ -6,7 +6,8 @@ on a log scale, with the centre in use (cyan, draggable: dropping it sets a manu
 centre), the mean uncentred COM of the scan so far (red) and the virtual-detector radii
 (the annulus edges r_in and r_out are draggable circles; dropping one sets manual radii,
 which the engine applies from the next chunk).  Overlay positions are detector pixels
-(row, column) of the pixel centres, as everywhere in ricom.
+(row, column) of the pixel centres, as everywhere in ricom.  A source with a pixel mask
+(DECTRIS) has its masked pixels drawn over the pattern (`ricom.gui.mask_overlay`).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from PySide6 import QtCore
 
 from ricom.engine.detector import event_histogram
 from ricom.gui.imageview import ImageView
+from ricom.gui.mask_overlay import MaskOverlay
 from ricom.gui.panels import Panel, single_view_layout
 
 """How often the mean COM marker is re-read from the engine."""
@@ -43,7 +45,8 @@ class DiffractionPanel(Panel):
         self.view = ImageView("inferno", formats=("tif", "png", "npy"))
         self.view.low.setValue(1.0)
         self.view.high.setValue(99.9)
-        single_view_layout(self, self.view)
+        self.mask_overlay = MaskOverlay(self.view)
+        single_view_layout(self, self.view, top=self.mask_overlay.bar)
         self.pattern: np.ndarray | None = None
         self.centre_yx: tuple[float, float] | None = None
         self.mean_com_yx: tuple[float, float] | None = None
@@ -81,6 +84,8 @@ class DiffractionPanel(Panel):
                 self.pattern = event_histogram(*tap.latest_events, rec.detector_shape)
         if self.pattern is None:
             return
+        if tap is not None:
+            self.mask_overlay.follow(tap, self.pattern.shape)
         shown = np.log10(1.0 + np.clip(self.pattern, 0, None))
         self.view.set_image(shown, "log10(1 + counts)")
         self.view.readout.setToolTip("the read-out shows log10(1 + counts)")

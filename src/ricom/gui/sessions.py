@@ -1,8 +1,9 @@
-"""Live sessions in the GUI: a Merlin detector watched acquisition after acquisition.
+"""Live sessions in the GUI: a Merlin or DECTRIS detector watched acquisition after acquisition.
 
 Owns `SessionWorker` (runs a `ricom.live.session.LiveSession` in a thread, with the
 same polling interface as `ricom.gui.worker.RunWorker`, so the window draws the
-acquisition being received like any run) and `SessionDock` (the *Acquisitions* dock: the
+acquisition being received like any run; the detector's acquisition stream comes from
+`ricom.gui.live_streams`) and `SessionDock` (the *Acquisitions* dock: the
 finished acquisitions with their state, frames and why they are partial, and the choice
 between following the acquisition being received and a frozen view of one selected).
 
@@ -12,7 +13,9 @@ acquisition unticks it and shows that acquisition's reconstruction, frozen, whil
 session goes on (new ones are still listed; settings edits apply to the one shown);
 ticking it again returns to the newest.  The reconstructions of the last `KEEP_LAST`
 acquisitions are kept; older entries stay listed without images, so a session that runs
-for hours does not grow without bound.
+for hours does not grow without bound.  What each acquisition is (the session's
+``Status.announce``: frames, detector mode, scan, pixel mask) goes to the status bar
+when it starts and stays as the state's tooltip.
 
 Nothing here computes images: every snapshot comes from the engine.
 """
@@ -23,37 +26,14 @@ import threading
 
 from PySide6 import QtCore, QtWidgets
 
+from ricom.gui.live_streams import SourceTap, TappedStream, acquisition_stream
 from ricom.gui.settings_column import settings_with_hints
 from ricom.gui.source_panel import SourceRequest
-from ricom.gui.worker import PatternTap, describe_error
-from ricom.live.merlin import MerlinAcquisitions
+from ricom.gui.worker import describe_error
 from ricom.live.session import Acquisition, LiveSession, State, Status
-from ricom.sources.base import Source
-from ricom.sources.merlin.control import MerlinControl
 
 KEEP_LAST = 16
 """Finished acquisitions whose reconstruction (and images) the list keeps."""
-
-
-class SourceTap(PatternTap):
-    """A `PatternTap` that `ricom.api.reconstruct_run` accepts as a `Source`."""
-
-
-Source.register(SourceTap)
-
-
-class _TappedStream:
-    """The detector's acquisition stream, each source wrapped in a `SourceTap` (the
-    diffraction panel shows its latest pattern)."""
-
-    def __init__(self, stream) -> None:
-        self.stream = stream
-
-    def connect(self):
-        return self.stream.connect()
-
-    def next_source(self, connection):
-        return SourceTap(self.stream.next_source(connection))
 
 
 class SessionWorker:
@@ -62,12 +42,16 @@ class SessionWorker:
     Parameters
     ----------
     request : SourceRequest
-        A Merlin request: host, ports (with ``control_port``, each acquisition is armed
-        and started from ricom), ``acquisitions`` (None: until stopped) and source options.
+        A Merlin request (host, ports; with ``control_port``, each acquisition is armed
+        and started from ricom) or a DECTRIS one (host, ``dectris``: stream, ports, mode),
+        with ``acquisitions`` (None: until stopped) and source options.
     settings : ricom.core.settings.Settings
         Settings of the first acquisition (the input's calibration fills the gaps).
     chunk_size : int
         Frames per engine chunk.
+    scan_shape : (int, int), optional
+        The settings column's scan: what an active DECTRIS session arms the detector for
+        (unless the request's source options override it).
 
     Attributes
     ----------
@@ -81,6 +65,8 @@ class SessionWorker:
         Finished acquisitions not yet taken by the window (`take`).
     notes : collections.deque of str
         Warnings for the message bar, not yet taken.
+    announced : collections.deque of str
+        What each acquisition is, as it starts (``Status.announce``), not yet taken.
     last : Acquisition or None
         The acquisition finished last.
     error : str or None
@@ -89,36 +75,36 @@ class SessionWorker:
 
     pausable = False
 
-    def __init__(self, request: SourceRequest, settings, chunk_size: int = 512) -> None:
-        self.request, self.settings = request, settings
+    def __init__(self, request: SourceRequest, settings, chunk_size: int = 512, scan_shape=None) -> None:
+        self.request, self.settings, self.chunk_size, self.scan_shape = request, settings, int(chunk_size), scan_shape
         self.stop_event = threading.Event()
         self.finished = threading.Event()
         self.rec = self.tap = self.source = None
         self.status: Status | None = None
         self.done: collections.deque = collections.deque()
         self.notes: collections.deque = collections.deque()
+        self.announced: collections.deque = collections.deque()
         self.error: str | None = None
         self.last: Acquisition | None = None
         self.paused = False
-        control = trigger = None
-        if request.control_port:
-            control = MerlinControl(request.host, request.control_port)
-            trigger = control.start
-        stream = MerlinAcquisitions(request.host, request.data_port, stop=self.stop_event, trigger=trigger,
-                                    control=control, **request.source_options)
-        self.session = LiveSession(_TappedStream(stream), acquisitions=request.acquisitions,
-                                   stop=self.stop_event, on_status=self._on_status, on_acquisition=self._finished,
-                                   reconstruct={"settings": settings, "chunk_size": int(chunk_size)},
-                                   on_start=self._attach, settings_for=self._settings_for, keep=False,
-                                   status_s=0.25)
+        self.session: LiveSession | None = None
         self.thread = threading.Thread(target=self._main, name="ricom-gui-session", daemon=True)
 
     def start(self) -> SessionWorker:
         self.thread.start()
         return self
 
+    def _make_session(self) -> LiveSession:
+        """The session (built in the thread: a bad request is an error message, not a traceback)."""
+        stream = acquisition_stream(self.request, self.stop_event, self.scan_shape)
+        return LiveSession(TappedStream(stream, self.notes.append), acquisitions=self.request.acquisitions,
+                           stop=self.stop_event, on_status=self._on_status, on_acquisition=self._finished,
+                           reconstruct={"settings": self.settings, "chunk_size": self.chunk_size},
+                           on_start=self._attach, settings_for=self._settings_for, keep=False, status_s=0.25)
+
     def _main(self) -> None:
         try:
+            self.session = self._make_session()
             self.session.run()
             if self.last is not None and self.last.state is State.FAILED:
                 self.error = self.last.reason
@@ -143,6 +129,8 @@ class SessionWorker:
 
     def _on_status(self, status: Status) -> None:
         self.status = status
+        if status.announce:
+            self.announced.append(f"acquisition {status.acquisition}: {status.announce.removeprefix('acquisition: ')}")
         if status.warning:
             self.notes.append(f"acquisition {status.acquisition}: {status.warning}")
 
@@ -267,6 +255,10 @@ class SessionDock(QtCore.QObject):
             self.add(acq)
         while w.notes:
             self.window.show_message(w.notes.popleft(), error=True)
+        while w.announced:
+            text = w.announced.popleft()
+            self.window.show_message(text)
+            self.window.state_label.setToolTip(text)
         if self.follow.isChecked() and w.rec is not None and w.rec is not self.window.rec:
             self.window.show_reconstruction(w.rec)
         if w.status is not None and w.running:

@@ -1,13 +1,15 @@
-"""The source controls: what to read (simulator, file, Merlin stream) and start/pause/stop.
+"""The source controls: what to read (simulator, file, Merlin or DECTRIS stream) and start/pause/stop.
 
 Owns `SourcePanel` (the widgets) and `SourceRequest` (what the user chose, as plain
 values), plus `open_request`, which turns a request into a `ricom.sources.base.Source`
 in the worker thread: the live simulator (`ricom.gui.simulator.LiveSimulatorSource`),
 any file `ricom.api.open_input` reads, or the Merlin live stream
 (`ricom.sources.merlin.live`, imported only when asked for, so the GUI works without it);
-the panel's Merlin choice asks for a live session instead (``SourceRequest.session``, run
-by `ricom.gui.sessions.SessionWorker`), with how many ``acquisitions`` (None: until stopped).
-The simulator's rate, defocus, astigmatism and dose apply while it runs.
+the panel's Merlin and DECTRIS choices ask for a live session instead
+(``SourceRequest.live_session``, run by `ricom.gui.sessions.SessionWorker`), with how many
+``acquisitions`` (None: until stopped); a DECTRIS stream is always a session (its page,
+`ricom.gui.dectris_page`).  The simulator's rate, defocus, astigmatism and dose apply
+while it runs.
 """
 from __future__ import annotations
 
@@ -18,21 +20,23 @@ from PySide6 import QtCore, QtWidgets
 
 from ricom.api import open_input
 from ricom.core.errors import InputError, SettingsError
+from ricom.gui.dectris_page import DectrisOptions, DectrisPage
 from ricom.gui.simulator import DEFAULT_PARAMS, LiveSimulatorSource
 from ricom.simulators.specimen import SimulationParams
 
-KINDS = ("simulator", "file", "merlin")
-_KIND_LABELS = ("Simulator (live stream)", "File", "Merlin live stream")
+KINDS = ("simulator", "file", "merlin", "dectris")
+_KIND_LABELS = ("Simulator (live stream)", "File", "Merlin live stream", "DECTRIS live stream")
 
 
 @dataclass(frozen=True)
 class SourceRequest:
     """What to open, as chosen in the panel (or on the command line).
 
-    ``kind`` is ``"simulator"``, ``"file"`` or ``"merlin"``; ``repeats`` is the engine's
-    ``"replace"`` (show the newest pass) or ``"sum"``.  ``session``: a Merlin stream is
-    watched as a live session (`ricom.gui.sessions`) of ``acquisitions`` acquisitions
-    (None: until stopped) instead of read as one acquisition.
+    ``kind`` is ``"simulator"``, ``"file"``, ``"merlin"`` or ``"dectris"``; ``repeats`` is
+    the engine's ``"replace"`` (show the newest pass) or ``"sum"``.  ``session``: a Merlin
+    stream is watched as a live session (`ricom.gui.sessions`) of ``acquisitions``
+    acquisitions (None: until stopped) instead of read as one acquisition; a DECTRIS stream
+    (``host`` and ``dectris``) always is.
     """
 
     kind: str = "simulator"
@@ -46,6 +50,12 @@ class SourceRequest:
     source_options: dict = field(default_factory=dict)
     session: bool = False
     acquisitions: int | None = None
+    dectris: DectrisOptions = field(default_factory=DectrisOptions)
+
+    @property
+    def live_session(self) -> bool:
+        """Run as a live session (`ricom.gui.sessions.SessionWorker`) rather than one run."""
+        return self.session or self.kind == "dectris"
 
 
 def open_request(req: SourceRequest, scan_shape, stop):
@@ -68,6 +78,8 @@ def open_request(req: SourceRequest, scan_shape, stop):
             if "scan_shape" in req.source_options or "scan_shape" not in exc.parameters:
                 raise
             return open_input(req.path, **{**req.source_options, "scan_shape": tuple(scan_shape)})
+    if req.kind == "dectris":
+        raise InputError("a DECTRIS stream is read as a live session (ricom.gui.sessions.SessionWorker)")
     if req.kind == "merlin":
         try:
             live = importlib.import_module("ricom.sources.merlin.live")
@@ -117,7 +129,8 @@ class SourcePanel(QtWidgets.QWidget):
         lay.addWidget(self.kind)
         self.stack = QtWidgets.QStackedWidget()
         lay.addWidget(self.stack)
-        for page in (self._simulator_page(), self._file_page(), self._merlin_page()):  # in the order of KINDS
+        self.dectris = DectrisPage()
+        for page in (self._simulator_page(), self._file_page(), self._merlin_page(), self.dectris):  # KINDS order
             self.stack.addWidget(page)
 
         self.repeats = QtWidgets.QComboBox(toolTip="what a repeated scan does at a position already seen")
@@ -242,26 +255,30 @@ class SourcePanel(QtWidgets.QWidget):
         kind = KINDS[self.kind.currentIndex()]
         opts = {"scan_shape": tuple(scan_override)} if scan_override is not None else {}
         d = int(self.det_size.currentText())
-        return SourceRequest(kind=kind, path=self.path.text().strip(), host=self.host.text().strip(),
+        dectris = kind == "dectris"
+        host = (self.dectris.host if dectris else self.host).text().strip()
+        acquisitions = (self.dectris.acquisitions if dectris else self.acquisitions).value() or None
+        return SourceRequest(kind=kind, path=self.path.text().strip(), host=host,
                              data_port=self.data_port.value(),
                              control_port=self.control_port.value() if self.use_control.isChecked() else None,
                              sim={**self.simulation_changes(), "detector_shape": (d, d)},
                              rate=self.rate.value() or None,
                              repeats="replace" if self.repeats.currentIndex() == 0 else "sum",
-                             source_options=opts, session=kind == "merlin",
-                             acquisitions=self.acquisitions.value() or None)
+                             source_options=opts, session=kind in ("merlin", "dectris"),
+                             acquisitions=acquisitions, dectris=self.dectris.options())
 
     def set_request(self, req: SourceRequest) -> None:
         """Show ``req`` in the widgets (used by the command line)."""
         self.kind.setCurrentIndex(KINDS.index(req.kind))
         self.path.setText(req.path)
-        self.host.setText(req.host)
+        (self.dectris.host if req.kind == "dectris" else self.host).setText(req.host)
+        self.dectris.set_options(req.dectris)
+        (self.dectris.acquisitions if req.kind == "dectris" else self.acquisitions).setValue(req.acquisitions or 0)
         self.data_port.setValue(req.data_port)
         self.use_control.setChecked(req.control_port is not None)
         if req.control_port:
             self.control_port.setValue(req.control_port)
         self.rate.setValue(req.rate or 0)
-        self.acquisitions.setValue(req.acquisitions or 0)
         self.repeats.setCurrentIndex(0 if req.repeats == "replace" else 1)
         for key, w in (("defocus_A", self.defocus), ("astigmatism_A", self.astig),
                        ("astigmatism_angle_deg", self.astig_angle)):

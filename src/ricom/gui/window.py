@@ -1,8 +1,8 @@
 """The main window: the run life cycle, the refresh timer and its CPU budget, messages.
 
 Owns `MainWindow`.  It starts a `ricom.gui.worker.RunWorker` for the chosen source
-(for the Merlin stream chosen in the panel, a `ricom.gui.sessions.SessionWorker`: a live
-session, its acquisitions listed by `ricom.gui.sessions.SessionDock`), and a `QTimer`
+(for the Merlin or DECTRIS stream chosen in the panel, a `ricom.gui.sessions.SessionWorker`:
+a live session, its acquisitions listed by `ricom.gui.sessions.SessionDock`), and a `QTimer`
 (up to `REFRESH_HZ`) takes `Reconstruction.snapshot()` and redraws the *visible* panels
 only when something changed, within a CPU budget that shrinks while the engine is the
 bottleneck (which panels and how often: `ricom.gui.refresh`).  Settings edits call
@@ -96,7 +96,7 @@ class MainWindow(WindowLayout, WindowActions, QtWidgets.QMainWindow):
             if panel.view is not None:
                 panel.view.save_requested.connect(lambda fmt, k=key: self._ask_save_panel(k, fmt))
         self._default_layout()
-        self.sessions = SessionDock(self)  # the Merlin session's acquisitions, shown when one starts
+        self.sessions = SessionDock(self)  # a live session's acquisitions, shown when one starts
         self.splitDockWidget(self.settings_dock, self.sessions.dock, QtCore.Qt.Vertical)
         self.sessions.dock.hide()
         self._build_menus()
@@ -168,17 +168,17 @@ class MainWindow(WindowLayout, WindowActions, QtWidgets.QMainWindow):
             return Reconstruction(source.scan_shape, source.detector_shape, s, repeats=request.repeats)
 
         self.request = request
-        if request.session:  # a detector watched acquisition after acquisition (`ricom.gui.sessions`)
+        if request.live_session:  # a detector watched acquisition after acquisition (`ricom.gui.sessions`)
             self.sessions.clear()
             self.sessions.dock.show()
-            self.worker = SessionWorker(request, settings, CHUNK_SIZE).start()
+            self.worker = SessionWorker(request, settings, CHUNK_SIZE, self.column.scan_shape()).start()
         else:
             self.worker = RunWorker(open_source, make_reconstruction, CHUNK_SIZE).start()
         self._ready = self._reported = False
         self._rate_samples.clear()
         self.state_label.setText("opening…")
         self.source_panel.set_running(True)
-        self.source_panel.pause_button.setEnabled(not request.session)  # a detector does not wait
+        self.source_panel.pause_button.setEnabled(not request.live_session)  # a detector does not wait
         self.column.set_running(True)
 
     def show_reconstruction(self, rec: Reconstruction) -> None:

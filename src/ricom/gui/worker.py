@@ -101,8 +101,7 @@ class PatternTap:
         else:
             inside = np.flatnonzero(pos >= 0)
             if inside.size:
-                frames = np.asarray(chunk.frames)
-                self.latest = np.array(frames.reshape(-1, *frames.shape[-2:])[inside[-1]])
+                self.latest = _one_pattern(chunk, int(inside[-1]))
                 self.latest_id += 1
                 self.last_position = int(pos[inside[-1]])
                 if chunk.scan_pass is not None:
@@ -111,6 +110,17 @@ class PatternTap:
 
     def close(self) -> None:
         self.source.close()
+
+
+def _one_pattern(chunk, k: int) -> np.ndarray:
+    """A copy of pattern ``k`` of a frame chunk.  Packed or still compressed chunks
+    (`ricom.core.chunks.PackedFrames`, `EncodedFrames`) give only that pattern: the
+    engine's workers read or decode the rest in parallel, not this thread."""
+    data = getattr(chunk, "data", None)
+    if data is not None and not isinstance(data, np.ndarray) and hasattr(data, "unpack"):
+        return np.array(data.unpack(slice(k, k + 1))[0])
+    frames = np.asarray(chunk.frames)
+    return np.array(frames.reshape(-1, *frames.shape[-2:])[k])
 
 
 class RunWorker:
