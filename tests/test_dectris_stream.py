@@ -308,3 +308,24 @@ def test_recording_stores_the_blobs_as_received_and_the_mask(tmp_path):
         np.testing.assert_array_equal(f["pixel_mask"][...], mask)
     again = api.reconstruct(str(tmp_path / "rec.h5:/data"), kernel_size=5, center_yx=(11.0, 10.0))
     np.testing.assert_allclose(again.ricom, result.snapshot.ricom, rtol=1e-9)
+
+
+def test_receives_from_libertem_dectris_simulator():
+    """An independent server (LiberTEM's Rust simulator: split header, header_detail basic,
+    512×512 bs16-lz4 frames whose 12-byte framing header is left zero)."""
+    pytest.importorskip("libertem_dectris")
+    from dectris_third_party import LiberTEMDectrisSim
+
+    sim = LiberTEMDectrisSim(n_frames=16)
+    conn = StreamConnection("127.0.0.1", sim.port)
+    try:
+        sim.send()
+        source = DectrisLiveSource(conn, V1Protocol(), header_timeout=10, timeout=5, scan_shape=(4, 4))
+        seen = []
+        for chunk in source.chunks(5):
+            seen.append(chunk.frames.copy())
+        sim.wait()
+    finally:
+        conn.close()
+    assert source.header.series == sim.series and source.detector_shape == sim.detector_shape
+    np.testing.assert_array_equal(np.concatenate(seen), sim.expected_frames())

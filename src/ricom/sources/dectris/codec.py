@@ -14,6 +14,7 @@ bare LZ4 blocks, the ``lz4`` package.  A blob that decodes to the wrong size is 
 from __future__ import annotations
 
 import re
+import struct
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +24,9 @@ from ricom.core.errors import InputError
 CODECS = ("raw", "bslz4", "lz4", "lz4-block")
 """``raw`` plain pixels; ``bslz4``/``lz4`` HDF5-framed (12-byte header); ``lz4-block`` one bare LZ4 block."""
 
+DEFAULT_BLOCK_BYTES = 8192
+"""Bitshuffle's block size, assumed when a sender leaves the HDF5 framing header empty."""
+_NO_SIZE = bytes(8)
 _V1_RE = re.compile(r"(?:bs(8|16|32|64)-)?(lz4)?([<>])")
 _TYPES = {"uint8": "u1", "uint16": "u2", "uint32": "u4", "int8": "i1", "int16": "i2", "int32": "i4",
           "float32": "f4"}
@@ -122,6 +126,8 @@ def decode_blobs(blobs, encoding: Encoding, out: np.ndarray, first_frame: int = 
         if encoding.codec == "raw":
             data = blob
         elif encoding.hdf5_framed:
+            if blob[:8] == _NO_SIZE:  # some senders leave the 12-byte header zero: the header says the size
+                blob = struct.pack(">QI", frame_bytes, DEFAULT_BLOCK_BYTES) + bytes(blob[12:])
             data = _checked(decompress, blob, algorithm, itemsize, first_frame + i)
         else:
             try:
