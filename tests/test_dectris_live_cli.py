@@ -9,10 +9,10 @@ import pytest
 pytest.importorskip("zmq")
 pytest.importorskip("dectris.compression")
 
-from ricom import api  # noqa: E402
-from ricom.cli.main import main  # noqa: E402
-from ricom.simulators.dectris import DectrisSimulator  # noqa: E402
-from ricom.simulators.dectris.faults import DectrisFaults  # noqa: E402
+from ricom import api
+from ricom.cli.main import main
+from ricom.simulators.dectris import DectrisSimulator
+from ricom.simulators.dectris.faults import DectrisFaults
 
 SCAN, DET = (8, 8), (24, 24)
 OPTS = ["--kernel-size", "5", "--center", "12", "12", "--no-progress"]

@@ -294,7 +294,7 @@ def test_recording_stores_the_blobs_as_received_and_the_mask(tmp_path):
         push.send(_v1_series(4, frames, mask))
         source = DectrisLiveSource(conn, V1Protocol(), series=4, header_timeout=5, timeout=2)
         recorders = []
-        result, rec, _ = api.reconstruct_run(
+        result, _rec, _ = api.reconstruct_run(
             source, kernel_size=5, center_yx=(11.0, 10.0), chunk_size=8,
             before_run=lambda r, s: recorders.append(attach_recorder(r, str(tmp_path / "rec.h5"), s)))
         counts = recorders[0].close()
