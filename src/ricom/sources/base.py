@@ -15,6 +15,8 @@ import abc
 import ctypes
 import functools
 import mmap
+import sys
+import threading
 from collections.abc import Iterator
 
 import numpy as np
@@ -113,6 +115,32 @@ class Source(abc.ABC):
         self.close()
 
 
+class BufferPool:
+    """Output arrays ``(k, *frame_shape)`` reused once no chunk holds them any more.
+
+    Decoding into fresh memory costs a page fault per 4 KiB, often more than the decoding;
+    a source hands `take` to the code that decodes its chunks (possibly on several worker
+    threads at once).
+    """
+
+    def __init__(self, frame_shape: tuple[int, ...], dtype, size: int = 6) -> None:
+        self.frame_shape, self.dtype, self.size = tuple(frame_shape), np.dtype(dtype), int(size)
+        self.chunk = 1
+        self._pool: list[np.ndarray] = []
+        self._lock = threading.Lock()
+
+    def take(self, n: int) -> np.ndarray:
+        """A ``(n, *frame_shape)`` array no one else uses."""
+        with self._lock:
+            for buf in self._pool:
+                if len(buf) >= n and sys.getrefcount(buf) <= 3:  # the pool, `buf` and the call: free
+                    return buf[:n]
+            buf = np.empty((max(n, self.chunk), *self.frame_shape), self.dtype)
+            if len(self._pool) < self.size:
+                self._pool.append(buf)
+            return buf[:n]
+
+
 MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)  # Linux ≥ 5.14
 
 
@@ -147,4 +175,4 @@ def populate_mapped(arr: np.ndarray) -> None:
         populate(arr)
 
 
-__all__ = ["Source", "populate", "populate_mapped"]
+__all__ = ["BufferPool", "Source", "populate", "populate_mapped"]

@@ -21,14 +21,19 @@ import math
 import os
 import re
 import warnings
+from collections.abc import Iterator
 
 import h5py
 import numpy as np
 
+from ricom.core.chunks import EncodedFrames, FrameChunk
 from ricom.core.errors import InputError
+from ricom.sources.base import BufferPool
+from ricom.sources.dectris.codec import Encoding, decode_blobs
+from ricom.sources.dectris.direct import DirectChunks
 from ricom.sources.dectris.mask import PixelMask
 from ricom.sources.hdf5 import _CHUNK_CACHE, _check_filters, _Stacked
-from ricom.sources.raw import LazyArraySource
+from ricom.sources.raw import LazyArraySource, positions_for
 
 with contextlib.suppress(ImportError):
     import hdf5plugin  # noqa: F401 - registers bitshuffle-LZ4 (filter 32008)
@@ -257,6 +262,7 @@ class DectrisFileSource(LazyArraySource):
         for ds in parts:
             _check_filters(ds, path)
         data = parts[0] if len(parts) == 1 else _Stacked(parts)
+        self._direct = DirectChunks.of(parts)
         self._frames_in_files = int(data.shape[0])
         self.bit_depth = _bit_depth(self.master, data.dtype)
         self.pixel_mask = _pixel_mask(self.master)
@@ -298,6 +304,31 @@ class DectrisFileSource(LazyArraySource):
             options = {**options, "pad": True}
         super().__init__(data, name=self.path, scan_shape=scan_shape, block=(data.chunks or (None,))[0],
                          scan_shape_from=self.scan_shape_from, **options)
+
+    def read_range(self, start: int, stop: int, chunk_size: int = 256) -> Iterator[FrameChunk]:
+        """As `LazyArraySource.read_range`; chunks stored as bitshuffle-LZ4 frames go out
+        still compressed (`ricom.sources.dectris.direct`), decoded by the pipeline's workers."""
+        if self._direct is None:
+            yield from super().read_range(start, stop, chunk_size)
+            return
+        start, stop = self._check_range(start, stop)
+        chunk_size = max(1, int(chunk_size))
+        have, dtype = self._frames_in_files, np.dtype(self.data.dtype).newbyteorder("=")
+        encoding, mask = Encoding("bslz4", np.dtype(self.data.dtype)), self.mask
+
+        def decode(blobs, out):
+            decode_blobs(blobs, encoding, out)
+            mask.apply(out)
+
+        buffers = BufferPool(self.detector_shape, dtype)
+        buffers.chunk = chunk_size
+        for a in range(start, min(stop, have), chunk_size):
+            b = min(stop, have, a + chunk_size)
+            encoded = EncodedFrames(self._direct.blobs(a, b), "bslz4", dtype, self.detector_shape, decode,
+                                    dtype.itemsize, buffers.take)
+            passes = self.layout.passes(a, b - a) if self.layout is not None else None
+            yield FrameChunk(encoded=encoded, positions=positions_for(self.layout, a, b - a, self.skip_frames),
+                             scan_pass=passes)
 
     def _read(self, a: int, b: int) -> np.ndarray:
         try:
@@ -341,6 +372,9 @@ class DectrisFileSource(LazyArraySource):
         return {"pixel_mask": (self.pixel_mask, {"bit_depth": self.bit_depth, "bits": "NXmx"})}
 
     def close(self) -> None:
+        direct, self._direct = getattr(self, "_direct", None), None
+        if direct is not None:
+            direct.close()
         for h in self._handles:
             with contextlib.suppress(Exception):
                 h.close()

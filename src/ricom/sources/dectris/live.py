@@ -14,7 +14,6 @@ then raises `InputError`, so that the pipeline keeps the partial result.
 from __future__ import annotations
 
 import math
-import sys
 import threading
 import time
 import warnings
@@ -24,7 +23,7 @@ import numpy as np
 
 from ricom.core.chunks import EncodedFrames, FrameChunk, ScanLayout
 from ricom.core.errors import InputError, Param, SettingsError
-from ricom.sources.base import Source
+from ricom.sources.base import BufferPool, Source
 from ricom.sources.dectris.codec import Encoding, decode_blobs
 from ricom.sources.dectris.connection import StreamConnection
 from ricom.sources.dectris.mask import PixelMask
@@ -88,9 +87,6 @@ class DectrisLiveSource(Source):
         self.host, self.port = connection.host, connection.port
         self._done = self._used = False
         self._last, self.frames_lost, self.skipped_messages = -1, 0, 0
-        self._pool: list = []
-        self._pool_lock = threading.Lock()
-        self._chunk_size = 1
         try:
             self.header = self._wait_header(series, header_timeout)
             if self.header.detector_shape is None:
@@ -180,7 +176,8 @@ class DectrisLiveSource(Source):
         self._used = True
         frame_bytes = int(np.prod(self.detector_shape)) * self.dtype.itemsize
         chunk_size = max(1, min(int(chunk_size), CHUNK_BYTES // max(1, frame_bytes)))
-        self._chunk_size = chunk_size
+        self._buffers = BufferPool(self.detector_shape, self.dtype)
+        self._buffers.chunk = chunk_size
         frames: list = []
         blobs: list = []
         encoding, t_first = None, None
@@ -284,19 +281,8 @@ class DectrisLiveSource(Source):
             mask.apply(out)
 
         encoded = EncodedFrames(blobs, encoding.codec, self.dtype, self.detector_shape, decode,
-                                encoding.dtype.itemsize, self._out_buffer)
+                                encoding.dtype.itemsize, self._buffers.take)
         return FrameChunk(encoded=encoded, positions=positions, received_s=t_first)
-
-    def _out_buffer(self, n: int) -> np.ndarray:
-        """A decode buffer no chunk still uses (called from the pipeline's worker threads)."""
-        with self._pool_lock:
-            for buf in self._pool:
-                if len(buf) >= n and sys.getrefcount(buf) <= 3:  # the pool, `buf` and the call: free
-                    return buf[:n]
-            buf = np.empty((max(n, self._chunk_size), *self.detector_shape), self.dtype)
-            if len(self._pool) < 6:  # chunks queued, one per worker, one being added, one filling
-                self._pool.append(buf)
-            return buf[:n]
 
     # ------------------------------------------------------------------ reporting
 
