@@ -205,6 +205,10 @@ class _Series:
                 h.close()
 
 
+DECODED_CHUNK_BYTES = 4 << 20
+"""Largest decoded chunk: decoding, masking and reducing a chunk run while it is in cache."""
+
+
 class DectrisFileSource(LazyArraySource):
     """Frames of a DECTRIS acquisition, with its pixel mask left out (module docstring).
 
@@ -312,7 +316,8 @@ class DectrisFileSource(LazyArraySource):
             yield from super().read_range(start, stop, chunk_size)
             return
         start, stop = self._check_range(start, stop)
-        chunk_size = max(1, int(chunk_size))
+        frame_bytes = int(np.prod(self.detector_shape)) * self.data.dtype.itemsize
+        chunk_size = max(1, min(int(chunk_size), DECODED_CHUNK_BYTES // frame_bytes))  # decoded in cache
         have, dtype = self._frames_in_files, np.dtype(self.data.dtype).newbyteorder("=")
         encoding, mask = Encoding("bslz4", np.dtype(self.data.dtype)), self.mask
 
