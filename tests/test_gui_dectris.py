@@ -258,3 +258,16 @@ def test_bad_hosts_are_messages_not_tracebacks(qtbot, window):
     assert "cannot reach the DECTRIS detector at no-such-host.invalid" in w.worker.error
     assert w.message_bar.text() == f"⚠ {w.worker.error}" and "Traceback" not in w.message_bar.text()
     assert not w.source_panel.stop_button.isEnabled() and w.source_panel.kind.isEnabled()
+
+
+def test_command_line_dectris_request():
+    import argparse
+
+    from ricom.cli import gui as cli_gui
+
+    p = argparse.ArgumentParser()
+    cli_gui.add_arguments(p)
+    req = cli_gui._request(p.parse_args(["--dectris", "10.0.0.7:31002", "--dectris-stream", "v2"]))
+    assert (req.kind, req.host, req.dectris.stream, req.dectris.port, req.live_session) == \
+        ("dectris", "10.0.0.7", "v2", 31002, True)
+    assert cli_gui._request(p.parse_args(["--dectris", "det"])).dectris.port == 9999

@@ -27,6 +27,10 @@ def add_arguments(p) -> None:
     src.add_argument("--source", metavar="demo|FILE",
                      help="'demo' = the built-in simulator as a live stream, or a data file")
     src.add_argument("--merlin", metavar="HOST[:PORT]", help="a Merlin live stream (data port, default 6342)")
+    src.add_argument("--dectris", metavar="HOST[:PORT]",
+                     help="a DECTRIS stream, listened to (stream port; default 9999 for v1, 31001 for v2)")
+    g.add_argument("--dectris-stream", choices=("v1", "v2"), default="v1", help="the DECTRIS stream format")
+    g.add_argument("--dectris-api-port", type=int, default=80, metavar="PORT", help="DECTRIS REST port (80)")
     g.add_argument("--merlin-control-port", type=int, metavar="PORT",
                    help="start the acquisition through this Merlin control port (usually 6341)")
     g.add_argument("--repeats", choices=("replace", "sum"),
@@ -51,7 +55,7 @@ def _request(args):
     from ricom.cli.options import source_options
     from ricom.core.errors import SettingsError
 
-    if args.source is None and args.merlin is None:
+    if args.source is None and args.merlin is None and args.dectris is None:
         return None
     from ricom.gui.source_panel import SourceRequest
 
@@ -59,6 +63,13 @@ def _request(args):
     sim = {"defocus_A": args.defocus, "astigmatism_A": args.astigmatism,
            "dose_e_per_probe": args.dose if args.dose > 0 else None,
            "detector_shape": (args.detector_size, args.detector_size)}
+    if args.dectris is not None:
+        from ricom.gui.dectris_page import DectrisOptions
+
+        host, port = _host_port(args.dectris, "--dectris")
+        options = DectrisOptions(stream=args.dectris_stream, api_port=args.dectris_api_port, stream_port=port)
+        return SourceRequest("dectris", host=host, dectris=options, repeats=args.repeats or "replace",
+                             source_options=opts)
     if args.merlin is not None:
         host, _, port = args.merlin.partition(":")
         try:
@@ -71,6 +82,16 @@ def _request(args):
     if args.source == "demo":
         return SourceRequest("simulator", sim=sim, rate=args.rate or None, repeats=args.repeats or "replace")
     return SourceRequest("file", path=args.source, repeats=args.repeats or "sum", source_options=opts)
+
+
+def _host_port(text: str, flag: str) -> tuple[str, int | None]:
+    from ricom.core.errors import SettingsError
+
+    host, _, port = text.partition(":")
+    try:
+        return host or "127.0.0.1", int(port) if port else None
+    except ValueError:
+        raise SettingsError(f"{flag} takes HOST[:PORT], got {text!r}") from None
 
 
 def run(args) -> int:

@@ -130,7 +130,7 @@ def _advice(code: int, detail: str, path: str) -> str:
     low = detail.lower()
     if code == 404 or "not found" in low or "unknown" in low:
         return f"; the detector does not know {path.rsplit('/', 1)[-1]!r} in this API version"
-    if "busy" in low or "armed" in low or "state" in low:
+    if any(word in low for word in ("busy", "armed", "disarm", "acquir", "state")):
         return "; the detector is busy (armed or acquiring): wait, or disarm it"
     return ""
 
