@@ -15,7 +15,7 @@ from ricom.live.dectris import ArmSettings
 from ricom.sources.dectris.rest import SimplonClient, decode_darray
 
 pytest.importorskip("zmq")
-from ricom.simulators.dectris import DectrisSimulator  # noqa: E402
+from ricom.simulators.dectris import DectrisSimulator
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,8 @@ def test_configure_arm_busy_disarm(sim):
     ArmSettings((4, 4), "ints").apply(c, "v2")  # frames wait for a trigger (nobody reads them here)
     assert c.get("format", module="stream") == "cbor" and c.get("header_detail", module="stream") == "all"
     first = c.arm()
-    with pytest.raises(InputError, match=r"refused PUT /detector/api/1\.8\.0/command/arm: HTTP 400 .*; the detector is busy"):
+    busy = r"refused PUT /detector/api/1\.8\.0/command/arm: HTTP 400 .*; the detector is busy"
+    with pytest.raises(InputError, match=busy):
         c.arm()
     c.command("abort")
     c.command("disarm")
@@ -44,7 +45,7 @@ def test_configure_arm_busy_disarm(sim):
 
 def test_unknown_key_and_bad_value(sim):
     c = SimplonClient("127.0.0.1", sim.api_port)
-    with pytest.raises(InputError, match="HTTP 404.*does not know 'no_such_key'"):
+    with pytest.raises(InputError, match=r"HTTP 404.*does not know 'no_such_key'"):
         c.set("no_such_key", 1)
     with pytest.raises(InputError, match="roi_mode: HTTP 400"):
         c.set("roi_mode", "diagonal")
@@ -55,7 +56,7 @@ def test_unknown_key_and_bad_value(sim):
 class _OtherVersion(http.server.BaseHTTPRequestHandler):
     version_text = "2.0.0"
 
-    def do_GET(self):  # noqa: N802 - http.server's name
+    def do_GET(self):
         body = json.dumps({"value": self.version_text, "value_type": "string"}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -76,7 +77,7 @@ def test_wrong_api_version_and_no_detector():
     finally:
         server.shutdown()
         server.server_close()
-    with pytest.raises(InputError, match="cannot reach the DECTRIS detector at 127.0.0.1:9"):
+    with pytest.raises(InputError, match=r"cannot reach the DECTRIS detector at 127\.0\.0\.1:9"):
         SimplonClient("127.0.0.1", 9, timeout=1)
 
 
