@@ -43,7 +43,8 @@ from ricom.core.chunks import EncodedFrames, FrameChunk
 from ricom.engine.pipeline import run
 from ricom.engine.reconstruction import Reconstruction
 from ricom.engine.reducer import ReducedChunk
-from ricom.io.recorder import FrameRecorder, attach_recorder
+from ricom.io.attach import attach_recorder
+from ricom.io.recorder import FrameRecorder
 from ricom.sources.base import Source
 from ricom.sources.dectris.mask import PixelMask
 from ricom.sources.hdf5 import HDF5Source

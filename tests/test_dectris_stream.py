@@ -284,7 +284,7 @@ def test_open_source_by_url_v2():
 def test_recording_stores_the_blobs_as_received_and_the_mask(tmp_path):
     import h5py
 
-    from ricom.io.recorder import attach_recorder
+    from ricom.io.attach import attach_recorder
 
     frames, mask = _frames(7), _mask()
     frames[:, (mask & 0xFFFF) != 0] = 65535

@@ -20,7 +20,8 @@ from ricom.core.errors import SettingsError
 from ricom.engine.pipeline import run
 from ricom.engine.reconstruction import Reconstruction
 from ricom.io import recorder as recorder_module
-from ricom.io.recorder import FrameRecorder, attach_recorder, source_dtype
+from ricom.io.attach import attach_recorder, source_dtype
+from ricom.io.recorder import FrameRecorder
 from ricom.simulators.merlin.server import MerlinServer
 from ricom.sources.arrays import ArraySource
 from ricom.sources.merlin.live import MerlinLiveSource

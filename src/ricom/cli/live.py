@@ -160,8 +160,8 @@ def _run_live(args, names, kwargs, opts, stream, stop, input_label, where) -> in
     codes: list[int] = []
     record = None
     if args.record:
+        from ricom.io.attach import attach_recorder
         from ricom.io.outputs import check_output_path
-        from ricom.io.recorder import attach_recorder
 
         check_output_path(args.record)
 

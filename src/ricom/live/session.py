@@ -154,7 +154,7 @@ class LiveSession:
         memory does not grow with the number of acquisitions.
     record : callable, optional
         ``record(index, reconstruction, source)`` returns a recorder (a reducer with
-        ``close() -> dict``, e.g. `ricom.io.recorder.attach_recorder`) already attached to
+        ``close() -> dict``, e.g. `ricom.io.attach.attach_recorder`) already attached to
         the reconstruction; it is closed when the acquisition ends and its counts kept in
         `Acquisition.recording`.
     """

@@ -31,7 +31,7 @@ from ricom.core.chunks import FrameChunk
 from ricom.dask.client import connect, reconstruct_run_distributed
 from ricom.engine.pipeline import run
 from ricom.engine.reconstruction import Reconstruction
-from ricom.io.recorder import attach_recorder
+from ricom.io.attach import attach_recorder
 from ricom.simulators.events import write_events
 from ricom.simulators.specimen import SimulationParams, simulate_chunks
 from ricom.sources import open_source

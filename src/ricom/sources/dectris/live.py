@@ -95,7 +95,15 @@ class DectrisLiveSource(Source):
             self.dtype = np.dtype(self.header.dtype).newbyteorder("=")
             bit_depth = self.header.bit_depth or 8 * self.dtype.itemsize
             mask = self.header.pixel_mask if self.header.pixel_mask is not None else pixel_mask
-            self.mask = PixelMask.from_detector_mask(mask, bit_depth, self.detector_shape)
+            try:
+                self.mask = PixelMask.from_detector_mask(mask, bit_depth, self.detector_shape)
+            except InputError as exc:
+                if mask is self.header.pixel_mask:
+                    raise
+                warnings.warn(f"{exc.message}; the pixel mask read before this series is not used",
+                              RuntimeWarning, stacklevel=2)
+                mask = None
+                self.mask = PixelMask.from_detector_mask(None, bit_depth, self.detector_shape)
             self._detector_mask = mask
             self.n_frames = int(n_frames) if n_frames else self.header.n_frames
             self.header_scan_shape = _square(self.header.n_frames)
