@@ -43,6 +43,17 @@ def add_arguments(p) -> None:
         sp.set_defaults(_run=run_data if name == "data" else module.run)
 
 
+def add_server_arguments(p, file_help: str, file_metavar: str = "FILE"):
+    """``--from FILE | --demo`` and ``--host`` of a detector simulator; returns the "server" group."""
+    p.formatter_class = argparse.RawDescriptionHelpFormatter  # keep the layout of the description
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--from", dest="from_file", metavar=file_metavar, help=file_help)
+    src.add_argument("--demo", action="store_true", help="serve the built-in simulated specimen")
+    s = p.add_argument_group("server")
+    s.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1; 0.0.0.0 = all)")
+    return s
+
+
 def add_specimen_arguments(p) -> None:
     """Options of the simulated specimen and microscope (shared with other targets)."""
     g = p.add_argument_group("specimen and microscope")

@@ -22,21 +22,15 @@ Example:  ricom simulate dectris --demo --dose 50 --scan-shape 64 64 --detector-
 """
 from __future__ import annotations
 
-import argparse
 import sys
 
-from ricom.cli.simulate import add_specimen_arguments, simulation_params
+from ricom.cli.simulate import add_server_arguments, add_specimen_arguments, simulation_params
 
 HELP = "a DECTRIS detector: SIMPLON REST API and ZeroMQ stream V1/V2"
 
 
 def add_arguments(p) -> None:
-    p.formatter_class = argparse.RawDescriptionHelpFormatter  # keep the layout of the text above
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--from", dest="from_file", metavar="FILE", help="serve the frames of this file")
-    src.add_argument("--demo", action="store_true", help="serve the built-in simulated specimen")
-    s = p.add_argument_group("server")
-    s.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1; 0.0.0.0 = all)")
+    s = add_server_arguments(p, "serve the frames of this file")
     s.add_argument("--api-port", type=int, default=8910, metavar="P", help="REST API port (default 8910; 0 = any)")
     s.add_argument("--stream-port", type=int, default=9999, metavar="Z",
                    help="ZeroMQ stream port (default 9999; V2 detectors use 31001; 0 = any)")

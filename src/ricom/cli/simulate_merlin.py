@@ -30,18 +30,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ricom.cli.simulate import add_specimen_arguments, simulation_params
+from ricom.cli.simulate import add_server_arguments, add_specimen_arguments, simulation_params
 
 HELP = "a Merlin detector server over TCP"
 
 
 def add_arguments(p) -> None:
-    p.formatter_class = argparse.RawDescriptionHelpFormatter  # keep the layout of the text above
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--from", dest="from_file", metavar="FILE.mib", help="serve the frames of this .mib file")
-    src.add_argument("--demo", action="store_true", help="serve the built-in simulated specimen")
-    s = p.add_argument_group("server")
-    s.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1; 0.0.0.0 = all)")
+    s = add_server_arguments(p, "serve the frames of this .mib file", "FILE.mib")
     s.add_argument("--port", type=int, default=6342, metavar="P", help="data port (default 6342; 0 = any free)")
     s.add_argument("--control-port", type=int, metavar="P",
                    help="control port (default: data port − 1, i.e. 6341; 0 = any free; -1 = none)")

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ricom.core.errors import InputError
 from ricom.sources.dectris.codec import Encoding
 
 
@@ -73,6 +74,35 @@ class ImageBatch:
     error: Exception | None = None
 
 
+class ImageParser:
+    """What both stream versions share: a batch of image messages into an `ImageBatch`, a
+    corrupt message ending the batch with ``error``, and one `Encoding` object per kind of
+    image (so that comparing encodings is an identity test)."""
+
+    def __init__(self) -> None:
+        self._cache: dict = {}  # a message's encoding description → Encoding
+
+    def images(self, messages: list, header: SeriesHeader, start: int = 0) -> ImageBatch:
+        """The images of ``header``'s series in ``messages[start:]``, up to the first
+        header or end message (a corrupt message ends the batch with ``error``)."""
+        batch = ImageBatch([], [], None)
+        try:
+            return self._images(messages, header, start, batch)
+        except InputError as exc:
+            batch.error = exc
+            return batch
+
+    def _images(self, messages: list, header: SeriesHeader, start: int, batch: ImageBatch) -> ImageBatch:
+        raise NotImplementedError  # pragma: no cover - each stream version
+
+    def _remember(self, key, encoding: Encoding) -> Encoding:
+        encoding = next((e for e in self._cache.values() if e == encoding), encoding)
+        if len(self._cache) > 64:
+            self._cache.clear()
+        self._cache[key] = encoding
+        return encoding
+
+
 def config_frames(config: dict) -> int | None:
     """Frames a series will hold from its configuration (``nimages`` × ``ntrigger``)."""
     try:
@@ -82,4 +112,4 @@ def config_frames(config: dict) -> int | None:
     return n if ("nimages" in config or "ntrigger" in config) and n > 0 else None
 
 
-__all__ = ["ImageBatch", "SeriesHeader", "config_frames"]
+__all__ = ["ImageBatch", "ImageParser", "SeriesHeader", "config_frames"]

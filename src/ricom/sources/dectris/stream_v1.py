@@ -18,7 +18,7 @@ import numpy as np
 
 from ricom.core.errors import InputError
 from ricom.sources.dectris.codec import Encoding
-from ricom.sources.dectris.series import ImageBatch, SeriesHeader, config_frames
+from ricom.sources.dectris.series import ImageBatch, ImageParser, SeriesHeader, config_frames
 
 PORT = 9999
 _HEAD = {b"dheader-1.0": "header", b"dimage-1.0": "image", b"dseries_end-1.0": "end"}
@@ -40,14 +40,12 @@ def _json(part, what: str) -> dict:
     return value
 
 
-class V1Protocol:
+class V1Protocol(ImageParser):
     """Stream V1 (see the module docstring)."""
 
     name = "v1"
     port = PORT
 
-    def __init__(self) -> None:
-        self._cache: dict = {}  # dimage_d part without its size → Encoding
 
     def classify(self, message: list) -> tuple[str, int | None]:
         """``("header"|"image"|"end"|"other", series)`` of one message."""
@@ -95,16 +93,6 @@ class V1Protocol:
             if detail == "basic" and len(parts) == 1:
                 return parts
 
-    def images(self, messages: list, header: SeriesHeader, start: int = 0) -> ImageBatch:
-        """The images of ``header``'s series in ``messages[start:]``, up to the first
-        header or end message (a corrupt message ends the batch with ``error``)."""
-        batch = ImageBatch([], [], None)
-        try:
-            return self._images(messages, header, start, batch)
-        except InputError as exc:
-            batch.error = exc
-            return batch
-
     def _images(self, messages: list, header: SeriesHeader, start: int, batch: ImageBatch) -> ImageBatch:
         frames, blobs, encoding = batch.frames, batch.blobs, None
         series, cache = header.series, self._cache
@@ -150,11 +138,7 @@ class V1Protocol:
             header.detector_shape = _shape(d)
         elif _shape(d) != tuple(header.detector_shape):
             raise InputError(f"a DECTRIS image is {_shape(d)} but the series is {tuple(header.detector_shape)}")
-        enc = next((e for e in self._cache.values() if e == enc), enc)  # one object per encoding
-        if len(self._cache) > 64:
-            self._cache.clear()
-        self._cache[key] = enc
-        return enc
+        return self._remember(key, enc)
 
 
 def _shape(d: dict) -> tuple[int, int]:

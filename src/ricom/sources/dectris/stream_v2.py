@@ -17,7 +17,7 @@ import numpy as np
 
 from ricom.core.errors import InputError
 from ricom.sources.dectris.codec import Encoding, decode_blobs
-from ricom.sources.dectris.series import ImageBatch, SeriesHeader
+from ricom.sources.dectris.series import ImageBatch, ImageParser, SeriesHeader
 
 PORT = 31001
 TYPED = {64: "u1", 65: ">u2", 66: ">u4", 67: ">u8", 68: "u1", 69: "<u2", 70: "<u4", 71: "<u8", 72: "i1",
@@ -64,16 +64,16 @@ class CborArray:
         return out[0]
 
 
-class V2Protocol:
+class V2Protocol(ImageParser):
     """Stream V2 (see the module docstring)."""
 
     name = "v2"
     port = PORT
 
     def __init__(self) -> None:
+        super().__init__()
         self._loads = _cbor().loads
         self._tag = _cbor().CBORTag
-        self._cache: dict = {}  # (typed tag, algorithm, rows, cols) → Encoding
 
     def _load(self, message: list) -> Mapping | None:
         if len(message) != 1:
@@ -108,16 +108,6 @@ class V2Protocol:
         config["nimages"] = m.get("number_of_images")
         return SeriesHeader(_series(m), shape, dtype, int(m["number_of_images"]) if m.get("number_of_images") else None,
                             8 * dtype.itemsize, int(saturation) if saturation is not None else None, mask, config, "v2")
-
-    def images(self, messages: list, header: SeriesHeader, start: int = 0) -> ImageBatch:
-        """The images of ``header``'s series in ``messages[start:]``, up to the first
-        header or end message (a corrupt message ends the batch with ``error``)."""
-        batch = ImageBatch([], [], None)
-        try:
-            return self._images(messages, header, start, batch)
-        except InputError as exc:
-            batch.error = exc
-            return batch
 
     def _images(self, messages: list, header: SeriesHeader, start: int, batch: ImageBatch) -> ImageBatch:
         frames, blobs, encoding = batch.frames, batch.blobs, None
@@ -164,11 +154,7 @@ class V2Protocol:
         enc = Encoding.from_v2(arr.algorithm, arr.dtype)
         if header.detector_shape is not None and arr.shape != tuple(header.detector_shape):
             raise InputError(f"a DECTRIS image is {arr.shape} but the series is {tuple(header.detector_shape)}")
-        enc = next((e for e in self._cache.values() if e == enc), enc)
-        if len(self._cache) > 64:
-            self._cache.clear()
-        self._cache[key] = enc
-        return enc
+        return self._remember(key, enc)
 
 
 def _series(m: Mapping) -> int | None:
