@@ -329,3 +329,27 @@ def test_receives_from_libertem_dectris_simulator():
         conn.close()
     assert source.header.series == sim.series and source.detector_shape == sim.detector_shape
     np.testing.assert_array_equal(np.concatenate(seen), sim.expected_frames())
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.uint32])
+def test_masked_copy_while_decoding_equals_decode_then_mask(dtype):
+    from ricom.sources.dectris.mask import PixelMask
+
+    rng = np.random.default_rng(11)
+    top = np.iinfo(dtype).max
+    frames = rng.integers(0, 4, (6, *DET)).astype(dtype)
+    frames[rng.random(frames.shape) < 0.01] = top
+    mask = np.zeros(DET, np.uint32)
+    mask[rng.random(DET) < 0.05] = 4
+    frames[:, mask != 0] = top
+    blobs = [bslz4(f) for f in frames]
+    enc = Encoding("bslz4", np.dtype(dtype))
+    a, b = np.empty_like(frames), np.empty_like(frames)
+    ma = PixelMask.from_detector_mask(mask, 8 * np.dtype(dtype).itemsize)
+    mb = PixelMask.from_detector_mask(mask, 8 * np.dtype(dtype).itemsize)
+    decode_blobs(blobs, enc, a, mask=ma)
+    decode_blobs(blobs, enc, b)
+    mb.apply(b)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(a, _masked(frames, mask, top))
+    assert ma.readings_removed == mb.readings_removed == int((frames[:, mask == 0] == top).sum())

@@ -107,16 +107,20 @@ def _lz4_block():
     return lz4.block.decompress
 
 
-def decode_blobs(blobs, encoding: Encoding, out: np.ndarray, first_frame: int = 0) -> None:
+def decode_blobs(blobs, encoding: Encoding, out: np.ndarray, first_frame: int = 0, mask=None) -> None:
     """Decode ``blobs`` into ``out`` ``(k, ny, nx)`` (native byte order of ``out``).
 
-    ``first_frame`` (the series' index of ``blobs[0]``) only names a bad frame.
+    ``first_frame`` (the series' index of ``blobs[0]``) only names a bad frame.  ``mask``
+    (a `ricom.sources.dectris.mask.PixelMask`) leaves its pixels out while each frame is
+    copied out of the decompressor's buffer (one compiled pass that lets other threads run).
     """
     frame_bytes = out[0].nbytes if len(out) else 0
     itemsize = encoding.dtype.itemsize
     native = out.flags.c_contiguous and out.dtype == encoding.dtype.newbyteorder("=")
     # a byte view of ``out``: slice assignment is one memcpy, without NumPy's per-call overhead
     view = memoryview(out.reshape(-1).view(np.uint8)) if native and encoding.dtype.isnative else None
+    copy = mask.copier(out.dtype) if mask is not None and native and encoding.dtype.isnative else None
+    flat, extra = out.reshape(len(out), -1), 0
     if encoding.hdf5_framed:
         decompress = _decompress()
         algorithm = encoding.codec
@@ -138,10 +142,17 @@ def decode_blobs(blobs, encoding: Encoding, out: np.ndarray, first_frame: int = 
             shape = "×".join(str(v) for v in out.shape[1:])
             raise InputError(f"DECTRIS frame {first_frame + i} decodes to {len(data)} bytes but its header "
                              f"describes {shape} {encoding.dtype.name} ({frame_bytes} bytes)")
-        if view is not None:
+        if copy is not None:
+            extra += copy(np.frombuffer(data, out.dtype), flat[i])
+        elif view is not None:
             view[i * frame_bytes:(i + 1) * frame_bytes] = data
         else:
             out[i] = np.frombuffer(data, encoding.dtype).reshape(out.shape[1:])
+    if mask is not None:
+        if copy is None:
+            mask.apply(out)
+        else:
+            mask.readings_removed += extra
 
 
 def _checked(decompress, blob, algorithm: str, itemsize: int, frame: int) -> bytes:

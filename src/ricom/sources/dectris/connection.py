@@ -45,7 +45,7 @@ class StreamConnection:
         self._pending: collections.deque = collections.deque()
         self._ctx = zmq.Context()
         self._again = zmq.Again
-        self._noblock = zmq.NOBLOCK
+        self._noblock = int(zmq.NOBLOCK)  # a plain int: an enum costs a call per message
         self.sock = self._ctx.socket(zmq.PULL)
         self.sock.setsockopt(zmq.RCVHWM, 0)
         self.sock.setsockopt(zmq.LINGER, 0)

@@ -205,7 +205,7 @@ class _Series:
                 h.close()
 
 
-DECODED_CHUNK_BYTES = 4 << 20
+DECODED_CHUNK_BYTES = 16 << 20
 """Largest decoded chunk: decoding, masking and reducing a chunk run while it is in cache."""
 
 
@@ -267,6 +267,8 @@ class DectrisFileSource(LazyArraySource):
             _check_filters(ds, path)
         data = parts[0] if len(parts) == 1 else _Stacked(parts)
         self._direct = DirectChunks.of(parts)
+        if self._direct is not None:
+            PixelMask.warm_up(parts[0].dtype)
         self._frames_in_files = int(data.shape[0])
         self.bit_depth = _bit_depth(self.master, data.dtype)
         self.pixel_mask = _pixel_mask(self.master)
@@ -322,8 +324,7 @@ class DectrisFileSource(LazyArraySource):
         encoding, mask = Encoding("bslz4", np.dtype(self.data.dtype)), self.mask
 
         def decode(blobs, out):
-            decode_blobs(blobs, encoding, out)
-            mask.apply(out)
+            decode_blobs(blobs, encoding, out, mask=mask)
 
         buffers = BufferPool(self.detector_shape, dtype)
         buffers.chunk = chunk_size

@@ -115,6 +115,7 @@ class DectrisLiveSource(Source):
             self.scan_shape = (int(scan_shape[0]), int(scan_shape[1]))
             self.layout = ScanLayout(self.scan_shape, skip_frames, flyback_frames, frames_per_position)
             self.acquisition_header = self.header.text()
+            PixelMask.warm_up(self.dtype)
         except BaseException:
             self.close()
             raise
@@ -285,8 +286,7 @@ class DectrisLiveSource(Source):
         mask, start = self.mask, int(idx[0])
 
         def decode(b, out, enc=encoding):
-            decode_blobs(b, enc, out, start)
-            mask.apply(out)
+            decode_blobs(b, enc, out, start, mask)
 
         encoded = EncodedFrames(blobs, encoding.codec, self.dtype, self.detector_shape, decode,
                                 encoding.dtype.itemsize, self._buffers.take)

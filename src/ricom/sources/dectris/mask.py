@@ -41,6 +41,29 @@ def _zero_masked(frames, bad_index, saturation):  # pragma: no cover - compiled
     return extra
 
 
+@numba.njit(nogil=True, cache=True)
+def _copy_masked(src, dst, bad_index, saturation):  # pragma: no cover - compiled
+    """``dst[:] = src`` with ``bad_index`` pixels and readings equal to ``saturation`` (< 0:
+    none) zeroed; returns how many readings equal to ``saturation`` were not static."""
+    n = src.shape[0]
+    extra = 0
+    if saturation >= 0:
+        for j in range(n):
+            v = src[j]
+            hit = v == saturation
+            dst[j] = 0 if hit else v
+            extra += hit
+    else:
+        for j in range(n):
+            dst[j] = src[j]
+    for k in range(bad_index.shape[0]):
+        j = bad_index[k]
+        if saturation >= 0 and src[j] == saturation:
+            extra -= 1
+        dst[j] = 0
+    return extra
+
+
 class PixelMask:
     """The pixels of one detector configuration to leave out.
 
@@ -120,6 +143,29 @@ class PixelMask:
         extra = int(_zero_masked(flat, self.bad_index, saturation))
         self.readings_removed += extra
         return extra
+
+    def copier(self, dtype: np.dtype):
+        """``copy(src, dst) -> int``: copy one frame's pixels (1D, native ``dtype``) leaving out
+        the masked ones, in compiled code that lets other threads run; returns the readings
+        at the saturation marker outside the static mask.  None if ``dtype`` cannot take it."""
+        dtype = np.dtype(dtype)
+        if not dtype.isnative or dtype.kind not in "ui":
+            return None
+        saturation = -1 if self.saturation is None or self.saturation > np.iinfo(dtype).max else self.saturation
+        bad = self.bad_index
+
+        def copy(src, dst):
+            return _copy_masked(src, dst, bad, saturation)
+
+        return copy
+
+    @staticmethod
+    def warm_up(dtype) -> None:
+        """Compile (or load from the cache) the copy for ``dtype`` now, not with the first frames."""
+        dtype = np.dtype(dtype)
+        if dtype.isnative and dtype.kind in "ui":
+            src = np.frombuffer(bytes(8 * dtype.itemsize), dtype)  # read-only, as decompressed data are
+            _copy_masked(src, np.zeros(8, dtype), np.zeros(0, np.int64), -1)
 
     def summary(self) -> str:
         """One line: how many pixels are left out and why."""
