@@ -15,6 +15,7 @@ pytest.importorskip("dectris.compression")
 from dectris_wire import (
     Pusher,
     bslz4,
+    cbor_array,
     lz4_block,
     lz4_hdf5,
     v1_end,
@@ -353,3 +354,38 @@ def test_masked_copy_while_decoding_equals_decode_then_mask(dtype):
     np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(a, _masked(frames, mask, top))
     assert ma.readings_removed == mb.readings_removed == int((frames[:, mask == 0] == top).sum())
+
+
+def test_v2_fast_path_agrees_with_cbor2():
+    import cbor2
+
+    from ricom.sources.dectris.cbor_fast import image_parts
+
+    frames = _frames(12)
+    for compression in ("bslz4", "lz4"):
+        for i in (0, 23, 300, 70000):
+            msg = v2_image(9, i, frames[i % 36], compression)[0]
+            series, image_id, key, data = image_parts(msg)
+            m = cbor2.loads(msg)
+            arr = m["data"]["threshold_1"]
+            assert (series, image_id) == (9, i)
+            assert key == (arr.value[1].tag, compression, *DET)
+            assert bytes(data) == arr.value[1].value.value[2]
+    assert image_parts(v2_image(9, 1, frames[1], "none")[0]) is None      # uncompressed: the general way
+    assert image_parts(v2_start(9, DET, 36)[0]) is None
+    two = cbor2.dumps(cbor2.CBORTag(55799, {"type": "image", "series_id": 1, "image_id": 2, "data": {
+        "a": cbor_array(frames[0], "bslz4"), "b": cbor_array(frames[1], "bslz4")}}))
+    assert image_parts(two) is None                                        # two channels: the general way
+    assert image_parts(v2_image(9, 5, frames[5])[0][:-40]) is None         # cut short
+
+
+def test_v2_fast_and_general_paths_give_the_same_batch():
+    frames = _frames(13)
+    msgs = [v2_image(2, i, f) for i, f in enumerate(frames)] + [v2_image(1, 99, frames[0])] + [v2_end(2)]
+    header = V2Protocol().read_header(v2_start(2, DET, 36))
+    fast = V2Protocol()
+    fast.images(msgs[:1], header)  # fills its cache: the rest take the fast path
+    a = fast.images(msgs[1:], header)
+    b = V2Protocol().images(msgs[1:], header)
+    assert a.frames == b.frames == list(range(1, 36)) and a.skipped == b.skipped == 1 and a.stop == b.stop == 36
+    assert [bytes(x) for x in a.blobs] == [bytes(x) for x in b.blobs]

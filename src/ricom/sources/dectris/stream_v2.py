@@ -16,6 +16,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from ricom.core.errors import InputError
+from ricom.sources.dectris.cbor_fast import image_parts
 from ricom.sources.dectris.codec import Encoding, decode_blobs
 from ricom.sources.dectris.series import ImageBatch, ImageParser, SeriesHeader
 
@@ -111,35 +112,26 @@ class V2Protocol(ImageParser):
 
     def _images(self, messages: list, header: SeriesHeader, start: int, batch: ImageBatch) -> ImageBatch:
         frames, blobs, encoding = batch.frames, batch.blobs, None
-        series, loads, tag, cache = header.series, self._loads, self._tag, self._cache
+        series, cache = header.series, self._cache
         for k in range(start, len(messages)):
             msg = messages[k]
-            m = loads(msg[0]) if len(msg) == 1 else None
-            if type(m) is tag and m.tag == 55799:
-                m = m.value
-            kind = m.get("type") if hasattr(m, "get") else None
-            if kind != "image":
-                if kind in ("start", "end"):
-                    batch.stop = k
-                    return batch
-                continue
-            if m.get("series_id") != series:
+            fast = image_parts(msg[0]) if len(msg) == 1 else None
+            if fast is not None and fast[2] in cache:  # the usual case: no CBOR decoding
+                got_series, image_id, key, data = fast
+                enc = cache[key]
+            else:
+                m = self._load(msg)
+                kind = m["type"] if m is not None else None
+                if kind != "image":
+                    if kind in ("start", "end"):
+                        batch.stop = k
+                        return batch
+                    continue
+                got_series, image_id, key, data, value = _image(m)
+                enc = cache.get(key) or self._image_encoding(key, value, header)
+            if got_series != series:
                 batch.skipped += 1
                 continue
-            image_id = m.get("image_id")
-            try:
-                dims, typed = next(iter(m["data"].values())).value
-                inner = typed.value
-                if type(inner) is tag:
-                    algorithm, _, data = inner.value
-                else:
-                    algorithm, data = None, inner
-                key = (typed.tag, algorithm, dims[0], dims[1])
-            except (KeyError, StopIteration, AttributeError, TypeError, ValueError):
-                raise InputError(f"DECTRIS stream V2 image {image_id} holds no readable data array") from None
-            enc = cache.get(key)
-            if enc is None:
-                enc = self._image_encoding(key, next(iter(m["data"].values())), header)
             if encoding is None:
                 batch.encoding = encoding = enc
             elif enc is not encoding:
@@ -155,6 +147,23 @@ class V2Protocol(ImageParser):
         if header.detector_shape is not None and arr.shape != tuple(header.detector_shape):
             raise InputError(f"a DECTRIS image is {arr.shape} but the series is {tuple(header.detector_shape)}")
         return self._remember(key, enc)
+
+
+def _image(m: Mapping) -> tuple:
+    """``(series_id, image_id, key, data, array)`` of a decoded image message (the first channel)."""
+    image_id = m.get("image_id")
+    try:
+        value = next(iter(m["data"].values()))
+        dims, typed = value.value
+        inner = typed.value
+        if isinstance(inner, _cbor().CBORTag):
+            algorithm, _, data = inner.value
+        else:
+            algorithm, data = None, inner
+        key = (typed.tag, algorithm, dims[0], dims[1])
+    except (KeyError, StopIteration, AttributeError, TypeError, ValueError):
+        raise InputError(f"DECTRIS stream V2 image {image_id} holds no readable data array") from None
+    return _series(m), image_id, key, data, value
 
 
 def _series(m: Mapping) -> int | None:
