@@ -79,8 +79,9 @@ def _note(rate: float, plain1: float, plain2: float, extra: str) -> str:
 
 
 def bench_dectris_live(folder: str, detector_shape, stream: str, threads: int, n_frames: int = 100_000,
-                       kernel: int = 21) -> BenchRecord:
-    """Frames from ``ricom simulate dectris`` (a separate process) over loopback, armed by ricom."""
+                       kernel: int = 21, rate_hz: float = 0.0) -> BenchRecord:
+    """Frames from ``ricom simulate dectris`` (a separate process) over loopback, armed by ricom;
+    ``rate_hz`` paces the detector (0: as fast as it can send), for latency at a given rate."""
     from ricom.live.dectris import ArmSettings
     from ricom.sources.dectris.connection import StreamConnection
     from ricom.sources.dectris.live import DectrisLiveSource
@@ -95,7 +96,7 @@ def bench_dectris_live(folder: str, detector_shape, stream: str, threads: int, n
     sx = 500
     scan = (max(1, n_frames // sx), sx)
     cmd = [sys.executable, "-m", "ricom", "simulate", "dectris", "--from", path, "--api-port", "0", "--stream-port",
-           "0", "--stream", stream, "--quiet", "--scan-shape", "32", "32"]
+           "0", "--stream", stream, "--quiet", "--scan-shape", "32", "32", "--rate", str(rate_hz)]
     server = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         banner = server.stdout.readline()
@@ -120,8 +121,10 @@ def bench_dectris_live(folder: str, detector_shape, stream: str, threads: int, n
              f"; latency arrival→image median {np.median(lat_ms):.1f} ms, max {lat_ms.max():.1f} ms; "
              f"{blob_bytes} B per frame compressed; the simulator shares the 2 cores")
     rate = n / res.seconds_processing
-    rec_ = make_record(f"dectris live {stream} bslz4", threads, kernel, detector_shape, res.seconds_processing, n,
-                       blob_bytes, plain1 * blob_bytes / 1e9, _note(rate, plain1, plain2, extra))
+    paced = f" at {rate_hz / 1e3:g} kHz" if rate_hz else ""
+    rec_ = make_record(f"dectris live {stream} bslz4{paced}", threads, kernel, detector_shape,
+                       res.seconds_processing, n, blob_bytes, plain1 * blob_bytes / 1e9,
+                       _note(rate, plain1, plain2, extra))
     rec_.latency_ms_median, rec_.latency_ms_max = float(np.median(lat_ms)), float(lat_ms.max())
     return rec_
 
@@ -170,6 +173,8 @@ def plan(quick: bool) -> list[tuple[str, dict]]:
     cases.append(("dectris-live", dict(detector_shape=ARINA, stream="v2", threads=2, n_frames=50_000)))
     for stream in ("v1", "v2"):
         cases.append(("dectris-live", dict(detector_shape=BINNED, stream=stream, threads=2, n_frames=200_000)))
+    cases.append(("dectris-live", dict(detector_shape=BINNED, stream="v2", threads=2, n_frames=100_000,
+                                       rate_hz=20_000.0)))  # latency at a rate the receiver sustains
     return cases
 
 
