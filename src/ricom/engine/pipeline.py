@@ -125,7 +125,8 @@ class _Feed:
         else:
             self.pending.append((received, self.workers.submit(self.rec.prepare_frames, chunk.data, chunk.positions,
                                                                scan_pass=chunk.scan_pass)))
-            while len(self.pending) > self.workers.n:
+            # in order: the oldest when too many wait, and any already reduced (low latency at low rates)
+            while self.pending and (len(self.pending) > self.workers.n or self.pending[0][1].done()):
                 self._add_oldest()
             return
         self._seen(received)

@@ -78,7 +78,7 @@ class DectrisLiveSource(Source):
     def __init__(self, connection: StreamConnection, protocol, *, series: int | None = None, scan_shape=None,
                  skip_frames: int = 0, flyback_frames: int = 0, frames_per_position: int = 1,
                  n_frames: int | None = None, header_timeout: float | None = None, timeout: float | None = None,
-                 stop: threading.Event | None = None, max_latency: float = 0.02, pixel_mask=None,
+                 stop: threading.Event | None = None, max_latency: float = 0.005, pixel_mask=None,
                  crop: bool = False, on_close: Callable[[bool], None] | None = None, **_ignored) -> None:
         self.connection, self.protocol, self.timeout = connection, protocol, timeout
         self.max_latency, self.crop, self.on_close = float(max_latency), bool(crop), on_close
