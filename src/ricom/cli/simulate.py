@@ -86,6 +86,15 @@ def simulation_params(args):
         rotation_deg=args.rotation, flip=args.flip, seed=args.seed)
 
 
+def simulator_data(args):
+    """What a detector simulator serves: ``--from FILE``, else the specimen (64×64 scan by default)."""
+    if args.from_file:
+        return args.from_file
+    if args.scan_shape is None:
+        args.scan_shape = (64, 64)
+    return simulation_params(args)
+
+
 def add_data_arguments(p) -> None:
     p.add_argument("-o", "--output", required=True, metavar="FILE", help=".npy or .h5")
     add_specimen_arguments(p)

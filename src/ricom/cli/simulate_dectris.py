@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import sys
 
-from ricom.cli.simulate import add_server_arguments, add_specimen_arguments, simulation_params
+from ricom.cli.simulate import add_server_arguments, add_specimen_arguments, simulator_data
 
 HELP = "a DECTRIS detector: SIMPLON REST API and ZeroMQ stream V1/V2"
 
@@ -69,12 +69,7 @@ def build_simulator(args):
     """The `DectrisSimulator` that ``args`` describe (not started)."""
     from ricom.simulators.dectris import DectrisFaults, DectrisSimulator
 
-    if args.from_file:
-        data = args.from_file
-    else:
-        if args.scan_shape is None:
-            args.scan_shape = (64, 64)
-        data = simulation_params(args)
+    data = simulator_data(args)
     faults = DectrisFaults(leftover_images=args.leftover_images, end_after=args.end_after,
                            stall_after=args.stall_after, masked_pixels=args.masked_pixels,
                            hot_readings=args.hot_readings, omit_bit_depth=args.omit_bit_depth,

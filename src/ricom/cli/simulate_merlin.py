@@ -30,7 +30,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ricom.cli.simulate import add_server_arguments, add_specimen_arguments, simulation_params
+from ricom.cli.simulate import add_server_arguments, add_specimen_arguments, simulator_data
 
 HELP = "a Merlin detector server over TCP"
 
@@ -98,12 +98,7 @@ def build_server(args):
     """The `MerlinServer` that ``args`` describe (not started)."""
     from ricom.simulators.merlin.server import MerlinServer
 
-    if args.from_file:
-        data = args.from_file
-    else:
-        if args.scan_shape is None:
-            args.scan_shape = (64, 64)
-        data = simulation_params(args)
+    data = simulator_data(args)
     control = args.control_port if args.control_port is not None else max(0, args.port - 1)
     log = None if args.quiet else (lambda text: print(f"ricom simulate merlin: {text}", file=sys.stderr,
                                                      flush=True))

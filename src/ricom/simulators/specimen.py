@@ -335,3 +335,23 @@ def simulate(params: SimulationParams = SimulationParams(), progress: bool = Fal
     potential = projected_potential(params, params.scan_shape, params.step_A).astype(np.float32)
     return SimulatedData(data.reshape(sy, sx, *params.detector_shape), potential, params,
                          optics.pixel_rad * 1e3, optics.center_yx)
+
+
+def frame_stack(data, scan_shape=None, who: str = "the simulator") -> tuple[np.ndarray, tuple[int, int] | None]:
+    """Integer frames ``(n, rows, cols)`` a detector simulator serves, and the scan shape
+    (given, or that of a 4D array); a one-line error for anything else.
+
+    Examples
+    --------
+    >>> frames, scan = frame_stack(np.zeros((2, 3, 4, 4), np.uint16))
+    >>> frames.shape, scan
+    ((6, 4, 4), (2, 3))
+    """
+    frames = np.asarray(data)
+    if frames.ndim == 4:
+        scan_shape = scan_shape or frames.shape[:2]
+        frames = frames.reshape(-1, *frames.shape[2:])
+    if frames.ndim != 3 or frames.dtype.kind not in "uib" or len(frames) == 0:
+        raise SettingsError(f"{who} serves integer (n, rows, cols) frames, got {frames.dtype} {frames.shape}")
+    return frames, (tuple(int(v) for v in scan_shape) if scan_shape is not None else None)
+

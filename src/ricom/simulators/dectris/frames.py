@@ -22,7 +22,7 @@ import numpy as np
 
 from ricom.core.errors import SettingsError
 from ricom.simulators.dectris import encode
-from ricom.simulators.specimen import SimulationParams, simulate_chunks
+from ricom.simulators.specimen import SimulationParams, frame_stack, simulate_chunks
 
 DEMO_PEAK_COUNTS = 1000
 
@@ -70,14 +70,7 @@ class FrameStore:
 
 
 def _as_frames(data, scan_shape) -> tuple[np.ndarray, tuple | None]:
-    frames = np.asarray(data)
-    if frames.ndim == 4:
-        scan_shape = scan_shape or frames.shape[:2]
-        frames = frames.reshape(-1, *frames.shape[2:])
-    if frames.ndim != 3 or frames.dtype.kind not in "uib" or len(frames) == 0:
-        raise SettingsError(f"the DECTRIS simulator sends integer (n, rows, cols) frames, got {frames.dtype} "
-                            f"{frames.shape}")
-    return frames, (tuple(int(v) for v in scan_shape) if scan_shape is not None else None)
+    return frame_stack(data, scan_shape, "the DECTRIS simulator")
 
 
 def _demo_frames(params: SimulationParams) -> np.ndarray:

@@ -15,8 +15,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from ricom.core.errors import SettingsError
-from ricom.simulators.specimen import SimulationParams, simulate_chunks
+from ricom.simulators.specimen import SimulationParams, frame_stack, simulate_chunks
 from ricom.sources.merlin.control import PREFIX_BYTES, mpx_prefix
 from ricom.sources.merlin.encode import encode_frames
 from ricom.sources.merlin.file import MerlinSource
@@ -49,13 +48,7 @@ class Feed:
 
 class _ArrayFeed(Feed):
     def __init__(self, frames: np.ndarray, scan_shape=None, depth: int = 12) -> None:
-        frames = np.asarray(frames)
-        if frames.ndim == 4:
-            scan_shape = scan_shape or frames.shape[:2]
-            frames = frames.reshape(-1, *frames.shape[2:])
-        if frames.ndim != 3 or frames.dtype.kind not in "uib" or len(frames) == 0:
-            raise SettingsError(f"the simulator serves integer (n, rows, cols) frames, got {frames.dtype} "
-                                f"{frames.shape}")
+        frames, scan_shape = frame_stack(frames, scan_shape)
         self.frames, self.n_frames = frames, len(frames)
         self.detector_shape = tuple(int(v) for v in frames.shape[1:])
         self.scan_shape = tuple(int(v) for v in scan_shape) if scan_shape is not None else None
