@@ -31,7 +31,7 @@ LAYER_NOTES = {
     "ricom.tools": "bench, report",
     "ricom.dask | ricom.live": "Dask backend · live sessions",
     "ricom.api": "reconstruct(), settings from keywords",
-    "ricom.simulators.merlin | ricom.simulators.events | ricom.simulators.dectris":
+    "ricom.simulators.merlin | ricom.simulators.events | ricom.simulators.dectris | ricom.simulators.timepix_asi":
         "detector simulators, event writers",
     "ricom.io": "results on disk, contrast",
     "ricom.calibration": "centre, descan, rotation",
