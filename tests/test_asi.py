@@ -151,3 +151,34 @@ def test_reader_takes_libertem_asi_tpx3s_own_encoding():
             np.add.at(out, (chunk.positions, chunk.y.astype(np.int64) * 512 + chunk.x), 1)
     listener.close()
     np.testing.assert_array_equal(out, frames)
+
+
+def test_libertem_asi_tpx3_client_receives_the_simulator(counts, tmp_path):
+    """LiberTEM-rs's own client (``libertem_asi_tpx3``) reads our server: same frames, two scans."""
+    asi = pytest.importorskip("libertem_asi_tpx3")
+    with AsiServer(counts, frames_per_chunk=5, scans=2) as server:
+        sock = str(tmp_path / "shm.sock")
+        conn = asi.ASITpx3Connection(uri=f"127.0.0.1:{server.port}", chunks_per_stack=4, handle_path=sock,
+                                     num_slots=64, bytes_per_chunk=1 << 16, huge=False)
+        conn.start_passive()
+        try:
+            for _ in range(2):
+                header = None
+                for _ in range(20):
+                    header = header or conn.wait_for_arm(timeout=0.5)
+                assert header is not None and header.get_nav_shape() == (SY, SX)
+                client = asi.CamClient(handle_path=sock)
+                dense, cursor = np.zeros((SY * SX, DY * DX), np.int64), 0
+                while (stack := conn.get_next_stack(max_size=16)) is not None:
+                    for layout, indptr, indices, values in client.get_chunks(handle=stack):
+                        ip = np.frombuffer(indptr, dtype=layout.get_indptr_dtype())
+                        n = layout.get_nframes()
+                        rows = cursor + np.repeat(np.arange(n), np.diff(ip))
+                        np.add.at(dense, (rows, np.frombuffer(indices, dtype=layout.get_indices_dtype())),
+                                  np.frombuffer(values, dtype=layout.get_value_dtype()))
+                        cursor += n
+                    client.done(stack)
+                client.close()
+                np.testing.assert_array_equal(dense.reshape(counts.shape), counts)
+        finally:
+            conn.close()

@@ -66,7 +66,7 @@ def _connect(host: str, port: int, timeout: float) -> socket.socket:
         sock = socket.create_connection((host, int(port)), timeout=timeout)
     except OSError as exc:
         raise InputError(f"cannot connect to the ASI sparse stream {host}:{port} ({exc.strerror or exc}); "
-                         f"is the camera software or 'ricom simulate timepix3 --asi' running there?") from None
+                         "is the camera software (or the ASI simulator) running there?") from None
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock
 
