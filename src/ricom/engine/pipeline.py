@@ -195,6 +195,7 @@ class Pipeline:
             interrupted = True
         except (RicomError, OSError, ConnectionError) as exc:
             feed.close()  # chunks reduced before the failure count too
+            self.reduction.finalize()  # (and events held back for the detector look-ups)
             if self.reduction.n_patterns == 0:
                 raise
             error = str(exc)
