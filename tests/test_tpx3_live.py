@@ -141,3 +141,22 @@ def test_connection_errors():
         Tpx3Connection("127.0.0.1", 1)
     with pytest.raises(ricom.core.errors.SettingsError, match="scan shape"):
         Tpx3StreamSource(_Pieces(b""), None)
+
+
+def test_cli_end_to_end(tmp_path, capsys):
+    from ricom.cli.main import main
+
+    path = str(tmp_path / "scan.tpx3")
+    demo_tpx3(path, SCAN, (32, 32), dose=50)
+    out = tmp_path / "live.h5"
+    with RawSimulator(path, scans=1) as sim:
+        rc = main(["live", "timepix3", "--raw", "--host", "127.0.0.1", "--port", str(sim.port), "--scan-shape",
+                   "16", "16", "--kernel-size", "7", "--center", "255.5", "255.5", "--no-progress", "-o", str(out)])
+    assert rc == 0 and out.exists()
+    out = tmp_path / "cut.h5"
+    with RawSimulator(path, scans=1, faults=RawFaults(cancel_at=0.5)) as sim:
+        rc = main(["live", "timepix3", "--raw", "--host", "127.0.0.1", "--port", str(sim.port), "--scan-shape",
+                   "16", "16", "--kernel-size", "7", "--no-progress", "-o", str(out)])
+    assert rc == 3 and out.exists() and "ended after" in capsys.readouterr().err
+    assert main(["simulate", "timepix3", "--asi", "--demo", "--port", "0"]) == 2
+    assert main(["live", "timepix3", "--raw", "--scan-shape", "4", "4", "-o", str(tmp_path / "x.h5")]) == 2

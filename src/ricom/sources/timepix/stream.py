@@ -21,6 +21,7 @@ import time
 
 import numpy as np
 
+from ricom.core.chunks import ScanLayout
 from ricom.core.errors import InputError, Param, SettingsError
 from ricom.sources.timepix.sync import DEFAULT_ORDER_WINDOW_NS, SyncOptions
 from ricom.sources.timepix.tpx3 import TimedEventSource, Tpx3Decoder, layout_shape, parse_chip_layout
@@ -160,14 +161,15 @@ class Tpx3StreamSource(TimedEventSource):
         self.where, self.connection = where, connection
         self.name = f"Timepix3 raw stream {where}".strip()
         self._label = f"the {self.name}"
-        self.layout = parse_chip_layout(chip_layout or "cheetah")
-        self.detector_shape = layout_shape(self.layout)
+        self.chip_layout = parse_chip_layout(chip_layout or "cheetah")
+        self.detector_shape = layout_shape(self.chip_layout)
         self.trigger = trigger
         self.scan_shape = (int(scan_shape[0]), int(scan_shape[1]))
         self.n_frames = self.scan_shape[0] * self.scan_shape[1]
+        self.layout = ScanLayout(self.scan_shape)  # (for the live session's bookkeeping: positions, not frames)
         self.sync_options = SyncOptions(self.scan_shape, sync, dwell_ns, acceptance_ns, skip_lines, skip_frames,
                                         flyback_frames, 0.0, order_window_ns, keep_times)
-        self._decoder = Tpx3Decoder(self.layout, trigger)
+        self._decoder = Tpx3Decoder(self.chip_layout, trigger)
         self._buf = bytearray(max(int(block_bytes), 1 << 16))
         self.bytes_received = self.skipped_bytes = self._tail = 0
         self._stopped = False
@@ -271,7 +273,7 @@ class Tpx3StreamSource(TimedEventSource):
     def describe(self) -> dict:
         keys = ("hits", "tdc", "unknown", "global_time", "control", "outside_chunks", "unplaced_hits",
                 "chunks", "cut_chunks")
-        return {**super().describe(), "chip_layout": self.layout.tolist(), "trigger": self.trigger,
+        return {**super().describe(), "chip_layout": self.chip_layout.tolist(), "trigger": self.trigger,
                 "bytes_received": self.bytes_received, "skipped_bytes": self.skipped_bytes,
                 "packets": dict(zip(keys, self._decoder.counters.tolist(), strict=True))}
 
