@@ -77,8 +77,8 @@ class Tpx3Connection:
             sock = socket.create_connection((self.host, self.port), timeout=self.connect_timeout)
         except OSError as exc:
             raise InputError(f"cannot connect to the Timepix3 raw stream {self.host}:{self.port} "
-                             f"({exc.strerror or exc}); is Serval's raw destination tcp://listen@… (or "
-                             f"'ricom simulate timepix3 --raw') running there?") from None
+                             f"({exc.strerror or exc}); is Serval (raw destination tcp://listen@…) or ricom's "
+                             f"Timepix3 simulator running there?") from None
         return sock
 
     def next_socket(self) -> socket.socket:
