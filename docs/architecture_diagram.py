@@ -31,7 +31,8 @@ LAYER_NOTES = {
     "ricom.tools": "bench, report",
     "ricom.dask | ricom.live": "Dask backend · live sessions",
     "ricom.api": "reconstruct(), settings from keywords",
-    "ricom.simulators.merlin | ricom.simulators.events | ricom.simulators.dectris | ricom.simulators.timepix_asi":
+    "ricom.simulators.timepix": "Timepix3 stream simulators",
+    "ricom.simulators.merlin | ricom.simulators.events | ricom.simulators.dectris":
         "detector simulators, event writers",
     "ricom.io": "results on disk, contrast",
     "ricom.calibration": "centre, descan, rotation",

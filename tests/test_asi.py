@@ -12,7 +12,7 @@ from ricom.api import reconstruct_run
 from ricom.core.errors import InputError, SettingsError
 from ricom.live.asi import AsiAcquisitions
 from ricom.live.session import LiveSession, State
-from ricom.simulators.timepix_asi import AsiServer
+from ricom.simulators.timepix.asi import AsiServer
 from ricom.sources import open_source
 from ricom.sources.timepix.asi import AsiConnection, AsiScanSource
 

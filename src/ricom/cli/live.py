@@ -42,6 +42,11 @@ def add_arguments(p) -> None:
                        description=live_dectris.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     live_dectris.add_arguments(d)
     d.set_defaults(_run=live_dectris.run)
+    from ricom.cli import live_timepix3
+    t = sub.add_parser("timepix3", help="Timepix3: the camera server's raw packet stream (Serval)",
+                       description=live_timepix3.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    live_timepix3.add_arguments(t)
+    t.set_defaults(_run=live_timepix3.run)
 
 
 def add_session_arguments(p, c) -> None:

@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
 
     warnings.showwarning = one_line_warning
     argv = list(sys.argv[1:] if argv is None else argv)
-    targets = ("data", "merlin", "dectris", "events", "-h", "--help")
+    targets = ("data", "merlin", "dectris", "timepix3", "events", "-h", "--help")
     if argv[:1] == ["simulate"] and (len(argv) == 1 or argv[1] not in targets):
         argv.insert(1, "data")
     parser = build_parser()

@@ -49,6 +49,9 @@ FLAGS = {
     "threads": Wording("--threads", "N"),
     "client": Wording("--cluster/--scheduler"),
     "timeout": Wording("--timeout", "S"),
+    "host": Wording("--host", "H"),
+    "port": Wording("--port", "P"),
+    "listen_port": Wording("--listen", "PORT"),
 }
 """The option that sets each library parameter, and the form of its value (its metavar)."""
 

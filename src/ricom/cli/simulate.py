@@ -20,6 +20,7 @@ TARGETS = {
     "data": ("ricom.cli.simulate", "a 4D-STEM dataset of the built-in specimen (.npy or .h5)"),
     "merlin": ("ricom.cli.simulate_merlin", "a Merlin detector server over TCP"),
     "dectris": ("ricom.cli.simulate_dectris", "a DECTRIS detector: SIMPLON REST API and ZeroMQ stream V1/V2"),
+    "timepix3": ("ricom.cli.simulate_timepix3", "a Timepix3 camera server's raw packet stream over TCP"),
     "events": ("ricom.cli.simulate_events", "an event file (.tpx3, .t3p, .h5) of the built-in specimen"),
 }
 

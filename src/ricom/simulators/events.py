@@ -104,8 +104,8 @@ class _EventWriter:
     """Turns bands of counts into timed events and hands them to a format."""
 
     def __init__(self, path, fmt, scan_shape, detector_shape, dwell_ns, line_gap_ns, start_ns, jitter_ns,
-                 chip_layout, seed, attrs):
-        self.fmt, self.scan_shape, self.path = fmt, tuple(scan_shape), path
+                 chip_layout, seed, attrs, sync="line"):
+        self.fmt, self.scan_shape, self.path, self.sync = fmt, tuple(scan_shape), path, sync
         self.rng = np.random.default_rng(seed)
         self.dwell = max(1, round(dwell_ns / 1.5625)) * _HIT_TICKS
         self.gap = max(0, round(line_gap_ns / 1.5625)) * _HIT_TICKS if fmt == "tpx3" else 0
@@ -149,12 +149,17 @@ class _EventWriter:
             rec["ftoa"], rec["tot"] = (coarse * 96 - t) // _HIT_TICKS, tot
             rec[order].tofile(self.fh)
             return
-        rows = np.unique(np.asarray(positions, np.int64) // sx)
-        rise = self.t0 + rows * line_t
-        edges = np.concatenate([rise, rise + sx * self.dwell])
-        is_rise = np.repeat([True, False], rows.shape[0])
-        words = np.concatenate([hit_packets(t, lx, ly, tot), tdc_packets(edges, is_rise, 2 * np.tile(rows, 2)
-                                                                         + ~is_rise)])
+        if self.sync == "pixel":  # one rising edge per probe position
+            p = np.asarray(positions, np.int64)
+            edges = self.t0 + (p // sx) * line_t + (p % sx) * self.dwell
+            is_rise, counter = np.ones(p.shape[0], bool), p
+        else:  # TDC1 rises at the start of each line, falls at its end
+            rows = np.unique(np.asarray(positions, np.int64) // sx)
+            rise = self.t0 + rows * line_t
+            edges = np.concatenate([rise, rise + sx * self.dwell])
+            is_rise = np.repeat([True, False], rows.shape[0])
+            counter = 2 * np.tile(rows, 2) + ~is_rise
+        words = np.concatenate([hit_packets(t, lx, ly, tot), tdc_packets(edges, is_rise, counter)])
         chips = np.concatenate([chip, np.zeros(edges.shape[0], np.int64)])
         all_t = np.concatenate([t, edges]).astype(np.float64)
         order = np.argsort(all_t + self.rng.uniform(0, self.jitter, all_t.shape[0]), kind="stable")
@@ -170,7 +175,7 @@ class _EventWriter:
 def write_events(path: str, bands: Iterable, scan_shape, detector_shape, fmt: str | None = None, *,
                  dwell_ns: float = 1000.0, line_gap_ns: float = 2000.0, start_ns: float = 0.0,
                  jitter_ns: float = 500.0, chip_layout=None, seed: int = 0, calibration: dict | None = None,
-                 extra: dict | None = None) -> dict:
+                 extra: dict | None = None, sync: str = "line") -> dict:
     """Write counts as an event file (and, for ``.tpx3``/``.t3p``, a ``.ricom.json`` sidecar).
 
     Parameters
@@ -188,6 +193,9 @@ def write_events(path: str, bands: Iterable, scan_shape, detector_shape, fmt: st
         Dwell per position; dead time between lines (``.tpx3``, where TDC1 frames each
         line); time of the first position (set it near 26.84 s to cross a ToA roll-over);
         maximum lateness of packets in the stream.
+    sync : {"line", "pixel"}
+        ``.tpx3`` triggers: TDC1 rises and falls framing each line, or one TDC1 rise per
+        probe position (a pixel clock).
     chip_layout : optional
         ``.tpx3``: default ``"cheetah"`` (quad, 512×512); ``.t3p``: ``"single"``.  The
         patterns are centred on the detector.
@@ -203,13 +211,15 @@ def write_events(path: str, bands: Iterable, scan_shape, detector_shape, fmt: st
     fmt = "h5" if fmt == "hdf5" else fmt
     if fmt not in FORMATS:
         raise SettingsError(f"event format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if sync not in ("line", "pixel"):
+        raise SettingsError(f"event file sync must be 'line' or 'pixel', got {sync!r}")
     cal = dict(calibration or {})
     with atomic_path(path) as tmp:
         attrs = {k: v for k, v in cal.items() if v is not None}
         if extra:
             attrs["metadata_json"] = json.dumps(extra, default=str)
         w = _EventWriter(tmp, fmt, scan_shape, detector_shape, dwell_ns, line_gap_ns, start_ns, jitter_ns,
-                         chip_layout, seed, attrs)
+                         chip_layout, seed, attrs, sync)
         try:
             for frames, positions in bands:
                 w.add(frames, positions)
@@ -219,7 +229,7 @@ def write_events(path: str, bands: Iterable, scan_shape, detector_shape, fmt: st
         cal["center_yx"] = [float(c) + o for c, o in zip(cal["center_yx"], w.offset, strict=True)]
     info = {"format": fmt, "scan_shape": list(w.scan_shape), "dwell_ns": w.dwell * 3.125 / 12,
             "line_gap_ns": w.gap * 3.125 / 12, "start_ns": w.t0 * 3.125 / 12, "jitter_ns": float(jitter_ns),
-            "sync": "line" if fmt == "tpx3" else "dwell", "detector_offset": list(w.offset),
+            "sync": sync if fmt == "tpx3" else "dwell", "detector_offset": list(w.offset),
             "n_events": int(w.n_events)}
     if fmt == "h5":  # the HDF5 layout carries scan shape, dwell and calibration itself
         return info

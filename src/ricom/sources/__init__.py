@@ -43,6 +43,7 @@ _READERS: list[tuple[object, str]] = [
     (lambda s: s.startswith("merlin://"), "ricom.sources.merlin.live:open"),
     (lambda s: s.startswith("dectris://"), "ricom.sources.dectris.live:open"),
     (lambda s: s.startswith("asi://"), "ricom.sources.timepix.asi:open"),
+    (lambda s: s.startswith("tpx3://"), "ricom.sources.timepix.stream:open"),
     (lambda s: _ext(s) == ".npy", "ricom.sources.arrays:open_npy"),
     (lambda s: _ext(s) in (".mib", ".hdr"), "ricom.sources.merlin.file:open"),
     (lambda s: _ext(s) == ".tpx3", "ricom.sources.timepix.tpx3:open"),

@@ -321,6 +321,11 @@ class Synchroniser:
                                  f"needs {per_pass} {unit} after skipping): check the scan shape; "
                                  f"the last pass is incomplete")
 
+    @property
+    def n_segments(self) -> int:
+        """Lines (line sync) or trigger periods (pixel sync) found so far."""
+        return self._n_segments
+
     def measured_dwell_ns(self) -> float | None:
         """The dwell time in use: given, or from the median line / trigger interval."""
         if self.dwell is not None:

@@ -253,6 +253,8 @@ class TimedEventSource(Source):
     name = "events"
     sync_options: SyncOptions
     _sync: Synchroniser | None = None
+    _received_s: float | None = None
+    """When the bytes of the latest block arrived (`time.perf_counter`; live streams, for latency)."""
 
     def _blocks(self, sync: Synchroniser):
         """Yield ``(bufs, n_hits, edges_t, edges_rise, max_hit)`` per decoded block."""
@@ -261,11 +263,16 @@ class TimedEventSource(Source):
     def _extra_warnings(self) -> list[str]:
         return []
 
+    def _check_end(self) -> None:
+        """After the last chunk: raise `InputError` if the data ended early (live streams)."""
+
     def chunks(self, chunk_size: int = 256):
         sync = self._sync = Synchroniser(self.sync_options)
         for bufs, n, et, er, mh in self._blocks(sync):
             chunk = sync.feed(bufs, n, et, er, mh)
             if chunk.positions.size or chunk.positions_done.size:
+                if self._received_s is not None:
+                    chunk.received_s = self._received_s
                 yield chunk
         bufs, n = sync.buffers(0)
         yield sync.feed(bufs, n, np.zeros(0, np.int64), np.zeros(0, bool), None, final=True)
@@ -277,6 +284,7 @@ class TimedEventSource(Source):
             warnings.warn(f"{self.name}: acceptance {d['acceptance_ns']:g} ns of a {dwell:.6g} ns "
                           f"dwell kept {d['events_kept']} events: mean dose "
                           f"{d['mean_dose_e_per_position']:.4g} e/position", stacklevel=2)
+        self._check_end()
 
     def describe(self) -> dict:
         out = {**super().describe(), "name": self.name, "sync": self.sync_options.mode,

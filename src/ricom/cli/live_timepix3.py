@@ -1,0 +1,52 @@
+"""ricom live timepix3 --raw (--listen PORT | --host H --port P) --scan-shape SY SX [--sync line|pixel] -o OUTPUT
+
+Reconstruct while a Timepix3 camera server (Serval, or 'ricom simulate timepix3 --raw')
+sends its raw packets over TCP, and save each scan when it ends.  --listen PORT waits for
+Serval to connect (its raw destination tcp://connect@THIS_PC:PORT); --host/--port
+connects to Serval's tcp://listen@HOST:PORT.  Every TCP connection is one scan.  The
+scan position of each electron comes from the TDC1 triggers: --sync line (rise starts a
+line, fall ends it; the default) or --sync pixel (each rise moves the probe);
+--acceptance-ns keeps only electrons arriving that soon after the probe reached a
+position (dose control).  --chip-layout: 'cheetah' (ASI quad, the default) or 'single'.
+
+Exit codes as for 'ricom live merlin': 0 complete; 2 bad settings or no data; 3 a scan
+ended early or broke off (the partial result is saved); 130 Ctrl-C (partial saved).
+"""
+from __future__ import annotations
+
+from ricom.cli.live import add_session_arguments, run_session
+from ricom.cli.options import add_reconstruction_options, add_source_options
+
+
+def add_arguments(p) -> None:
+    c = p.add_argument_group("camera server connection")
+    add_session_arguments(p, c)
+    kind = c.add_mutually_exclusive_group(required=True)
+    kind.add_argument("--raw", action="store_true", help="Serval's raw packet stream")
+    kind.add_argument("--asi", action="store_true", help="ASI's sparse frame stream (not available yet)")
+    where = c.add_mutually_exclusive_group()
+    where.add_argument("--listen", type=int, metavar="PORT", help="wait for the server to connect here")
+    c.add_argument("--listen-host", default="0.0.0.0", metavar="IP", help="interface for --listen (default all)")
+    where.add_argument("--host", help="connect to the server at this host (with --port)")
+    c.add_argument("--port", type=int, metavar="P", help="the server's port")
+    add_source_options(p)
+    add_reconstruction_options(p)
+
+
+def run(args) -> int:
+    from ricom.core.errors import SettingsError
+    from ricom.live.timepix import Tpx3RawAcquisitions
+
+    if args.asi:
+        raise SettingsError("the ASI sparse stream is not available yet; use --raw")
+    if args.listen is None and (args.host is None or args.port is None):
+        raise SettingsError("give --listen PORT, or --host H and --port P")
+
+    def make_stream(opts, stop):
+        opts = {k: v for k, v in opts.items() if k not in ("pad", "crop", "frames_per_position")}
+        return Tpx3RawAcquisitions(args.host, args.port, listen_port=args.listen, listen_host=args.listen_host,
+                                   stop=stop, timeout=args.timeout, **opts)
+
+    if args.listen is not None:
+        return run_session(args, make_stream, f"tpx3://listen:{args.listen}", f"listening on port {args.listen}")
+    return run_session(args, make_stream, f"tpx3://{args.host}:{args.port}", f"{args.host}:{args.port}")

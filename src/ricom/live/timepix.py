@@ -1,0 +1,54 @@
+"""A Timepix3 camera server's raw packet stream (Serval) as a live session's acquisition stream.
+
+`Tpx3RawAcquisitions` listens for Serval (``tcp://connect@…``) or connects to it
+(``tcp://listen@…``) through one `ricom.sources.timepix.stream.Tpx3Connection`; every
+TCP connection carries one scan, read as a `Tpx3StreamSource`.  A scan that ends early
+(cancelled, a missing line trigger, a connection broken mid-chunk) is kept as partial.
+"""
+from __future__ import annotations
+
+import threading
+
+from ricom.core.errors import Param, SettingsError
+from ricom.live.session import AcquisitionStream
+from ricom.sources.timepix.stream import Tpx3Connection, Tpx3StreamSource
+
+
+class Tpx3RawAcquisitions(AcquisitionStream):
+    """Scans of raw Timepix3 packets, one per TCP connection.
+
+    Parameters
+    ----------
+    host, port : str, int, optional
+        Connect to Serval's ``tcp://listen@HOST:PORT``.
+    listen_port : int, optional
+        Listen for Serval's ``tcp://connect@…`` instead (``listen_host``: the interface).
+    stop : threading.Event, optional
+    timeout : float, optional
+        Seconds without data that end a scan being received.
+    source_options : dict
+        `Tpx3StreamSource` options (scan shape, sync, dwell, acceptance, chip layout, …).
+    """
+
+    def __init__(self, host: str | None = None, port: int | None = None, *, listen_port: int | None = None,
+                 listen_host: str = "0.0.0.0", stop: threading.Event | None = None, timeout: float | None = None,
+                 **source_options) -> None:
+        if source_options.get("scan_shape") is None:
+            raise SettingsError("a Timepix3 raw stream does not carry the scan shape; give ",
+                                Param("scan_shape", form=True))
+        source_options.pop("n_frames", None)
+        self.host, self.port, self.listen_port, self.listen_host = host, port, listen_port, listen_host
+        self.stop, self.timeout, self.options = stop, timeout, source_options
+
+    def connect(self) -> Tpx3Connection:
+        return Tpx3Connection(self.host, self.port, listen_port=self.listen_port, listen_host=self.listen_host,
+                              stop=self.stop)
+
+    def next_source(self, connection: Tpx3Connection) -> Tpx3StreamSource:
+        """Wait (without a time limit) for the next scan's connection; its source."""
+        sock = connection.next_socket()
+        options = dict(self.options)
+        if options.get("sync") in (None, "auto"):
+            options["sync"] = "line"
+        return Tpx3StreamSource(sock, stop=self.stop, timeout=self.timeout, where=connection.where,
+                                connection=connection, **options)
