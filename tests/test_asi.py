@@ -183,3 +183,43 @@ def test_libertem_asi_tpx3_client_receives_the_simulator(counts, tmp_path):
                 np.testing.assert_array_equal(dense.reshape(counts.shape), counts)
         finally:
             conn.close()
+
+
+def test_cli_live_timepix3_asi(tmp_path, capsys):
+    import h5py
+
+    from ricom.cli.main import main
+
+    frames = np.random.default_rng(5).poisson(0.3, (6, 7, 16, 16)).astype(np.uint16)
+    with AsiServer(frames, scans=2) as server:
+        code = main(["live", "timepix3", "--asi", "--host", "127.0.0.1", "--port", str(server.port),
+                     "--acquisitions", "2", "--timeout", "10", "--kernel-size", "5", "--center", "7.5", "7.5",
+                     "--no-progress", "-o", str(tmp_path / "live.h5")])
+    assert code == 0, capsys.readouterr().err
+    want = ricom.reconstruct(frames, kernel_size=5, center_yx=(7.5, 7.5))
+    for k in (1, 2):
+        with h5py.File(tmp_path / f"live_000{k}.h5") as f:
+            np.testing.assert_allclose(f["ricom"][...], want.ricom, rtol=1e-9, atol=1e-12)
+            assert f.attrs["input"] == f"asi://127.0.0.1:{server.port}"
+    code = main(["live", "timepix3", "--asi", "--listen", "9", "-o", str(tmp_path / "x.h5")])
+    assert code == 2 and "--asi connects to the camera software" in capsys.readouterr().err
+
+
+def test_cli_simulate_timepix3_asi(tmp_path):
+    import re
+    import subprocess
+    import sys
+
+    frames = np.random.default_rng(6).poisson(0.3, (5, 6, 16, 16)).astype(np.uint16)
+    np.save(tmp_path / "f.npy", frames)
+    server = subprocess.Popen([sys.executable, "-m", "ricom", "simulate", "timepix3", "--asi", "--port", "0",
+                               "--from", str(tmp_path / "f.npy")], stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(re.search(r"listening on [^:]+:(\d+)", server.stdout.readline()).group(1))
+        with ricom.sources.open_source(f"asi://127.0.0.1:{port}") as src:
+            snap = ricom.reconstruct(src, kernel_size=5, center_yx=(7.5, 7.5))
+    finally:
+        server.kill()
+        server.wait()
+    want = ricom.reconstruct(frames, kernel_size=5, center_yx=(7.5, 7.5))
+    np.testing.assert_allclose(snap.ricom, want.ricom, rtol=1e-9, atol=1e-12)

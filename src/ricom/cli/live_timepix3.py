@@ -1,4 +1,4 @@
-"""ricom live timepix3 --raw (--listen PORT | --host H --port P) --scan-shape SY SX [--sync line|pixel] -o OUTPUT
+"""ricom live timepix3 (--raw (--listen PORT | --host H --port P) | --asi --host H [--port 8283]) … -o OUTPUT
 
 Reconstruct while a Timepix3 camera server (Serval, or 'ricom simulate timepix3 --raw')
 sends its raw packets over TCP, and save each scan when it ends.  --listen PORT waits for
@@ -8,6 +8,10 @@ scan position of each electron comes from the TDC1 triggers: --sync line (rise s
 line, fall ends it; the default) or --sync pixel (each rise moves the probe);
 --acceptance-ns keeps only electrons arriving that soon after the probe reached a
 position (dose control).  --chip-layout: 'cheetah' (ASI quad, the default) or 'single'.
+
+--asi reads ASI's sparse stream instead (the client connects to the camera software,
+port 8283): CSR frames in scan order, several scans per acquisition, each saved as it
+ends; a scan cancelled mid-way is saved as partial.
 
 Exit codes as for 'ricom live merlin': 0 complete; 2 bad settings or no data; 3 a scan
 ended early or broke off (the partial result is saved); 130 Ctrl-C (partial saved).
@@ -23,7 +27,7 @@ def add_arguments(p) -> None:
     add_session_arguments(p, c)
     kind = c.add_mutually_exclusive_group(required=True)
     kind.add_argument("--raw", action="store_true", help="Serval's raw packet stream")
-    kind.add_argument("--asi", action="store_true", help="ASI's sparse frame stream (not available yet)")
+    kind.add_argument("--asi", action="store_true", help="ASI's sparse frame stream (connect to --host, --port 8283)")
     where = c.add_mutually_exclusive_group()
     where.add_argument("--listen", type=int, metavar="PORT", help="wait for the server to connect here")
     c.add_argument("--listen-host", default="0.0.0.0", metavar="IP", help="interface for --listen (default all)")
@@ -38,7 +42,7 @@ def run(args) -> int:
     from ricom.live.timepix import Tpx3RawAcquisitions
 
     if args.asi:
-        raise SettingsError("the ASI sparse stream is not available yet; use --raw")
+        return _run_asi(args)
     if args.listen is None and (args.host is None or args.port is None):
         raise SettingsError("give --listen PORT, or --host H and --port P")
 
@@ -50,3 +54,20 @@ def run(args) -> int:
     if args.listen is not None:
         return run_session(args, make_stream, f"tpx3://listen:{args.listen}", f"listening on port {args.listen}")
     return run_session(args, make_stream, f"tpx3://{args.host}:{args.port}", f"{args.host}:{args.port}")
+
+
+def _run_asi(args) -> int:
+    from ricom.core.errors import SettingsError
+    from ricom.live.asi import AsiAcquisitions
+    from ricom.sources.timepix.asi import PORT
+
+    if args.host is None or args.listen is not None:
+        raise SettingsError("--asi connects to the camera software: give --host H (and --port, default 8283)")
+    port = args.port or PORT
+
+    def make_stream(opts, stop):
+        keep = {k: v for k, v in opts.items() if k == "scan_shape"}
+        return AsiAcquisitions(args.host, port, stop=stop, timeout=args.timeout, **keep)
+
+    return run_session(args, make_stream, f"asi://{args.host}:{port}", f"{args.host}:{port} (ASI)")
+
