@@ -158,5 +158,5 @@ def test_cli_end_to_end(tmp_path, capsys):
         rc = main(["live", "timepix3", "--raw", "--host", "127.0.0.1", "--port", str(sim.port), "--scan-shape",
                    "16", "16", "--kernel-size", "7", "--no-progress", "-o", str(out)])
     assert rc == 3 and out.exists() and "ended after" in capsys.readouterr().err
-    assert main(["simulate", "timepix3", "--asi", "--demo", "--port", "0"]) == 2
+    assert main(["simulate", "timepix3", "--asi", "--from", str(tmp_path / "none.npy"), "--port", "0"]) == 2
     assert main(["live", "timepix3", "--raw", "--scan-shape", "4", "4", "-o", str(tmp_path / "x.h5")]) == 2
