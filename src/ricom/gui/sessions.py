@@ -1,4 +1,4 @@
-"""Live sessions in the GUI: a Merlin or DECTRIS detector watched acquisition after acquisition.
+"""Live sessions in the GUI: a Merlin, DECTRIS or Timepix3 detector watched acquisition after acquisition.
 
 Owns `SessionWorker` (runs a `ricom.live.session.LiveSession` in a thread, with the
 same polling interface as `ricom.gui.worker.RunWorker`, so the window draws the
@@ -17,6 +17,12 @@ for hours does not grow without bound.  What each acquisition is (the session's
 ``Status.announce``: frames, detector mode, scan, pixel mask) goes to the status bar
 when it starts and stays as the state's tooltip.
 
+A raw Timepix3 stream's acceptance time can be changed while the session runs
+(`SessionWorker.set_acceptance`): the library applies it when a scan's source is opened,
+so it holds from the next scan on, and the status bar says so.  The scan being received
+keeps its own (the engine receives events without their arrival times, so it cannot
+rebuild that image with another acceptance).
+
 Nothing here computes images: every snapshot comes from the engine.
 """
 from __future__ import annotations
@@ -31,6 +37,7 @@ from ricom.gui.settings_column import settings_with_hints
 from ricom.gui.source_panel import SourceRequest
 from ricom.gui.worker import describe_error
 from ricom.live.session import Acquisition, LiveSession, State, Status
+from ricom.live.timepix import Tpx3RawAcquisitions
 
 KEEP_LAST = 16
 """Finished acquisitions whose reconstruction (and images) the list keeps."""
@@ -43,18 +50,21 @@ class SessionWorker:
     ----------
     request : SourceRequest
         A Merlin request (host, ports; with ``control_port``, each acquisition is armed
-        and started from ricom) or a DECTRIS one (host, ``dectris``: stream, ports, mode),
+        and started from ricom), a DECTRIS one (host, ``dectris``: stream, ports, mode) or a
+        Timepix3 one (host, ``timepix``: raw or ASI, listen or connect, sync, acceptance),
         with ``acquisitions`` (None: until stopped) and source options.
     settings : ricom.core.settings.Settings
         Settings of the first acquisition (the input's calibration fills the gaps).
     chunk_size : int
         Frames per engine chunk.
     scan_shape : (int, int), optional
-        The settings column's scan: what an active DECTRIS session arms the detector for
-        (unless the request's source options override it).
+        The settings column's scan: what an active DECTRIS session arms the detector for,
+        and the scan of a raw Timepix3 stream (unless the request's source options override it).
 
     Attributes
     ----------
+    stream : TappedStream or None
+        The detector's acquisition stream (``stream.connection`` once connected).
     rec, tap : Reconstruction, SourceTap or None
         The engine and the source of the acquisition received last (None before the first).
     source : SourceTap or None
@@ -88,6 +98,7 @@ class SessionWorker:
         self.last: Acquisition | None = None
         self.paused = False
         self.session: LiveSession | None = None
+        self.stream: TappedStream | None = None
         self.thread = threading.Thread(target=self._main, name="ricom-gui-session", daemon=True)
 
     def start(self) -> SessionWorker:
@@ -96,8 +107,9 @@ class SessionWorker:
 
     def _make_session(self) -> LiveSession:
         """The session (built in the thread: a bad request is an error message, not a traceback)."""
-        stream = acquisition_stream(self.request, self.stop_event, self.scan_shape)
-        return LiveSession(TappedStream(stream, self.notes.append), acquisitions=self.request.acquisitions,
+        self.stream = TappedStream(acquisition_stream(self.request, self.stop_event, self.scan_shape),
+                                   self.notes.append)
+        return LiveSession(self.stream, acquisitions=self.request.acquisitions,
                            stop=self.stop_event, on_status=self._on_status, on_acquisition=self._finished,
                            reconstruct={"settings": self.settings, "chunk_size": self.chunk_size},
                            on_start=self._attach, settings_for=self._settings_for, keep=False, status_s=0.25)
@@ -155,6 +167,21 @@ class SessionWorker:
 
     def resume(self) -> None:
         """See `pause`."""
+
+    def set_acceptance(self, ns: float | None) -> bool:
+        """Keep only electrons arriving ``ns`` after the probe (None or 0: all) from the next scan.
+
+        False when the stream has no acceptance time (not a raw Timepix3 stream, or not
+        built yet: then the request's value holds).
+        """
+        inner = self.stream.stream if self.stream is not None else None
+        if not isinstance(inner, Tpx3RawAcquisitions):
+            return False
+        options = {k: v for k, v in inner.options.items() if k != "acceptance_ns"}
+        if ns:
+            options["acceptance_ns"] = float(ns)
+        inner.options = options  # one assignment: the session thread copies it at the next scan
+        return True
 
     def stop(self, wait: float | None = None) -> None:
         """End the session (the acquisition being received is kept as partial)."""
@@ -246,6 +273,16 @@ class SessionDock(QtCore.QObject):
             self.list.blockSignals(False)
             self.poll()
 
+    def set_acceptance(self, ns: float) -> None:
+        """The acceptance time was edited: the running raw Timepix3 session takes it from its next scan."""
+        w = self.window.worker
+        if not isinstance(w, SessionWorker) or not w.running or not w.set_acceptance(ns):
+            return
+        now = getattr(w.tap, "sync_options", None) if w.tap is not None else None
+        current = _ns(now.acceptance_ns) if now is not None else "as chosen at the start"
+        self.window.show_message(f"acceptance time {_ns(ns)} from the next scan on (the scan being received "
+                                 f"keeps {current}: the engine cannot re-filter events it has taken)")
+
     def poll(self) -> None:
         """From the window's timer: list finished acquisitions, follow the newest, show the status."""
         w = self.window.worker
@@ -263,3 +300,7 @@ class SessionDock(QtCore.QObject):
             self.window.show_reconstruction(w.rec)
         if w.status is not None and w.running:
             self.window.state_label.setText(w.status.line())
+
+
+def _ns(value) -> str:
+    return f"{value:g} ns" if value else "off"

@@ -1,4 +1,4 @@
-"""The source controls: what to read (simulator, file, Merlin or DECTRIS stream) and start/pause/stop.
+"""The source controls: what to read (simulator, file, Merlin, DECTRIS or Timepix3 stream) and start/pause/stop.
 
 Owns `SourcePanel` (the widgets) and `SourceRequest` (what the user chose, as plain
 values), plus `open_request`, which turns a request into a `ricom.sources.base.Source`
@@ -8,8 +8,8 @@ any file `ricom.api.open_input` reads, or the Merlin live stream
 the panel's Merlin and DECTRIS choices ask for a live session instead
 (``SourceRequest.live_session``, run by `ricom.gui.sessions.SessionWorker`), with how many
 ``acquisitions`` (None: until stopped); a DECTRIS stream is always a session (its page,
-`ricom.gui.dectris_page`).  The simulator's rate, defocus, astigmatism and dose apply
-while it runs.
+`ricom.gui.dectris_page`), and so is a Timepix3 stream (`ricom.gui.timepix_page`).
+The simulator's rate, defocus, astigmatism and dose apply while it runs.
 """
 from __future__ import annotations
 
@@ -22,21 +22,25 @@ from ricom.api import open_input
 from ricom.core.errors import InputError, SettingsError
 from ricom.gui.dectris_page import DectrisOptions, DectrisPage
 from ricom.gui.simulator import DEFAULT_PARAMS, LiveSimulatorSource
+from ricom.gui.timepix_page import Tpx3Options, Tpx3Page
 from ricom.simulators.specimen import SimulationParams
 
-KINDS = ("simulator", "file", "merlin", "dectris")
-_KIND_LABELS = ("Simulator (live stream)", "File", "Merlin live stream", "DECTRIS live stream")
+KINDS = ("simulator", "file", "merlin", "dectris", "timepix3")
+_KIND_LABELS = ("Simulator (live stream)", "File", "Merlin live stream", "DECTRIS live stream",
+                "Timepix3 live stream")
+_SESSION_PAGES = ("dectris", "timepix3")
+"""Kinds whose page has its own host and acquisitions fields."""
 
 
 @dataclass(frozen=True)
 class SourceRequest:
     """What to open, as chosen in the panel (or on the command line).
 
-    ``kind`` is ``"simulator"``, ``"file"``, ``"merlin"`` or ``"dectris"``; ``repeats`` is
+    ``kind`` is ``"simulator"``, ``"file"``, ``"merlin"``, ``"dectris"`` or ``"timepix3"``; ``repeats`` is
     the engine's ``"replace"`` (show the newest pass) or ``"sum"``.  ``session``: a Merlin
     stream is watched as a live session (`ricom.gui.sessions`) of ``acquisitions``
     acquisitions (None: until stopped) instead of read as one acquisition; a DECTRIS stream
-    (``host`` and ``dectris``) always is.
+    (``host`` and ``dectris``) always is, and so is a Timepix3 one (``host`` and ``timepix``).
     """
 
     kind: str = "simulator"
@@ -51,11 +55,12 @@ class SourceRequest:
     session: bool = False
     acquisitions: int | None = None
     dectris: DectrisOptions = field(default_factory=DectrisOptions)
+    timepix: Tpx3Options = field(default_factory=Tpx3Options)
 
     @property
     def live_session(self) -> bool:
         """Run as a live session (`ricom.gui.sessions.SessionWorker`) rather than one run."""
-        return self.session or self.kind == "dectris"
+        return self.session or self.kind in _SESSION_PAGES
 
 
 def open_request(req: SourceRequest, scan_shape, stop):
@@ -78,8 +83,8 @@ def open_request(req: SourceRequest, scan_shape, stop):
             if "scan_shape" in req.source_options or "scan_shape" not in exc.parameters:
                 raise
             return open_input(req.path, **{**req.source_options, "scan_shape": tuple(scan_shape)})
-    if req.kind == "dectris":
-        raise InputError("a DECTRIS stream is read as a live session (ricom.gui.sessions.SessionWorker)")
+    if req.kind in _SESSION_PAGES:
+        raise InputError(f"a {req.kind} stream is read as a live session (ricom.gui.sessions.SessionWorker)")
     if req.kind == "merlin":
         try:
             live = importlib.import_module("ricom.sources.merlin.live")
@@ -130,7 +135,9 @@ class SourcePanel(QtWidgets.QWidget):
         self.stack = QtWidgets.QStackedWidget()
         lay.addWidget(self.stack)
         self.dectris = DectrisPage()
-        for page in (self._simulator_page(), self._file_page(), self._merlin_page(), self.dectris):  # KINDS order
+        self.timepix = Tpx3Page()
+        for page in (self._simulator_page(), self._file_page(), self._merlin_page(), self.dectris,
+                     self.timepix):  # KINDS order
             self.stack.addWidget(page)
 
         self.repeats = QtWidgets.QComboBox(toolTip="what a repeated scan does at a position already seen")
@@ -255,25 +262,32 @@ class SourcePanel(QtWidgets.QWidget):
         kind = KINDS[self.kind.currentIndex()]
         opts = {"scan_shape": tuple(scan_override)} if scan_override is not None else {}
         d = int(self.det_size.currentText())
-        dectris = kind == "dectris"
-        host = (self.dectris.host if dectris else self.host).text().strip()
-        acquisitions = (self.dectris.acquisitions if dectris else self.acquisitions).value() or None
+        page = self._page_of(kind)
+        host = page.host.text().strip()
+        acquisitions = page.acquisitions.value() or None
         return SourceRequest(kind=kind, path=self.path.text().strip(), host=host,
                              data_port=self.data_port.value(),
                              control_port=self.control_port.value() if self.use_control.isChecked() else None,
                              sim={**self.simulation_changes(), "detector_shape": (d, d)},
                              rate=self.rate.value() or None,
                              repeats="replace" if self.repeats.currentIndex() == 0 else "sum",
-                             source_options=opts, session=kind in ("merlin", "dectris"),
-                             acquisitions=acquisitions, dectris=self.dectris.options())
+                             source_options=opts, session=kind in ("merlin", *_SESSION_PAGES),
+                             acquisitions=acquisitions, dectris=self.dectris.options(),
+                             timepix=self.timepix.options())
+
+    def _page_of(self, kind: str):
+        """The page holding the ``host`` and ``acquisitions`` fields of ``kind``."""
+        return {"dectris": self.dectris, "timepix3": self.timepix}.get(kind, self)
 
     def set_request(self, req: SourceRequest) -> None:
         """Show ``req`` in the widgets (used by the command line)."""
         self.kind.setCurrentIndex(KINDS.index(req.kind))
         self.path.setText(req.path)
-        (self.dectris.host if req.kind == "dectris" else self.host).setText(req.host)
+        page = self._page_of(req.kind)
+        page.host.setText(req.host)
         self.dectris.set_options(req.dectris)
-        (self.dectris.acquisitions if req.kind == "dectris" else self.acquisitions).setValue(req.acquisitions or 0)
+        self.timepix.set_options(req.timepix)
+        page.acquisitions.setValue(req.acquisitions or 0)
         self.data_port.setValue(req.data_port)
         self.use_control.setChecked(req.control_port is not None)
         if req.control_port:

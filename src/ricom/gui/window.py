@@ -1,7 +1,7 @@
 """The main window: the run life cycle, the refresh timer and its CPU budget, messages.
 
 Owns `MainWindow`.  It starts a `ricom.gui.worker.RunWorker` for the chosen source
-(for the Merlin or DECTRIS stream chosen in the panel, a `ricom.gui.sessions.SessionWorker`:
+(for the Merlin, DECTRIS or Timepix3 stream chosen in the panel, a `ricom.gui.sessions.SessionWorker`:
 a live session, its acquisitions listed by `ricom.gui.sessions.SessionDock`), and a `QTimer`
 (up to `REFRESH_HZ`) takes `Reconstruction.snapshot()` and redraws the *visible* panels
 only when something changed, within a CPU budget that shrinks while the engine is the
@@ -117,6 +117,7 @@ class MainWindow(WindowLayout, WindowActions, QtWidgets.QMainWindow):
         sp.pause_toggled.connect(self.pause)
         sp.simulator_changed.connect(self._simulator_changed)
         sp.rate_changed.connect(self._rate_changed)
+        sp.timepix.acceptance_changed.connect(self.sessions.set_acceptance)
         self.column.changed.connect(self.apply_settings)
         self.column.reference_requested.connect(self._ask_reference)
         self.column.guess_requested.connect(self.guess_rotation)
@@ -351,9 +352,9 @@ class MainWindow(WindowLayout, WindowActions, QtWidgets.QMainWindow):
         if snap is None:
             return
         seen = snap.hits > 0
-        dose = float(snap.counts[seen].mean()) if seen.any() else 0.0
-        self.dose_label.setText(f"dose {dose:,.0f} counts/position" if dose >= 100 else
-                                f"dose {dose:.3g} counts/position")
+        dose = float(snap.counts[seen].mean()) if seen.any() else 0.0  # per processed position
+        per = "events/position" if tap.kind == "events" else "counts/position"
+        self.dose_label.setText(f"dose {dose:,.0f} {per}" if dose >= 100 else f"dose {dose:.3g} {per}")
         self.column.show_centre_in_use(snap.center_yx)
         if self.worker is not None and self.worker.paused:
             self.state_label.setText("paused")
