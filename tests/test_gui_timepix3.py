@@ -211,3 +211,18 @@ def test_the_page_round_trips_and_ports_follow_the_protocol(window):
     assert t.source_options() == {"sync": "pixel", "dwell_ns": 500.0, "acceptance_ns": 250.0}
     sp.set_request(req)
     assert sp.request() == req
+
+
+def test_command_line_timepix3_request():
+    import argparse
+
+    from ricom.cli import gui as cli_gui
+
+    p = argparse.ArgumentParser()
+    cli_gui.add_arguments(p)
+    raw = cli_gui._request(p.parse_args(["--timepix3", "raw:8451"]))
+    assert (raw.kind, raw.timepix.protocol, raw.timepix.listen, raw.timepix.port) == ("timepix3", "raw", True, 8451)
+    conn = cli_gui._request(p.parse_args(["--timepix3", "raw:serval-pc:8452"]))
+    assert (conn.host, conn.timepix.listen, conn.timepix.port) == ("serval-pc", False, 8452)
+    asi = cli_gui._request(p.parse_args(["--timepix3", "asi:cam"]))
+    assert (asi.host, asi.timepix.protocol, asi.timepix.port) == ("cam", "asi", 8283)

@@ -29,6 +29,9 @@ def add_arguments(p) -> None:
     src.add_argument("--merlin", metavar="HOST[:PORT]", help="a Merlin live stream (data port, default 6342)")
     src.add_argument("--dectris", metavar="HOST[:PORT]",
                      help="a DECTRIS stream, listened to (stream port; default 9999 for v1, 31001 for v2)")
+    src.add_argument("--timepix3", metavar="raw:PORT|raw:HOST:PORT|asi:HOST[:PORT]",
+                     help="a Timepix3 stream: Serval's raw packets (listen on PORT, or connect to HOST:PORT) "
+                          "or ASI's sparse stream")
     g.add_argument("--dectris-stream", choices=("v1", "v2"), default="v1", help="the DECTRIS stream format")
     g.add_argument("--dectris-api-port", type=int, default=80, metavar="PORT", help="DECTRIS REST port (80)")
     g.add_argument("--merlin-control-port", type=int, metavar="PORT",
@@ -55,7 +58,7 @@ def _request(args):
     from ricom.cli.options import source_options
     from ricom.core.errors import SettingsError
 
-    if args.source is None and args.merlin is None and args.dectris is None:
+    if args.source is None and args.merlin is None and args.dectris is None and args.timepix3 is None:
         return None
     from ricom.gui.source_panel import SourceRequest
 
@@ -63,6 +66,8 @@ def _request(args):
     sim = {"defocus_A": args.defocus, "astigmatism_A": args.astigmatism,
            "dose_e_per_probe": args.dose if args.dose > 0 else None,
            "detector_shape": (args.detector_size, args.detector_size)}
+    if args.timepix3 is not None:
+        return _timepix3_request(args.timepix3, args.repeats, opts)
     if args.dectris is not None:
         from ricom.gui.dectris_page import DectrisOptions
 
@@ -82,6 +87,27 @@ def _request(args):
     if args.source == "demo":
         return SourceRequest("simulator", sim=sim, rate=args.rate or None, repeats=args.repeats or "replace")
     return SourceRequest("file", path=args.source, repeats=args.repeats or "sum", source_options=opts)
+
+
+def _timepix3_request(text: str, repeats, opts):
+    """The request of ``--timepix3 raw:PORT | raw:HOST:PORT | asi:HOST[:PORT]``."""
+    import dataclasses
+
+    from ricom.core.errors import SettingsError
+    from ricom.gui.source_panel import SourceRequest
+    from ricom.gui.timepix_page import Tpx3Options
+
+    protocol, _, rest = text.partition(":")
+    if protocol not in ("raw", "asi") or not rest:
+        raise SettingsError(f"--timepix3 takes raw:PORT, raw:HOST:PORT or asi:HOST[:PORT], got {text!r}")
+    if protocol == "raw" and rest.isdigit():
+        options, host = Tpx3Options(listen=True, port=int(rest)), "0.0.0.0"
+    else:
+        host, port = _host_port(rest, "--timepix3")
+        options = Tpx3Options(protocol=protocol, listen=False)
+        if port is not None or protocol == "asi":
+            options = dataclasses.replace(options, port=port or 8283)
+    return SourceRequest("timepix3", host=host, timepix=options, repeats=repeats or "replace", source_options=opts)
 
 
 def _host_port(text: str, flag: str) -> tuple[str, int | None]:
