@@ -160,3 +160,15 @@ def test_cli_end_to_end(tmp_path, capsys):
     assert rc == 3 and out.exists() and "ended after" in capsys.readouterr().err
     assert main(["simulate", "timepix3", "--asi", "--from", str(tmp_path / "none.npy"), "--port", "0"]) == 2
     assert main(["live", "timepix3", "--raw", "--scan-shape", "4", "4", "-o", str(tmp_path / "x.h5")]) == 2
+
+
+def test_bench_cases_lose_no_event(tmp_path):
+    """``ricom bench --only tpx3-live,asi-live`` on a tiny scan: every event arrives, same image."""
+    from ricom.tools import bench
+    from ricom.tools.bench_timepix import bench_asi_live, bench_tpx3_live
+
+    assert {"tpx3-live", "asi-live"} <= set(bench.RUNNERS) and "tpx3-live" in bench.NEEDS_FOLDER
+    for case in (bench_tpx3_live, bench_asi_live):
+        rec = case(str(tmp_path), scan_shape=(8, 8), dose=20.0, kernel=5)
+        assert rec.n_patterns == 64 and rec.events_per_s > 0 and rec.latency_ms_max is not None
+        assert "no event lost" in rec.note and "r = 1.000000" in rec.note, rec.note

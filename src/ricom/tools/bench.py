@@ -6,7 +6,8 @@ memory read of the same bytes (by as many threads) measured in the same run
 from different machines compare by ratio.  Cases: in-memory engine, `.npy` and Merlin
 `.mib` files from the page cache (12-bit, 6-bit, raw 1-bit; 256² and 512²), live over
 loopback from the project's Merlin simulator (also with every pattern recorded to HDF5,
-``live+record``), and Timepix3 events, for several kernel
+``live+record``), Timepix3 events (a file; raw and ASI streams over loopback:
+`ricom.tools.bench_timepix`), for several kernel
 sizes and thread counts.  ``--only dask`` (never run otherwise) reconstructs a multi-GB
 `.mib` in one process and on local Dask clusters of 1 and 2 worker processes
 (`ricom.dask.client`), once with a worker killed in the middle, and compares the images.
@@ -38,7 +39,7 @@ from ricom.sources import open_source
 from ricom.sources.arrays import ArraySource, open_npy
 from ricom.sources.merlin.file import MerlinSource
 from ricom.sources.merlin.live import MerlinLiveSource
-from ricom.tools import bench_dectris
+from ricom.tools import bench_dectris, bench_timepix
 from ricom.tools.bench_core import (
     BenchRecord,
     bench_settings,
@@ -336,7 +337,7 @@ def plan(quick: bool) -> list[tuple[str, dict]]:
         scan = (128, 64)
         dask = dict(scan_shape=(64, 64), detector_shape=det, depth=12, kernel=61)
         return [*(("dask", {**dask, "workers": w}) for w in (0, 1, 2)), ("dask", {**dask, "workers": 2, "kill": True}),
-                *bench_dectris.plan(quick),
+                *bench_dectris.plan(quick), *bench_timepix.plan(quick),
                 ("memory", dict(scan_shape=scan, detector_shape=det, kernel=61, threads=1)),
                 ("memory", dict(scan_shape=scan, detector_shape=det, kernel=201, threads=1)),
                 ("mib", dict(scan_shape=scan, detector_shape=det, depth=12, raw=False, kernel=61, threads=1)),
@@ -361,6 +362,7 @@ def plan(quick: bool) -> list[tuple[str, dict]]:
     cases.append(("events", dict(scan_shape=(256, 256), kernel=21, threads=1)))
     cases.append(("largescan", dict(source="memory")))
     cases += bench_dectris.plan(quick)
+    cases += bench_timepix.plan(quick)
     dask = dict(scan_shape=(128, 128), detector_shape=det, depth=12, kernel=61)  # a 2.2 GB file
     cases += [("dask", {**dask, "workers": w}) for w in (0, 1, 2)] + [("dask", {**dask, "workers": 2, "kill": True})]
     return cases
@@ -368,8 +370,10 @@ def plan(quick: bool) -> list[tuple[str, dict]]:
 
 RUNNERS = {"memory": bench_in_memory, "mib": bench_mib, "npy": bench_npy, "live": bench_live,
            "live+record": bench_live_record,
-           "events": bench_events, "largescan": bench_large_scan, "dask": bench_dask, **bench_dectris.RUNNERS}
-NEEDS_FOLDER = {"mib", "npy", "live", "live+record", "events", "dask", *bench_dectris.RUNNERS}
+           "events": bench_events, "largescan": bench_large_scan, "dask": bench_dask,
+           **bench_dectris.RUNNERS, **bench_timepix.RUNNERS}
+NEEDS_FOLDER = {"mib", "npy", "live", "live+record", "events", "dask", *bench_dectris.RUNNERS,
+                *bench_timepix.RUNNERS}
 ONLY_WHEN_ASKED = {"dask"}
 """Kinds that run only when named with ``--only`` (they start clusters of worker processes)."""
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import socket
 import struct
 import threading
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -306,6 +307,7 @@ class AsiScanSource(Source):
         payload = self.connection.read_bytes(end)
         if payload is None:
             return None
+        received = time.perf_counter()
         indptr = payload[:ip_bytes].view(self._indptr_dt)
         if int(indptr[0]) != 0 or int(indptr[-1]) != nnz or np.any(np.diff(indptr.astype(np.int64)) < 0):
             self.connection.lost = True
@@ -325,7 +327,9 @@ class AsiScanSource(Source):
         pos, x, y, tot = csr_events(indptr, indices, values, frames, self.detector_shape[1], self.header.format == 1)
         self._received += nframes
         self._events += pos.shape[0]
-        return EventChunk(pos, x, y, None, tot, frames[frames >= 0])
+        chunk = EventChunk(pos, x, y, None, tot, frames[frames >= 0])
+        chunk.received_s = received  # (the pipeline's latency: arrival → image)
+        return chunk
 
     def describe(self) -> dict:
         return {**super().describe(), "name": self.name, "header_scan_shape": self.header_scan_shape,
