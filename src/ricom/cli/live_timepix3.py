@@ -7,7 +7,10 @@ connects to Serval's tcp://listen@HOST:PORT.  Every TCP connection is one scan. 
 scan position of each electron comes from the TDC1 triggers: --sync line (rise starts a
 line, fall ends it; the default) or --sync pixel (each rise moves the probe);
 --acceptance-ns keeps only electrons arriving that soon after the probe reached a
-position (dose control).  --chip-layout: 'cheetah' (ASI quad, the default) or 'single'.
+position (dose control).  --serval URL drives Serval's REST API: it sets the raw
+destination (tcp://connect@ this PC's --listen port, or tcp://listen@--host:--port) and
+starts a measurement per scan (stopped when the scan ends).  --chip-layout: 'cheetah'
+(ASI quad, the default) or 'single'.
 
 --asi reads ASI's sparse stream instead (the client connects to the camera software,
 port 8283): CSR frames in scan order, several scans per acquisition, each saved as it
@@ -33,6 +36,8 @@ def add_arguments(p) -> None:
     c.add_argument("--listen-host", default="0.0.0.0", metavar="IP", help="interface for --listen (default all)")
     where.add_argument("--host", help="connect to the server at this host (with --port)")
     c.add_argument("--port", type=int, metavar="P", help="the server's port")
+    c.add_argument("--serval", metavar="URL", help="--raw: set Serval's raw destination and start a measurement "
+                   "per scan through its REST API (e.g. http://localhost:8080)")
     add_source_options(p)
     add_reconstruction_options(p)
 
@@ -40,20 +45,30 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from ricom.core.errors import SettingsError
     from ricom.live.timepix import Tpx3RawAcquisitions
+    from ricom.sources.timepix.serval import ServalClient
 
     if args.asi:
         return _run_asi(args)
     if args.listen is None and (args.host is None or args.port is None):
         raise SettingsError("give --listen PORT, or --host H and --port P")
 
+    serval = ServalClient(args.serval) if args.serval else None
+    streams = []
+
     def make_stream(opts, stop):
         opts = {k: v for k, v in opts.items() if k not in ("pad", "crop", "frames_per_position")}
-        return Tpx3RawAcquisitions(args.host, args.port, listen_port=args.listen, listen_host=args.listen_host,
-                                   stop=stop, timeout=args.timeout, **opts)
+        streams.append(Tpx3RawAcquisitions(args.host, args.port, listen_port=args.listen,
+                                           listen_host=args.listen_host, stop=stop, timeout=args.timeout,
+                                           serval=serval, **opts))
+        return streams[-1]
 
-    if args.listen is not None:
-        return run_session(args, make_stream, f"tpx3://listen:{args.listen}", f"listening on port {args.listen}")
-    return run_session(args, make_stream, f"tpx3://{args.host}:{args.port}", f"{args.host}:{args.port}")
+    try:
+        if args.listen is not None:
+            return run_session(args, make_stream, f"tpx3://listen:{args.listen}", f"listening on port {args.listen}")
+        return run_session(args, make_stream, f"tpx3://{args.host}:{args.port}", f"{args.host}:{args.port}")
+    finally:
+        for stream in streams:
+            stream.close_serval()
 
 
 def _run_asi(args) -> int:

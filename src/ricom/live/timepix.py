@@ -2,15 +2,19 @@
 
 `Tpx3RawAcquisitions` listens for Serval (``tcp://connect@…``) or connects to it
 (``tcp://listen@…``) through one `ricom.sources.timepix.stream.Tpx3Connection`; every
-TCP connection carries one scan, read as a `Tpx3StreamSource`.  A scan that ends early
+TCP connection carries one scan, read as a `Tpx3StreamSource`.  With a
+`ricom.sources.timepix.serval.ServalClient` it also sets Serval's raw destination and
+starts a measurement per scan.  A scan that ends early
 (cancelled, a missing line trigger, a connection broken mid-chunk) is kept as partial.
 """
 from __future__ import annotations
 
 import threading
+import time
 
-from ricom.core.errors import Param, SettingsError
+from ricom.core.errors import InputError, Param, SettingsError
 from ricom.live.session import AcquisitionStream
+from ricom.sources.timepix.serval import ServalClient, raw_destination
 from ricom.sources.timepix.stream import Tpx3Connection, Tpx3StreamSource
 
 
@@ -26,27 +30,59 @@ class Tpx3RawAcquisitions(AcquisitionStream):
     stop : threading.Event, optional
     timeout : float, optional
         Seconds without data that end a scan being received.
+    serval : ServalClient, optional
+        Drive Serval's REST API: set its raw destination to this connection
+        (``tcp://connect@`` this machine when listening, ``tcp://listen@HOST:PORT``
+        otherwise) and start a measurement per scan (the previous one is stopped first;
+        `close_serval` stops the last).
     source_options : dict
         `Tpx3StreamSource` options (scan shape, sync, dwell, acceptance, chip layout, …).
     """
 
     def __init__(self, host: str | None = None, port: int | None = None, *, listen_port: int | None = None,
                  listen_host: str = "0.0.0.0", stop: threading.Event | None = None, timeout: float | None = None,
-                 **source_options) -> None:
+                 serval: ServalClient | None = None, **source_options) -> None:
         if source_options.get("scan_shape") is None:
             raise SettingsError("a Timepix3 raw stream does not carry the scan shape; give ",
                                 Param("scan_shape", form=True))
         source_options.pop("n_frames", None)
         self.host, self.port, self.listen_port, self.listen_host = host, port, listen_port, listen_host
         self.stop, self.timeout, self.options = stop, timeout, source_options
+        self.serval, self.scans = serval, 0
 
     def connect(self) -> Tpx3Connection:
-        return Tpx3Connection(self.host, self.port, listen_port=self.listen_port, listen_host=self.listen_host,
-                              stop=self.stop)
+        if self.serval is None:
+            return Tpx3Connection(self.host, self.port, listen_port=self.listen_port, listen_host=self.listen_host,
+                                  stop=self.stop)
+        if self.listen_port is not None:
+            conn = Tpx3Connection(listen_port=self.listen_port, listen_host=self.listen_host, stop=self.stop)
+            self.serval.set_raw_destination(raw_destination(self.serval.url, listen_port=conn.port,
+                                                            listen_host=self.listen_host))
+            return conn
+        self.serval.set_raw_destination(raw_destination(self.serval.url, host=self.host, port=self.port))
+        self.serval.start()  # Serval binds when the measurement starts: connect after
+        deadline = time.monotonic() + 5.0
+        while True:
+            try:
+                return Tpx3Connection(self.host, self.port, stop=self.stop)
+            except InputError:
+                if time.monotonic() > deadline or (self.stop is not None and self.stop.wait(0.1)):
+                    raise
+
+    def close_serval(self) -> None:
+        """Stop Serval's measurement, if one is running."""
+        if self.serval is not None:
+            self.serval.stop()
 
     def next_source(self, connection: Tpx3Connection) -> Tpx3StreamSource:
         """Wait (without a time limit) for the next scan's connection; its source."""
+        if self.serval is not None:
+            if self.scans and self.serval.measuring:
+                self.serval.stop()
+            if not self.serval.measuring:
+                self.serval.start()
         sock = connection.next_socket()
+        self.scans += 1
         options = dict(self.options)
         if options.get("sync") in (None, "auto"):
             options["sync"] = "line"
