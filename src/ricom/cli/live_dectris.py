@@ -49,7 +49,7 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from ricom.core.errors import SettingsError
-    from ricom.live.dectris import ArmSettings, DectrisAcquisitions
+    from ricom.live.dectris import PROTOCOLS, ArmSettings, DectrisAcquisitions
 
     def make_stream(opts, stop):
         arm = None
@@ -65,5 +65,5 @@ def run(args) -> int:
                                    stream=args.stream, arm=arm, stop=stop, timeout=args.timeout,
                                    n_frames=args.frames, **opts)
 
-    port = args.stream_port or (9999 if args.stream == "v1" else 31001)
+    port = args.stream_port or PROTOCOLS[args.stream].port
     return run_session(args, make_stream, f"dectris://{args.host}:{port}", f"{args.host}:{port} (stream {args.stream})")

@@ -56,7 +56,6 @@ def run(args) -> int:
     streams = []
 
     def make_stream(opts, stop):
-        opts = {k: v for k, v in opts.items() if k not in ("pad", "crop", "frames_per_position")}
         streams.append(Tpx3RawAcquisitions(args.host, args.port, listen_port=args.listen,
                                            listen_host=args.listen_host, stop=stop, timeout=args.timeout,
                                            serval=serval, **opts))
@@ -81,8 +80,7 @@ def _run_asi(args) -> int:
     port = args.port or PORT
 
     def make_stream(opts, stop):
-        keep = {k: v for k, v in opts.items() if k == "scan_shape"}
-        return AsiAcquisitions(args.host, port, stop=stop, timeout=args.timeout, **keep)
+        return AsiAcquisitions(args.host, port, stop=stop, timeout=args.timeout, **opts)
 
     return run_session(args, make_stream, f"asi://{args.host}:{port}", f"{args.host}:{port} (ASI)")
 

@@ -216,8 +216,19 @@ class ScanLayout:
 
     def positions(self, start: int, count: int) -> np.ndarray:
         """Flat scan positions of frames ``start … start+count-1`` (file order)."""
+        return self.positions_at(np.arange(start, start + count, dtype=np.int64))
+
+    def positions_at(self, frames: np.ndarray) -> np.ndarray:
+        """Flat scan positions of the frames with these indices (in acquisition order, from
+        0), e.g. those that arrived from a stream that lost some.
+
+        Examples
+        --------
+        >>> ScanLayout((2, 3), flyback_frames=1).positions_at(np.array([0, 2, 3, 5])).tolist()
+        [0, 2, -1, 4]
+        """
         sy, sx = self.scan_shape
-        i = np.arange(start, start + count, dtype=np.int64) - self.skip_frames
+        i = np.asarray(frames, dtype=np.int64) - self.skip_frames
         k = i // self.frames_per_position
         line_len = sx + self.flyback_frames
         k = k % (sy * line_len)

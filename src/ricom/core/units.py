@@ -1,6 +1,6 @@
 """Electron-optical constants and the unit bookkeeping of the reconstruction.
 
-Owns: relativistic wavelength and interaction parameter, and the factors that turn a
+Owns: relativistic wavelength (and the energy of a wavelength) and interaction parameter, and the factors that turn a
 COM map (detector pixels or mrad) and a scan step (Å or scan pixels) into riCOM / iCOM
 in V·Å.
 """
@@ -24,6 +24,20 @@ def wavelength_A(energy_keV: float) -> float:
     """
     u = energy_keV * 1e3
     return _H / math.sqrt(2 * _M0 * _E * u * (1 + _E * u / (2 * _M0 * _C**2))) * 1e10
+
+
+def electron_energy_keV(wavelength_A: float) -> float:
+    """The kinetic energy (keV) of electrons of wavelength ``wavelength_A`` (relativistic;
+    the inverse of `wavelength_A`).
+
+    Examples
+    --------
+    >>> round(electron_energy_keV(0.019687), 1)
+    300.0
+    """
+    mc2_eV = _M0 * _C**2 / _E
+    hc_eV_A = _H * _C / _E * 1e10
+    return (math.hypot(hc_eV_A / wavelength_A, mc2_eV) - mc2_eV) / 1e3
 
 
 def interaction_parameter(energy_keV: float) -> float:

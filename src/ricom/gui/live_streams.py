@@ -107,8 +107,7 @@ def _timepix_stream(request: SourceRequest, stop: threading.Event, scan_shape) -
     if t.protocol == "asi":
         if not request.host:
             raise InputError("give the ASI camera PC's host name or address")
-        keep = {k: v for k, v in options.items() if k == "scan_shape"}
-        return AsiAcquisitions(request.host, t.port, stop=stop, **keep)
+        return AsiAcquisitions(request.host, t.port, stop=stop, **options)
     options = {**t.source_options(), **options}
     options.setdefault("scan_shape", None if scan_shape is None else tuple(int(n) for n in scan_shape))
     if t.listen:

@@ -123,9 +123,10 @@ class BufferPool:
     threads at once).
     """
 
-    def __init__(self, frame_shape: tuple[int, ...], dtype, size: int = 6) -> None:
+    def __init__(self, frame_shape: tuple[int, ...], dtype, chunk: int = 1, size: int = 6) -> None:
         self.frame_shape, self.dtype, self.size = tuple(frame_shape), np.dtype(dtype), int(size)
-        self.chunk = 1
+        self.chunk = int(chunk)
+        """Rows of a new buffer at least (the source's chunk size), so that one fits any chunk."""
         self._pool: list[np.ndarray] = []
         self._lock = threading.Lock()
 

@@ -83,13 +83,6 @@ def _dtype(type_name: str, order: str = "<") -> np.dtype:
     return np.dtype(order + code)
 
 
-def dtype_from_bit_depth(bit_depth: int) -> np.dtype:
-    """The image dtype of a bit depth (``bit_depth_image``: 8, 16 or 32)."""
-    if int(bit_depth) not in (8, 16, 32):
-        raise InputError(f"DECTRIS bit depth {bit_depth} is not 8, 16 or 32")
-    return np.dtype(f"<u{int(bit_depth) // 8}")
-
-
 def _decompress():
     try:
         from dectris.compression import decompress
@@ -165,4 +158,4 @@ def _checked(decompress, blob, algorithm: str, itemsize: int, frame: int) -> byt
         raise InputError(f"DECTRIS frame {frame}: its {algorithm} data do not decode ({exc})") from None
 
 
-__all__ = ["CODECS", "Encoding", "decode_blobs", "dtype_from_bit_depth"]
+__all__ = ["CODECS", "Encoding", "decode_blobs"]

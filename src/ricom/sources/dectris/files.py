@@ -28,6 +28,7 @@ import numpy as np
 
 from ricom.core.chunks import EncodedFrames, FrameChunk
 from ricom.core.errors import InputError
+from ricom.core.units import electron_energy_keV
 from ricom.sources.base import BufferPool
 from ricom.sources.dectris.codec import Encoding, decode_blobs
 from ricom.sources.dectris.direct import DirectChunks
@@ -43,8 +44,6 @@ SPECIFIC = DETECTOR + "/detectorSpecific"
 _LINK = re.compile(r"data_(\d+)")
 _MASTER_NAME = re.compile(r"(.+)_master\.h5", re.IGNORECASE)
 _DATA_NAME = re.compile(r"(.+)_data_(\d+)\.h5", re.IGNORECASE)
-_MC2_EV = 510998.95  # electron rest energy [eV]
-_HC_EV_A = 12398.419843  # h·c [eV·Å]
 _LENGTH_M = {"m": 1.0, "meter": 1.0, "metre": 1.0, "mm": 1e-3, "um": 1e-6, "µm": 1e-6, "micron": 1e-6,
              "nm": 1e-9, "angstrom": 1e-10, "a": 1e-10, "å": 1e-10}
 _DESCRIBE_KEYS = ("description", "detector_number", "software_version", "trigger_mode", "ntrigger", "nimages",
@@ -112,17 +111,6 @@ def _length_m(f: h5py.File | None, path: str, default_unit: str) -> float | None
     unit = (unit.decode() if isinstance(unit, bytes) else str(unit)).strip().lower()
     factor = _LENGTH_M.get(unit)
     return None if factor is None else float(value) * factor
-
-
-def electron_energy_keV(wavelength_A: float) -> float:
-    """The kinetic energy of electrons of wavelength ``wavelength_A`` (relativistic).
-
-    Examples
-    --------
-    >>> round(electron_energy_keV(0.019687), 1)
-    300.0
-    """
-    return (math.hypot(_HC_EV_A / wavelength_A, _MC2_EV) - _MC2_EV) / 1e3
 
 
 def master_hints(f: h5py.File | None, detector_shape: tuple[int, int]) -> dict:
@@ -326,8 +314,7 @@ class DectrisFileSource(LazyArraySource):
         def decode(blobs, out):
             decode_blobs(blobs, encoding, out, mask=mask)
 
-        buffers = BufferPool(self.detector_shape, dtype)
-        buffers.chunk = chunk_size
+        buffers = BufferPool(self.detector_shape, dtype, chunk_size)
         for a in range(start, min(stop, have), chunk_size):
             b = min(stop, have, a + chunk_size)
             encoded = EncodedFrames(self._direct.blobs(a, b), "bslz4", dtype, self.detector_shape, decode,

@@ -185,8 +185,7 @@ class DectrisLiveSource(Source):
         self._used = True
         frame_bytes = int(np.prod(self.detector_shape)) * self.dtype.itemsize
         chunk_size = max(1, min(int(chunk_size), CHUNK_BYTES // max(1, frame_bytes)))
-        self._buffers = BufferPool(self.detector_shape, self.dtype)
-        self._buffers.chunk = chunk_size
+        self._buffers = BufferPool(self.detector_shape, self.dtype, chunk_size)
         frames: list = []
         blobs: list = []
         encoding, t_first = None, None
@@ -279,7 +278,7 @@ class DectrisLiveSource(Source):
             self.frames_lost += lost
             warnings.warn(f"DECTRIS image numbers jump near frame {first} ({lost} frames lost, or out of order); "
                           f"the missing positions stay empty", RuntimeWarning, stacklevel=3)
-            positions = np.concatenate([self.layout.positions(int(i), 1) for i in idx])
+            positions = self.layout.positions_at(idx)
         if self.crop:
             positions = np.where(idx < self.layout.skip_frames + self.layout.frames_per_pass, positions, -1)
         self._last = max(self._last, int(idx.max()))

@@ -17,7 +17,7 @@ import re
 import numpy as np
 
 from ricom.core.errors import InputError
-from ricom.sources.dectris.codec import Encoding
+from ricom.sources.dectris.codec import Encoding, decode_blobs
 from ricom.sources.dectris.series import ImageBatch, ImageParser, SeriesHeader, config_frames
 
 PORT = 9999
@@ -149,8 +149,6 @@ def _shape(d: dict) -> tuple[int, int]:
 
 
 def _array(d: dict, blob, what: str) -> np.ndarray:
-    from ricom.sources.dectris.codec import decode_blobs
-
     h, w = _shape(d)
     enc = Encoding.from_v1(d.get("encoding", "<"), d.get("type", "uint32"))
     out = np.empty((1, h, w), enc.dtype.newbyteorder("="))

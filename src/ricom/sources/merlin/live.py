@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import sys
 import threading
 import time
 import warnings
@@ -32,7 +31,7 @@ import numpy as np
 
 from ricom.core.chunks import FrameChunk, PackedFrames, ScanLayout
 from ricom.core.errors import InputError, Param, SettingsError
-from ricom.sources.base import Source
+from ricom.sources.base import BufferPool, Source
 from ricom.sources.merlin.connection import AcquisitionAborted, MerlinConnection
 from ricom.sources.merlin.control import (
     CONTROL_PORT,
@@ -106,7 +105,7 @@ class MerlinLiveSource(Source):
                  **_ignored) -> None:
         self.max_latency, self.control, self.crop = float(max_latency), control, bool(crop)
         self._done = self._used = False
-        self._last_seq, self._pool = 0, []
+        self._last_seq, self._buffers = 0, None
         self.frames_lost = 0  # frames whose sequence numbers never arrived
         self._own = connection is None
         self.connection = connection or MerlinConnection(host, port, stop=stop, timeout=timeout,
@@ -211,7 +210,12 @@ class MerlinLiveSource(Source):
         if self._packed_bits:
             frame_bytes //= 8 * np.dtype(self.frame_header.out_dtype).itemsize
         chunk_size = max(1, min(int(chunk_size), CHUNK_BYTES // max(1, frame_bytes)))
-        self._chunk_size = chunk_size
+        if self._packed_bits:  # packed words, copied out of the stream buffer
+            frame_shape, dtype = (int(np.prod(self.detector_shape)) // 8,), np.uint8
+        else:
+            frame_shape, dtype = self.detector_shape, self.frame_header.out_dtype
+        # two chunks queued by the reader thread, one in the engine, one filling
+        self._buffers = BufferPool(frame_shape, dtype, chunk_size, size=4)
         t_first = None  # perf_counter when the oldest complete frame waiting arrived
         t_recv = s.last_recv_s
         while True:
@@ -258,28 +262,18 @@ class MerlinLiveSource(Source):
         if good:
             positions = self._positions(seq[:good])
             if self._packed_bits:  # copy the packed words out of the stream buffer (aligned), no decoding
-                words = self._out_buffer(good, (int(np.prod(self.detector_shape)) // 8,), np.uint8)
+                words = self._buffers.take(good)
                 words[:] = a[:good, self._wire_decode.header_bytes:]
                 chunk = FrameChunk(packed=PackedFrames(words.view(np.uint64), 0, self.detector_shape, bits=1),
                                    positions=positions, received_s=received_s)
             else:
                 frames = decode_frames(a[:good], self._wire_decode, good, check=False,
-                                       out=self._out_buffer(good, self.detector_shape, self.frame_header.out_dtype))
+                                       out=self._buffers.take(good))
                 chunk = FrameChunk(frames, positions, received_s=received_s)
             s.consume(good * msg)
             yield chunk
         if good < n:
             self._bad_message()
-
-    def _out_buffer(self, n: int, frame_shape: tuple, dtype) -> np.ndarray:
-        """A decode buffer no chunk still uses (reused: fresh pages cost more than decoding)."""
-        for buf in self._pool:
-            if len(buf) >= n and sys.getrefcount(buf) <= 3:  # the pool, `buf` and the call: free
-                return buf[:n]
-        buf = np.empty((max(n, self._chunk_size), *frame_shape), dtype)
-        if len(self._pool) < 4:  # two chunks queued by the reader thread, one in the engine, one filling
-            self._pool.append(buf)
-        return buf[:n]
 
     def _positions(self, seq: np.ndarray) -> np.ndarray:
         first = self._last_seq + 1
@@ -292,7 +286,7 @@ class MerlinLiveSource(Source):
             self.frames_lost += lost
             warnings.warn(f"Merlin frame sequence numbers jump near frame {first} ({lost} frames lost, "
                           f"or out of order); the missing positions stay empty", RuntimeWarning, stacklevel=4)
-            positions = np.concatenate([self.layout.positions(int(q) - 1, 1) for q in seq])
+            positions = self.layout.positions_at(seq - 1)
         if self.crop:  # frames past one pass of the scan go nowhere
             positions = np.where(seq - 1 < self.layout.skip_frames + self.layout.frames_per_pass, positions, -1)
         self._last_seq = int(seq.max())
