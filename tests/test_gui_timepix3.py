@@ -120,19 +120,28 @@ def test_the_gui_connects_to_the_server_with_pixel_sync(qtbot, window, tmp_path)
 
 
 @pytest.mark.filterwarnings("ignore:.*acceptance 300 ns of a 1000 ns dwell kept:UserWarning")
-def test_acceptance_time_applies_from_the_next_scan(qtbot, window, tpx3):
+def test_acceptance_time_rebuilds_the_scan_being_received(qtbot, window, tpx3):
+    """Moving the acceptance time while a scan arrives rebuilds it from the kept events: the
+    scan ends as the file read with that acceptance time; the next scan starts with it."""
     w = window
     page = _choose_timepix(w, scans=2)
     w.start()
     port = _listening_port(qtbot, w)
-    first = RawSimulator(tpx3, host="127.0.0.1", port=port, connect=True, scans=1).start()
+    first = RawSimulator(tpx3, host="127.0.0.1", port=port, connect=True, scans=1, rate=2e4).start()
     try:
+        qtbot.waitUntil(lambda: w.worker.rec is not None and w.worker.rec.n_events > 0, timeout=WAIT_MS)
+        page.acceptance.setValue(300)  # while the scan is being received
+        assert page.acceptance_slider.value() == 300
         qtbot.waitUntil(lambda: w.sessions.list.count() == 1, timeout=WAIT_MS)
     finally:
         first.close()
-    page.acceptance.setValue(300)  # while the session waits for the next scan
-    assert page.acceptance_slider.value() == 300
-    assert any("acceptance time 300 ns from the next scan" in m for m in w.messages)
+    w.worker.acceptance.wait()
+    qtbot.waitUntil(lambda: any("the latest scan was rebuilt" in m for m in w.messages), timeout=WAIT_MS)
+    one = w.sessions.acquisitions[0]
+    full = _file(tpx3, one.reconstruction.settings)
+    lowered = _file(tpx3, one.reconstruction.settings, acceptance_ns=300)
+    assert 0 < lowered.counts.sum() < 0.5 * full.counts.sum()
+    _same(one.reconstruction.snapshot(), lowered)
     second = RawSimulator(tpx3, host="127.0.0.1", port=port, connect=True, scans=1).start()
     try:
         qtbot.waitUntil(lambda: w.worker.finished.is_set(), timeout=WAIT_MS)
@@ -140,11 +149,8 @@ def test_acceptance_time_applies_from_the_next_scan(qtbot, window, tpx3):
         second.close()
     assert w.worker.error is None, w.worker.error
     qtbot.waitUntil(lambda: w.sessions.list.count() == 2, timeout=WAIT_MS)
-    one, two = w.sessions.acquisitions
-    assert w.worker.tap.describe()["acceptance_ns"] == 300
-    _same(one.result.snapshot, _file(tpx3, one.reconstruction.settings))
-    lowered = _file(tpx3, two.reconstruction.settings, acceptance_ns=300)
-    assert 0 < lowered.counts.sum() < one.result.snapshot.counts.sum()
+    two = w.sessions.acquisitions[1]
+    assert two.reconstruction.acceptance_ns == 300 and one.reconstruction.event_store is None
     _same(two.result.snapshot, lowered)
 
 

@@ -60,7 +60,8 @@ def add_session_arguments(p, c) -> None:
                         "(default: wait); waiting for an acquisition to start has no limit")
     c.add_argument("--record", metavar="FILE.h5",
                    help="also write every received frame to FILE.h5 (/data, compressed; FILE_0001.h5 … for several "
-                        "acquisitions), readable by 'ricom reconstruct FILE.h5:/data'")
+                        "acquisitions), readable by 'ricom reconstruct FILE.h5:/data'; event cameras: every "
+                        "electron (/events, 'ricom reconstruct FILE.h5')")
     c.add_argument("--reconnect", action="store_true",
                    help="after a dropped connection, connect again and wait for the next acquisition")
     c.add_argument("--acquisitions", default="1", metavar="N|forever",
@@ -228,7 +229,8 @@ def _save(args, output, names, acq, count, descan, input_label: str) -> int:
                      n_recorded=acq.recording.get("n_recorded", 0),
                      n_not_recorded=acq.recording.get("n_not_recorded", 0))
         if extra["n_not_recorded"]:
-            print(f"ricom: warning: {extra['n_not_recorded']} frames could not be recorded (the disk did not keep "
+            unit = acq.recording.get("unit", "frames")
+            print(f"ricom: warning: {extra['n_not_recorded']} {unit} could not be recorded (the disk did not keep "
                   f"up); they are in the reconstruction but not in {extra['recorded_to']}", file=sys.stderr)
     if descan:
         extra["descan"] = descan

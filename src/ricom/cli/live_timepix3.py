@@ -12,6 +12,11 @@ destination (tcp://connect@ this PC's --listen port, or tcp://listen@--host:--po
 starts a measurement per scan (stopped when the scan ends).  --chip-layout: 'cheetah'
 (ASI quad, the default) or 'single'.
 
+--record FILE.h5 writes every electron received (with its arrival time after the probe
+reached its position, for --raw) in ricom's event-list layout: 'ricom reconstruct
+FILE.h5' gives the same image, and 'ricom reconstruct FILE.h5 --acceptance-ns A' lowers
+the dose afterwards.  With --acceptance-ns the recording holds only the electrons kept.
+
 --asi reads ASI's sparse stream instead (the client connects to the camera software,
 port 8283): CSR frames in scan order, several scans per acquisition, each saved as it
 ends; a scan cancelled mid-way is saved as partial.
@@ -56,6 +61,8 @@ def run(args) -> int:
     streams = []
 
     def make_stream(opts, stop):
+        if args.record:  # the recording keeps each electron's arrival time (acceptance after the fact)
+            opts = {**opts, "keep_times": True}
         streams.append(Tpx3RawAcquisitions(args.host, args.port, listen_port=args.listen,
                                            listen_host=args.listen_host, stop=stop, timeout=args.timeout,
                                            serval=serval, **opts))

@@ -121,15 +121,19 @@ class Reconstruction(ChunkReduction):
         centre = self.center_yx()
         if centre is None:  # nothing but empty patterns so far
             centre = ((self.detector_shape[0] - 1) / 2, (self.detector_shape[1] - 1) / 2)
-        if self._centre_used is None:
+        if self._centre_used is None or self._replaying:  # a replay rebuilds the image once at its end
             self._centre_used = centre
         elif max(abs(centre[0] - self._centre_used[0]), abs(centre[1] - self._centre_used[1])) \
                 > AUTO_CENTRE_TOLERANCE_PX:
             self._centre_used = centre
             self._rebuild()
             n_t = 0
-        self.image.update(self.moments.state, self.moments.touched, n_t, self.com_frame())
+        if not self._replaying:
+            self.image.update(self.moments.state, self.moments.touched, n_t, self.com_frame())
         super()._after_add(n_t)
+
+    def _after_replay(self) -> None:
+        self._rebuild()
 
     def _rebuild(self) -> None:
         """Recompute COM maps and the whole image from the stored moments."""

@@ -11,7 +11,8 @@ pattern sum, a recorder, tcBF or SSB), their scan positions and their moments (t
 Σ I·x, Σ I·y, ring sums).  The moments reducer (`ricom.engine.moments.Moments`) is the
 first reducer of every reconstruction; the riCOM image is assembled from it by
 `ricom.engine.ricom_update.RicomImage`.  Further reducers run beside it on the same
-chunks: `ricom.engine.Reconstruction.add_reducer`.
+chunks: `ricom.engine.Reconstruction.add_reducer`.  Chunks of single-electron events
+reach the reducers as received (`Reducer.process_event_chunk`: an event recorder).
 """
 from __future__ import annotations
 
@@ -57,6 +58,13 @@ class Reducer(abc.ABC):
     @abc.abstractmethod
     def process(self, chunk: ReducedChunk) -> None:
         """Take one reduced chunk into the result."""
+
+    def process_event_chunk(self, chunk) -> None:
+        """Take one chunk of single-electron events (`ricom.core.chunks.EventChunk`) as the
+        source delivered it, before any acceptance filter (a recorder keeps them all).
+        Events have no per-pattern reduction; reducers that work on patterns ignore them
+        (the default)."""
+        return
 
     @abc.abstractmethod
     def merge(self, other) -> None:

@@ -21,6 +21,7 @@ from ricom.core.errors import Param, SettingsError
 from ricom.core.params import Settings, shape2
 from ricom.engine.detector import bright_field_radius
 from ricom.engine.event_input import EventHold, centre_and_bf_radius, checked_events
+from ricom.engine.event_store import DEFAULT_MAX_EVENTS, EventStore, accepted
 from ricom.engine.frame_input import checked_frames, checked_positions, estimate_centre, reduce_frames
 from ricom.engine.lookups import NO_LOOKUPS, DetectorLookups, build_lookups, detector_radii_px
 from ricom.engine.moments import Moments, MomentsPart
@@ -74,6 +75,10 @@ class ChunkReduction:
         self.lookups = lookups
         self.reducers: list[Reducer] = []
         self._events = EventHold()
+        self.acceptance_ns: float | None = None
+        """Events arriving later than this after the probe are left out (`set_acceptance`)."""
+        self.event_store: EventStore | None = None
+        self._replaying = False
         self.seconds_processing = 0.0
         self._t_first: float | None = None
 
@@ -258,17 +263,78 @@ class ChunkReduction:
         unknown, events are held back until
         `ricom.engine.event_input.MIN_EVENTS_FOR_LUT` have arrived (or `finalize`) and
         the look-ups are built from them.  Events of repeated scan passes add up
-        (``repeats="replace"`` acts on frames only).
+        (``repeats="replace"`` acts on frames only).  Reducers see the chunk as it came
+        (`ricom.engine.reducer.Reducer.process_event_chunk`); the moments only the events
+        within the acceptance time (`set_acceptance`).
         """
         item = checked_events(chunk, self.scan_shape)
         if self._t_first is None:
             self._t_first = time.perf_counter()
+        if self.acceptance_ns is not None and chunk.t_ns is None:
+            raise SettingsError("an acceptance time needs the events' arrival times, and this source sends none; "
+                                "leave out ", Param("acceptance_ns"), " or open the source with ",
+                                Param("keep_times", True))
         with self._lock:
-            if self.lookups.missing(self._settings) or self._events:
-                if self._events.keep(item):
-                    self._flush_events()
-                return
-            self._add_events(*item)
+            for reducer in self.reducers:
+                reducer.process_event_chunk(chunk)
+            if self.event_store is not None:
+                self.event_store.keep(item, chunk.t_ns)
+            self._take_events(accepted(item, chunk.t_ns, self.acceptance_ns))
+
+    def _take_events(self, item: tuple) -> None:
+        """Add a checked event chunk, or hold it back until the look-ups can be built."""
+        if self.lookups.missing(self._settings) or self._events:
+            if self._events.keep(item):
+                self._flush_events()
+            return
+        self._add_events(*item)
+
+    def keep_events(self, max_events: int = DEFAULT_MAX_EVENTS) -> None:
+        """From now on keep every event with its arrival time (up to ``max_events``), so
+        that `set_acceptance` can rebuild the scan with another acceptance time."""
+        with self._lock:
+            self.event_store = EventStore(max_events)
+
+    def set_acceptance(self, acceptance_ns: float | None) -> None:
+        """Count only electrons that arrived within ``acceptance_ns`` of the probe reaching
+        their position (None: all) — for everything received so far and to come.
+
+        The moments (and the image) are rebuilt from the events kept by `keep_events`,
+        so the result is what a run with this acceptance time from the start gives.
+        Raises `SettingsError` when events arrived that were not kept (without
+        `keep_events`, or past its bound): then the new value can hold from the next
+        scan only, and nothing changed here.
+        """
+        if acceptance_ns is not None and not (float(acceptance_ns) > 0 and np.isfinite(acceptance_ns)):
+            raise SettingsError(f"the acceptance time must be a positive number of ns, got {acceptance_ns!r}; "
+                                f"give ", Param("acceptance_ns", form=True), " or None (keep every electron)")
+        acceptance_ns = None if acceptance_ns is None else float(acceptance_ns)
+        with self._lock:
+            store = self.event_store
+            received = self.moments.counters.n_events or self._events or (store is not None and store.n_events)
+            if received and (store is None or not store.complete or not store.has_times):
+                why = "were not kept" if store is None else (
+                    f"were more than the {store.max_events} kept" if not store.complete else "came without times")
+                raise SettingsError(f"the events received so far {why}, so the acceptance time cannot change "
+                                    f"for this scan; it can from the next scan on")
+            self.acceptance_ns = acceptance_ns
+            if received:
+                self._replay(store)
+
+    def _replay(self, store: EventStore) -> None:
+        """Moments afresh from the kept events, with the current acceptance time."""
+        self._events.take()
+        self.moments = Moments(self.moments.n_positions, self.lookups.n_rings, self.moments.repeats)
+        self._replaying = True
+        try:
+            for item, t_ns in store.items():
+                self._take_events(accepted(item, t_ns, self.acceptance_ns))
+        finally:
+            self._replaying = False
+        self._after_replay()
+
+    def _after_replay(self) -> None:
+        """Called under the lock once `_replay` has rebuilt the moments (the image follows)."""
 
     def _flush_events(self) -> None:
         """Build the detector look-ups from the held-back events, then add them."""

@@ -108,7 +108,8 @@ def _timepix_stream(request: SourceRequest, stop: threading.Event, scan_shape) -
         if not request.host:
             raise InputError("give the ASI camera PC's host name or address")
         return AsiAcquisitions(request.host, t.port, stop=stop, **options)
-    options = {**t.source_options(), **options}
+    options = {**t.source_options(), **options, "keep_times": True}
+    options.pop("acceptance_ns", None)  # the engine filters (`SessionWorker.acceptance`): it can rebuild a scan
     options.setdefault("scan_shape", None if scan_shape is None else tuple(int(n) for n in scan_shape))
     if t.listen:
         return Tpx3RawAcquisitions(listen_port=t.port, stop=stop, **options)

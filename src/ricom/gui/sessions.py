@@ -18,10 +18,12 @@ for hours does not grow without bound.  What each acquisition is (the session's
 when it starts and stays as the state's tooltip.
 
 A raw Timepix3 stream's acceptance time can be changed while the session runs
-(`SessionWorker.set_acceptance`): the library applies it when a scan's source is opened,
-so it holds from the next scan on, and the status bar says so.  The scan being received
-keeps its own (the engine receives events without their arrival times, so it cannot
-rebuild that image with another acceptance).
+(`SessionWorker.set_acceptance`): the stream sends every electron with its arrival time,
+the engine of the latest scan keeps them (`ricom.engine.reduction.ChunkReduction.keep_events`)
+and rebuilds that scan's image with the new value — received so far or finished — on a
+background thread (`AcceptanceControl`), and later scans start with it.  Only the latest
+scan keeps its events (up to `ricom.engine.event_store.DEFAULT_MAX_EVENTS`); past that
+bound, the new value holds from the next scan on, and the status bar says so.
 
 Nothing here computes images: every snapshot comes from the engine.
 """
@@ -32,12 +34,12 @@ import threading
 
 from PySide6 import QtCore, QtWidgets
 
+from ricom.core.errors import SettingsError
 from ricom.gui.live_streams import SourceTap, TappedStream, acquisition_stream
 from ricom.gui.settings_column import settings_with_hints
 from ricom.gui.source_panel import SourceRequest
 from ricom.gui.worker import describe_error
 from ricom.live.session import Acquisition, LiveSession, State, Status
-from ricom.live.timepix import Tpx3RawAcquisitions
 
 KEEP_LAST = 16
 """Finished acquisitions whose reconstruction (and images) the list keeps."""
@@ -100,6 +102,12 @@ class SessionWorker:
         self.session: LiveSession | None = None
         self.stream: TappedStream | None = None
         self.thread = threading.Thread(target=self._main, name="ricom-gui-session", daemon=True)
+        t = request.timepix if request.kind == "timepix3" else None
+        self.said: collections.deque = collections.deque()
+        """Messages for the status bar (acceptance-time changes), not yet taken."""
+        self.acceptance = AcceptanceControl(t.acceptance_ns or None, self.said) \
+            if t is not None and t.protocol == "raw" else None
+        """The acceptance time of a raw Timepix3 session (None for other detectors)."""
 
     def start(self) -> SessionWorker:
         self.thread.start()
@@ -132,6 +140,11 @@ class SessionWorker:
 
     def _attach(self, index: int, rec, source) -> None:
         """The session's hook before the first chunk: the window draws this engine from now on."""
+        if self.acceptance is not None:  # a raw Timepix3 scan: the engine filters, and keeps the events
+            if self.rec is not None:
+                self.rec.event_store = None  # only the latest scan keeps its events
+            rec.keep_events()
+            rec.set_acceptance(self.acceptance.value)
         self.tap = self.source = source
         self.rec = rec
 
@@ -169,18 +182,14 @@ class SessionWorker:
         """See `pause`."""
 
     def set_acceptance(self, ns: float | None) -> bool:
-        """Keep only electrons arriving ``ns`` after the probe (None or 0: all) from the next scan.
+        """Keep only electrons arriving ``ns`` after the probe (None or 0: all): the latest
+        scan is rebuilt with it (see `AcceptanceControl`), later ones start with it.
 
-        False when the stream has no acceptance time (not a raw Timepix3 stream, or not
-        built yet: then the request's value holds).
+        False when the stream has no acceptance time (not a raw Timepix3 stream).
         """
-        inner = self.stream.stream if self.stream is not None else None
-        if not isinstance(inner, Tpx3RawAcquisitions):
+        if self.acceptance is None:
             return False
-        options = {k: v for k, v in inner.options.items() if k != "acceptance_ns"}
-        if ns:
-            options["acceptance_ns"] = float(ns)
-        inner.options = options  # one assignment: the session thread copies it at the next scan
+        self.acceptance.set(ns or None, self.rec)
         return True
 
     def stop(self, wait: float | None = None) -> None:
@@ -274,14 +283,10 @@ class SessionDock(QtCore.QObject):
             self.poll()
 
     def set_acceptance(self, ns: float) -> None:
-        """The acceptance time was edited: the running raw Timepix3 session takes it from its next scan."""
+        """The acceptance time was edited: the running raw Timepix3 session rebuilds its latest scan."""
         w = self.window.worker
-        if not isinstance(w, SessionWorker) or not w.running or not w.set_acceptance(ns):
-            return
-        now = getattr(w.tap, "sync_options", None) if w.tap is not None else None
-        current = _ns(now.acceptance_ns) if now is not None else "as chosen at the start"
-        self.window.show_message(f"acceptance time {_ns(ns)} from the next scan on (the scan being received "
-                                 f"keeps {current}: the engine cannot re-filter events it has taken)")
+        if isinstance(w, SessionWorker) and w.running:
+            w.set_acceptance(ns)
 
     def poll(self) -> None:
         """From the window's timer: list finished acquisitions, follow the newest, show the status."""
@@ -292,6 +297,8 @@ class SessionDock(QtCore.QObject):
             self.add(acq)
         while w.notes:
             self.window.show_message(w.notes.popleft(), error=True)
+        while w.said:
+            self.window.show_message(w.said.popleft())
         while w.announced:
             text = w.announced.popleft()
             self.window.show_message(text)
@@ -304,3 +311,48 @@ class SessionDock(QtCore.QObject):
 
 def _ns(value) -> str:
     return f"{value:g} ns" if value else "off"
+
+
+class AcceptanceControl:
+    """The acceptance time of a raw Timepix3 session, applied to the latest scan's engine on
+    one background thread (a rebuild replays the scan's events: not on the GUI thread).
+
+    Edits that come faster than rebuilds collapse into the newest.  Each outcome goes to
+    ``said`` (the window's status messages).
+    """
+
+    def __init__(self, value: float | None, said: collections.deque) -> None:
+        self.value, self.said = value, said
+        self._pending: tuple | None = None
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def set(self, value: float | None, rec) -> None:
+        """Use ``value`` from now on, and rebuild ``rec`` (the latest scan's engine) with it."""
+        with self._lock:
+            self.value = value
+            self._pending = (value, rec)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._apply, name="ricom-gui-acceptance", daemon=True)
+                self._thread.start()
+
+    def _apply(self) -> None:
+        while True:
+            with self._lock:
+                if self._pending is None:
+                    return
+                (value, rec), self._pending = self._pending, None
+            if rec is None:
+                self.said.append(f"acceptance time {_ns(value)} from the first scan on")
+                continue
+            try:
+                rec.set_acceptance(value)
+                self.said.append(f"acceptance time {_ns(value)}: the latest scan was rebuilt with it")
+            except SettingsError as exc:
+                self.said.append(f"acceptance time {_ns(value)} from the next scan on ({exc})")
+
+    def wait(self, timeout: float = 10.0) -> None:
+        """Until the rebuilds asked for so far are done (tests)."""
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)

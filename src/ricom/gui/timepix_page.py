@@ -7,9 +7,8 @@ sync, the dwell time and the acceptance time) and `Tpx3Page` (the widgets).
 or a `ricom.live.asi.AsiAcquisitions`; the scan shape comes from the settings column.
 
 The acceptance time (ns, 0 = off) keeps only electrons arriving that soon after the probe
-reached a position.  The library applies it when a scan's source is opened, so a change
-while streaming (signal ``acceptance_changed``) takes effect from the next scan; the scan
-being received keeps the value it started with.
+reached a position.  A change while streaming (signal ``acceptance_changed``) rebuilds the
+latest scan from its kept events and holds for later scans (`ricom.gui.sessions.AcceptanceControl`).
 """
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Attaching a `ricom.io.recorder.FrameRecorder` to a reconstruction: `attach_recorder`.
+"""Attaching a recorder to a reconstruction: `attach_recorder` (a `ricom.io.recorder.FrameRecorder`
+for patterns, a `ricom.io.event_recorder.EventRecorder` for single-electron events).
 
 What it owns: what a recording learns from its reconstruction and source — the pattern
 type (`source_dtype`), the attributes stored with the patterns (`recording_attrs`:
@@ -14,6 +15,7 @@ import numpy as np
 
 from ricom.core.chunks import PackedFrames
 from ricom.core.errors import SettingsError
+from ricom.io.event_recorder import EventRecorder
 from ricom.io.recorder import FrameRecorder
 
 
@@ -52,8 +54,12 @@ def source_dtype(source) -> np.dtype:
 
 
 def attach_recorder(reconstruction, path: str, source=None, *, dtype=None, attrs: dict | None = None,
-                    **options) -> FrameRecorder:
+                    **options) -> FrameRecorder | EventRecorder:
     """Record every pattern ``reconstruction`` sees to ``path``; the caller closes the recorder.
+
+    A source of single-electron events (``source.kind == "events"``) gets an
+    `ricom.io.event_recorder.EventRecorder` instead: every event as received, in ricom's
+    event-list layout (``/events``).
 
     Parameters
     ----------
@@ -74,9 +80,19 @@ def attach_recorder(reconstruction, path: str, source=None, *, dtype=None, attrs
 
     Returns
     -------
-    FrameRecorder
+    FrameRecorder or EventRecorder
         Already added with ``reconstruction.add_reducer``.
     """
+    if source is not None and getattr(source, "kind", "frames") == "events":
+        merged = {**recording_attrs(reconstruction, source), **(attrs or {})}
+        dwell = getattr(getattr(source, "sync_options", None), "dwell_ns", None)
+        if dwell:
+            merged.setdefault("dwell_ns", float(dwell))
+        options.pop("datasets", None)
+        events = EventRecorder(path, reconstruction.scan_shape, reconstruction.detector_shape, attrs=merged,
+                               **{k: v for k, v in options.items() if k in ("max_queue_bytes", "memory_bytes")})
+        reconstruction.add_reducer(events)
+        return events
     if dtype is None:
         if source is None:
             raise SettingsError("give the recording a source or a dtype")
