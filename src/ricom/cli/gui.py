@@ -16,6 +16,8 @@ not available here; --signals and --chunk-size have no effect).
 """
 from __future__ import annotations
 
+import os
+
 from ricom.cli.options import add_reconstruction_options, add_source_options, settings_kwargs
 
 HELP = "the live GUI: watch the reconstruction while the scan runs"
@@ -150,6 +152,12 @@ def run(args) -> int:
     if missing:
         raise SettingsError(f"the GUI needs {' and '.join(missing)}; install them with "
                             f"pip install 'ricom[gui]' (PySide6-Essentials and pyqtgraph)")
+    from ricom.tools.environment import qt_platform_problem
+
+    if not args.screenshot or os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"):
+        problem = qt_platform_problem()  # before Qt exists: it aborts the process on a missing library
+        if problem is not None:
+            raise SettingsError(problem)
     from ricom.gui.app import run_gui
 
     return run_gui(request, settings, tuple(args.scan_shape) if args.scan_shape else None,

@@ -24,6 +24,7 @@ COMMANDS = {
     "report": "ricom.cli.report",
     "gui": "ricom.cli.gui",
     "live": "ricom.cli.live",
+    "doctor": "ricom.cli.doctor",
 }
 
 
