@@ -246,10 +246,10 @@ def test_truncated_file_keeps_partial_result(tmp_path, counts):
     path.write_bytes(data[: len(data) // 2 + 3])
     src = open_source(str(path), scan_shape=(SY, SX))
     with pytest.warns(UserWarning) as rec:
-        ev = ricom.reconstruct(src, kernel_size=7)
+        ev = ricom.reconstruct(src, kernel_size=7, strict=False)
     text = " ".join(str(w.message) for w in rec)
     assert "partial packet" in text and "last chunk is cut short" in text and "do not fit" in text
-    assert 0 < ev.n_patterns < SY * SX and 0 < ev.counts.sum() < counts.sum()
+    assert 0 < ev.n_patterns < SY * SX and 0 < ev.counts.sum() < counts.sum() and not ev.complete
 
 
 def test_missing_end_trigger_is_repaired(tmp_path, counts):
@@ -264,10 +264,10 @@ def test_trigger_count_mismatch_and_unknown_packets(tmp_path, counts):
     path = tmp_path / "junk.tpx3"
     write_tpx3(path, counts, junk=50)
     with pytest.warns(UserWarning) as rec:
-        ev = ricom.reconstruct(str(path), scan_shape=(SY + 1, SX), kernel_size=7)
+        ev = ricom.reconstruct(str(path), scan_shape=(SY + 1, SX), kernel_size=7, strict=False)
     text = " ".join(str(w.message) for w in rec)
     assert "50 packets of unknown type" in text and "12 line triggers do not fit a scan of 13×10" in text
-    assert ev.counts.sum() == counts.sum()
+    assert ev.counts.sum() == counts.sum() and "10 of 130 scan positions" in ev.reason
 
 
 def test_late_hits_are_reported(tmp_path, counts):

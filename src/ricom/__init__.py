@@ -5,14 +5,36 @@ Quick start::
     import ricom
     snap = ricom.reconstruct("demo", kernel_size=21)
     image = snap.ricom
+
+The names below are loaded on first use, so that ``import ricom.cli.main`` (the command
+line's start-up) does not import NumPy and the engine before it can handle Ctrl-C.
 """
-from ricom.api import make_settings, reconstruct
-from ricom.core.errors import InputError, RicomError, SettingsError
-from ricom.core.params import Calibration, DetectorGeometry, KernelSettings, Settings, VirtualDetector
-from ricom.engine.reconstruction import Reconstruction
-from ricom.engine.snapshot import Snapshot
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = ["Calibration", "DetectorGeometry", "InputError", "KernelSettings", "Reconstruction",
+_WHERE = {
+    "make_settings": "ricom.api", "reconstruct": "ricom.api", "PartialResult": "ricom.api",
+    "InputError": "ricom.core.errors", "RicomError": "ricom.core.errors", "SettingsError": "ricom.core.errors",
+    "Calibration": "ricom.core.params", "DetectorGeometry": "ricom.core.params",
+    "KernelSettings": "ricom.core.params", "Settings": "ricom.core.params", "VirtualDetector": "ricom.core.params",
+    "Reconstruction": "ricom.engine.reconstruction", "Snapshot": "ricom.engine.snapshot",
+}
+
+__all__ = ["Calibration", "DetectorGeometry", "InputError", "KernelSettings", "PartialResult", "Reconstruction",
            "RicomError", "Settings", "SettingsError", "Snapshot", "VirtualDetector", "make_settings", "reconstruct"]
+
+
+def __getattr__(name: str):
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ricom' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

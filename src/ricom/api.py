@@ -3,6 +3,13 @@
 `reconstruct` is what the command line's ``ricom reconstruct`` does, minus the file
 writing; `make_settings` turns flat keyword arguments (as a user types them) into the
 `Settings` objects of `ricom.core.params`.
+
+The result policy, the same for every frontend: a run that ends early (Ctrl-C, a broken
+or truncated input, a dropped stream) keeps its partial result *and* says so.  Here
+`reconstruct` raises `PartialResult` carrying the snapshot, or with ``strict=False``
+returns it with ``snapshot.complete`` False and ``snapshot.reason`` set;
+`reconstruct_run` (for frontends) returns the `RunResult` and leaves the decision to
+its caller.
 """
 from __future__ import annotations
 
@@ -10,12 +17,45 @@ import math
 
 from ricom.calibration.calibrate import apply_descan
 from ricom.calibration.centre import center_from_reference
-from ricom.core.errors import Param, SettingsError
+from ricom.core.errors import Message, Param, RicomError, SettingsError
 from ricom.core.params import Calibration, DetectorGeometry, KernelSettings, Settings, VirtualDetector, max_kernel_size
 from ricom.engine.pipeline import RunResult, run
 from ricom.engine.reconstruction import Reconstruction
 from ricom.engine.snapshot import Snapshot
 from ricom.sources import Source, open_input
+
+
+class PartialResult(RicomError):
+    """The run ended early; the partial result is kept in ``snapshot``.
+
+    Raised by `reconstruct` (and `ricom.dask.client.reconstruct_distributed`) unless
+    ``strict=False``.
+
+    Attributes
+    ----------
+    snapshot : Snapshot
+        What was reconstructed before the run ended (``snapshot.complete`` is False).
+    reason : str
+        Why the run ended early (also ``snapshot.reason``).
+    """
+
+    def __init__(self, snapshot: Snapshot, reason: str) -> None:
+        # only the Python API raises it (other frontends save or show the partial result), so
+        # ``strict`` is named as its keyword and not as a Param for other frontends to phrase
+        super().__init__(f"the result is partial ({snapshot.n_patterns} patterns): ", Message(reason),
+                         "; it is in the exception's .snapshot, or pass strict=False to have it returned")
+        self.snapshot, self.reason = snapshot, reason
+
+    def __reduce__(self):
+        return type(self), (self.snapshot, self.reason)
+
+
+def finished(snapshot: Snapshot, strict: bool) -> Snapshot:
+    """``snapshot`` if it is complete or ``strict`` is False; else raise `PartialResult`."""
+    if strict and not snapshot.complete:
+        raise PartialResult(snapshot, snapshot.reason or "the run ended early")
+    return snapshot
+
 
 DEFAULT_VIRTUAL_DETECTORS = (
     VirtualDetector("vbf", 0.0, 1.0, "bf"),
@@ -109,11 +149,16 @@ def open_with_settings(data, settings: Settings | None = None, source_options: d
 def reconstruct_run(data, *, settings: Settings | None = None, reference=None, descan: str | None = None,
                     descan_reference=None, progress=False, chunk_size: int = 512, stop=None,
                     source_options: dict | None = None, threads: int = 1, before_run=None,
+                    full_scan: bool | None = None,
                     **setting_args) -> tuple[RunResult, Reconstruction, Source]:
     """Like `reconstruct` but returns the full `RunResult`, the engine and the source.
 
+    A run that ends early is not an exception here: ``result.complete`` is False,
+    ``result.reason`` (and the snapshot's ``reason``) says why.
     ``before_run(reconstruction, source)``, if given, is called once the engine exists and
     before the first chunk: attach further reducers (a recorder, …) there.
+    ``full_scan``: an input that leaves scan positions empty is partial (see
+    `ricom.engine.pipeline.run`); default: True unless ``source_options`` ask to ``pad``.
     """
     source, settings = open_with_settings(data, settings, source_options, **setting_args)
     ref_c = reference_center(reference) if reference is not None else None
@@ -126,17 +171,18 @@ def reconstruct_run(data, *, settings: Settings | None = None, reference=None, d
         apply_descan(rec, "reference", descan_reference, **(source_options or {}))
     if before_run is not None:
         before_run(rec, source)
-    result = run(source, rec, chunk_size=chunk_size, progress=progress, stop=stop)
+    if full_scan is None:
+        full_scan = not (source_options or {}).get("pad", False)
+    result = run(source, rec, chunk_size=chunk_size, progress=progress, stop=stop, full_scan=full_scan)
     if descan in ("plane", "quadratic"):
         apply_descan(rec, descan)  # fitted to all the data; rebuilds the image
-        result.snapshot = rec.snapshot()
-        result.snapshot.seconds_processing = result.seconds_processing
+        result.snapshot = result.stamp(rec.snapshot())
     return result, rec, source
 
 
 def reconstruct(data, *, scan_shape=None, settings: Settings | None = None, reference=None,
                 descan: str | None = None, descan_reference=None, progress: bool = False,
-                chunk_size: int = 512, threads: int = 1, **setting_args) -> Snapshot:
+                chunk_size: int = 512, threads: int = 1, strict: bool = True, **setting_args) -> Snapshot:
     """Reconstruct a whole dataset and return its images.
 
     Parameters
@@ -157,22 +203,39 @@ def reconstruct(data, *, scan_shape=None, settings: Settings | None = None, refe
     descan : {"plane", "quadratic", "reference"}, optional
         Descan correction (see `ricom.calibration.calibrate.apply_descan`); ``"reference"`` uses
         ``descan_reference`` (a vacuum scan of the same scan).
+    strict : bool
+        True (default): a run that ends early (Ctrl-C, a broken frame, a truncated file)
+        raises `PartialResult`, which carries the partial snapshot.  False: return it,
+        with ``complete`` False and ``reason`` set.
 
     Returns
     -------
     Snapshot
-        ``.ricom``, ``.com_x``, ``.com_y``, ``.signal("icom")`` …
+        ``.ricom``, ``.com_x``, ``.com_y``, ``.signal("icom")`` … and ``.complete``.
+
+    Raises
+    ------
+    PartialResult
+        With ``strict``, when the input ended before the scan was complete; its
+        ``.snapshot`` holds what was reconstructed, ``.reason`` why it ended.
 
     Examples
     --------
     >>> import numpy as np, ricom
     >>> data = np.random.default_rng(0).poisson(3.0, (6, 6, 8, 8)).astype(np.uint16)
     >>> snap = ricom.reconstruct(data, kernel_size=5, center_yx=(3.5, 3.5))
-    >>> snap.ricom.shape, snap.n_patterns
-    ((6, 6), 36)
+    >>> snap.ricom.shape, snap.n_patterns, snap.complete
+    ((6, 6), 36, True)
+
+    A damaged or truncated file still gives what came before the damage:
+
+    >>> try:  # doctest: +SKIP
+    ...     snap = ricom.reconstruct("scan.mib")
+    ... except ricom.PartialResult as exc:
+    ...     snap = exc.snapshot  # snap.complete is False, snap.reason says why
     """
     options = {"scan_shape": scan_shape} if scan_shape is not None else {}
     result, _, _ = reconstruct_run(data, settings=settings, reference=reference, descan=descan,
                                    descan_reference=descan_reference, progress=progress, threads=threads,
                                    chunk_size=chunk_size, source_options=options, **setting_args)
-    return result.snapshot
+    return finished(result.snapshot, strict)

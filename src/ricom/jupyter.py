@@ -15,9 +15,14 @@ every refresh; outside IPython nothing is displayed and `LiveView.png` /
 `LiveView.figure` give the current picture.  When a run ends the display is also
 updated with a static PNG of the final images, so saved notebooks and rendered
 documentation show the result.
+
+A partial result (the run was stopped, the input broke off or fell short of its scan)
+is never shown as if it were whole: the figure of a snapshot with ``complete`` False
+carries a red "partial result" banner with the reason, and so does the widget's status.
 """
 from __future__ import annotations
 
+import html
 import io
 import threading
 import time
@@ -55,7 +60,8 @@ def snapshot_figure(snap: Snapshot, signals: Sequence[str] = ("ricom", "vadf"), 
                     panel_in: float = 3.0, cmap: str = "gray"):
     """A matplotlib `~matplotlib.figure.Figure` of some signals of a snapshot.
 
-    Contrast is the 0.5–99.5 percentile range of the filled scan positions.
+    Contrast is the 0.5–99.5 percentile range of the filled scan positions.  A snapshot
+    that is not ``complete`` gets a red banner with its ``reason`` above the images.
 
     Examples
     --------
@@ -79,9 +85,22 @@ def snapshot_figure(snap: Snapshot, signals: Sequence[str] = ("ricom", "vadf"), 
         ax.set_title(f"{name} [{snap.unit(name)}]", fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
-    if title:
+    banner = partial_banner(snap)
+    if banner:
+        fig.suptitle(f"{banner}\n{title}" if title else banner, fontsize=9, color=BANNER_COLOUR)
+    elif title:
         fig.suptitle(title, fontsize=9)
     return fig
+
+
+BANNER_COLOUR = "#8a1111"
+
+
+def partial_banner(snap: Snapshot) -> str | None:
+    """``"⚠ partial result: <reason>"`` for a snapshot that is not complete, else None."""
+    if snap.complete:
+        return None
+    return f"⚠ partial result ({snap.n_patterns} patterns): {snap.reason or 'the run ended early'}"
 
 
 def show(snap: Snapshot, signals: Sequence[str] = ("ricom", "vadf"), title: str | None = None):
@@ -144,11 +163,20 @@ class LiveView:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.n_refreshes = 0
+        self.result: RunResult | None = None
+        """How the watched run ended (set by `LiveRun`); a partial one shows a banner."""
+
+    def snapshot(self) -> Snapshot:
+        """The reconstruction's snapshot, marked partial if the watched run ended early."""
+        snap = self.reconstruction.snapshot()
+        if self.result is not None and not self.result.complete:
+            snap.complete, snap.reason = False, self.result.reason
+        return snap
 
     # -------------------------------------------------------------- drawing
     def figure(self, snap: Snapshot | None = None):
         """A matplotlib figure of the current (or the given) snapshot."""
-        snap = snap if snap is not None else self.reconstruction.snapshot()
+        snap = snap if snap is not None else self.snapshot()
         return snapshot_figure(snap, self.signals, title=self.status(snap))
 
     def png(self) -> bytes:
@@ -190,12 +218,15 @@ class LiveView:
 
     def refresh(self) -> Snapshot:
         """Draw the current snapshot into the view; returns the snapshot."""
-        snap = self.reconstruction.snapshot()
+        snap = self.snapshot()
         self._last = _png(self.figure(snap))
         self.n_refreshes += 1
         if self._image is not None:
             self._image.value = self._last
-            self._status.value = f"<code>{self.status(snap)}</code>"
+            banner = partial_banner(snap)
+            top = (f'<div style="background:#fde2e1; color:{BANNER_COLOUR}; padding:4px">{html.escape(banner)}</div>'
+                   if banner else "")
+            self._status.value = f"{top}<code>{self.status(snap)}</code>"
         elif self._handle is not None:
             self._handle.update(self._bundle(), raw=True)
         return snap
@@ -243,13 +274,16 @@ class LiveRun:
     view : LiveView
     source : Source
     result : RunResult or None
-        Set when the run has ended.
+        Set when the run has ended; if it ended early (``result.complete`` False) the
+        view shows a "partial result" banner and `snapshot` is marked partial.
     error : BaseException or None
         What ended the run, if it failed.
     """
 
-    def __init__(self, source, reconstruction: Reconstruction, view: LiveView, chunk_size: int = 256) -> None:
+    def __init__(self, source, reconstruction: Reconstruction, view: LiveView, chunk_size: int = 256,
+                 full_scan: bool = True) -> None:
         self.source, self.reconstruction, self.view = source, reconstruction, view
+        self.full_scan = full_scan
         self.result: RunResult | None = None
         self.error: BaseException | None = None
         self._stop = threading.Event()
@@ -257,7 +291,9 @@ class LiveRun:
 
     def _run(self, chunk_size: int) -> None:
         try:
-            self.result = run(self.source, self.reconstruction, chunk_size=chunk_size, stop=self._stop)
+            self.result = run(self.source, self.reconstruction, chunk_size=chunk_size, stop=self._stop,
+                              full_scan=self.full_scan)
+            self.view.result = self.result
         except BaseException as exc:  # shown by wait(), never lost in the thread
             self.error = exc
 
@@ -270,7 +306,7 @@ class LiveRun:
         self.thread.join(timeout)
         if self.error is not None:
             raise self.error
-        return self.view.finish() if not self.running else self.reconstruction.snapshot()
+        return self.view.finish() if not self.running else self.view.snapshot()
 
     def stop(self) -> Snapshot:
         """End the run after the current chunk and keep what was reconstructed."""
@@ -280,7 +316,8 @@ class LiveRun:
         return self.view.finish()
 
     def snapshot(self) -> Snapshot:
-        return self.reconstruction.snapshot()
+        """The current images; after a run that ended early, ``complete`` is False."""
+        return self.view.snapshot()
 
     def _repr_png_(self) -> bytes:
         return self.view.png()
@@ -315,6 +352,9 @@ def live_reconstruct(data, *, signals: Sequence[str] = ("ricom", "vadf"), interv
     -------
     LiveRun
         ``.reconstruction`` (change its settings at any time), ``.view``, ``.result``.
+        A run that ends early (`LiveRun.stop`, a broken or truncated input) keeps its
+        images; the view then shows a "partial result" banner with the reason and
+        ``snapshot().complete`` is False.
 
     Examples
     --------
@@ -327,7 +367,7 @@ def live_reconstruct(data, *, signals: Sequence[str] = ("ricom", "vadf"), interv
     source, settings = open_with_settings(data, settings, source_options, **setting_args)
     rec = Reconstruction(source.scan_shape, source.detector_shape, settings)
     view = LiveView(rec, signals, interval_s, widgets=widgets)
-    live = LiveRun(source, rec, view, chunk_size)
+    live = LiveRun(source, rec, view, chunk_size, full_scan=not (source_options or {}).get("pad", False))
     view.show()
     live.thread.start()
     if wait:

@@ -1,10 +1,17 @@
 """The end of every reconstructing command: optional auto-rotation, saving, the summary
-line and the exit code (0 done, 3 the input broke off, 130 interrupted — partial
-results are saved in both cases)."""
+line and the exit code (`ricom.cli.main.EXIT_CODES`: 0 done, 3 the input broke off or
+fell short of its scan, 130 interrupted — the result is saved in both cases).
+
+Ctrl-C during the auto-rotation and the save is held back until the file is complete
+(`ricom.cli.interrupts.deferred`): the file is always whole, and the command then exits
+130.
+"""
 from __future__ import annotations
 
 import sys
 
+from ricom.cli.interrupts import deferred
+from ricom.cli.main import EXIT_DONE, EXIT_INTERRUPTED, EXIT_PARTIAL
 from ricom.cli.options import error_text
 
 
@@ -27,32 +34,52 @@ def save_result(output: str, names, result, rec, extra: dict, rotation_auto: boo
     rotation_auto : bool
         Find rotation and flip from the data before saving.
     interrupted : bool
-        The frontend stopped the run itself (e.g. a signal handler).
-    """
-    from ricom.io import outputs
+        Ctrl-C came although the run read its whole input (e.g. after its last chunk).
 
-    snap = result.snapshot
-    if rotation_auto:
-        from ricom.calibration.calibrate import apply_auto_rotation
-        report = apply_auto_rotation(rec)
-        snap = rec.snapshot()
-        snap.seconds_processing = result.seconds_processing
-        extra = {**extra, **{f"auto_rotation_{k}": v for k, v in report.items() if k not in ("rotation_deg", "flip")}}
-        print(f"rotation: {report['rotation_deg']:.2f}° flip: {report['flip']} "
-              f"(confidence {report['confidence']:.2f})", file=sys.stderr)
-    written = outputs.save(output, snap, names, extra)
+    Returns
+    -------
+    int
+        130 after Ctrl-C (also one held back during the save), 3 if the result is
+        partial for another reason, else 0.  Exactly one line on stderr says why when
+        it is not 0.
+    """
+    with deferred() as held:
+        snap, extra = _final_snapshot(result, rec, extra, rotation_auto)
+        written = _write(output, snap, names, extra)
     if snap.n_invalid:
         print(f"warning: {snap.n_invalid} patterns contained NaN or infinite values and were skipped",
               file=sys.stderr)
     rate = snap.n_patterns / result.seconds_processing if result.seconds_processing > 0 else float("nan")
     print(f"{snap.n_patterns} patterns in {result.seconds_processing:.2f} s ({rate:,.0f}/s); "
           f"wrote {', '.join(written)} to {output}")
-    if result.interrupted or interrupted:
-        print(f"ricom: interrupted; the partial result ({snap.n_patterns} patterns) is saved in {output}",
+    kept = f"the partial result ({snap.n_patterns} patterns) is saved in {output}"
+    if result.interrupted:
+        print(f"ricom: interrupted; {kept}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if result.reason is not None:
+        print(f"ricom: error: {error_text(result.reason)}; {kept}", file=sys.stderr)
+        return EXIT_PARTIAL
+    if interrupted or (held.count and not held.handed_on):
+        print(f"ricom: interrupted after the input was read; the complete result is saved in {output}",
               file=sys.stderr)
-        return 130
-    if result.error:
-        print(f"ricom: error: {error_text(result.error)}; the partial result ({snap.n_patterns} patterns) is saved "
-              f"in {output}", file=sys.stderr)
-        return 3
-    return 0
+        return EXIT_INTERRUPTED
+    return EXIT_DONE
+
+
+def _final_snapshot(result, rec, extra: dict, rotation_auto: bool):
+    """The snapshot to save (after ``--rotation auto``), marked with how the run ended."""
+    snap = result.snapshot
+    if rotation_auto:
+        from ricom.calibration.calibrate import apply_auto_rotation
+        report = apply_auto_rotation(rec)
+        snap = result.stamp(rec.snapshot())
+        extra = {**extra, **{f"auto_rotation_{k}": v for k, v in report.items() if k not in ("rotation_deg", "flip")}}
+        print(f"rotation: {report['rotation_deg']:.2f}° flip: {report['flip']} "
+              f"(confidence {report['confidence']:.2f})", file=sys.stderr)
+    return snap, extra
+
+
+def _write(output: str, snap, names, extra: dict) -> list[str]:
+    from ricom.io import outputs
+
+    return outputs.save(output, snap, names, extra)

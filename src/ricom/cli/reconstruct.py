@@ -7,8 +7,10 @@ OUTPUT .h5 holds every signal; .npy/.tif the first signal; .png a preview.
 With --cluster local:N or --scheduler tcp://HOST:PORT the patterns are read and reduced
 by Dask workers, each reading its own part of INPUT (see docs/howto/dask.md).
 
-Exit codes: 0 done; 2 bad input (nothing written); 3 the input broke off and the
-partial result was saved; 130 interrupted with Ctrl-C, partial result saved.
+Exit codes: 0 done; 2 bad input (nothing written); 3 the input broke off (a damaged
+frame, a truncated file) and the partial result was saved; 130 Ctrl-C: nothing is
+written during start-up, later the result so far is saved (a save under way is
+finished first).
 """
 from __future__ import annotations
 
@@ -34,6 +36,13 @@ def default_output(spec: str) -> str:
 
 
 def run(args) -> int:
+    from ricom.cli.interrupts import Interrupts
+
+    with Interrupts() as interrupts:
+        return _run(args, interrupts)
+
+
+def _run(args, interrupts) -> int:
     from ricom import api
     from ricom.cli.finish import save_result
     from ricom.cli.options import cluster_address, parse_descan, parse_rotation
@@ -41,19 +50,23 @@ def run(args) -> int:
 
     output = args.output or default_output(args.input)
     outputs.check_output_path(output)
+    outputs.load_writer(output)  # during start-up, not in the save
     names, kwargs = signals_and_settings(args)
     descan, descan_ref = parse_descan(args.descan, args.reference)
     address = cluster_address(args)
-    if address is not None:
+    if address is not None:  # Dask handles Ctrl-C while the cluster works (keeps the ranges done)
         from ricom.dask.client import reconstruct_run_distributed
+        interrupts.hand_back()
         result, rec, _ = reconstruct_run_distributed(
             args.input, client=address, reference=args.reference, descan=descan, descan_reference=descan_ref,
             progress=not args.no_progress, chunk_size=args.chunk_size, source_options=source_options(args),
             threads=args.threads, **kwargs)
+        interrupts.keep()
     else:
         result, rec, _ = api.reconstruct_run(
             args.input, reference=args.reference, descan=descan, descan_reference=descan_ref,
             progress=not args.no_progress, chunk_size=args.chunk_size, source_options=source_options(args),
-            threads=args.threads, **kwargs)
+            threads=args.threads, stop=interrupts.stop, before_run=interrupts.keep, **kwargs)
     extra = {"input": args.input, **({"descan": descan} if descan else {})}
-    return save_result(output, names, result, rec, extra, parse_rotation(args.rotation) == "auto")
+    return save_result(output, names, result, rec, extra, parse_rotation(args.rotation) == "auto",
+                       interrupted=interrupts.count > 0)

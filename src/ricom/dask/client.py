@@ -37,13 +37,13 @@ import warnings
 
 import numpy as np
 
-from ricom.api import open_with_settings, reference_center
+from ricom.api import PartialResult, open_with_settings, reference_center
 from ricom.calibration.calibrate import apply_descan
 from ricom.core.errors import InputError, Param, RicomError, SettingsError
 from ricom.core.params import KernelSettings, Settings
 from ricom.dask.tasks import RangeJob, RangeMoments, feed, range_moments
 from ricom.engine.moments import Moments
-from ricom.engine.pipeline import RunResult
+from ricom.engine.pipeline import RunResult, scan_shortfall
 from ricom.engine.reconstruction import Reconstruction
 from ricom.engine.snapshot import Snapshot
 from ricom.sources import Source
@@ -279,13 +279,15 @@ def reconstruct_run_distributed(data, *, client, settings: Settings | None = Non
     if descan in ("plane", "quadratic", "reference"):
         apply_descan(rec, descan, descan_reference, **(options if descan == "reference" else {}))
     seconds = time.perf_counter() - t0 - startup
-    snap = rec.snapshot()
-    snap.seconds_processing = seconds
-    return RunResult(snap, seconds, interrupted, error), rec, source
+    result = RunResult(rec.snapshot(), seconds, interrupted, error)
+    if not options.get("pad", False) and not interrupted and error is None:
+        result.shortfall = scan_shortfall(rec)  # a file that falls short of its scan, as in a single run
+    result.stamp(result.snapshot)
+    return result, rec, source
 
 
 def reconstruct_distributed(data, *, client, kernels=None, settings: Settings | None = None,
-                            scan_shape=None, **options) -> list[Snapshot]:
+                            scan_shape=None, strict: bool = True, **options) -> list[Snapshot]:
     """Reconstruct a shared file on a Dask cluster, for one or several kernels at once.
 
     The patterns are read and reduced once; each kernel only rebuilds the image from the
@@ -303,6 +305,10 @@ def reconstruct_distributed(data, *, client, kernels=None, settings: Settings | 
         Full settings; otherwise keyword arguments of `ricom.api.make_settings`.
     scan_shape : (int, int), optional
         Where the input does not carry it.
+    strict : bool
+        As in `ricom.api.reconstruct`: a run that ends early raises
+        `ricom.api.PartialResult` (its ``.snapshot`` is the first kernel's, its
+        ``.snapshots`` all of them); False returns them with ``complete`` False.
     **options
         `reconstruct_run_distributed` options (``progress``, ``range_size``, ``retries``,
         ``chunk_size``, ``reference``, ``descan``, ``source_options``) and setting keywords.
@@ -324,15 +330,15 @@ def reconstruct_distributed(data, *, client, kernels=None, settings: Settings | 
     if scan_shape is not None:
         options["source_options"] = {**(options.get("source_options") or {}), "scan_shape": tuple(scan_shape)}
     result, rec, _ = reconstruct_run_distributed(data, client=client, settings=settings, **options)
-    if result.error:
-        warnings.warn(f"the input broke off: {result.error}; the images hold what came before", stacklevel=2)
-    if wanted is None:
-        return [result.snapshot]
-    base, snaps = rec.settings, []
-    for k in wanted:
-        rec.update_settings(base.with_(kernel=k))
-        snap = rec.snapshot()
-        snap.seconds_processing = result.seconds_processing
-        snaps.append(snap)
-    rec.update_settings(base)
+    snaps = [result.snapshot]
+    if wanted is not None:
+        base, snaps = rec.settings, []
+        for k in wanted:
+            rec.update_settings(base.with_(kernel=k))
+            snaps.append(result.stamp(rec.snapshot()))
+        rec.update_settings(base)
+    if strict and not result.complete:
+        exc = PartialResult(snaps[0], result.reason)
+        exc.snapshots = snaps
+        raise exc
     return snaps

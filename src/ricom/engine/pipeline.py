@@ -21,6 +21,8 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from ricom.core.chunks import EventChunk
 from ricom.core.errors import RicomError
 from ricom.engine import compiled
@@ -35,10 +37,13 @@ class RunResult:
     """How a run ended.
 
     ``interrupted`` is True after Ctrl-C or a stop request; ``error`` holds the message
-    of a source failure after which the partial result was kept.  ``latency_s`` lists,
-    for each chunk of a live source, the seconds from the arrival of its first pattern
-    until the image included it (a snapshot from then on shows it).  ``snapshot`` is
-    None for a reduction without an image (`ChunkReduction`).
+    of a source failure after which the partial result was kept; ``shortfall`` says how
+    the input fell short of its scan when it ended without an error (a truncated file, a
+    stream that stopped early; checked only when the run was asked to, see `run`).
+    ``latency_s`` lists, for each chunk of a live source, the seconds from the arrival of
+    its first pattern until the image included it (a snapshot from then on shows it).
+    ``snapshot`` is None for a reduction without an image (`ChunkReduction`); otherwise
+    it carries ``complete`` and ``reason`` too.
     """
 
     snapshot: Snapshot | None
@@ -46,10 +51,49 @@ class RunResult:
     interrupted: bool = False
     error: str | None = None
     latency_s: list[float] = field(default_factory=list)
+    shortfall: str | None = None
 
     @property
     def complete(self) -> bool:
-        return not self.interrupted and self.error is None
+        """True if the run read its whole input (nothing stopped it, nothing was missing)."""
+        return not self.interrupted and self.error is None and self.shortfall is None
+
+    @property
+    def reason(self) -> str | None:
+        """Why the result is partial, in one line (None when `complete`)."""
+        if self.error is not None:
+            return self.error
+        if self.interrupted:
+            return "interrupted before the end of the input"
+        return self.shortfall
+
+    def stamp(self, snapshot: Snapshot) -> Snapshot:
+        """Mark ``snapshot`` (e.g. one taken after a rebuild) with this run's processing
+        time, ``complete`` and ``reason``; returns it."""
+        snapshot.seconds_processing = self.seconds_processing
+        snapshot.complete, snapshot.reason = self.complete, self.reason
+        return snapshot
+
+
+def scan_shortfall(reduction: ChunkReduction) -> str | None:
+    """How the patterns fall short of the scan, in one line, or None if they cover it.
+
+    A scan position that received no pattern, or (repeated passes) fewer patterns than
+    the most visited ones, means the input ended early.  Patterns skipped as invalid
+    (NaN, ±inf) leave their position empty too, so up to ``n_invalid`` such positions
+    are not counted as missing.
+    """
+    hits = reduction.moments.hits
+    n, spared = hits.size, reduction.n_invalid
+    empty = int(np.count_nonzero(hits == 0))
+    if empty > spared:
+        return f"the input ended before the scan was complete: {empty} of {n} scan positions received no pattern"
+    most = int(hits.max()) if n else 0
+    fewer = int(np.count_nonzero(hits < most))
+    if fewer > spared:
+        return (f"the input ended during a repeated scan: {fewer} of {n} scan positions received fewer "
+                f"patterns than the {most} of the others")
+    return None
 
 
 _DONE = object()
@@ -174,7 +218,8 @@ class Pipeline:
         self.prefetch = prefetch
 
     def run(self, source: Source, progress: bool | Callable[[int], None] = False,
-            stop: threading.Event | None = None, description: str = "reconstructing") -> RunResult:
+            stop: threading.Event | None = None, description: str = "reconstructing",
+            full_scan: bool = False) -> RunResult:
         """Feed every chunk of ``source`` in; see `run`."""
         compiled.load()  # numba's start-up is not processing time
         sample = getattr(source, "sample_frames", None)  # live sources: load the kernels before data flows
@@ -207,7 +252,12 @@ class Pipeline:
                 close = getattr(closing, "close", None)
                 if close is not None:
                     close()
-        return self._result(t0, feed.t_last, interrupted, error, feed.latency_s)
+        result = self._result(t0, feed.t_last, interrupted, error, feed.latency_s)
+        if full_scan and not interrupted and error is None:
+            result.shortfall = scan_shortfall(self.reduction)
+            if result.snapshot is not None:
+                result.stamp(result.snapshot)
+        return result
 
     @staticmethod
     def _consume(chunks, feed: _Feed, tick, stop) -> bool:
@@ -227,9 +277,10 @@ class Pipeline:
         self.reduction.finalize()
         seconds = (t_last - t0) if t_last is not None else 0.0
         snap = self.reduction.snapshot() if hasattr(self.reduction, "snapshot") else None
+        result = RunResult(snap, seconds, interrupted, error, latency_s)
         if snap is not None:
-            snap.seconds_processing = seconds
-        return RunResult(snap, seconds, interrupted, error, latency_s)
+            result.stamp(snap)
+        return result
 
 
 class _Ticker:
@@ -257,7 +308,7 @@ class _Ticker:
 
 def run(source: Source, reconstruction: ChunkReduction, chunk_size: int = 512,
         progress: bool | Callable[[int], None] = False, stop: threading.Event | None = None,
-        description: str = "reconstructing", prefetch: int = 2) -> RunResult:
+        description: str = "reconstructing", prefetch: int = 2, full_scan: bool = False) -> RunResult:
     """Feed every chunk of ``source`` into ``reconstruction``.
 
     Parameters
@@ -277,5 +328,16 @@ def run(source: Source, reconstruction: ChunkReduction, chunk_size: int = 512,
         Label of the terminal bar.
     prefetch : int
         Chunks read ahead in a background thread; 0 reads in the calling thread.
+    full_scan : bool
+        The input should fill its scan: if it ends without an error but leaves scan
+        positions without patterns (a truncated file), the result is partial
+        (`RunResult.shortfall`).  False for inputs whose bookkeeping is done elsewhere
+        (live sessions) or whose gaps are intended (``pad``).
+
+    Returns
+    -------
+    RunResult
+        How the run ended; ``complete`` is False (and ``reason`` says why) after Ctrl-C,
+        a stop request, a broken input or (with ``full_scan``) a shortfall.
     """
-    return Pipeline(reconstruction, chunk_size, prefetch).run(source, progress, stop, description)
+    return Pipeline(reconstruction, chunk_size, prefetch).run(source, progress, stop, description, full_scan)

@@ -49,6 +49,12 @@ class Snapshot:
         Total counts per position; ``hits`` patterns per position.
     virtual : dict of str to ndarray
         Virtual-detector images (summed counts).
+    complete : bool
+        False if the run that made it ended early (Ctrl-C or a stop request, a broken
+        input, a truncated file or stream); ``reason`` then says why.  A snapshot taken
+        while a run goes on is complete until that run says otherwise.
+    reason : str or None
+        Why the result is partial (None when complete).
     """
 
     ricom: np.ndarray
@@ -65,6 +71,8 @@ class Snapshot:
     n_outside: int = 0
     seconds_processing: float = 0.0
     virtual_radii_px: dict[str, tuple[float, float]] = field(default_factory=dict)
+    complete: bool = True
+    reason: str | None = None
 
     @property
     def scan_shape(self) -> tuple[int, int]:

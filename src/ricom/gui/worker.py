@@ -178,7 +178,7 @@ class RunWorker:
             self.t_start = time.perf_counter()
             self.rec = rec
             self.result = run(self.tap, rec, chunk_size=self.chunk_size, progress=self._progress,
-                              stop=self.stop_event)
+                              stop=self.stop_event, full_scan=True)
             self.error = render(self.result.error, GUI) if self.result.error else None
         except Exception as exc:  # never let a bad input take the window down
             self.error = describe_error(exc)

@@ -100,18 +100,33 @@ def settings_attrs(snap: Snapshot) -> dict:
         "scan_shape": list(snap.scan_shape),
         "virtual_detectors_px": json.dumps({k: list(v) for k, v in snap.virtual_radii_px.items()}),
         "software": "ricom",
+        "complete": bool(snap.complete),
+        "partial_reason": str(snap.reason) if snap.reason else "",
     }
     if s.com_mask_px is not None:
         attrs["com_mask_px"] = list(s.com_mask_px)
     return attrs
 
 
+def load_writer(path: str) -> None:
+    """Import the module that `save` needs for ``path`` now (h5py alone takes ~80 ms), so
+    that the save itself is short; a missing one fails here, before any processing."""
+    ext = check_output_path(path)
+    if ext in (".h5", ".hdf5"):
+        import h5py  # noqa: F401
+    elif ext in (".tif", ".tiff"):
+        import tifffile  # noqa: F401
+    elif ext == ".png":
+        import matplotlib.figure  # noqa: F401
+
+
 def save(path: str, snap: Snapshot, names, extra_attrs: dict | None = None) -> list[str]:
     """Write the signals ``names`` of ``snap`` to ``path`` (format from the extension).
 
     ``.h5``: every signal as a top-level dataset (with a ``unit`` attribute), the
-    parameters as file attributes, and ``n_patterns`` / ``seconds_processing`` both as
-    attributes and as scalar datasets.  ``.npy`` / ``.tif``: the first signal (TIFF as
+    parameters as file attributes (with ``complete`` and ``partial_reason``: whether the
+    run read its whole input, and why not), and ``n_patterns`` / ``seconds_processing``
+    both as attributes and as scalar datasets.  ``.npy`` / ``.tif``: the first signal (TIFF as
     float32 with the parameters in its description).  ``.png``: a preview of all.
     Returns the signal names written.
     """

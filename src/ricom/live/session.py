@@ -244,7 +244,8 @@ class LiveSession:
             if settings is not None:
                 options["settings"] = settings
         try:
-            result, rec, _ = reconstruct_run(source, stop=self.stop, progress=ticker, before_run=attach, **options)
+            result, rec, _ = reconstruct_run(source, stop=self.stop, progress=ticker, before_run=attach,
+                                             full_scan=False, **options)  # the scan is counted below
         finally:
             source.close()
             recording = ticker.recorders[0].close() if ticker.recorders else {}
@@ -253,6 +254,7 @@ class LiveSession:
         count = count_scan(rec, source, pad=self.pad)
         if reason is None and not count.consistent:
             reason = count.problem
+        result.snapshot.complete, result.snapshot.reason = reason is None, reason
         latency = sorted(result.latency_s)
         median_ms = 1e3 * latency[len(latency) // 2] if latency else None
         self._say(Status(state, index, source.frames_received, source.n_frames,
