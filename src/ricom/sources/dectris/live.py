@@ -88,7 +88,7 @@ class DectrisLiveSource(Source):
             connection.stop = stop
         self.host, self.port = connection.host, connection.port
         self._done = self._used = False
-        self._last, self.skipped_messages = -1, 0
+        self._last, self.skipped_messages, self._unused = -1, 0, 0
         self._order = FrameOrder("DECTRIS image numbers", "image number")
         try:
             self.header = self._wait_header(series, header_timeout)
@@ -206,9 +206,9 @@ class DectrisLiveSource(Source):
                 wait = None if t_first is None else max(0.0, self.max_latency - (time.perf_counter() - t_first))
                 wait = self.timeout if wait is None else wait
                 msgs = self.connection.recv_batch(want, wait)
-                if msgs and t_first is None:
-                    t_first = time.perf_counter()
                 batch = self.protocol.images(msgs, self.header)
+                if batch.frames and t_first is None:  # (other messages start no chunk: no busy wait)
+                    t_first = time.perf_counter()
                 self.skipped_messages += batch.skipped
                 if batch.frames:
                     if encoding is None:
@@ -218,7 +218,9 @@ class DectrisLiveSource(Source):
                     frames += batch.frames
                     blobs += batch.blobs
                 if batch.frames or batch.stop is not None:
-                    t_progress = time.monotonic()
+                    t_progress, self._unused = time.monotonic(), 0
+                else:
+                    self._unused += len(msgs)
                 if batch.error is not None:
                     ended = batch.error
                 elif batch.stop is not None:
@@ -277,7 +279,7 @@ class DectrisLiveSource(Source):
                                    f"(the scan was aborted, or the detector re-armed)")
         self.connection.lost = True
         if why == "junk":
-            raise InputError(f"the DECTRIS stream {self.connection.where} sent {self.skipped_messages} messages "
+            raise InputError(f"the DECTRIS stream {self.connection.where} sent {self._unused} other messages "
                              f"but no image for {self.timeout:g} s after {got}{of} frames of series {series}; "
                              f"is this the detector's image stream?")
         raise InputError(f"the DECTRIS stream {self.connection.where} sent nothing for {self.timeout:g} s "
