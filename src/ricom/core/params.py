@@ -18,9 +18,10 @@ Conventions (see docs/conventions.md):
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field, replace
 
-from ricom.core.errors import Param, SettingsError
+from ricom.core.errors import InputError, Param, SettingsError
 from ricom.core.geometry import Matrix2
 from ricom.core.units import rad_to_volt_angstrom
 
@@ -40,6 +41,80 @@ def max_kernel_size(scan_shape) -> int:
     True
     """
     return min(MAX_KERNEL_SIZE, 2 * max(scan_shape) + 1)
+
+
+BYTES_PER_POSITION = 256
+"""Memory one scan position takes in a reconstruction, roughly: the moments (sums, counts,
+stamps), the riCOM image, COM and descan maps, and the copies a snapshot and its derived
+signals make (float64 each)."""
+
+
+def memory_budget_bytes() -> int:
+    """The memory a reconstruction may plan for: this machine's physical memory (16 GiB if unknown)."""
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError):
+        return 16 * 2**30
+
+
+def check_scan_memory(n_positions: int, what: str, from_file: bool = False, n_rings: int = 0) -> None:
+    """A one-line error, before anything is allocated, if ``n_positions`` scan positions cannot fit in memory.
+
+    Parameters
+    ----------
+    n_positions : int
+        Scan positions (rows × columns).
+    what : str
+        The value and where it came from, for the message (``"scan shape 10⁶×10⁶ (given)"``).
+    from_file : bool
+        The size was read from the input (`InputError`), not given (`SettingsError`).
+    n_rings : int
+        Virtual-detector rings stored per position beside the moments.
+
+    Examples
+    --------
+    >>> check_scan_memory(256 * 256, "scan shape 256×256")
+    >>> check_scan_memory(10**12, "scan shape 1000000×1000000 (given)")
+    Traceback (most recent call last):
+    ...
+    ricom.core.errors.SettingsError: scan shape 1000000×1000000 (given) has 1,000,000,000,000 positions, ...
+    """
+    need = int(n_positions) * (BYTES_PER_POSITION + 8 * int(n_rings))
+    have = memory_budget_bytes()
+    if need <= have:
+        return
+    error = InputError if from_file else SettingsError
+    raise error(f"{what} has {int(n_positions):,} positions, whose images need about {need / 2**30:,.1f} GiB, more "
+                f"than the {have / 2**30:,.1f} GiB of memory here; check ", Param("scan_shape"))
+
+
+def check_com_mask(com_mask_px, detector_shape, center_yx=None) -> None:
+    """A one-line `SettingsError` if the COM mask annulus leaves no pixel of the detector.
+
+    With the centre unknown (auto, somewhere on the detector), only an inner radius beyond
+    the detector's diagonal is certain to leave none.
+
+    Examples
+    --------
+    >>> check_com_mask((0, 10), (64, 64), (31.5, 31.5))
+    >>> check_com_mask((500, 600), (64, 64), (31.5, 31.5))
+    Traceback (most recent call last):
+    ...
+    ricom.core.errors.SettingsError: COM mask 500–600 px lies outside the 64×64 detector ...
+    """
+    if com_mask_px is None:
+        return
+    lo = float(com_mask_px[0])
+    dy, dx = detector_shape
+    if center_yx is None:
+        far, around = math.hypot(dy - 1, dx - 1), "any centre on it"
+    else:
+        cy, cx = center_yx
+        far, around = math.hypot(max(cy, dy - 1 - cy), max(cx, dx - 1 - cx)), f"centre ({cy:g}, {cx:g})"
+    if lo > far:
+        raise SettingsError(f"COM mask {lo:g}–{float(com_mask_px[1]):g} px lies outside the {dy}×{dx} detector "
+                            f"(its farthest pixel is {far:.1f} px from {around}), so every COM would be 0; give ",
+                            Param("com_mask_px", form=True), f" with an inner radius below {far:.1f}")
 
 
 def _positive_or_none(name: str, value: float | None) -> None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from ricom.core.errors import InputError, SettingsError
+from ricom.core.params import check_scan_memory
 from ricom.engine import compiled as C
 from ricom.engine.reducer import ReducedChunk, Reducer
 
@@ -87,6 +88,7 @@ class Moments(Reducer):
     def __init__(self, n_positions: int, n_rings: int = 0, repeats: str = "sum") -> None:
         if repeats not in ("sum", "replace"):
             raise SettingsError(f"repeats must be 'sum' or 'replace', got {repeats!r}")
+        check_scan_memory(n_positions, "the scan", n_rings=n_rings)
         self.repeats = repeats
         self.state = np.zeros((C.FIRST_RING + n_rings, n_positions))
         self.hits = np.zeros(n_positions, np.int64)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ricom.core.errors import SettingsError
-from ricom.core.params import Settings, max_kernel_size
+from ricom.core.params import Settings, check_com_mask, check_scan_memory, max_kernel_size, shape2
 from ricom.engine import compiled as C
 from ricom.engine.lookups import DetectorLookups
 from ricom.engine.reduction import ChunkReduction, PreparedFrames
@@ -61,6 +61,8 @@ class Reconstruction(ChunkReduction):
     def __init__(self, scan_shape, detector_shape, settings: Settings | None = None,
                  reference_center_yx: tuple[float, float] | None = None, repeats: str = "sum",
                  threads: int = 1) -> None:
+        sy, sx = shape2("scan shape", scan_shape)
+        check_scan_memory(sy * sx, f"scan shape {sy}×{sx}")  # before anything is allocated
         super().__init__(scan_shape, detector_shape, settings, reference_center_yx, repeats, threads)
         self.image = RicomImage(self.scan_shape, self._settings.kernel, self._settings.calibration.step)
         self._descan = np.zeros((2, self.moments.n_positions))
@@ -74,6 +76,7 @@ class Reconstruction(ChunkReduction):
         if n > limit:
             raise SettingsError(f"kernel size {n} is larger than needed for a {self.scan_shape[0]}×"
                                 f"{self.scan_shape[1]} scan; use at most {limit}")
+        check_com_mask(s.com_mask_px, self.detector_shape, s.geometry.center_yx)
         super()._check_settings(s)
 
     def update_settings(self, settings: Settings) -> None:

@@ -3,7 +3,8 @@
 A live result must not be silently wrong.  `count_scan` compares three things — the
 scan shape in use (given, or from the acquisition header), the header's own scan shape
 and frame count, and the frames actually received — and says in one line what does not
-add up (`ScanCount.problem`).  The frontends warn about a disagreement at the start
+add up (`ScanCount.problem`); frames that arrived twice were dropped by the source and
+are counted (`ScanCount.n_duplicates`, `ScanCount.note`).  The frontends warn about a disagreement at the start
 (`shape_problem`) and end with a non-zero exit status when the count is inconsistent,
 unless the user asked to pad (fewer frames than positions: the rest stay empty) or to
 crop (frames beyond one pass are ignored).
@@ -37,6 +38,9 @@ class ScanCount:
         Flat scan positions without any pattern.
     problem : str or None
         Why the count does not add up (None: it does).
+    n_duplicates : int
+        Frames that arrived a second time with the same frame number; the source dropped
+        them (a duplicate is never added twice at its position, whatever ``repeats``).
     """
 
     scan_shape: tuple[int, int]
@@ -47,17 +51,26 @@ class ScanCount:
     n_missing: int
     empty_positions: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     problem: str | None = None
+    n_duplicates: int = 0
 
     @property
     def consistent(self) -> bool:
         return self.problem is None
+
+    @property
+    def note(self) -> str | None:
+        """What was received but not used (duplicates), in one line; None if nothing."""
+        if not self.n_duplicates:
+            return None
+        return f"{self.n_duplicates} frames arrived a second time and were dropped (not added twice)"
 
     def as_attrs(self) -> dict:
         """The counts as result-file attributes."""
         return {"n_expected": -1 if self.n_expected is None else self.n_expected, "n_needed": self.n_needed,
                 "n_received": self.n_received, "n_missing": self.n_missing,
                 "n_empty_positions": int(self.empty_positions.size), "empty_positions": self.empty_positions,
-                "scan_consistent": self.consistent, "scan_problem": self.problem or ""}
+                "n_duplicates": self.n_duplicates, "scan_consistent": self.consistent,
+                "scan_problem": self.problem or ""}
 
 
 def shape_problem(scan_shape, header_scan_shape, n_expected: int | None, n_needed: int, *, pad: bool = False,
@@ -107,4 +120,5 @@ def count_scan(reconstruction, source, *, pad: bool = False) -> ScanCount:
     if problem is None and received < target:
         problem = f"{target - received} of {target} frames did not arrive"
     return ScanCount(tuple(source.scan_shape), getattr(source, "header_scan_shape", None), n_expected, n_needed,
-                     received, max(0, target - received), empty, problem)
+                     received, max(0, target - received), empty, problem,
+                     int(getattr(source, "frames_duplicated", 0)))

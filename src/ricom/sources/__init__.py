@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 
 import numpy as np
 
 from ricom.core.errors import InputError
 from ricom.sources.arrays import ArraySource
-from ricom.sources.base import Source
+from ricom.sources.base import Source, check_file
 
 __all__ = ["Source", "open_input", "open_source"]
 
@@ -30,6 +31,10 @@ def _ext(spec: str) -> str:
 def _is_h5_with_dataset(spec: str) -> bool:
     head, sep, _ = spec.partition(":")
     return bool(sep) and head.lower().endswith((".h5", ".hdf5", ".hdf", ".nxs", ".emd"))
+
+
+def _is_zarr(spec: str) -> bool:
+    return ".zarr:" in spec.lower() or spec.lower().rstrip("/\\").endswith(".zarr")
 
 
 def _is_dectris(spec: str) -> bool:
@@ -52,10 +57,25 @@ _READERS: list[tuple[object, str]] = [
     (lambda s: _is_h5_with_dataset(f"{s}:") and importlib.import_module("ricom.sources.events_h5").is_event_file(s),
      "ricom.sources.events_h5:open"),  # event lists (ricom /events or stempy /electron_events), by content
     (lambda s: _is_h5_with_dataset(f"{s}:"), "ricom.sources.hdf5:open"),  # file.h5 with or without :/dataset
-    (lambda s: ".zarr:" in s.lower() or s.lower().rstrip("/\\").endswith(".zarr"), "ricom.sources.zarr_source:open"),
+    (_is_zarr, "ricom.sources.zarr_source:open"),
     (lambda s: _ext(s) in (".raw", ".bin", ".xml"), "ricom.sources.raw:open"),
     (lambda s: _ext(s) in ".dm3 .dm4 .blo .mrc .hspy .zspy .tvips .ser .emi".split(), "ricom.sources.rsciio:open"),
 ]
+
+
+def _check_input_path(spec: str) -> None:
+    """A one-line error, before any reader opens it, if a file input is missing, a directory
+    (other than a Zarr store) or not a regular file (a FIFO would block the reader forever)."""
+    if spec == "demo" or "://" in spec:
+        return
+    zarr = _is_zarr(spec)
+    if zarr:  # store.zarr or store.zarr:array
+        path = re.match(r"^(.*?\.zarr)", spec, flags=re.IGNORECASE).group(1)
+    elif _is_h5_with_dataset(spec) and not os.path.lexists(spec):  # file.h5:/dataset
+        path = spec.split(":", 1)[0]
+    else:
+        path = spec
+    check_file(path, directory_ok=zarr)
 
 
 def open_source(spec: str, **options) -> Source:
@@ -75,12 +95,11 @@ def open_source(spec: str, **options) -> Source:
         If no reader knows the input or the file does not exist.
     """
     spec = os.fspath(spec)
+    _check_input_path(spec)
     for match, target in _READERS:
         if match(spec):
             module, func = target.split(":")
             return getattr(importlib.import_module(module), func)(spec, **options)
-    if not os.path.exists(spec.split(":", 1)[0]):
-        raise InputError(f"input {spec!r} does not exist")
     raise InputError(f"cannot read {spec!r}: unknown format (expected .npy, .mib, .h5:/dataset, "
                      f".zarr, .tpx3, .t3p or 'demo')")
 

@@ -6,12 +6,15 @@ stacks with a scan shape given.
 from __future__ import annotations
 
 import json
+import math
 import os
+import warnings
 
 import numpy as np
 
 from ricom.core.errors import InputError, Param, SettingsError
-from ricom.sources.raw import LazyArraySource
+from ricom.sources.base import check_file
+from ricom.sources.raw import LazyArraySource, check_pattern_dtype
 
 
 class ArraySource(LazyArraySource):
@@ -37,8 +40,7 @@ class ArraySource(LazyArraySource):
         if data.ndim not in (3, 4):
             raise InputError(f"{name}: expected a 4D (scan_y, scan_x, det_y, det_x) or 3D "
                              f"(frames, det_y, det_x) array, got {data.ndim}D shape {data.shape}")
-        if data.dtype.kind not in "uif":
-            raise InputError(f"{name}: pattern data must be integer or float, got dtype {data.dtype}")
+        check_pattern_dtype(name, data.dtype)
         super().__init__(data, name, scan_shape, skip_frames, flyback_frames, frames_per_position, pad, crop)
         if self.scan_shape is None:
             raise SettingsError(f"{name}: a 3D stack of {self.n_frames} frames needs ", Param("scan_shape", form=True))
@@ -47,6 +49,7 @@ class ArraySource(LazyArraySource):
 
 def open_npy(path: str, **options) -> ArraySource:
     """Open a `.npy` file memory-mapped."""
+    check_file(path)
     try:
         data = np.load(path, mmap_mode="r")
     except FileNotFoundError:
@@ -59,16 +62,52 @@ def open_npy(path: str, **options) -> ArraySource:
 
 
 def read_sidecar(path: str) -> dict:
-    """Calibration from ``<stem>.ricom.json`` beside a data file (written by ``ricom simulate``)."""
+    """Calibration from ``<stem>.ricom.json`` beside a data file (written by ``ricom simulate``).
+
+    A sidecar that cannot be read, or a value of the wrong type, is ignored with a warning
+    naming the file and the key (the calibration can still be given by hand).
+    """
     side = os.path.splitext(path)[0] + ".ricom.json"
-    if not os.path.exists(side):
+    if not os.path.isfile(side):
         return {}
     try:
         with open(side) as fh:
-            cal = json.load(fh).get("calibration", {})
-    except (OSError, ValueError, AttributeError):
+            doc = json.load(fh)
+    except (OSError, ValueError) as exc:
+        warnings.warn(f"{side}: not readable as JSON ({exc}); its calibration is ignored", stacklevel=2)
         return {}
-    out = {k: float(cal[k]) for k in ("step_A", "pixel_size_mrad", "energy_keV") if cal.get(k) is not None}
+    cal = doc.get("calibration", {}) if isinstance(doc, dict) else None
+    if not isinstance(cal, dict):
+        warnings.warn(f"{side}: 'calibration' is not a JSON object; ignored", stacklevel=2)
+        return {}
+    out: dict = {}
+    for key in ("step_A", "pixel_size_mrad", "energy_keV"):
+        if cal.get(key) is not None:
+            value = _positive(cal[key])
+            if value is None:
+                warnings.warn(f"{side}: calibration.{key} must be a positive number, got {cal[key]!r}; ignored",
+                              stacklevel=2)
+            else:
+                out[key] = value
     if cal.get("center_yx") is not None:
-        out["center_yx"] = tuple(float(v) for v in cal["center_yx"])
+        c = cal["center_yx"]
+        pair = [_number(v) for v in c] if isinstance(c, (list, tuple)) and len(c) == 2 else [None]
+        if None in pair:
+            warnings.warn(f"{side}: calibration.center_yx must be two numbers [row, col], got {c!r}; ignored",
+                          stacklevel=2)
+        else:
+            out["center_yx"] = tuple(pair)
     return out
+
+
+def _number(value) -> float | None:
+    """A finite JSON number as float; None for strings, booleans, lists, NaN and ±inf."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _positive(value) -> float | None:
+    value = _number(value)
+    return value if value is not None and value > 0 else None

@@ -15,6 +15,8 @@ import abc
 import ctypes
 import functools
 import mmap
+import os
+import stat
 import sys
 import threading
 from collections.abc import Iterator
@@ -142,6 +144,27 @@ class BufferPool:
             return buf[:n]
 
 
+def check_file(path: str, directory_ok: bool = False) -> None:
+    """A one-line `InputError` unless ``path`` is a regular file (or, with ``directory_ok``, a directory).
+
+    Run before opening: reading a FIFO blocks until a writer appears, a device never ends,
+    and a directory where a file is expected is not "missing".
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise InputError(f"input {path!r} does not exist") from None
+    except OSError as exc:
+        raise InputError(f"input {path!r} cannot be read ({exc.strerror or exc})") from None
+    if stat.S_ISREG(mode) or (directory_ok and stat.S_ISDIR(mode)):
+        return
+    if stat.S_ISDIR(mode):
+        raise InputError(f"input {path!r} is a directory, not a data file; give a file inside it (or a .zarr store)")
+    kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
+    raise InputError(f"input {path!r} is {kind}, not a regular file; copy the data into a file and give that")
+
+
 MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)  # Linux ≥ 5.14
 
 
@@ -176,4 +199,4 @@ def populate_mapped(arr: np.ndarray) -> None:
         populate(arr)
 
 
-__all__ = ["BufferPool", "Source", "populate", "populate_mapped"]
+__all__ = ["BufferPool", "Source", "check_file", "populate", "populate_mapped"]

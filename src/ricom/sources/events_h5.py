@@ -28,6 +28,7 @@ import numpy as np
 
 from ricom.core.chunks import EventChunk
 from ricom.core.errors import InputError, SettingsError
+from ricom.core.params import check_scan_memory, shape2
 from ricom.sources.base import Source
 
 FORMAT = "ricom-events"
@@ -78,12 +79,11 @@ class EventsH5Source(Source):
         self.events_per_chunk = int(events_per_chunk)
         self._hints: dict = {}
         self._kept = self._done = 0
-        if "events" in self._file and self._file["events"].attrs.get("format") in (FORMAT, FORMAT.encode()):
-            self._open_ricom(self._file["events"])
-        elif "electron_events" in self._file:
-            self._open_stempy(self._file["electron_events"])
-        else:
-            raise InputError(f"{path}: no /events (ricom) or /electron_events (stempy) group")
+        try:
+            self._open_layout(path)
+        except BaseException:
+            self._file.close()
+            raise
         if scan_shape is not None:
             if int(scan_shape[0]) * int(scan_shape[1]) != self.scan_shape[0] * self.scan_shape[1]:
                 raise SettingsError(f"{path}: scan shape {tuple(scan_shape)} does not hold the file's "
@@ -91,6 +91,25 @@ class EventsH5Source(Source):
             self.scan_shape = (int(scan_shape[0]), int(scan_shape[1]))
         if acceptance_ns is not None and not (self.layout == "ricom" and "t_ns" in self._g):
             raise SettingsError(f"{path}: acceptance_ns needs arrival times, and this file stores none")
+
+    def _open_layout(self, path: str) -> None:
+        """Read the layout's attributes; wrong types or sizes are one-line `InputError`s."""
+        try:
+            if "events" in self._file and self._file["events"].attrs.get("format") in (FORMAT, FORMAT.encode()):
+                self._open_ricom(self._file["events"])
+            elif "electron_events" in self._file:
+                self._open_stempy(self._file["electron_events"])
+            else:
+                raise InputError(f"{path}: no /events (ricom) or /electron_events (stempy) group")
+            shape2("scan shape", self.scan_shape)
+            shape2("detector shape", self.detector_shape)
+        except (TypeError, ValueError, KeyError, IndexError) as exc:  # (SettingsError is a ValueError)
+            raise InputError(f"{path}: malformed event list: {exc}") from None
+        sy, sx = self.scan_shape
+        check_scan_memory(sy * sx, f"{path}: scan shape {sy}×{sx} (file attributes)", from_file=True)
+        dy, dx = self.detector_shape
+        if dy * dx > 2**26:  # 8192×8192: the engine builds look-up tables of this size
+            raise InputError(f"{path}: detector shape {dy}×{dx} (file attributes) is implausibly large")
 
     def _open_ricom(self, g) -> None:
         self.layout, self._g = "ricom", g

@@ -104,6 +104,11 @@ def _check_filters(ds, name: str) -> None:
                              f"installation lacks; install hdf5plugin (pip install hdf5plugin)")
 
 
+def _first_line(exc: BaseException) -> str:
+    """The first line of an h5py error (its messages can run over several lines)."""
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
 _HINT_KEYS = ("step_A", "pixel_size_mrad", "energy_keV", "rotation_deg")
 
 
@@ -150,8 +155,9 @@ class HDF5Source(LazyArraySource):
         try:
             frames = super()._read(a, b)
         except OSError as exc:
-            if "filter" in str(exc).lower():
-                raise InputError(f"{self.name}: cannot decompress the data ({exc}); install hdf5plugin") from None
+            if "filter" in str(exc).lower():  # every filter was found available when the file was opened
+                raise InputError(f"{self.name}: frames {a}–{b - 1} cannot be decompressed: the compressed data is "
+                                 f"damaged ({_first_line(exc)}); copy the file again from its source") from None
             raise InputError(f"{self.name}: reading frames {a}–{b - 1} failed ({exc})") from None
         if self.mask is not None:
             frames = frames if frames.flags.writeable else frames.copy()

@@ -24,7 +24,7 @@ import numpy as np
 
 from ricom.core.chunks import FrameChunk, ScanLayout
 from ricom.core.errors import InputError, Param, SettingsError
-from ricom.core.params import shape2
+from ricom.core.params import check_scan_memory, shape2
 from ricom.sources.base import Source, populate_mapped
 
 BLOCK_BYTES = 64 * 2**20
@@ -35,7 +35,7 @@ _CHECK_LAYOUT = ("check ", Param("scan_shape"), "/", Param("skip_frames"), "/", 
 
 def resolve_scan(name: str, n_frames: int, scan_shape, skip_frames: int = 0, flyback_frames: int = 0,
                  frames_per_position: int = 1, pad: bool = False, crop: bool = False,
-                 incomplete: bool = False) -> tuple[ScanLayout | None, int]:
+                 incomplete: bool = False, origin: str | None = None) -> tuple[ScanLayout | None, int]:
     """The scan layout and how many frames to use, or a one-line error if they do not fit.
 
     Parameters
@@ -55,6 +55,9 @@ def resolve_scan(name: str, n_frames: int, scan_shape, skip_frames: int = 0, fly
         scan lines (the scan shape shrinks).
     incomplete : bool
         The acquisition is known to be cut short (the caller has warned): behave as ``pad``.
+    origin : str, optional
+        Where the scan shape came from (``"given"``, ``"4D array shape"``, ``".hdr ScanX/ScanY"``),
+        for the message when it is too large to reconstruct.
 
     Returns
     -------
@@ -67,6 +70,8 @@ def resolve_scan(name: str, n_frames: int, scan_shape, skip_frames: int = 0, fly
     layout = ScanLayout((int(scan_shape[0]), int(scan_shape[1])), int(skip_frames), int(flyback_frames),
                         int(frames_per_position))
     sy, sx = layout.scan_shape
+    check_scan_memory(sy * sx, f"{name}: scan shape {sy}×{sx} ({origin or 'given'})",
+                      from_file=origin not in (None, "given"))
     per_pass, skip = layout.frames_per_pass, layout.skip_frames
     avail = n_frames - skip
     if avail <= 0:
@@ -103,11 +108,24 @@ def positions_for(layout: ScanLayout | None, start: int, count: int, skip_frames
     return pos
 
 
+def check_pattern_dtype(name: str, dtype) -> None:
+    """A one-line `InputError` unless patterns of ``dtype`` can be reconstructed (integers,
+    booleans, floats; ``float16`` is read as ``float32`` by `native`)."""
+    dtype = np.dtype(dtype)
+    if dtype.kind == "c":
+        raise InputError(f"{name}: the patterns are complex ({dtype}); ricom needs real intensities: "
+                         f"store |value|² (or the real part) as integers or floats")
+    if dtype.kind not in "uifb" or dtype.itemsize > 8:
+        raise InputError(f"{name}: pattern data must be integers or floats of at most 64 bits, got dtype {dtype}")
+
+
 def native(frames: np.ndarray) -> np.ndarray:
-    """Frames in native byte order and a number dtype the engine takes."""
+    """Frames in native byte order and a number dtype the engine takes (``float16`` as ``float32``)."""
     frames = np.asarray(frames)
     if frames.dtype == bool:
         return frames.view(np.uint8)
+    if frames.dtype.kind == "f" and frames.dtype.itemsize == 2:
+        return frames.astype(np.float32)
     if not frames.dtype.isnative:
         return frames.astype(frames.dtype.newbyteorder("="))
     return frames
@@ -139,8 +157,7 @@ class LazyArraySource(Source):
         if len(data.shape) not in (3, 4):
             raise InputError(f"{name}: expected a 3D (frames, det_y, det_x) or 4D (scan_y, scan_x, det_y, "
                              f"det_x) array, got shape {tuple(data.shape)}")
-        if np.dtype(data.dtype).kind not in "uifb":
-            raise InputError(f"{name}: pattern data must be numbers, got dtype {data.dtype}")
+        check_pattern_dtype(name, data.dtype)
         self.data, self.name = data, name
         self._det_crop = detector_crop
         full_det = tuple(int(v) for v in data.shape[-2:])
@@ -157,7 +174,7 @@ class LazyArraySource(Source):
             scan_shape, self.scan_shape_from = tuple(int(v) for v in data.shape[:2]), "4D array shape"
         self.skip_frames = int(skip_frames)
         self.layout, self.n_frames = resolve_scan(name, total, scan_shape, skip_frames, flyback_frames,
-                                                  frames_per_position, pad, crop)
+                                                  frames_per_position, pad, crop, origin=self.scan_shape_from)
         self.scan_shape = self.layout.scan_shape if self.layout else None
         frame_bytes = int(np.prod(full_det)) * np.dtype(data.dtype).itemsize
         fit = max(1, BLOCK_BYTES // frame_bytes)
@@ -247,6 +264,7 @@ def open_raw(path: str, dtype=None, detector_shape=None, header_bytes: int = 0, 
         dt = np.dtype(dtype)
     except TypeError:
         raise SettingsError(f"{path}: unknown dtype {dtype!r}; use e.g. '<u2', '>u4', '<f4'") from None
+    check_pattern_dtype(path, dt)
     rows, cols = shape2("detector_shape", detector_shape)
     header_bytes, frame_header_bytes = int(header_bytes), int(frame_header_bytes)
     if header_bytes < 0 or frame_header_bytes < 0:

@@ -23,11 +23,13 @@ import numpy as np
 
 from ricom.core.chunks import EncodedFrames, FrameChunk, ScanLayout
 from ricom.core.errors import InputError, Param, SettingsError
+from ricom.core.params import check_scan_memory, shape2
 from ricom.sources.base import BufferPool, Source
 from ricom.sources.dectris.codec import Encoding, decode_blobs
 from ricom.sources.dectris.connection import StreamConnection
 from ricom.sources.dectris.mask import PixelMask
 from ricom.sources.dectris.series import SeriesHeader
+from ricom.sources.frame_order import FrameOrder
 
 CHUNK_BYTES = 8 << 20
 """Largest decoded chunk (bytes)."""
@@ -86,7 +88,8 @@ class DectrisLiveSource(Source):
             connection.stop = stop
         self.host, self.port = connection.host, connection.port
         self._done = self._used = False
-        self._last, self.frames_lost, self.skipped_messages = -1, 0, 0
+        self._last, self.skipped_messages, self._unused = -1, 0, 0
+        self._order = FrameOrder("DECTRIS image numbers", "image number")
         try:
             self.header = self._wait_header(series, header_timeout)
             if self.header.detector_shape is None:
@@ -107,12 +110,16 @@ class DectrisLiveSource(Source):
             self._detector_mask = mask
             self.n_frames = int(n_frames) if n_frames else self.header.n_frames
             self.header_scan_shape = _square(self.header.n_frames)
+            origin = "given"
             if scan_shape is None:
-                scan_shape = _square(self.n_frames)
+                scan_shape, origin = _square(self.n_frames), "square of the frame count"
             if scan_shape is None:
                 raise SettingsError(f"DECTRIS series {self.header.series} has {self.n_frames or 'an open number of'} "
                                     f"frames, not a square scan; give ", Param("scan_shape", form=True))
-            self.scan_shape = (int(scan_shape[0]), int(scan_shape[1]))
+            self.scan_shape = shape2("scan shape", scan_shape)
+            sy, sx = self.scan_shape
+            check_scan_memory(sy * sx, f"DECTRIS series {self.header.series}: scan shape {sy}×{sx} ({origin})",
+                              from_file=origin != "given")
             self.layout = ScanLayout(self.scan_shape, skip_frames, flyback_frames, frames_per_position)
             self.acquisition_header = self.header.text()
             PixelMask.warm_up(self.dtype)
@@ -189,6 +196,7 @@ class DectrisLiveSource(Source):
         frames: list = []
         blobs: list = []
         encoding, t_first = None, None
+        t_progress = time.monotonic()  # an image or a control message last arrived
         while True:
             want = chunk_size - len(frames)
             if self.n_frames is not None:
@@ -198,9 +206,9 @@ class DectrisLiveSource(Source):
                 wait = None if t_first is None else max(0.0, self.max_latency - (time.perf_counter() - t_first))
                 wait = self.timeout if wait is None else wait
                 msgs = self.connection.recv_batch(want, wait)
-                if msgs and t_first is None:
-                    t_first = time.perf_counter()
                 batch = self.protocol.images(msgs, self.header)
+                if batch.frames and t_first is None:  # (other messages start no chunk: no busy wait)
+                    t_first = time.perf_counter()
                 self.skipped_messages += batch.skipped
                 if batch.frames:
                     if encoding is None:
@@ -209,12 +217,18 @@ class DectrisLiveSource(Source):
                         raise InputError(f"DECTRIS series {self.header.series} changed its encoding mid-series")
                     frames += batch.frames
                     blobs += batch.blobs
+                if batch.frames or batch.stop is not None:
+                    t_progress, self._unused = time.monotonic(), 0
+                else:
+                    self._unused += len(msgs)
                 if batch.error is not None:
                     ended = batch.error
                 elif batch.stop is not None:
                     ended = self._control(msgs, batch.stop)
                 elif not msgs:
                     ended = self._idle(t_first)
+                elif self.timeout is not None and time.monotonic() - t_progress >= self.timeout:
+                    ended = "junk"  # messages keep coming, none of them an image of this series
             else:
                 ended = "count"
             late = t_first is not None and time.perf_counter() - t_first >= self.max_latency
@@ -264,24 +278,25 @@ class DectrisLiveSource(Source):
             raise SeriesEndedEarly(f"a new DECTRIS series started after {got}{of} frames of series {series} "
                                    f"(the scan was aborted, or the detector re-armed)")
         self.connection.lost = True
+        if why == "junk":
+            raise InputError(f"the DECTRIS stream {self.connection.where} sent {self._unused} other messages "
+                             f"but no image for {self.timeout:g} s after {got}{of} frames of series {series}; "
+                             f"is this the detector's image stream?")
         raise InputError(f"the DECTRIS stream {self.connection.where} sent nothing for {self.timeout:g} s "
                          f"after {got}{of} frames of series {series}")
 
     def _chunk(self, frames: list, blobs: list, encoding: Encoding, t_first) -> FrameChunk:
         idx = np.asarray(frames, np.int64)
-        first = self._last + 1
-        if idx[0] == first and (len(idx) == 1 or (np.diff(idx) == 1).all()):
-            positions = self.layout.positions(first, len(idx))
+        keep, notes = self._order.accept(idx)
+        for note in notes:
+            warnings.warn(note, RuntimeWarning, stacklevel=3)
+        if keep is None:
+            positions = self.layout.positions(int(idx[0]), len(idx))
         else:
-            expected = np.concatenate([[first], idx[:-1] + 1])
-            lost = int(np.clip(idx - expected, 0, None).sum())
-            self.frames_lost += lost
-            warnings.warn(f"DECTRIS image numbers jump near frame {first} ({lost} frames lost, or out of order); "
-                          f"the missing positions stay empty", RuntimeWarning, stacklevel=3)
-            positions = self.layout.positions_at(idx)
+            positions = np.where(keep, self.layout.positions_at(np.maximum(idx, 0)), -1)
         if self.crop:
             positions = np.where(idx < self.layout.skip_frames + self.layout.frames_per_pass, positions, -1)
-        self._last = max(self._last, int(idx.max()))
+        self._last = self._order.next - 1
         mask, start = self.mask, int(idx[0])
 
         def decode(b, out, enc=encoding):
@@ -297,6 +312,16 @@ class DectrisLiveSource(Source):
     def frames_received(self) -> int:
         """Index + 1 of the last frame yielded (frames of this series so far)."""
         return self._last + 1
+
+    @property
+    def frames_lost(self) -> int:
+        """Images whose numbers never arrived."""
+        return self._order.lost
+
+    @property
+    def frames_duplicated(self) -> int:
+        """Images that arrived a second time (dropped, not added twice)."""
+        return self._order.duplicates
 
     def recording_datasets(self) -> dict:
         """What a recording stores beside the frames: the pixel mask (NXmx bits) and bit depth,

@@ -43,14 +43,14 @@ def _find_hdr(path: str) -> str | None:
 class _MibFile:
     """One ``.mib`` file of an acquisition: its first header, frame count and memory map."""
 
-    def __init__(self, path: str, counter_depth: int | None = None) -> None:
+    def __init__(self, path: str, counter_depth: int | None = None, force_depth: bool = False) -> None:
         self.path = path
         self.size = os.path.getsize(path)
         if self.size == 0:
             raise InputError(f"{path}: the file is empty")
         head = _read_head(path)
         try:
-            self.header = parse_frame_header(head, counter_depth)
+            self.header = parse_frame_header(head, counter_depth, force_depth)
         except InputError as exc:
             raise InputError(f"{path}: {exc}") from None
         self.reference = self.header.reference_bytes(head)
@@ -91,7 +91,7 @@ class _MibFile:
             self._mm = None
 
 
-def _split_chain(path: str, first: _MibFile, counter_depth) -> list[_MibFile]:
+def _split_chain(path: str, first: _MibFile, counter_depth, force_depth: bool = False) -> list[_MibFile]:
     """``prefix1.mib, prefix2.mib, …`` whose sequence numbers continue ``first``'s, in order."""
     folder = os.path.dirname(os.path.abspath(path))
     m = re.fullmatch(r"(.*?)(\d+)\.mib", os.path.basename(path), flags=re.IGNORECASE)
@@ -103,7 +103,7 @@ def _split_chain(path: str, first: _MibFile, counter_depth) -> list[_MibFile]:
         full = os.path.join(folder, name)
         if pattern.fullmatch(name) and not os.path.samefile(full, path):
             try:
-                f = _MibFile(full, counter_depth)
+                f = _MibFile(full, counter_depth, force_depth)
             except (InputError, OSError):
                 continue
             if (f.header.frame_bytes == first.header.frame_bytes
@@ -118,6 +118,32 @@ def _split_chain(path: str, first: _MibFile, counter_depth) -> list[_MibFile]:
         if prev is None:
             return chain
         chain.insert(0, prev)
+
+
+def _frame_size_fits(f: _MibFile, frame_bytes: int) -> bool:
+    """True if ``f`` is a whole number of ``frame_bytes`` frames, each (as far as checked) starting with a header."""
+    if f.size % frame_bytes:
+        return False
+    if f.size == frame_bytes:
+        return True
+    with builtins.open(f.path, "rb") as fh:
+        fh.seek(frame_bytes)
+        return fh.read(4) == b"MQ1,"
+
+
+def _settle_depth(first: _MibFile, hdr_depth: int, hdr_path: str | None) -> int:
+    """The counter depth of raw frames whose header contradicts the ``.hdr``: the one whose
+    frame size the file confirms (with a warning), else a one-line error."""
+    own = first.header.counter_depth
+    head = _read_head(first.path)
+    fits = [d for d in (own, hdr_depth)
+            if _frame_size_fits(first, parse_frame_header(head, d, force_depth=True).frame_bytes)]
+    where = f"{first.path}: the raw frame header says counter depth {own} but {hdr_path or 'the .hdr'} says {hdr_depth}"
+    if len(fits) != 1:
+        raise InputError(f"{where}, and the file size does not tell which is right; correct 'Counter Depth "
+                         f"(number)' in the .hdr to the depth the detector was set to")
+    warnings.warn(f"{where}; the file's frame size fits depth {fits[0]}, decoding at depth {fits[0]}", stacklevel=4)
+    return fits[0]
 
 
 class MerlinSource(Source):
@@ -168,10 +194,15 @@ class MerlinSource(Source):
                     self.acquisition = parse_acquisition_header(fh.read(1 << 16))
                 except InputError:
                     self.hdr_path = None
+        force = counter_depth is not None
         if counter_depth is None:
             counter_depth = header_int(self.acquisition, "Counter Depth (number)")
-        first = _MibFile(path, counter_depth)
-        self.files = _split_chain(path, first, counter_depth) if split_files else [first]
+        first = _MibFile(path, counter_depth, force)
+        if not force and counter_depth is not None and first.header.raw and first.header.counter_depth != counter_depth:
+            counter_depth = _settle_depth(first, counter_depth, self.hdr_path)
+            force = True
+            first = _MibFile(path, counter_depth, force)
+        self.files = _split_chain(path, first, counter_depth, force) if split_files else [first]
         self.header = first.header
         self.detector_shape = self.header.detector_shape
         self.prefetch = bool(prefetch)
@@ -198,7 +229,8 @@ class MerlinSource(Source):
             self._warn_incomplete(partial, expected, scan_shape, skip_frames, flyback_frames, frames_per_position)
         self.skip_frames = int(skip_frames)
         self.layout, n_use = resolve_scan(self.name, self._offset + n_files, scan_shape, skip_frames,
-                                          flyback_frames, frames_per_position, pad, crop, incomplete)
+                                          flyback_frames, frames_per_position, pad, crop, incomplete,
+                                          origin=self.scan_shape_from)
         self.scan_shape = self.layout.scan_shape if self.layout else None
         self.n_frames = n_use - self._offset
 

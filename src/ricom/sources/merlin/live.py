@@ -31,7 +31,9 @@ import numpy as np
 
 from ricom.core.chunks import FrameChunk, PackedFrames, ScanLayout
 from ricom.core.errors import InputError, Param, SettingsError
+from ricom.core.params import check_scan_memory, shape2
 from ricom.sources.base import BufferPool, Source
+from ricom.sources.frame_order import FrameOrder
 from ricom.sources.merlin.connection import AcquisitionAborted, MerlinConnection
 from ricom.sources.merlin.control import (
     CONTROL_PORT,
@@ -106,7 +108,7 @@ class MerlinLiveSource(Source):
         self.max_latency, self.control, self.crop = float(max_latency), control, bool(crop)
         self._done = self._used = False
         self._last_seq, self._buffers = 0, None
-        self.frames_lost = 0  # frames whose sequence numbers never arrived
+        self._order = FrameOrder("Merlin frame sequence numbers", "sequence number", wire_offset=1)
         self._own = connection is None
         self.connection = connection or MerlinConnection(host, port, stop=stop, timeout=timeout,
                                                          connect_timeout=connect_timeout)
@@ -119,13 +121,16 @@ class MerlinLiveSource(Source):
             self._read_first_frame_header()
             total = header_int(self.header_fields, "Frames in Acquisition (Number)")
             self.n_frames = int(n_frames) if n_frames else (total or None)
+            origin = "given"
             if scan_shape is None:
-                scan_shape, _ = acquisition_scan_shape(self.header_fields, self.n_frames, flyback_frames,
-                                                       frames_per_position)
+                scan_shape, origin = acquisition_scan_shape(self.header_fields, self.n_frames, flyback_frames,
+                                                            frames_per_position)
             if scan_shape is None:
                 raise SettingsError("the Merlin acquisition header carries no scan shape; give ",
                                     Param("scan_shape", form=True))
-            self.scan_shape = (int(scan_shape[0]), int(scan_shape[1]))
+            self.scan_shape = shape2("scan shape", scan_shape)
+            check_scan_memory(self.scan_shape[0] * self.scan_shape[1], f"the Merlin acquisition's scan shape "
+                              f"{self.scan_shape[0]}×{self.scan_shape[1]} ({origin})", from_file=origin != "given")
             self.layout = ScanLayout(self.scan_shape, skip_frames, flyback_frames, frames_per_position)
             self.header_scan_shape, _ = acquisition_scan_shape(self.header_fields, total or None, flyback_frames,
                                                                frames_per_position)
@@ -140,6 +145,8 @@ class MerlinLiveSource(Source):
             if m is not None:
                 break
             drop = max(0, s.available - 18)  # a prefix may straddle two reads
+            if s.buf.find(b"MPX,", s.start, s.start + drop) >= 0:
+                s.progress()  # frames of an acquisition already running: Merlin data, not junk
             skipped += drop
             s.consume(drop)
             if not s.fill(s.available + 1):
@@ -154,6 +161,7 @@ class MerlinLiveSource(Source):
         self.acquisition_header = s.peek(PREFIX_BYTES + length)[PREFIX_BYTES:].decode("latin-1")
         s.consume(PREFIX_BYTES + length)
         self.header_fields = parse_acquisition_header(self.acquisition_header)
+        s.progress()
         self.skipped_bytes = skipped
         if skipped:
             warnings.warn(f"skipped {skipped} stale bytes before the Merlin acquisition header",
@@ -271,26 +279,34 @@ class MerlinLiveSource(Source):
                                        out=self._buffers.take(good))
                 chunk = FrameChunk(frames, positions, received_s=received_s)
             s.consume(good * msg)
+            s.progress()
             yield chunk
         if good < n:
             self._bad_message()
 
     def _positions(self, seq: np.ndarray) -> np.ndarray:
-        first = self._last_seq + 1
-        seq = unwrap_sequence(seq - self._seq0, first)
-        if seq[0] == first and (len(seq) == 1 or (np.diff(seq) == 1).all()):
-            positions = self.layout.positions(first - 1, len(seq))
+        seq = unwrap_sequence(seq - self._seq0, self._order.next + 1)
+        keep, notes = self._order.accept(seq - 1)
+        for note in notes:
+            warnings.warn(note, RuntimeWarning, stacklevel=4)
+        if keep is None:
+            positions = self.layout.positions(int(seq[0]) - 1, len(seq))
         else:
-            expected = np.concatenate([[first], seq[:-1] + 1])
-            lost = int(np.clip(seq - expected, 0, None).sum())
-            self.frames_lost += lost
-            warnings.warn(f"Merlin frame sequence numbers jump near frame {first} ({lost} frames lost, "
-                          f"or out of order); the missing positions stay empty", RuntimeWarning, stacklevel=4)
-            positions = self.layout.positions_at(seq - 1)
+            positions = np.where(keep, self.layout.positions_at(np.maximum(seq - 1, 0)), -1)
         if self.crop:  # frames past one pass of the scan go nowhere
             positions = np.where(seq - 1 < self.layout.skip_frames + self.layout.frames_per_pass, positions, -1)
-        self._last_seq = int(seq.max())
+        self._last_seq = self._order.next
         return positions
+
+    @property
+    def frames_lost(self) -> int:
+        """Frames whose sequence numbers never arrived."""
+        return self._order.lost
+
+    @property
+    def frames_duplicated(self) -> int:
+        """Frames that arrived a second time (dropped, not added twice)."""
+        return self._order.duplicates
 
     def _bad_message(self) -> None:
         s, frame = self._stream, self._last_seq + 1

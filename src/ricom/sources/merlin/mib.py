@@ -130,7 +130,7 @@ def _as_bytes(raw, limit: int) -> bytes:
     return bytes(memoryview(raw)[:limit])
 
 
-def parse_frame_header(raw, counter_depth: int | None = None) -> MibHeader:
+def parse_frame_header(raw, counter_depth: int | None = None, force_depth: bool = False) -> MibHeader:
     """Parse the header at the start of ``raw`` (bytes or uint8 array).
 
     Parameters
@@ -140,6 +140,8 @@ def parse_frame_header(raw, counter_depth: int | None = None) -> MibHeader:
     counter_depth : int, optional
         Used when the header lacks the ``MQ1A`` part (older software), e.g. from the
         ``.hdr``; raw data cannot be decoded without it.
+    force_depth : bool
+        Use ``counter_depth`` even where the header states another one (the user chose).
 
     Raises
     ------
@@ -165,7 +167,7 @@ def parse_frame_header(raw, counter_depth: int | None = None) -> MibHeader:
         raise InputError(f"damaged MIB frame header: {head[:60]!r}") from None
     values = [f.strip() for f in fields if f.strip()]
     depth = counter_depth
-    if "MQ1A" in values and values[-1].isdigit():
+    if "MQ1A" in values and values[-1].isdigit() and not (force_depth and counter_depth is not None):
         depth = int(values[-1])
     if depth is None and code in ("U08", "U16", "U32"):
         depth = {"U08": 6, "U16": 12, "U32": 24}[code]

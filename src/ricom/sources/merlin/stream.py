@@ -3,7 +3,9 @@
 Owns `StreamBuffer`, which `ricom.sources.merlin.live.MerlinLiveSource` reads the
 ``MPX``-framed messages from: ``recv_into`` a preallocated buffer (no copy per read), wait
 for a number of bytes with a poll interval so a stop request or a silent detector
-(``timeout``) is noticed, and hand out views of the unread bytes.
+(``timeout``) is noticed, and hand out views of the unread bytes.  Bytes that keep coming
+without a whole message (`StreamBuffer.progress`) end too, after the same ``timeout``: a
+peer streaming junk is not a silent one.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ class StreamBuffer:
     def __init__(self, sock: socket.socket, stop: threading.Event | None, timeout: float | None) -> None:
         self.sock, self.stop, self.timeout = sock, stop, timeout
         self.buf, self.start, self.end, self.eof = bytearray(4 << 20), 0, 0, False
-        self.last_data = time.monotonic()
+        self.last_data = self.last_progress = time.monotonic()
         self.last_recv_s = time.perf_counter()  # when bytes last arrived (for latency figures)
         sock.settimeout(_POLL_S)  # the kernel's receive-buffer autotuning is left on (no SO_RCVBUF)
 
@@ -61,7 +63,15 @@ class StreamBuffer:
             k = 0
         self.eof = k == 0
         self.end, self.last_data, self.last_recv_s = self.end + k, time.monotonic(), time.perf_counter()
+        if k and self.timeout is not None and self.last_data - self.last_progress > self.timeout:
+            raise InputError(f"bytes kept arriving for {self.timeout:g} s without one complete Merlin message "
+                             "(not Merlin data, or frames that never complete); check the data port, or raise ",
+                             Param("timeout"))
         return k
+
+    def progress(self) -> None:
+        """Note that a whole message (header or frames) was read: the deadline for the next starts now."""
+        self.last_progress = time.monotonic()
 
     def fill(self, n: int) -> bool:
         """Wait until ``n`` bytes are unread; False on end of stream or a stop request."""
