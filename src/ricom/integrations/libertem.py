@@ -95,7 +95,7 @@ def _scan_shape(meta) -> tuple[tuple[int, int], tuple[int, int]]:
     nav, sig = tuple(meta.dataset_shape.nav), tuple(meta.dataset_shape.sig)
     if len(nav) != 2 or len(sig) != 2:
         raise InputError(f"riCOM needs a 2D scan of 2D patterns, and this dataset is nav {nav} × sig {sig}; "
-                         f"load it with ", Param("nav_shape", form=True))
+                         f"load it with nav_shape=(SY, SX)")  # LiberTEM's keyword, not ricom's
     return nav, sig
 
 
@@ -134,7 +134,7 @@ class ComUDF(UDF):
                 (lookups is None or lookups.missing(settings)):
             raise SettingsError("virtual detectors relative to the bright-field disc, or with an automatic "
                                 "centre, are measured on the data: make the UDF with for_dataset(ctx, "
-                                "dataset, ...), or give ", Param("lookups"), " or ",
+                                "dataset, ...), or give lookups=detector_lookups(frames, settings), or ",
                                 Param("center_yx", form=True), " with radii in px")
         signals = tuple(signals)
         self._images(settings, signals)  # checks the names
@@ -235,8 +235,9 @@ class ComUDF(UDF):
             rec.moments.set_rings(lookups.n_rings)
         seen = np.asarray(self.results.seen).reshape(-1)
         moments = np.asarray(self.results.moments).reshape(seen.shape[0], -1)
-        positions = np.flatnonzero(seen)
-        rec.process_moments(positions, np.ascontiguousarray(moments[positions].T))
+        roi = self.meta.roi  # with a ROI the buffers hold its positions only, in order
+        where = np.flatnonzero(np.asarray(roi).reshape(-1)) if roi is not None else np.arange(seen.shape[0])
+        rec.process_moments(where[seen], np.ascontiguousarray(moments[seen].T))
         rec.finalize()
         return rec.snapshot()
 
