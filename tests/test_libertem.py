@@ -155,6 +155,10 @@ def test_settings_that_need_the_data_say_what_to_do(ctx):
     with pytest.raises(SettingsError, match="identifiers"):
         L.ComUDF(settings=ricom.Settings(virtual_detectors=(ricom.VirtualDetector("v adf", 2, 5),),
                                          geometry=ricom.DetectorGeometry(center_yx=(3.0, 3.0))))
+    with pytest.raises(SettingsError, match="RiCOMUDF"):
+        L.ComUDF(signals=["ricom"])
+    with pytest.raises(SettingsError, match="unknown signal"):
+        L.RiCOMUDF(signals=["phase"])
     with pytest.raises(SettingsError, match="either settings"):
         L.RiCOMUDF(ricom.Settings(), kernel_size=5)
     line = ctx.load("memory", data=np.ones((6, 8, 8), np.uint16), num_partitions=1)

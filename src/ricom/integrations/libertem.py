@@ -120,6 +120,11 @@ class ComUDF(UDF):
     signals : sequence of str
         Further images from ricom's `ricom.engine.snapshot.SIGNALS` (``icom``,
         ``divergence``, ``curl``, ``efield_magnitude``, ``efield_direction``, ``hits``).
+    auto_kernel : bool, optional
+        Leave the kernel size to the scan (`ricom.api.default_kernel_size`); by default
+        true when neither ``settings`` nor ``kernel_size`` is given.
+    **setting_args
+        Keyword arguments of `ricom.make_settings`, instead of ``settings``.
     """
 
     IMAGES: tuple[str, ...] = ("com_x", "com_y", "counts")
@@ -137,6 +142,8 @@ class ComUDF(UDF):
                                 "dataset, ...), or give lookups=detector_lookups(frames, settings), or ",
                                 Param("center_yx", form=True), " with radii in px")
         signals = tuple(signals)
+        if not self.MAKES_RICOM and "ricom" in signals:
+            raise SettingsError(f"{type(self).__name__} makes no riCOM image; use RiCOMUDF for it")
         self._images(settings, signals)  # checks the names
         super().__init__(settings=settings, lookups=lookups, signals=signals,
                          auto_kernel=auto if auto_kernel is None else bool(auto_kernel))
