@@ -199,11 +199,14 @@ def test_two_dask_workers_on_loopback(quick):
     from libertem.executor.dask import DaskJobExecutor, cluster_spec
 
     data, cal, _ = quick
-    spec = cluster_spec(cpus=2, cudas=0, has_cupy=False, num_service=0, options={"host": "127.0.0.1"})
-    scheduler = {"cls": Scheduler, "options": {"host": "127.0.0.1", "dashboard": False, "dashboard_address": None}}
+    loopback = {"host": "127.0.0.1", "dashboard_address": "127.0.0.1:0"}  # every server, dashboards too
+    spec = cluster_spec(cpus=2, cudas=0, has_cupy=False, num_service=0, options=dict(loopback))
+    scheduler = {"cls": Scheduler, "options": dict(loopback)}
     executor = DaskJobExecutor.make_local(spec=spec, cluster_kwargs={"scheduler": scheduler})
     with lt.Context(executor=executor) as c:
-        workers = list(c.executor.client.scheduler_info()["workers"])
+        info = c.executor.client.scheduler_info()
+        workers = list(info["workers"])
+        assert info["address"].startswith("tcp://127.0.0.1:")
         ds = c.load("memory", data=data, num_partitions=4)
         udf = L.RiCOMUDF.for_dataset(c, ds, kernel_size=9, virtual_names=("vbf", "vadf"), **cal)
         res = c.run_udf(dataset=ds, udf=udf)
