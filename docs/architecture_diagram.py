@@ -27,7 +27,7 @@ FLOW = [
 
 LAYER_NOTES = {
     "ricom.cli": "command line",
-    "ricom.gui | ricom.jupyter": "GUI, notebooks",
+    "ricom.gui | ricom.jupyter | ricom.integrations": "GUI, notebooks · LiberTEM UDFs",
     "ricom.tools": "bench, report",
     "ricom.dask | ricom.live": "Dask backend · live sessions",
     "ricom.api": "reconstruct(), settings from keywords",

@@ -10,7 +10,7 @@ import pytest
 
 import ricom
 
-OPTIONAL = {"ricom.gui": "PySide6"}
+OPTIONAL = {"ricom.gui": "PySide6", "ricom.integrations.libertem": "libertem"}
 """Sub-packages whose examples need an optional extra."""
 
 
