@@ -272,8 +272,7 @@ class ChunkReduction:
             self._t_first = time.perf_counter()
         if self.acceptance_ns is not None and chunk.t_ns is None:
             raise SettingsError("an acceptance time needs the events' arrival times, and this source sends none; "
-                                "leave out ", Param("acceptance_ns"), " or open the source with ",
-                                Param("keep_times", True))
+                                "leave out ", Param("acceptance_ns"), " or open the source with keep_times=True")
         with self._lock:
             for reducer in self.reducers:
                 reducer.process_event_chunk(chunk)
