@@ -22,7 +22,7 @@ import warnings
 
 import numpy as np
 
-from ricom.cli.options import add_source_options, error_text, source_options
+from ricom.cli.options import add_layout_options, error_text, source_options
 from ricom.core.errors import InputError, RicomError, SettingsError
 from ricom.io.outputs import atomic_path, current_umask
 
@@ -36,8 +36,8 @@ def add_arguments(p) -> None:
     p.add_argument("--compression", choices=("none", "gzip", "lzf"), default="none",
                    help="HDF5 output compression (default none)")
     p.add_argument("--chunk-size", type=int, default=256, metavar="N", help="patterns per chunk (default 256)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_source_options(p)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines")
+    add_layout_options(p)  # event data (.tpx3, .t3p) has no patterns to convert
 
 
 def output_kind(path: str) -> str:
