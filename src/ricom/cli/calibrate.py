@@ -17,7 +17,7 @@ import os
 import sys
 
 from ricom.cli.options import CLI, add_source_options, error_text, parse_descan, source_options
-from ricom.core.progress import yes_no
+from ricom.core.progress import Progress, yes_no
 
 HELP = "find rotation, flip, centre and descan from the data"
 
@@ -80,8 +80,10 @@ def run(args) -> int:
     if center == "reference" and reference is None:
         raise SettingsError("--center reference needs the vacuum scan: --reference FILE")
     flip = {"auto": None, "yes": True, "no": False}[args.flip]
-    report = calibrate(args.input, center=center, descan=descan, reference=reference, flip=flip,
-                       chunk_size=args.chunk_size, progress=not args.no_progress, **source_options(args))
+    with Progress("calibrate", show=False) as clock:  # the pass over the data shows its own progress
+        report = calibrate(args.input, center=center, descan=descan, reference=reference, flip=flip,
+                           chunk_size=args.chunk_size, progress=not args.no_progress, **source_options(args))
+    clock.update(report.n_patterns)
     print(report.summary(CLI))
     if report.rotation.determined:
         print(f"use: ricom reconstruct INPUT {reconstruct_options(report)}")
@@ -95,6 +97,7 @@ def run(args) -> int:
             found["rotation"]["reason"] = error_text(report.rotation.reason)
         with atomic_path(args.json) as tmp, open(tmp, "w") as fh:
             json.dump({"input": args.input, **found}, fh, indent=1)
+    print(clock.summary(f"wrote {args.json}" if args.json else ""))
     if args.require and not report.rotation.determined:
         raise SettingsError(report.rotation.reason)
     return 0

@@ -64,6 +64,7 @@ def run(args) -> int:
     import os
 
     from ricom.core.errors import SettingsError
+    from ricom.core.progress import Progress, yes_no
     from ricom.tools.report import ReportConfig, make_report
 
     cfg = ReportConfig.quick() if args.quick else ReportConfig()
@@ -86,9 +87,14 @@ def run(args) -> int:
         setting_args = {"center_yx": parse_center(args.center), "rotation_deg": args.rotation,
                         "flip": args.flip == "yes",
                         "step_A": args.step, "pixel_size_mrad": args.pixel_size_mrad, "energy_keV": args.energy_kev}
-    rep = make_report(args.input, args.output_dir, cfg, source_options=source_options(args), **setting_args)
-    print(f"report on {rep.input} in {rep.seconds:.1f} s")
+    steps = len(cfg.doses) + 3 if args.input == "demo" else 3  # spectra, doses, pore, figures
+    with Progress("report", steps, "steps") as progress:
+        rep = make_report(args.input, args.output_dir, cfg, source_options=source_options(args), progress=progress,
+                          **setting_args)
+        progress.update(1, "done")
+    print(f"report on {rep.input}:")
     for key, value in rep.findings.items():
-        print(f"  {key.replace('_', ' ')}: {'yes' if value else 'no'}")
-    print(f"wrote {len(rep.figures)} figures, report.json and report.md to {args.output_dir}")
+        print(f"  {key.replace('_', ' ')}: {yes_no(value)}")
+    print(progress.summary(f"wrote {len(rep.figures)} figures, report.json and report.md to {args.output_dir}",
+                           rate=False))
     return 0

@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import sys
 
 DATA_DOC = """ricom simulate data -o FILE.npy|FILE.h5 [options]
 
@@ -136,13 +135,16 @@ def run_data(args) -> int:
     import numpy as np
 
     from ricom.core.errors import SettingsError
+    from ricom.core.progress import Progress
     from ricom.io.outputs import atomic_path
     from ricom.simulators.specimen import simulate
 
     ext = os.path.splitext(args.output)[1].lower()
     if ext not in (".npy", ".h5", ".hdf5"):
         raise SettingsError(f"simulate writes .npy or .h5, not {args.output!r}")
-    sim = simulate(simulation_params(args), progress=sys.stderr.isatty())
+    params = simulation_params(args)
+    with Progress("simulate", params.scan_shape[0] * params.scan_shape[1]) as progress:
+        sim = simulate(params, progress=progress)
     meta = {"calibration": {"step_A": sim.params.step_A, "pixel_size_mrad": sim.pixel_size_mrad,
                             "energy_keV": sim.params.energy_keV, "center_yx": list(sim.center_yx)},
             "simulation": sim.to_dict()}
@@ -159,7 +161,8 @@ def run_data(args) -> int:
                     f.attrs[k] = v
     with atomic_path(sidecar_path(args.output)) as tmp, open(tmp, "w") as fh:
         json.dump(meta, fh, indent=1, default=str)
-    print(f"wrote {args.output} {sim.data.shape} {sim.data.dtype} and {sidecar_path(args.output)}")
+    shape = "×".join(map(str, sim.data.shape))
+    print(progress.summary(f"wrote {args.output} ({shape} {sim.data.dtype}) and {sidecar_path(args.output)}"))
     return 0
 
 

@@ -102,7 +102,8 @@ class Progress:
         self.show = show
         if show and _is_terminal(self.stream):
             from tqdm import tqdm
-            self.bar = tqdm(total=total, desc=what, unit=f" {unit}", unit_scale=True, leave=False,
+            self.bar = tqdm(total=total, desc=what, unit=f" {unit}", unit_scale=total is None or total >= 10_000,
+                            leave=False,
                             file=self.stream, smoothing=0.1, dynamic_ncols=True)
 
     def update(self, n: int = 1, note: str | None = None) -> None:
