@@ -38,8 +38,9 @@ def save_result(output: str, names, result, rec, extra: dict, rotation_auto: boo
         snap = rec.snapshot()
         snap.seconds_processing = result.seconds_processing
         extra = {**extra, **{f"auto_rotation_{k}": v for k, v in report.items() if k not in ("rotation_deg", "flip")}}
-        print(f"rotation: {report['rotation_deg']:.2f}° flip: {report['flip']} "
-              f"(confidence {report['confidence']:.2f})", file=sys.stderr)
+        from ricom.core.progress import yes_no  # the words of `ricom calibrate` and `ricom info`
+        print(f"rotation: {report['rotation_deg']:.2f}°  flip: {yes_no(report['flip'])}  "
+              f"confidence: {report['confidence']:.2f}", file=sys.stderr)
     written = outputs.save(output, snap, names, extra)
     if snap.n_invalid:
         print(f"warning: {snap.n_invalid} patterns contained NaN or infinite values and were skipped",
