@@ -57,9 +57,10 @@ def run(args) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         source = open_source(args.input, **source_options(args))
+    read_events = not args.quick  # event files only: count the events, measure the dwell
     try:
         if source.kind == "events":
-            shown, raw = describe_events(source, args.input, read=not args.quick, dwell_ns=args.dwell_ns)
+            shown, raw = describe_events(source, args.input, read=read_events, dwell_ns=args.dwell_ns)
             d = {"input": args.input, **(raw if args.json else shown)}
         else:
             d = {"input": args.input, **source.describe()}

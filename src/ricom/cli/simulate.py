@@ -77,7 +77,7 @@ def add_specimen_arguments(p) -> None:
 
     g = p.add_argument_group("specimen and microscope (the built-in SrTiO3 [001] specimen)")
     g.add_argument("--scan-shape", nargs=2, type=int, default=(64, 64), metavar=("SY", "SX"),
-                   help="rows and columns of probe positions")
+                   help="rows and columns of probe positions (default: 64 64; with --from: the file's)")
     g.add_argument("--detector-shape", nargs=2, type=int, default=(64, 64), metavar=("DY", "DX"),
                    help="rows and columns of detector pixels per pattern")
     g.add_argument("--step", type=float, default=0.2, metavar="ANGSTROM", help="scan step in Å")
