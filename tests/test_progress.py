@@ -188,3 +188,16 @@ def test_info_shows_events_as_events(tmp_path, ext, capsys):
         assert "sidecar" in fields["dwell"]
     assert main(["info", path, "--quick"]) == 0
     assert "not counted" in capsys.readouterr().out
+
+
+def test_lines_keep_coming_while_one_step_takes_long():
+    import time
+
+    out = io.StringIO()
+    with Progress("report", 5, "steps", stream=out, every_s=0.2) as p:
+        p.update(1, "dose 1e+03")
+        time.sleep(0.9)  # one long step, no update
+    lines = out.getvalue().splitlines()
+    assert len(lines) >= 3 and all(line.startswith("ricom: report: 20 % (1/5 steps, ") for line in lines)
+    time.sleep(0.3)
+    assert out.getvalue().splitlines() == lines  # nothing after close

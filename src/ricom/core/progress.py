@@ -8,8 +8,9 @@ written everywhere: ``yes``/``no``).
 On a terminal (stderr is a TTY) the bar is tqdm's and vanishes when the work is done;
 otherwise a line such as ``ricom: simulate: 40 % (26 214/65 536 patterns, 12 s)`` is
 written every ``RICOM_PROGRESS_EVERY_S`` seconds (default 5; none for work that ends
-sooner).  `Progress.summary` gives the closing line (what, how many, how fast, where
-written) that the command prints on stdout.
+sooner), by a background thread when the work reports seldom.  `Progress.summary`
+gives the closing line (what, how many, how fast, where written) that the command
+prints on stdout.
 
 Examples
 --------
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable
 
@@ -86,10 +88,14 @@ class Progress:
         Seconds between lines when ``stream`` is not a terminal (default `every_s`).
     clock : callable, optional
         Seconds, monotonic (for tests).
+    background : bool, optional
+        Write the lines from a background thread too, so that they keep coming while one
+        step takes long (default: with the real clock).
     """
 
     def __init__(self, what: str, total: int | None = None, unit: str = "patterns", *, show: bool = True,
-                 stream=None, every_s: float | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+                 stream=None, every_s: float | None = None, clock: Callable[[], float] = time.monotonic,
+                 background: bool | None = None) -> None:
         self.what, self.total, self.unit = what, total, unit
         self.stream = sys.stderr if stream is None else stream
         self.every_s = globals()["every_s"]() if every_s is None else float(every_s)
@@ -100,6 +106,11 @@ class Progress:
         self.last = self.t0
         self.bar = None
         self.show = show
+        self._lock = threading.Lock()
+        self._stop: threading.Event | None = None
+        if show and not _is_terminal(self.stream) and (clock is time.monotonic if background is None else background):
+            self._stop = threading.Event()
+            threading.Thread(target=self._beat, name="ricom-progress", daemon=True).start()
         if show and _is_terminal(self.stream):
             from tqdm import tqdm
             self.bar = tqdm(total=total, desc=what, unit=f" {unit}", unit_scale=total is None or total >= 10_000,
@@ -116,11 +127,19 @@ class Progress:
                 self.bar.set_postfix_str(note, refresh=False)
             self.bar.update(n)
             return
-        now = self.clock()
-        if self.show and now - self.last >= self.every_s:
-            self.last = now
-            self.stream.write(self.line(now) + "\n")
-            self.stream.flush()
+        self._maybe_write()
+
+    def _maybe_write(self) -> None:
+        with self._lock:
+            now = self.clock()
+            if self.show and self.t_end is None and now - self.last >= self.every_s:
+                self.last = now
+                self.stream.write(self.line(now) + "\n")
+                self.stream.flush()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(min(self.every_s, 1.0)):
+            self._maybe_write()
 
     def line(self, now: float | None = None) -> str:
         """The progress line: ``ricom: simulate: 40 % (26 214/65 536 patterns, 12 s)``."""
@@ -145,8 +164,11 @@ class Progress:
 
     def close(self) -> None:
         """The work is done (or stopped): the bar vanishes, the clock stops."""
-        if self.t_end is None:
-            self.t_end = self.clock()
+        with self._lock:
+            if self.t_end is None:
+                self.t_end = self.clock()
+        if self._stop is not None:
+            self._stop.set()
         if self.bar is not None:
             self.bar.close()
             self.bar = None
