@@ -121,7 +121,8 @@ def find_rotation(com_x: np.ndarray, com_y: np.ndarray, *, flip: bool | None = N
         ``(scan_y, scan_x)`` COM measured on the detector (rotation 0, no flip), in any
         unit, NaN where a position is empty (partial scans are fine).
     flip : bool, optional
-        Fix the flip instead of finding it.
+        Fix the flip instead of finding it.  If the data cannot decide with it but would
+        with the other flip, ``reason`` says that the data look (un)flipped.
     detrend : int
         Polynomial order removed from each component first (1: a plane, i.e. uniform
         descan and tilt, which would otherwise give a constant curl and divergence).
@@ -162,6 +163,8 @@ def find_rotation(com_x: np.ndarray, com_y: np.ndarray, *, flip: bool | None = N
     z = min(dec["z"])
     confidence = max(z, 0.0) / (max(z, 0.0) + Z_MIN)
     reason = _reason(z_rot, z_flip, z_sign)
+    if reason and flip is not None and _fits_with(fx, fy, not flip, sigmas, seed, n_shuffles):
+        reason = _wrong_flip(bool(flip))
     determined = not reason
     profile = np.full((2, 360), np.nan)
     deg = np.radians(np.arange(360.0))
@@ -247,6 +250,19 @@ def _reason(z_rot: float, z_flip: float, z_sign: float) -> Message:
         return Message("cannot tell θ from θ+180°: the divergence shows no clear sign (no atomic columns?)",
                        *GIVE_ROTATION)
     return Message()
+
+
+def _fits_with(fx, fy, flip: bool, sigmas, seed: int, n_shuffles: int) -> bool:
+    """Whether the field gives a clear rotation with ``flip`` fixed."""
+    cands = _candidates(fx, fy, (flip,), sigmas, np.random.default_rng(seed), max(4, int(n_shuffles)))
+    return bool(cands) and not _reason(*_decide(cands)[0]["z"])
+
+
+def _wrong_flip(flip: bool) -> Message:
+    """The reason when the fixed flip is the wrong one (the other one fits)."""
+    looks = "flipped (detector x mirrored)" if not flip else "not flipped"
+    return Message(f"cannot determine the rotation with the flip fixed to {'yes' if flip else 'no'}: the data look "
+                   f"{looks}; try ", Param("flip", not flip), " (or let the flip be found)")
 
 
 def _stats(fx: np.ndarray, fy: np.ndarray, sigma: float, flips) -> dict | None:

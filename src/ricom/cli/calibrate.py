@@ -17,26 +17,28 @@ import os
 import sys
 
 from ricom.cli.options import CLI, add_source_options, error_text, parse_descan, source_options
+from ricom.core.progress import Progress, yes_no
 
 HELP = "find rotation, flip, centre and descan from the data"
 
 
 def add_arguments(p) -> None:
     p.add_argument("input", metavar="INPUT", help="data file (.npy, .mib, file.h5:/dataset, …) or 'demo'")
-    p.add_argument("--json", metavar="FILE", help="also write the full result as JSON")
+    p.add_argument("--json", metavar="FILE", help="also write the full result as JSON (default: none)")
     p.add_argument("--center", nargs="+", default=["com"], metavar="ARG",
                    help="com (default: the mean COM, as --center auto does), disc (fit of the bright-field "
                         "disc edge), reference (the reference's mean COM), or CY CX in detector pixels")
     p.add_argument("--descan", nargs="+", default=["plane"], metavar="ARG",
                    help="plane (default) or quadratic: fitted to the COM over the scan (also removes real "
                         "long-range fields); none; or 'reference FILE': a vacuum scan's COM map")
-    p.add_argument("--reference", metavar="FILE", help="vacuum reference scan (same scan) for 'reference' modes")
+    p.add_argument("--reference", metavar="FILE",
+                   help="vacuum reference scan (same scan) for the 'reference' modes (default: none)")
     p.add_argument("--flip", choices=("auto", "yes", "no"), default="auto",
-                   help="find whether detector x is mirrored (auto), or fix it")
+                   help="find whether detector x (columns) is mirrored (auto), or fix it: yes or no")
     p.add_argument("--require", action="store_true",
                    help="exit with status 2 if the rotation cannot be determined")
     p.add_argument("--chunk-size", type=int, default=512, metavar="N", help="patterns per chunk")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines")
     add_source_options(p)
 
 
@@ -56,7 +58,7 @@ def _center(values):
 def reconstruct_options(report) -> str:
     """The ``ricom reconstruct`` options that apply a determined calibration."""
     r = report.rotation
-    opts = f"--rotation {r.rotation_deg:.2f}" + (" --flip" if r.flip else "")
+    opts = f"--rotation {r.rotation_deg:.2f} --flip {yes_no(r.flip)}"
     opts += f" --center {report.center_yx[0]:.2f} {report.center_yx[1]:.2f}"
     if report.descan_method in ("plane", "reference"):
         opts += " --descan " + report.descan_method + (" FILE" if report.descan_method == "reference" else "")
@@ -78,8 +80,10 @@ def run(args) -> int:
     if center == "reference" and reference is None:
         raise SettingsError("--center reference needs the vacuum scan: --reference FILE")
     flip = {"auto": None, "yes": True, "no": False}[args.flip]
-    report = calibrate(args.input, center=center, descan=descan, reference=reference, flip=flip,
-                       chunk_size=args.chunk_size, progress=not args.no_progress, **source_options(args))
+    with Progress("calibrate", show=False) as clock:  # the pass over the data shows its own progress
+        report = calibrate(args.input, center=center, descan=descan, reference=reference, flip=flip,
+                           chunk_size=args.chunk_size, progress=not args.no_progress, **source_options(args))
+    clock.update(report.n_patterns)
     print(report.summary(CLI))
     if report.rotation.determined:
         print(f"use: ricom reconstruct INPUT {reconstruct_options(report)}")
@@ -93,6 +97,7 @@ def run(args) -> int:
             found["rotation"]["reason"] = error_text(report.rotation.reason)
         with atomic_path(args.json) as tmp, open(tmp, "w") as fh:
             json.dump({"input": args.input, **found}, fh, indent=1)
+    print(clock.summary(f"wrote {args.json}" if args.json else ""))
     if args.require and not report.rotation.determined:
         raise SettingsError(report.rotation.reason)
     return 0

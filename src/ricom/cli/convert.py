@@ -22,8 +22,9 @@ import warnings
 
 import numpy as np
 
-from ricom.cli.options import add_source_options, error_text, source_options
+from ricom.cli.options import add_layout_options, error_text, source_options
 from ricom.core.errors import InputError, RicomError, SettingsError
+from ricom.core.progress import Progress, count_text
 from ricom.io.outputs import atomic_path, current_umask
 
 HELP = "decode an input and write its patterns as .npy, .h5 or .zarr"
@@ -36,8 +37,8 @@ def add_arguments(p) -> None:
     p.add_argument("--compression", choices=("none", "gzip", "lzf"), default="none",
                    help="HDF5 output compression (default none)")
     p.add_argument("--chunk-size", type=int, default=256, metavar="N", help="patterns per chunk (default 256)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_source_options(p)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines")
+    add_layout_options(p)  # event data (.tpx3, .t3p) has no patterns to convert
 
 
 def output_kind(path: str) -> str:
@@ -135,8 +136,12 @@ class _FlatWriter:
                 self.out[key] = block
 
 
-def convert(source, output: str, chunk_size: int = 256, compression: str = "none", progress: bool = False):
-    """Write every pattern of ``source`` to ``output``; returns ``(shape, frames_written, error)``."""
+def convert(source, output: str, chunk_size: int = 256, compression: str = "none", progress=False):
+    """Write every pattern of ``source`` to ``output``; returns ``(shape, frames_written, error)``.
+
+    ``progress``: True shows progress (a bar on a terminal, lines when piped), or a
+    `ricom.core.progress.Progress` to tell of every frame read.
+    """
     kind = output_kind(output)
     if source.kind != "frames":
         raise InputError("convert needs frame data; event data has no patterns to write")
@@ -159,10 +164,8 @@ def convert(source, output: str, chunk_size: int = 256, compression: str = "none
     attrs = {"scan_shape": list(shape[:2]) if len(shape) == 4 else "unknown", "detector_shape": list(det),
              "source": json.dumps(source.describe(), default=str), "software": "ricom convert"}
     atomic = _atomic_dir if kind == ".zarr" else atomic_path
-    bar, written, error = None, 0, None
-    if progress:
-        from tqdm import tqdm
-        bar = tqdm(total=source.n_frames, unit="pat", unit_scale=True, desc="converting", disable=None, leave=False)
+    written, error = 0, None
+    bar = Progress("convert", source.n_frames, "frames") if progress is True else progress or None
     with atomic(output) as tmp:
         out, close = _create(kind, tmp, shape, dtype, compression, attrs)
         writer = _FlatWriter(out, summing)
@@ -183,7 +186,7 @@ def convert(source, output: str, chunk_size: int = 256, compression: str = "none
                 out.attrs["complete"] = error is None
         finally:
             close()
-            if bar is not None:
+            if progress is True:
                 bar.close()
             source.close()
     _default_permissions(output)
@@ -212,9 +215,10 @@ def run(args) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         source = open_source(args.input, **source_options(args))
-        shape, written, error = convert(source, args.output, args.chunk_size, args.compression,
-                                        progress=not args.no_progress)
-    print(f"{written} patterns → {args.output} ({'×'.join(str(v) for v in shape)})")
+        with Progress("convert", source.n_frames, "frames", show=not args.no_progress) as progress:
+            shape, written, error = convert(source, args.output, args.chunk_size, args.compression, progress=progress)
+    shape_text = "×".join(str(v) for v in shape)
+    print(progress.summary(f"wrote {count_text(written)} patterns to {args.output} ({shape_text})"))
     if error:
         print(f"ricom: error: {error_text(error)}; the {written} patterns read before it are saved in {args.output}",
               file=sys.stderr)

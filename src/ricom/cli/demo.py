@@ -14,14 +14,21 @@ DEMO_SIGNALS = ("ricom", "icom", "vadf", "vbf", "com_x", "com_y")
 
 
 def add_arguments(p) -> None:
-    p.add_argument("-o", "--output-dir", default="ricom_demo", metavar="DIR")
-    p.add_argument("--scan-shape", nargs=2, type=int, default=(64, 64), metavar=("SY", "SX"))
-    p.add_argument("--kernel-size", type=int, default=21, metavar="N")
+    from ricom.cli.options import use_help_formatter
+
+    use_help_formatter(p)
+    p.add_argument("-o", "--output-dir", default="ricom_demo", metavar="DIR",
+                   help="folder for the TIFF images, demo.h5 and demo.png (created)")
+    p.add_argument("--scan-shape", nargs=2, type=int, default=(64, 64), metavar=("SY", "SX"),
+                   help="simulated scan: rows and columns of probe positions")
+    p.add_argument("--kernel-size", type=int, default=21, metavar="N", help="odd n of the n×n riCOM kernel")
     p.add_argument("--dose", type=float, default=1e4, metavar="E_PER_PROBE",
-                   help="electrons per probe position (default 1e4; 0 = noiseless)")
-    p.add_argument("--defocus", type=float, default=0.0, metavar="ANGSTROM")
-    p.add_argument("--pore-radius", type=float, default=0.0, metavar="ANGSTROM")
-    p.add_argument("--no-progress", action="store_true")
+                   help="electrons per probe position, Poisson noise (0 = noiseless)")
+    p.add_argument("--defocus", type=float, default=0.0, metavar="ANGSTROM",
+                   help="probe defocus in Å; positive = underfocus (Kirkland's Δf)")
+    p.add_argument("--pore-radius", type=float, default=0.0, metavar="ANGSTROM",
+                   help="radius in Å of a vacuum pore at the scan centre (0 = none)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines")
 
 
 def run(args) -> int:

@@ -74,8 +74,9 @@ def _final_snapshot(result, rec, extra: dict, rotation_auto: bool):
         report = apply_auto_rotation(rec)
         snap = result.stamp(rec.snapshot())
         extra = {**extra, **{f"auto_rotation_{k}": v for k, v in report.items() if k not in ("rotation_deg", "flip")}}
-        print(f"rotation: {report['rotation_deg']:.2f}° flip: {report['flip']} "
-              f"(confidence {report['confidence']:.2f})", file=sys.stderr)
+        from ricom.core.progress import yes_no  # the words of `ricom calibrate` and `ricom info`
+        print(f"rotation: {report['rotation_deg']:.2f}°  flip: {yes_no(report['flip'])}  "
+              f"confidence: {report['confidence']:.2f}", file=sys.stderr)
     return snap, extra
 
 

@@ -11,8 +11,8 @@ defocus and astigmatism in the window); --source FILE reads any supported file;
 Headless use: --screenshot FILE.png saves a PNG of the whole window after
 --exit-after SECONDS (default 5) and exits 0; without a display, Qt's offscreen
 platform is used.  The reconstruction options are those of `ricom reconstruct`
-and set the starting values of the settings column (--rotation auto and --descan are
-not available here; --signals and --chunk-size have no effect).
+and set the starting values of the settings column (without --rotation auto and
+--descan, which the GUI does not offer, and --signals: every panel has its signal).
 """
 from __future__ import annotations
 
@@ -34,8 +34,9 @@ def add_arguments(p) -> None:
     src.add_argument("--timepix3", metavar="raw:PORT|raw:HOST:PORT|asi:HOST[:PORT]",
                      help="a Timepix3 stream: Serval's raw packets (listen on PORT, or connect to HOST:PORT) "
                           "or ASI's sparse stream")
-    g.add_argument("--dectris-stream", choices=("v1", "v2"), default="v1", help="the DECTRIS stream format")
-    g.add_argument("--dectris-api-port", type=int, default=80, metavar="PORT", help="DECTRIS REST port (80)")
+    g.add_argument("--dectris-stream", choices=("v1", "v2"), default="v1",
+                   help="the DECTRIS stream format: v1 (legacy JSON) or v2 (CBOR)")
+    g.add_argument("--dectris-api-port", type=int, default=80, metavar="PORT", help="DECTRIS REST port")
     g.add_argument("--merlin-control-port", type=int, metavar="PORT",
                    help="start the acquisition through this Merlin control port (usually 6341)")
     g.add_argument("--repeats", choices=("replace", "sum"),
@@ -53,7 +54,7 @@ def add_arguments(p) -> None:
     h.add_argument("--settings", metavar="FILE.json", help="load settings saved from the GUI")
     h.add_argument("--reset-layout", action="store_true", help="start with the default panel layout")
     add_source_options(p)
-    add_reconstruction_options(p)
+    add_reconstruction_options(p, batch=False)
 
 
 def _request(args):

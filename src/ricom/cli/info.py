@@ -5,13 +5,20 @@ shape, pixel type, counter depth and chip layout (Merlin), frame count, the scan
 and where it came from (given, the file, an .hdr), skips and flyback, and calibration
 the file carries.  The same source options as ``reconstruct`` apply, so ``info`` also
 checks that a scan shape fits the frame count.
+
+Event files (.tpx3, .t3p, event-list .h5) are shown as events: the events are read once
+(with progress; --quick skips it) for their count, the dwell time (measured from the
+line triggers, given, or from FILE.ricom.json), the scan's duration, the trigger edges
+and the chip layout, chip by chip.
 """
 from __future__ import annotations
 
 import json
 import warnings
 
+from ricom.cli.info_events import describe_events
 from ricom.cli.options import add_source_options, source_options
+from ricom.core.progress import yes_no
 
 HELP = "show what ricom detects in an input (shapes, dtype, depth, frames, scan shape)"
 
@@ -19,12 +26,16 @@ HELP = "show what ricom detects in an input (shapes, dtype, depth, frames, scan 
 def add_arguments(p) -> None:
     p.add_argument("input", metavar="INPUT", help="data file (.mib, file.h5:/dataset, .zarr, .npy, …) or 'demo'")
     p.add_argument("--json", action="store_true", help="print the description as JSON")
+    p.add_argument("--quick", action="store_true",
+                   help="event files: do not read the events (no count, measured dwell or trigger count)")
     add_source_options(p)
 
 
 def _value(v) -> str:
     if v is None:
         return "unknown"
+    if isinstance(v, bool):
+        return yes_no(v)
     if isinstance(v, (list, tuple)) and v and all(isinstance(x, (int, float)) for x in v):
         return "×".join(str(x) for x in v)
     if isinstance(v, (list, tuple)):
@@ -46,8 +57,13 @@ def run(args) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         source = open_source(args.input, **source_options(args))
+    read_events = not args.quick  # event files only: count the events, measure the dwell
     try:
-        d = {"input": args.input, **source.describe()}
+        if source.kind == "events":
+            shown, raw = describe_events(source, args.input, read=read_events, dwell_ns=args.dwell_ns)
+            d = {"input": args.input, **(raw if args.json else shown)}
+        else:
+            d = {"input": args.input, **source.describe()}
         hints = source.hints()
         if hints:
             d["calibration_in_file"] = hints

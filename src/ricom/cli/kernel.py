@@ -12,10 +12,14 @@ HELP = "riCOM kernel and its frequency response (numbers and plot)"
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--size", type=int, default=21, metavar="N", help="odd kernel size n")
+    from ricom.cli.options import use_help_formatter
+
+    use_help_formatter(p)
+    p.add_argument("--size", type=int, default=21, metavar="N", help="odd kernel size n (the kernel is n×n)")
     p.add_argument("--filter", nargs=2, type=float, metavar=("KMIN", "KMAX"),
-                   help="band-pass in cycles per scan pixel")
-    p.add_argument("--map-size", type=int, metavar="N", help="size of the response map (default max(256, 4n+1))")
+                   help="band-pass in cycles per scan pixel, 0.5 = Nyquist (default: none)")
+    p.add_argument("--map-size", type=int, metavar="N",
+                   help="size of the response map in scan pixels (default max(256, 4n+1))")
     p.add_argument("--plot", metavar="FILE.png", help="plot the kernel and its response")
     p.add_argument("--json", metavar="FILE.json", help="write k, response, approximation as JSON")
     p.add_argument("--save", metavar="FILE.npy", help="save the kernel (2, n, n): K_x, K_y")

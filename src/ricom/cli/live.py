@@ -1,6 +1,27 @@
-"""ricom live merlin [--host H] [--data-port P] [--acquisitions N|forever] [options] -o OUTPUT
+"""ricom live merlin|dectris|timepix3 [options] -o OUTPUT
 
-(``ricom live dectris``: see `ricom.cli.live_dectris`.)
+Reconstruct while a detector streams its data, and save each acquisition when it ends:
+'ricom live merlin' (Quantum Detectors Merlin over TCP), 'ricom live dectris' (DECTRIS
+SIMPLON: REST API and ZeroMQ stream), 'ricom live timepix3' (Serval's raw packets or
+ASI's sparse stream).  'ricom live DETECTOR --help' lists each one's options.  The
+session logic is `ricom.live.session`; this module holds the Merlin frontend and the
+options every live detector shares.
+"""
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+
+from ricom.cli.options import (
+    HelpFormatter,
+    add_layout_options,
+    add_reconstruction_options,
+    signals_and_settings,
+    source_options,
+)
+
+MERLIN_DOC = """ricom live merlin [--host H] [--data-port P] [--acquisitions N|forever] [options] -o OUTPUT
 
 Reconstruct while a Quantum Detectors Merlin (or 'ricom simulate merlin') streams frames
 over TCP, and save each acquisition when it ends.  By default the session is passive:
@@ -18,14 +39,6 @@ stream broke before any frame; 3 an acquisition broke off (the partial result is
 4 frames and scan shape do not add up (the result is saved; give the right
 --scan-shape, or --scan-pad / --scan-crop); 130 Ctrl-C (the partial result is saved).
 """
-from __future__ import annotations
-
-import argparse
-import signal
-import sys
-import threading
-
-from ricom.cli.options import add_reconstruction_options, add_source_options, signals_and_settings, source_options
 
 HELP = "reconstruct live from a detector stream (Merlin over TCP, DECTRIS SIMPLON)"
 
@@ -34,17 +47,17 @@ def add_arguments(p) -> None:
     from ricom.cli import live_dectris
 
     sub = p.add_subparsers(dest="detector", metavar="DETECTOR", required=True)
-    m = sub.add_parser("merlin", help="Quantum Detectors Merlin data (and control) port", description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    m = sub.add_parser("merlin", help="Quantum Detectors Merlin data (and control) port", description=MERLIN_DOC,
+                       formatter_class=HelpFormatter)
     add_merlin_arguments(m)
     m.set_defaults(_run=run_merlin)
     d = sub.add_parser("dectris", help="DECTRIS ARINA, QUADRO, EIGER2 (SIMPLON REST + stream V1/V2)",
-                       description=live_dectris.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description=live_dectris.__doc__, formatter_class=HelpFormatter)
     live_dectris.add_arguments(d)
     d.set_defaults(_run=live_dectris.run)
     from ricom.cli import live_timepix3
     t = sub.add_parser("timepix3", help="Timepix3: the camera server's raw packet stream (Serval)",
-                       description=live_timepix3.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description=live_timepix3.__doc__, formatter_class=HelpFormatter)
     live_timepix3.add_arguments(t)
     t.set_defaults(_run=live_timepix3.run)
 
@@ -53,8 +66,8 @@ def add_session_arguments(p, c) -> None:
     """Options every live detector shares (``c``: the connection group)."""
     p.add_argument("-o", "--output", required=True, metavar="OUTPUT",
                    help="output file .h5 (every signal), .npy/.tif (first signal) or .png")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    c.add_argument("--frames", type=int, metavar="N", help="frames to read (default: from the header)")
+    p.add_argument("--no-progress", action="store_true", help="no status line")
+    c.add_argument("--frames", type=int, metavar="N", help="frames to read (default: from the acquisition header)")
     c.add_argument("--timeout", type=float, metavar="S",
                    help="end an acquisition when no data arrives for S seconds while it is received "
                         "(default: wait); waiting for an acquisition to start has no limit")
@@ -72,17 +85,18 @@ def add_session_arguments(p, c) -> None:
 def add_merlin_arguments(p) -> None:
     c = p.add_argument_group("detector connection")
     add_session_arguments(p, c)
-    c.add_argument("--host", default="127.0.0.1", help="detector PC (default 127.0.0.1)")
+    c.add_argument("--host", default="127.0.0.1", metavar="H", help="the Merlin PC: name or IP address")
     c.add_argument("--data-port", type=int, default=6342, metavar="P", help="data port (default 6342)")
     c.add_argument("--control-port", type=int, default=6341, metavar="P", help="control port (default 6341)")
     c.add_argument("--start", action="store_true",
                    help="arm and start the acquisition through the control port")
-    c.add_argument("--depth", type=int, choices=(1, 6, 12, 24), help="with --start: counter depth")
+    c.add_argument("--depth", type=int, choices=(1, 6, 12, 24),
+                   help="with --start: counter depth in bits (default: the detector's)")
     c.add_argument("--raw", action="store_true", help="with --start: raw R64 frames (FILEFORMAT 2)")
     c.add_argument("--trigger", choices=("soft", "external"), default="soft",
                    help="with --start: soft trigger (TRIGGERSTART 5 + SOFTTRIGGER) or leave the trigger "
                         "to the scan engine")
-    add_source_options(p)
+    add_layout_options(p)
     add_reconstruction_options(p)
 
 

@@ -23,13 +23,13 @@ stream broke before any frame; 3 an acquisition broke off (the partial result is
 from __future__ import annotations
 
 from ricom.cli.live import add_session_arguments, run_session
-from ricom.cli.options import add_reconstruction_options, add_source_options
+from ricom.cli.options import add_layout_options, add_reconstruction_options
 
 
 def add_arguments(p) -> None:
     c = p.add_argument_group("detector connection")
     add_session_arguments(p, c)
-    c.add_argument("--host", required=True, help="the detector control unit (DCU)")
+    c.add_argument("--host", required=True, metavar="H", help="the detector control unit (DCU): name or IP address")
     c.add_argument("--api-port", type=int, default=80, metavar="P", help="SIMPLON REST port (default 80)")
     c.add_argument("--stream-port", type=int, metavar="P", help="ZMQ stream port (default 9999 for v1, 31001 for v2)")
     c.add_argument("--stream", choices=("v1", "v2"), default="v1", help="stream format (default v1)")
@@ -39,11 +39,12 @@ def add_arguments(p) -> None:
     a = p.add_argument_group("active mode")
     a.add_argument("--trigger-mode", choices=("exte", "exts", "ints"), default="exte",
                    help="exte one frame per pulse (default), exts one pulse per line, ints software trigger")
-    a.add_argument("--count-time", type=float, metavar="S", help="exposure per frame (s)")
-    a.add_argument("--frame-time", type=float, metavar="S", help="frame period (s)")
-    a.add_argument("--roi", choices=("disabled", "merge2x2", "lines"), help="detector ROI mode (ARINA merge2x2)")
+    a.add_argument("--count-time", type=float, metavar="S", help="exposure per frame in s (default: the detector's)")
+    a.add_argument("--frame-time", type=float, metavar="S", help="frame period in s (default: the detector's)")
+    a.add_argument("--roi", choices=("disabled", "merge2x2", "lines"),
+                   help="detector ROI mode (ARINA merge2x2; default: the detector's)")
     a.add_argument("--compression", choices=("bslz4", "lz4"), default="bslz4", help="image compression")
-    add_source_options(p)
+    add_layout_options(p)
     add_reconstruction_options(p)
 
 

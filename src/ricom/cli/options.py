@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 
 from ricom.core.errors import Phrasebook, SettingsError, Wording, render
+from ricom.core.progress import yes_no
 
 FLAGS = {
     "scan_shape": Wording("--scan-shape", "SY SX"),
@@ -26,6 +27,7 @@ FLAGS = {
     "crop": Wording("--scan-crop", switch=True),
     "dwell_ns": Wording("--dwell-ns", "NS"),
     "acceptance_ns": Wording("--acceptance-ns", "NS"),
+    "keep_times": Wording("--record FILE.h5", switch=True),  # live Timepix3 keeps arrival times to record them
     "sync": Wording("--sync", "MODE"),
     "skip_lines": Wording("--skip-lines", "N"),
     "chip_layout": Wording("--chip-layout", "LAYOUT"),
@@ -33,7 +35,7 @@ FLAGS = {
     "band_pass": Wording("--filter", "KMIN KMAX"),
     "band_pass_unit": Wording("--filter-unit", "UNIT"),
     "rotation_deg": Wording("--rotation", "DEG"),
-    "flip": Wording("--flip", switch=True),
+    "flip": Wording("--flip", "yes|no"),
     "center_yx": Wording("--center", "CY CX"),
     "center": Wording("--center", "CY CX"),
     "reference": Wording("--reference", "FILE"),
@@ -57,6 +59,8 @@ FLAGS = {
 
 
 def _flag_value(value) -> str:
+    if isinstance(value, bool):
+        return yes_no(value)
     if isinstance(value, (tuple, list)):
         return " ".join(_flag_value(v) for v in value)
     return f"{value:g}" if isinstance(value, float) else str(value)
@@ -73,10 +77,31 @@ def error_text(error) -> str:
 DEFAULT_SIGNALS = "ricom,icom,com,vbf,vadf"
 
 
-def add_source_options(p: argparse.ArgumentParser) -> None:
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the layout of a command's description and ends every option's help with its
+    default (``(default: 64 64)``) unless the help already says it."""
+
+    def _get_help_string(self, action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (not action.option_strings or default is None or default is False or default == argparse.SUPPRESS
+                or "default" in text.lower()):
+            return text
+        shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else str(default)
+        return f"{text} (default: {shown.replace('%', '%%')})"
+
+
+def use_help_formatter(p: argparse.ArgumentParser) -> None:
+    """Give ``p`` the `HelpFormatter` (every command's ``add_arguments`` calls it first)."""
+    p.formatter_class = HelpFormatter
+
+
+def add_layout_options(p: argparse.ArgumentParser) -> None:
+    """Scan shape, skipped and flyback frames, repeats: how frames map onto scan positions."""
+    use_help_formatter(p)
     g = p.add_argument_group("input layout")
     g.add_argument("--scan-shape", nargs=2, type=int, metavar=("SY", "SX"),
-                   help="scan shape where the input does not carry it")
+                   help="scan shape (rows, columns of probe positions) where the input does not carry it")
     g.add_argument("--skip-frames", type=int, default=0, metavar="N", help="frames to drop at the start")
     g.add_argument("--flyback-frames", type=int, default=0, metavar="N",
                    help="extra frames at the end of every scan line, dropped")
@@ -86,21 +111,36 @@ def add_source_options(p: argparse.ArgumentParser) -> None:
                    help="accept fewer frames than the scan shape needs (missing positions stay empty)")
     g.add_argument("--scan-crop", action="store_true",
                    help="accept more frames than the scan shape needs (the extra frames are dropped)")
-    e = p.add_argument_group("event data (.tpx3, .t3p, event .h5)")
+
+
+def add_event_options(p: argparse.ArgumentParser) -> None:
+    """Options of event data (Timepix3 .tpx3/.t3p, event-list .h5, Timepix3 streams)."""
+    use_help_formatter(p)
+    e = p.add_argument_group("event data (.tpx3, .t3p, event .h5, Timepix3 streams)")
     e.add_argument("--dwell-ns", type=float, metavar="NS",
-                   help="dwell time per probe position; needed for .t3p and for .tpx3 without line triggers")
+                   help="dwell time per probe position in ns; needed for .t3p and for .tpx3 without line "
+                        "triggers (default: measured from the line triggers, or from FILE.ricom.json)")
     e.add_argument("--acceptance-ns", type=float, metavar="NS",
-                   help="keep only electrons arriving within NS of the probe reaching each position "
-                        "(lowers the dose after the fact; the mean dose is reported)")
+                   help="keep only electrons arriving within NS ns of the probe reaching each position "
+                        "(lowers the dose after the fact; the mean dose is reported; default: keep all)")
     e.add_argument("--sync", choices=("auto", "line", "pixel", "dwell"), default="auto",
-                   help=".tpx3 scan sync: TDC1 line trigger, pixel trigger, or dwell time alone")
+                   help="scan sync: TDC1 line trigger, pixel trigger, or dwell time alone; auto: line if "
+                        "the file has line triggers")
     e.add_argument("--skip-lines", type=int, default=0, metavar="N",
-                   help=".tpx3 line trigger: lines to drop at the start")
+                   help="line trigger: lines to drop at the start")
     e.add_argument("--chip-layout", metavar="LAYOUT",
-                   help="'cheetah' (quad, default for several chips), 'single', or 'ox,oy,sx,sy[,t];…' per chip")
+                   help="'cheetah' (ASI quad 512×512, the default for several chips), 'single' (one 256×256 "
+                        "chip), or 'ox,oy,sx,sy[,t];…' per chip (origin, axis signs ±1, t=1 swaps x and y)")
+
+
+def add_source_options(p: argparse.ArgumentParser) -> None:
+    """Every option of reading an input: `add_layout_options` and `add_event_options`."""
+    add_layout_options(p)
+    add_event_options(p)
 
 
 def source_options(args) -> dict:
+    """The `ricom.sources.open_source` keywords of the options ``add_*_options`` gave."""
     opts = {"skip_frames": args.skip_frames, "flyback_frames": args.flyback_frames,
             "frames_per_position": args.frames_per_position}
     if args.scan_shape:
@@ -109,59 +149,89 @@ def source_options(args) -> dict:
     for name in ("dwell_ns", "acceptance_ns", "chip_layout"):
         if getattr(args, name, None) is not None:
             opts[name] = getattr(args, name)
-    if args.sync != "auto":
+    if getattr(args, "sync", "auto") != "auto":
         opts["sync"] = args.sync
-    if args.skip_lines:
+    if getattr(args, "skip_lines", 0):
         opts["skip_lines"] = args.skip_lines
     return opts
 
 
-def add_reconstruction_options(p: argparse.ArgumentParser, cluster: bool = False) -> None:
-    """The reconstruction, calibration and signal options; ``cluster`` adds ``--cluster``/``--scheduler``."""
+def add_reconstruction_options(p: argparse.ArgumentParser, cluster: bool = False, batch: bool = True) -> None:
+    """The reconstruction, calibration and signal options.
+
+    ``cluster`` adds the run options of ``ricom reconstruct``: ``--cluster``/``--scheduler``
+    and ``--threads`` (the live commands and the GUI run their own way); ``batch=False``
+    (the GUI, where the window chooses the signals) leaves out ``--signals``,
+    ``--chunk-size``, ``--descan`` and ``--rotation auto``.
+    """
+    use_help_formatter(p)
     g = p.add_argument_group("reconstruction")
     g.add_argument("--kernel-size", type=int, metavar="N",
                    help="odd n of the n×n kernel (default 21, or less for scans smaller than 10 positions)")
     g.add_argument("--filter", nargs=2, type=float, metavar=("KMIN", "KMAX"),
-                   help="band-pass folded into the kernel, in cycles per scan pixel (0.5 = Nyquist)")
+                   help="band-pass folded into the kernel, in cycles per scan pixel (0.5 = Nyquist) unless "
+                        "--filter-unit inv_A (default: none)")
     g.add_argument("--filter-unit", choices=("cycles_per_pixel", "inv_A"), default="cycles_per_pixel",
-                   help="unit of --filter; inv_A needs --step")
-    g.add_argument("--rotation", default="0", metavar="DEG|auto",
+                   help="unit of --filter; inv_A (1/Å) needs --step")
+    auto = "; 'auto' finds it from the data" if batch else ""
+    g.add_argument("--rotation", default="0", metavar="DEG|auto" if batch else "DEG",
                    help="scan-detector rotation in degrees: the measured COM is turned by DEG from "
-                        "detector +x towards +y (clockwise on screen); 'auto' finds it from the data")
-    g.add_argument("--flip", action="store_true", help="mirror the detector x axis before the rotation")
+                        f"detector +x towards +y (clockwise on screen){auto}")
+    add_flip_option(g, "mirror the detector x axis (columns) before the rotation: yes or no; --flip alone = yes")
     g.add_argument("--center", nargs="+", metavar="CY CX|auto",
                    help="pattern centre in detector pixels (row column), or 'auto' (running mean COM); "
                         "default: from the input if it knows it, else auto")
-    g.add_argument("--reference", metavar="FILE", help="vacuum reference scan; its mean COM is the centre")
-    g.add_argument("--descan", nargs="+", metavar="ARG",
-                   help="descan correction: 'plane' (or 'quadratic') fitted to the COM over the scan (this "
-                        "also removes real long-range fields of that shape), or 'reference [FILE]': the COM "
-                        "map of a vacuum scan (FILE defaults to --reference); see docs/calibration.md")
+    g.add_argument("--reference", metavar="FILE",
+                   help="vacuum reference scan; its mean COM is the centre (default: none)")
+    if batch:
+        g.add_argument("--descan", nargs="+", metavar="ARG",
+                       help="descan correction: 'plane' (or 'quadratic') fitted to the COM over the scan (this "
+                            "also removes real long-range fields of that shape), or 'reference [FILE]': the COM "
+                            "map of a vacuum scan (FILE defaults to --reference); see docs/calibration.md "
+                            "(default: none)")
     g.add_argument("--com-mask", nargs=2, type=float, metavar=("RIN", "ROUT"),
-                   help="only pixels with RIN ≤ r < ROUT (detector pixels from the centre) enter the COM")
+                   help="only pixels with RIN ≤ r < ROUT (detector pixels from the centre) enter the COM "
+                        "(default: every pixel)")
     if cluster:
-        where = g.add_mutually_exclusive_group()
-        where.add_argument("--cluster", metavar="local:N",
-                           help="read and reduce the patterns on N local worker processes with Dask (needs "
-                                "ricom[distributed]); the input must be a file that can be split (not .tpx3/.t3p)")
-        where.add_argument("--scheduler", metavar="tcp://HOST:PORT",
-                           help="the same on an existing Dask cluster; every worker must read INPUT under the "
-                                "same path (shared file system)")
+        _add_cluster_options(g)
     c = p.add_argument_group("calibration (all three give riCOM and iCOM in V·Å)")
-    c.add_argument("--step", type=float, metavar="ANGSTROM", help="scan step in Å")
-    c.add_argument("--pixel-size-mrad", type=float, metavar="MRAD", help="detector pixel size in mrad")
-    c.add_argument("--energy-kev", type=float, metavar="KEV", help="beam energy in keV")
+    c.add_argument("--step", type=float, metavar="ANGSTROM", help="scan step in Å (default: from the input, if any)")
+    c.add_argument("--pixel-size-mrad", type=float, metavar="MRAD",
+                   help="detector pixel size in mrad (default: from the input, if any)")
+    c.add_argument("--energy-kev", type=float, metavar="KEV",
+                   help="beam energy in keV (default: from the input, if any)")
     o = p.add_argument_group("signals")
-    o.add_argument("--signals", default=DEFAULT_SIGNALS, metavar="LIST",
-                   help="comma list: ricom, icom, com (com_x, com_y), vbf, vabf, vadf, divergence, curl, "
-                        f"efield, counts (default {DEFAULT_SIGNALS})")
+    if batch:
+        o.add_argument("--signals", default=DEFAULT_SIGNALS, metavar="LIST",
+                       help="comma list: ricom, icom, com (com_x, com_y), vbf, vabf, vadf, divergence, curl, "
+                            "efield, counts")
     o.add_argument("--virtual-detector", nargs=2, type=float, metavar=("RIN", "ROUT"),
-                   help="annulus of vadf (vbf is the disc inside RIN); detector pixels unless "
-                        "--virtual-detector-unit mrad; default: from the bright-field disc")
-    o.add_argument("--virtual-detector-unit", choices=("px", "mrad"), default="px")
-    o.add_argument("--chunk-size", type=int, default=512, metavar="N", help="patterns per chunk")
-    o.add_argument("--threads", type=int, default=1, metavar="N",
-                   help="threads for the per-pattern sums (default 1; the kernel scatter uses one)")
+                   help="annulus of vadf (vbf is the disc inside RIN), in --virtual-detector-unit; default: "
+                        "from the bright-field disc")
+    o.add_argument("--virtual-detector-unit", choices=("px", "mrad"), default="px",
+                   help="unit of --virtual-detector: detector pixels or mrad (mrad needs --pixel-size-mrad)")
+    if batch:
+        o.add_argument("--chunk-size", type=int, default=512, metavar="N", help="patterns per chunk")
+    if cluster:
+        o.add_argument("--threads", type=int, default=1, metavar="N",
+                       help="threads for the per-pattern sums (the kernel scatter uses one)")
+
+
+def add_flip_option(group, text: str) -> None:
+    """``--flip [yes|no]`` (alone: yes), the same words as ``ricom calibrate --flip``."""
+    group.add_argument("--flip", nargs="?", choices=("yes", "no"), const="yes", default="no", metavar="yes|no",
+                       help=text)
+
+
+def _add_cluster_options(g) -> None:
+    where = g.add_mutually_exclusive_group()
+    where.add_argument("--cluster", metavar="local:N",
+                       help="read and reduce the patterns on N local worker processes with Dask (needs "
+                            "ricom[distributed]); the input must be a file that can be split (not .tpx3/.t3p); "
+                            "default: this process")
+    where.add_argument("--scheduler", metavar="tcp://HOST:PORT",
+                       help="the same on an existing Dask cluster; every worker must read INPUT under the "
+                            "same path (shared file system); default: none")
 
 
 def cluster_address(args) -> str | None:
@@ -224,14 +294,14 @@ def signals_and_settings(args) -> tuple[list[str], dict]:
 def settings_kwargs(args) -> dict:
     """Keyword arguments of `ricom.api.make_settings` from parsed options."""
     rotation = parse_rotation(args.rotation)
-    if args.chunk_size < 1:
+    if getattr(args, "chunk_size", 1) < 1:
         raise SettingsError("--chunk-size must be at least 1")
     return {
         "kernel_size": args.kernel_size,
         "band_pass": tuple(args.filter) if args.filter else None,
         "band_pass_unit": args.filter_unit,
         "rotation_deg": 0.0 if rotation == "auto" else rotation,
-        "flip": args.flip,
+        "flip": args.flip == "yes",
         "center_yx": parse_center(args.center),
         "step_A": args.step,
         "pixel_size_mrad": args.pixel_size_mrad,

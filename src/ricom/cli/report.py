@@ -18,7 +18,7 @@ the ground truth only for files written by 'ricom simulate', from their .ricom.j
 """
 from __future__ import annotations
 
-from ricom.cli.options import add_source_options, parse_center, source_options
+from ricom.cli.options import add_flip_option, add_source_options, parse_center, source_options
 
 HELP = "reproduce the paper's figures (kernel spectra, dose series, vacuum pore) as PNG + JSON"
 
@@ -30,15 +30,20 @@ def add_arguments(p) -> None:
     p.add_argument("--quick", action="store_true", help="a reduced report (32² scan, two doses)")
     p.add_argument("--doses", metavar="LIST",
                    help="comma list of electrons per probe, 0 = noiseless (default 1e2,1e3,1e4,1e5,0)")
-    p.add_argument("--pore-radius", type=float, metavar="ANGSTROM", help="vacuum pore radius (default 3)")
-    p.add_argument("--seed", type=int, default=0, help="noise seed of the simulator")
+    p.add_argument("--pore-radius", type=float, metavar="ANGSTROM", help="vacuum pore radius in Å (default 3)")
+    p.add_argument("--seed", type=int, default=0, metavar="N", help="noise seed of the simulator")
     c = p.add_argument_group("calibration of an INPUT (the demo knows its own)")
-    c.add_argument("--center", nargs="+", metavar="CY CX|auto", help="pattern centre in detector pixels")
-    c.add_argument("--rotation", type=float, default=0.0, metavar="DEG", help="scan-detector rotation")
-    c.add_argument("--flip", action="store_true", help="mirror detector x before the rotation")
-    c.add_argument("--step", type=float, metavar="ANGSTROM", help="scan step in Å")
-    c.add_argument("--pixel-size-mrad", type=float, metavar="MRAD", help="detector pixel size in mrad")
-    c.add_argument("--energy-kev", type=float, metavar="KEV", help="beam energy in keV")
+    c.add_argument("--center", nargs="+", metavar="CY CX|auto",
+                   help="pattern centre in detector pixels (row column), or 'auto' "
+                        "(default: from the input, else auto)")
+    c.add_argument("--rotation", type=float, default=0.0, metavar="DEG",
+                   help="scan-detector rotation in degrees, from detector +x towards +y (find it with ricom calibrate)")
+    add_flip_option(c, "mirror detector x (columns) before the rotation: yes or no; --flip alone = yes")
+    c.add_argument("--step", type=float, metavar="ANGSTROM", help="scan step in Å (default: from the input, if any)")
+    c.add_argument("--pixel-size-mrad", type=float, metavar="MRAD",
+                   help="detector pixel size in mrad (default: from the input, if any)")
+    c.add_argument("--energy-kev", type=float, metavar="KEV",
+                   help="beam energy in keV (default: from the input, if any)")
     add_source_options(p)  # with 'demo', --scan-shape sets the dose series' scan (default 48 48)
 
 
@@ -59,6 +64,7 @@ def run(args) -> int:
     import os
 
     from ricom.core.errors import SettingsError
+    from ricom.core.progress import Progress, yes_no
     from ricom.tools.report import ReportConfig, make_report
 
     cfg = ReportConfig.quick() if args.quick else ReportConfig()
@@ -78,11 +84,17 @@ def run(args) -> int:
         raise SettingsError(f"output {args.output_dir!r} is a file; give a folder")
     setting_args = {}
     if args.input != "demo":
-        setting_args = {"center_yx": parse_center(args.center), "rotation_deg": args.rotation, "flip": args.flip,
+        setting_args = {"center_yx": parse_center(args.center), "rotation_deg": args.rotation,
+                        "flip": args.flip == "yes",
                         "step_A": args.step, "pixel_size_mrad": args.pixel_size_mrad, "energy_keV": args.energy_kev}
-    rep = make_report(args.input, args.output_dir, cfg, source_options=source_options(args), **setting_args)
-    print(f"report on {rep.input} in {rep.seconds:.1f} s")
+    steps = len(cfg.doses) + 3 if args.input == "demo" else 3  # spectra, doses, pore, figures
+    with Progress("report", steps, "steps") as progress:
+        rep = make_report(args.input, args.output_dir, cfg, source_options=source_options(args), progress=progress,
+                          **setting_args)
+        progress.update(1, "done")
+    print(f"report on {rep.input}:")
     for key, value in rep.findings.items():
-        print(f"  {key.replace('_', ' ')}: {'yes' if value else 'no'}")
-    print(f"wrote {len(rep.figures)} figures, report.json and report.md to {args.output_dir}")
+        print(f"  {key.replace('_', ' ')}: {yes_no(value)}")
+    print(progress.summary(f"wrote {len(rep.figures)} figures, report.json and report.md to {args.output_dir}",
+                           rate=False))
     return 0

@@ -36,11 +36,13 @@ def add_arguments(p) -> None:
                    help="ZeroMQ stream port (default 9999; V2 detectors use 31001; 0 = any)")
     s.add_argument("--stream", choices=("v1", "v2"), default="v1",
                    help="stream format: v1 (legacy: multipart JSON) or v2 (CBOR); REST stream/config/format too")
-    s.add_argument("--compression", choices=("bslz4", "lz4", "none"), default="bslz4")
+    s.add_argument("--compression", choices=("bslz4", "lz4", "none"), default="bslz4",
+                   help="image compression: bitshuffle-LZ4, LZ4 or none")
     s.add_argument("--bit-depth", type=int, choices=(8, 16, 32), default=16, help="bit_depth_image (default 16)")
     s.add_argument("--roi", choices=("disabled", "merge2x2"), default="disabled",
                    help="merge2x2 sums 2×2 pixels (ARINA's 96×96 mode)")
-    s.add_argument("--header-detail", choices=("all", "basic", "none"), default="all")
+    s.add_argument("--header-detail", choices=("all", "basic", "none"), default="all",
+                   help="how much of the detector configuration the series header carries")
     s.add_argument("--split-header", action="store_true",
                    help="V1: send the dheader and the config JSON as two single-part messages")
     s.add_argument("--rate", type=float, default=0.0, metavar="HZ", help="frames per second (0 = as fast as possible)")

@@ -18,7 +18,6 @@ Example: ricom simulate events -o scan.tpx3 --scan-shape 32 32 --dose 200
 from __future__ import annotations
 
 import os
-import sys
 
 import numpy as np
 
@@ -75,21 +74,28 @@ def _specimen_bands(args):
         {"simulation": {"params": asdict(params)}}
 
 
+def _counted(bands, progress):
+    """The bands, telling ``progress`` of the positions of each."""
+    for frames, positions in bands:
+        yield frames, positions
+        progress.update(len(positions))
+
+
 def run(args) -> int:
+    from ricom.core.progress import Progress, count_text
     from ricom.simulators.events import write_events
 
     if args.counts:
         bands, scan, det, cal, extra = _count_bands(args.counts)
     else:
         bands, scan, det, cal, extra = _specimen_bands(args)
-    if sys.stderr.isatty():
-        from tqdm import tqdm
-        bands = tqdm(bands, total=-(-scan[0] // 4), desc="writing events", unit="band", leave=False)
-    info = write_events(args.output, bands, scan, det, args.format, dwell_ns=args.dwell_ns,
-                        line_gap_ns=args.line_gap_ns, start_ns=args.start_ns, jitter_ns=args.jitter_ns,
-                        chip_layout=args.chip_layout, seed=args.seed, calibration=cal, extra=extra)
     n_pos = scan[0] * scan[1]
+    with Progress("simulate events", n_pos, "positions") as progress:
+        info = write_events(args.output, _counted(bands, progress), scan, det, args.format, dwell_ns=args.dwell_ns,
+                            line_gap_ns=args.line_gap_ns, start_ns=args.start_ns, jitter_ns=args.jitter_ns,
+                            chip_layout=args.chip_layout, seed=args.seed, calibration=cal, extra=extra)
     side = "" if info["format"] == "h5" else f" and {os.path.splitext(args.output)[0]}.ricom.json"
-    print(f"wrote {args.output}{side}: {info['n_events']} events ({info['n_events'] / n_pos:.1f} per position) "
-          f"of a {scan[0]}×{scan[1]} scan, dwell {info['dwell_ns']:g} ns")
+    print(progress.summary(f"wrote {args.output}{side}: {count_text(info['n_events'])} events "
+                           f"({info['n_events'] / n_pos:.1f} per position) of a {scan[0]}×{scan[1]} scan, "
+                           f"dwell {info['dwell_ns']:g} ns"))
     return 0

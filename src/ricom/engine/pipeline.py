@@ -284,15 +284,16 @@ class Pipeline:
 
 
 class _Ticker:
-    """Progress: a terminal bar, a callable receiving each chunk's size, or nothing."""
+    """Progress: `ricom.core.progress.Progress` (a bar on a terminal, lines when piped), a
+    callable receiving each chunk's size, or nothing."""
 
     def __init__(self, progress, source: Source, description: str) -> None:
         self.bar = None
         self.call = progress if callable(progress) else None
         if progress is True:
-            from tqdm import tqdm  # the terminal bar only
-            self.bar = tqdm(total=source.n_frames, unit="pat", unit_scale=True, desc=description,
-                            disable=None, leave=False, smoothing=0.1)
+            from ricom.core.progress import Progress
+            unit = "events" if getattr(source, "kind", "frames") == "events" else "patterns"
+            self.bar = Progress(description, source.n_frames, unit)
 
     def __call__(self, n: int) -> None:
         if self.bar is not None:

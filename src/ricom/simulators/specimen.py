@@ -21,6 +21,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from ricom.core.errors import SettingsError
 from ricom.core.params import DetectorGeometry
+from ricom.core.progress import Progress
 from ricom.core.units import interaction_parameter, wavelength_A
 
 LATTICE_A = 3.905
@@ -308,15 +309,16 @@ def simulate_chunks(params: SimulationParams, rows_per_chunk: int = 4,
         yield frames, positions
 
 
-def simulate(params: SimulationParams = SimulationParams(), progress: bool = False) -> SimulatedData:
+def simulate(params: SimulationParams = SimulationParams(), progress=False) -> SimulatedData:
     """Simulate a whole 4D data set.
 
     Parameters
     ----------
     params : SimulationParams
         Specimen, optics, detector and noise.
-    progress : bool
-        Show a progress bar (tqdm) over the scan rows.
+    progress : bool or ricom.core.progress.Progress
+        True shows progress (a bar on a terminal, lines when piped); a `Progress` is
+        told of every simulated pattern.
 
     Returns
     -------
@@ -327,11 +329,15 @@ def simulate(params: SimulationParams = SimulationParams(), progress: bool = Fal
     sy, sx = params.scan_shape
     data = np.empty((sy * sx, *params.detector_shape), optics.dtype)
     chunks = simulate_chunks(params, 4, _optics=optics)
-    if progress:
-        from tqdm import tqdm
-        chunks = tqdm(chunks, total=-(-sy // 4), desc="simulating", unit="band")
-    for frames, positions in chunks:
-        data[positions] = frames
+    tick = Progress("simulate", sy * sx) if progress is True else progress or None
+    try:
+        for frames, positions in chunks:
+            data[positions] = frames
+            if tick is not None:
+                tick.update(len(positions))
+    finally:
+        if progress is True:
+            tick.close()
     potential = projected_potential(params, params.scan_shape, params.step_A).astype(np.float32)
     return SimulatedData(data.reshape(sy, sx, *params.detector_shape), potential, params,
                          optics.pixel_rad * 1e3, optics.center_yx)

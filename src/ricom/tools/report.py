@@ -229,10 +229,13 @@ def dose_label(dose) -> str:
     return "noiseless" if dose is None else f"{dose:.0e} e/probe"
 
 
-def dose_series(cfg: ReportConfig) -> dict:
-    """Images, power spectra and correlations with the ground truth at every dose."""
+def dose_series(cfg: ReportConfig, step=None) -> dict:
+    """Images, power spectra and correlations with the ground truth at every dose
+    (``step(1, note)`` is called before each dose: progress)."""
     rows = []
     for dose in cfg.doses:
+        if step is not None:
+            step(1, f"dose {dose_label(dose)}")
         params = SimulationParams(scan_shape=cfg.scan_shape, detector_shape=cfg.detector_shape,
                                   dose_e_per_probe=dose, seed=cfg.seed)
         source = SimulatorSource(params)
@@ -335,7 +338,7 @@ def ground_truth_table(series: dict) -> list[dict]:
 
 
 def make_report(data="demo", out_dir: str | None = None, config: ReportConfig | None = None,
-                source_options: dict | None = None, **setting_args) -> Report:
+                source_options: dict | None = None, progress=None, **setting_args) -> Report:
     """Compute the report and, with ``out_dir``, write its figures, JSON and index.
 
     Parameters
@@ -350,6 +353,9 @@ def make_report(data="demo", out_dir: str | None = None, config: ReportConfig | 
     source_options, **setting_args
         For an input of your own: as `ricom.reconstruct` (``scan_shape``, ``step_A``,
         ``center_yx`` …).
+    progress : ricom.core.progress.Progress, optional
+        Told of each step done (the spectra, each dose, the pore: ``len(doses) + 2`` for the
+        demo, else 2), with a note of what it does now (``update(n, note)``).
 
     Examples
     --------
@@ -361,10 +367,15 @@ def make_report(data="demo", out_dir: str | None = None, config: ReportConfig | 
     """
     t0 = time.perf_counter()
     cfg = config or ReportConfig()
+    step = progress.update if progress is not None else (lambda n=1, note=None: None)
+    step(0, "kernel spectra")
     spectra = kernel_spectra(cfg)
     if isinstance(data, str) and data == "demo":
-        name, series, pore = "demo", dose_series(cfg), pore_study(cfg)
+        name, series = "demo", dose_series(cfg, step)
+        step(1, "vacuum pore")
+        pore = pore_study(cfg)
     else:
+        step(1, "images")
         source = open_input(data, **(source_options or {}))
         name = data if isinstance(data, str) else type(data).__name__
         limit = max_kernel_size(source.scan_shape or (1,))
@@ -374,6 +385,7 @@ def make_report(data="demo", out_dir: str | None = None, config: ReportConfig | 
         truth = simulated_truth(data, images["icom"].shape)
         series, pore = {"scan_shape": list(images["icom"].shape), "rows": [image_row(name, images, truth)]}, None
     rep = Report(name, cfg, spectra, series, pore, findings(spectra, pore))
+    step(1, "figures")
     if out_dir is not None:
         write_report(rep, out_dir)
     rep.seconds = time.perf_counter() - t0
