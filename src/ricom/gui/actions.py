@@ -1,9 +1,10 @@
 """Saving, loading and dialogs of the main window (a mixin of `ricom.gui.window.MainWindow`).
 
 Owns the window's file actions: one panel as TIFF / PNG / .npy, all signals as HDF5,
-settings to JSON and back, a screenshot of the whole window, the centre from a reference
-scan (measured in the background) and the file dialogs that lead to them.  The public
-methods (`save_panel`, `save_all`, `save_settings`, `load_settings`, `save_screenshot`,
+settings to JSON and back, the calibration from a JSON file or a data file's sidecar, a
+screenshot of the whole window, the centre from a reference scan (measured in the
+background) and the file dialogs that lead to them.  The public methods (`save_panel`,
+`save_all`, `save_settings`, `load_settings`, `load_calibration`, `save_screenshot`,
 `measure_reference`) raise `ricom.core.errors.RicomError` or `OSError`; the dialog paths
 catch those and show them in the window.
 """
@@ -53,6 +54,12 @@ class WindowActions:
             self.column.set_scan_shape(shape)
         self.column.set_settings(settings)
         self.apply_settings()
+
+    def load_calibration(self, path: str) -> dict[str, float]:
+        """Fill the calibration fields from ``path`` (`ricom.gui.files.load_calibration`) and apply them."""
+        values = files.load_calibration(path)
+        self.column.calibration_box.fill(values)  # emits changed: applied like an edit
+        return values
 
     def save_screenshot(self, path: str) -> None:
         """The whole window as a PNG."""
@@ -108,6 +115,12 @@ class WindowActions:
         path = self._ask_path("Save screenshot", "PNG (*.png)", ".png")
         if path and self._guard(self.save_screenshot, path):
             self.show_message(f"saved {path}")
+
+    def _ask_load_calibration(self) -> None:
+        path, _ = QtWidgets.QFileDialog.getOpenFileName(
+            self, "Load calibration", "", "Calibration (*.json);;Data file with a .ricom.json sidecar (*)")
+        if path and self._guard(self.load_calibration, path):
+            self.show_message(f"calibration from {path}")
 
     def _open_file_dialog(self) -> None:
         path, _ = QtWidgets.QFileDialog.getOpenFileName(self, "Open 4D-STEM data")

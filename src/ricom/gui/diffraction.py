@@ -5,7 +5,9 @@ Owns `DiffractionPanel`: the last pattern the source delivered (kept by
 on a log scale, with the centre in use (cyan, draggable: dropping it sets a manual
 centre), the mean uncentred COM of the scan so far (red) and the virtual-detector radii
 (the annulus edges r_in and r_out are draggable circles; dropping one sets manual radii,
-which the engine applies from the next chunk).  Overlay positions are detector pixels
+which the engine applies from the next chunk).  The markers' labels are light text on a
+dark box, placed on the side of their marker that keeps them inside the view
+(`DiffractionPanel.place_labels`, again after every zoom or pan).  Overlay positions are detector pixels
 (row, column) of the pixel centres, as everywhere in ricom.  A source with a pixel mask
 (DECTRIS) has its masked pixels drawn over the pattern (`ricom.gui.mask_overlay`).
 """
@@ -22,7 +24,10 @@ from ricom.gui.imageview import ImageView
 from ricom.gui.mask_overlay import MaskOverlay
 from ricom.gui.panels import Panel, single_view_layout
 
-"""How often the mean COM marker is re-read from the engine."""
+LABEL_FILL = (0, 0, 0, 220)
+"""Background of the marker labels: readable on the bright disc and on the dark background."""
+LABEL_GAP_PX = 9
+"""Screen pixels between a marker and its label."""
 
 
 class DiffractionPanel(Panel):
@@ -55,9 +60,11 @@ class DiffractionPanel(Panel):
         self._dragging = False
         self._overlay_state = None
         self.centre_item = pg.TargetItem(size=14, pen=pg.mkPen("c", width=2), movable=True,
-                                         label="centre", labelOpts={"color": "c", "offset": (10, -20)})
+                                         label="centre", labelOpts=_label_options("#40ffff"))
         self.com_item = pg.TargetItem(size=10, symbol="x", pen=pg.mkPen("r", width=2), movable=False,
-                                      label="mean COM", labelOpts={"color": "r", "offset": (10, 8)})
+                                      label="mean COM", labelOpts=_label_options("#ff7070"))
+        self.centre_item.setZValue(30)  # markers and their labels above the rings and guides
+        self.com_item.setZValue(29)
         self.guides: list[pg.QtWidgets.QGraphicsEllipseItem] = []
         self.inner_roi = _ring_roi("#4fd04f")
         self.outer_roi = _ring_roi("#f0c020")
@@ -69,6 +76,7 @@ class DiffractionPanel(Panel):
         for roi in (self.inner_roi, self.outer_roi):
             roi.sigRegionChangeStarted.connect(self._drag_started)
             roi.sigRegionChangeFinished.connect(self._radius_dropped)
+        self.view.view.sigRangeChanged.connect(lambda *_: self.place_labels())
 
     # ------------------------------------------------------------------ drawing
     def state_key(self, live):
@@ -127,6 +135,40 @@ class DiffractionPanel(Panel):
             self._draw_guides(radii, edge)
         finally:
             self._programmatic = False
+            self.place_labels()
+
+    def place_labels(self) -> None:
+        """Put each marker's label beside it on a side where it fits inside the view.
+
+        The centre's label prefers above-right and the mean COM's below-right; a label
+        takes the first quadrant around its marker (right before left, its preferred
+        side before the other) where it fits and the other label is not.  When only one
+        quadrant fits (both markers in a corner), the mean COM's label stacks past the other.
+        """
+        vb = self.view.view
+        (x0, x1), (y0, y1) = vb.viewRange()
+        sx, sy = vb.viewPixelSize()
+        if not (sx > 0 and sy > 0):
+            return
+        taken: tuple[bool, bool, float] | None = None
+        for item, prefer_up in ((self.centre_item, True), (self.com_item, False)):
+            label = item.label()
+            if label is None or not item.isVisible():
+                continue
+            size = label.textItem.boundingRect()
+            w, h = size.width() + LABEL_GAP_PX, size.height() + LABEL_GAP_PX
+            px, py = item.pos().x(), item.pos().y()
+            room = {"left": (px - x0) / sx, "right": (x1 - px) / sx, "up": (py - y0) / sy, "down": (y1 - py) / sy}
+            order = [(up, right) for up in (prefer_up, not prefer_up) for right in (True, False)]
+            fits = [q for q in order if room["up" if q[0] else "down"] >= h and room["right" if q[1] else "left"] >= w]
+            free = [q for q in fits if taken is None or q != taken[:2]]
+            up, right = (free or fits or order)[0]
+            extra = taken[2] if taken is not None and (up, right) == taken[:2] else 0.0  # stack past the other
+            taken = (up, right, h + extra)
+            dy = LABEL_GAP_PX + extra
+            label.offset = pg.Point(LABEL_GAP_PX if right else -LABEL_GAP_PX, -dy if up else dy)
+            label.setAnchor((0.0 if right else 1.0, 1.0 if up else 0.0))
+            label.viewTransformChanged()
 
     def _edge_radius(self) -> float:
         dy, dx = self.pattern.shape
@@ -190,6 +232,12 @@ class DiffractionPanel(Panel):
         if self.pattern is None:
             return None
         return "pattern", np.asarray(self.pattern, np.float64), "counts"
+
+
+def _label_options(colour: str) -> dict:
+    """Text options of a marker label: ``colour`` on a dark box with a thin border of the same colour."""
+    return {"color": colour, "fill": pg.mkBrush(*LABEL_FILL), "border": pg.mkPen(colour, width=1),
+            "offset": (LABEL_GAP_PX, -LABEL_GAP_PX), "anchor": (0.0, 1.0)}
 
 
 def _ring_roi(colour: str) -> pg.CircleROI:

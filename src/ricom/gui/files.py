@@ -4,7 +4,8 @@ Owns the file formats of the GUI's Save menus: one panel as float32 TIFF with it
 calibration (`ricom.io.outputs.write_tiff`), as PNG (the colour-mapped image as shown) or
 as ``.npy``; all signals of a snapshot as one HDF5 file (`ricom.io.outputs.save`); and the
 reconstruction settings as JSON (`settings_to_dict` / `settings_from_dict`, which
-`load_settings` reads back).  Every file is written atomically (`ricom.io.outputs.atomic_path`).
+`load_settings` reads back); the calibration of a settings file or of a data file's
+``.ricom.json`` sidecar (`load_calibration`).  Every file is written atomically (`ricom.io.outputs.atomic_path`).
 """
 from __future__ import annotations
 
@@ -96,6 +97,57 @@ def load_settings(path: str) -> tuple[Settings, tuple[int, int] | None]:
         raise SettingsError(f"{path!r} is not a ricom GUI settings file (no \"format\": \"{SETTINGS_FORMAT}\")")
     shape = doc.get("scan_shape")
     return settings_from_dict(doc), (tuple(int(v) for v in shape) if shape else None)
+
+
+CALIBRATION_KEYS = ("step_A", "pixel_size_mrad", "energy_keV")
+
+
+def calibration_file(path: str) -> str:
+    """The JSON that holds the calibration of ``path``: ``path`` itself if it is a ``.json``,
+    else its sidecar ``<path>.ricom.json`` or ``<stem>.ricom.json`` (whichever exists)."""
+    if path.lower().endswith(".json"):
+        return path
+    for side in (path + ".ricom.json", os.path.splitext(path)[0] + ".ricom.json"):
+        if os.path.exists(side):
+            return side
+    raise SettingsError(f"{path!r} has no calibration sidecar ({os.path.basename(path)}.ricom.json); "
+                        "choose a .json file with a \"calibration\" section")
+
+
+def load_calibration(path: str) -> dict[str, float]:
+    """The calibration values a JSON file (or a data file's sidecar) carries.
+
+    Reads the ``"calibration"`` section of a GUI settings file or of a ``.ricom.json``
+    sidecar (as ``ricom simulate`` writes), or the same keys at the top level.
+
+    Returns
+    -------
+    dict
+        Those of ``step_A``, ``pixel_size_mrad``, ``energy_keV`` that are given.
+
+    Raises
+    ------
+    SettingsError
+        If the file cannot be read, is not JSON or gives none of the three.
+    """
+    side = calibration_file(path)
+    try:
+        with open(side, encoding="utf-8") as fh:
+            doc = json.load(fh)
+    except OSError as exc:
+        raise SettingsError(f"cannot read the calibration file {side!r} ({exc.strerror or exc})") from None
+    except json.JSONDecodeError as exc:
+        raise SettingsError(f"{side!r} is not a JSON file ({exc})") from None
+    section = doc.get("calibration", doc) if isinstance(doc, dict) else {}
+    section = section if isinstance(section, dict) else {}
+    try:
+        found = {k: float(section[k]) for k in CALIBRATION_KEYS if section.get(k) is not None}
+    except (TypeError, ValueError):
+        raise SettingsError(f"{side!r}: the calibration values must be numbers") from None
+    if not found:
+        raise SettingsError(f"{side!r} gives no calibration (step_A, pixel_size_mrad, energy_keV)")
+    Calibration(**found)  # positive numbers, or a SettingsError naming the parameter
+    return found
 
 
 def save_panel(path: str, fmt: str, export, qimage=None, snap: Snapshot | None = None) -> None:

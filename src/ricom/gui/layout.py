@@ -2,8 +2,9 @@
 
 Owns `WindowLayout`, a mixin of `ricom.gui.window.MainWindow`: the left dock (messages,
 source controls, settings column), the default arrangement of the panel docks (settings
-on the left, a four-column grid with riCOM largest), the File and View menus, the status
-bar widgets, and saving/restoring the dock layout, window geometry and each panel's
+on the left, a four-column grid with riCOM largest), the File, View and Help menus (Help ›
+About: `ricom.gui.about`), the status bar widgets (with the "calibration missing" button
+that leads to the Calibration fields), and saving/restoring the dock layout, window geometry and each panel's
 display settings with `QSettings`.
 """
 from __future__ import annotations
@@ -40,6 +41,7 @@ class WindowLayout:
         scroll = QtWidgets.QScrollArea(widgetResizable=True)
         scroll.setWidget(inner)
         scroll.setMinimumWidth(290)
+        self.settings_scroll = scroll
         self.settings_dock = QtWidgets.QDockWidget("Source and settings", self)
         self.settings_dock.setObjectName("dock_settings")
         self.settings_dock.setWidget(scroll)
@@ -99,6 +101,8 @@ class WindowLayout:
             v.addAction(dock.toggleViewAction())
         v.addSeparator()
         v.addAction("Reset layout", self.reset_layout)
+        h = self.menuBar().addMenu("&Help")
+        h.addAction("About ricom…", self.show_about)
 
     def _build_status_bar(self) -> None:
         sb = self.statusBar()
@@ -106,8 +110,37 @@ class WindowLayout:
         self.state_label = QtWidgets.QLabel("idle")
         self.rate_label = QtWidgets.QLabel("")
         self.dose_label = QtWidgets.QLabel("")
-        for w in (self.state_label, self.progress, self.rate_label, self.dose_label):
+        self.calibration_button = QtWidgets.QToolButton(
+            text="⚠ calibration missing", autoRaise=True, styleSheet="color:#8a5a00; font-weight:bold",
+            toolTip="the images are not in V·Å: click to enter step, pixel size and energy (or load them)")
+        self.calibration_button.clicked.connect(self.focus_calibration)
+        for w in (self.calibration_button, self.state_label, self.progress, self.rate_label, self.dose_label):
             sb.addPermanentWidget(w)
+
+    def _show_calibration_missing(self, hint: str) -> None:
+        """Show the status bar's calibration button while the calibration is incomplete."""
+        self.calibration_button.setVisible(bool(hint))
+        if hint:
+            box = self.column.calibration_box
+            word = "missing" if len(box.missing()) == len(box.fields) else "incomplete"
+            self.calibration_button.setText(f"⚠ calibration {word}")
+
+    def focus_calibration(self) -> None:
+        """Bring the Calibration fields into view and put the cursor into the first empty one."""
+        self.settings_dock.show()
+        self.settings_dock.raise_()
+        box = self.column.calibration_box
+        self.settings_scroll.ensureWidgetVisible(box)
+        self.activateWindow()
+        box.focus_missing()
+
+    def show_about(self) -> QtWidgets.QMessageBox:
+        """Help › About: ricom and the versions it runs with (non-modal; returned for tests)."""
+        from ricom.gui.about import about_box
+
+        self.about_box = about_box(self)
+        self.about_box.show()
+        return self.about_box
 
     def _save_layout(self) -> None:
         store = QtCore.QSettings(SETTINGS_ORG, SETTINGS_APP)

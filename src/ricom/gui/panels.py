@@ -4,7 +4,8 @@ Owns the `Panel` protocol (``refresh(live)`` draws from the engine's latest
 `ricom.engine.snapshot.Snapshot`; ``export()`` gives the array a panel saves) and the panels
 built on `ricom.gui.imageview.ImageView`: a named signal (riCOM, iCOM, COM x/y,
 divergence), the virtual detectors, the E-field as a colour wheel (hue = direction,
-value = magnitude), the FFT of any signal (display only), and the kernel with its
+value = magnitude), the FFT of any signal (display only: `windowed_log_spectrum`, a Hann
+window so the image edges make no axis streaks), and the kernel with its
 frequency response.  Every image comes from `Snapshot.signal` or `ricom.engine.kernels`; no
 panel computes physics.  The diffraction view is in `ricom.gui.diffraction`.
 """
@@ -187,8 +188,35 @@ def colour_wheel(size: int) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate([rgb, alpha], axis=-1))
 
 
+def windowed_log_spectrum(image: np.ndarray) -> np.ndarray:
+    """log₁₀ |FFT| of ``image`` minus its mean, times a 2D Hann window (zero frequency at the centre).
+
+    Display only.  Without the window the jump between opposite image edges (the FFT
+    treats the image as periodic) draws bright streaks along both frequency axes; the
+    window takes the image smoothly to zero at its edges.  Non-finite values count as the
+    mean.  The floor is 10⁻⁹ of the peak, so an empty image gives a finite, flat result.
+
+    Examples
+    --------
+    >>> spec = windowed_log_spectrum(np.arange(64.0).reshape(8, 8))
+    >>> spec.shape, bool(np.isfinite(spec).all())
+    ((8, 8), True)
+    """
+    img = np.asarray(image, np.float64)
+    finite = np.isfinite(img)
+    img = np.where(finite, img - (img[finite].mean() if finite.any() else 0.0), 0.0)
+    window = np.outer(_hann(img.shape[0]), _hann(img.shape[1]))
+    spec = np.abs(np.fft.fftshift(np.fft.fft2(img * window)))
+    return np.log10(spec + (spec.max() * 1e-9 or 1e-30))
+
+
+def _hann(n: int) -> np.ndarray:
+    """Symmetric Hann window of length n (all ones below 3: too short to taper)."""
+    return np.hanning(n) if n >= 3 else np.ones(n)
+
+
 class FFTPanel(_ChoicePanel):
-    """log₁₀ |FFT| of any signal (display only: the signal's mean is removed first)."""
+    """log₁₀ |FFT| of any signal, Hann-windowed (display only: `windowed_log_spectrum`)."""
 
     key, title = "fft", "FFT"
 
@@ -200,11 +228,8 @@ class FFTPanel(_ChoicePanel):
     def refresh(self, live) -> None:
         snap = live.snapshot
         self._set_choices([*FFT_SOURCES, *snap.virtual])
-        img = np.asarray(snap.signal(self.choice.currentText()), np.float64)
-        finite = np.isfinite(img)
-        img = np.where(finite, img - (img[finite].mean() if finite.any() else 0.0), 0.0)
-        spec = np.abs(np.fft.fftshift(np.fft.fft2(img)))
-        self.view.set_image(np.log10(spec + (spec.max() * 1e-9 or 1e-30)), "log10 |F|")
+        self.view.set_image(windowed_log_spectrum(snap.signal(self.choice.currentText())),
+                            "log10 |F| (Hann window)")
 
     def export(self):
         out = super().export()

@@ -3,7 +3,9 @@
 Owns `SettingsColumn`: kernel size and band-pass, rotation and flip, the centre
 (auto = running mean COM, manual, or measured on a reference scan), the virtual-detector
 annulus (auto from the bright-field disc, or manual radii), the scan shape (used before
-a run) and the calibration (step, detector pixel size, energy).  It emits `changed`
+a run; while one runs, the input's) and the calibration (`ricom.gui.calibration_box`).
+While radii and centre are automatic, their greyed fields show what the engine uses
+(`show_radii_in_use`, `show_centre_in_use`).  It emits `changed`
 whenever the user edits something; the window then builds `settings()` and hands it to
 `Reconstruction.update_settings`.  `set_settings` shows a `Settings` without emitting.
 """
@@ -17,12 +19,12 @@ from ricom.api import DEFAULT_VIRTUAL_DETECTORS, virtual_detectors_from_annulus
 from ricom.core.errors import SettingsError
 from ricom.core.params import (
     MAX_KERNEL_SIZE,
-    Calibration,
     DetectorGeometry,
     KernelSettings,
     Settings,
     max_kernel_size,
 )
+from ricom.gui.calibration_box import CalibrationBox
 
 CENTRE_MODES = ("auto (mean COM)", "manual", "from reference")
 VD_MODES = ("auto (from BF disc)", "manual", "custom (from file)")
@@ -48,6 +50,11 @@ class SettingsColumn(QtWidgets.QWidget):
         The user asked to measure the centre on a reference scan.
     guess_requested()
         The user asked to find rotation and flip from the data seen so far.
+
+    Attributes
+    ----------
+    calibration_box : CalibrationBox
+        The Calibration group (its `load_requested` and `missing_changed` signals).
     """
 
     changed = QtCore.Signal()
@@ -65,13 +72,16 @@ class SettingsColumn(QtWidgets.QWidget):
         self._geometry_group(lay)
         self._detector_group(lay)
         self._scan_group(lay)
-        self._calibration_group(lay)
+        self.calibration_box = CalibrationBox()
+        self.step, self.pixel_size, self.energy = (self.calibration_box.step, self.calibration_box.pixel_size,
+                                                   self.calibration_box.energy)
+        lay.addWidget(self.calibration_box)
         lay.addStretch(1)
 
         self.kernel_size.valueChanged.connect(self._kernel_size_changed)
-        for w in (self.k_min, self.k_max, self.rotation, self.centre_y, self.centre_x, self.r_in, self.r_out,
-                  self.step, self.pixel_size, self.energy):
+        for w in (self.k_min, self.k_max, self.rotation, self.centre_y, self.centre_x, self.r_in, self.r_out):
             w.valueChanged.connect(self._emit)
+        self.calibration_box.changed.connect(self._emit)
         for w in (self.band_pass, self.flip):
             w.toggled.connect(self._emit)
         self.centre_mode.currentIndexChanged.connect(self._centre_mode_changed)
@@ -119,8 +129,8 @@ class SettingsColumn(QtWidgets.QWidget):
         """Radii of the virtual detectors."""
         self.vd_mode = QtWidgets.QComboBox()
         self.vd_mode.addItems(VD_MODES[:2])
-        self.r_in = _dspin(0.0, 65535.0, 8.0, 1, 0.5, " px", tip="vADF inner radius = vBF radius")
-        self.r_out = _dspin(0.0, 65535.0, 0.0, 1, 0.5, " px", special="∞", tip="vADF outer radius (0 = ∞)")
+        self.r_in = _dspin(0.0, 65535.0, 8.0, 2, 0.5, " px", tip="vADF inner radius = vBF radius")
+        self.r_out = _dspin(0.0, 65535.0, 0.0, 2, 0.5, " px", special="∞", tip="vADF outer radius (0 = ∞)")
         form = self._group(lay, "Virtual detectors (from the next chunk)")
         form.addRow("radii", self.vd_mode)
         form.addRow("r in / out", _pair(self.r_in, self.r_out))
@@ -130,19 +140,12 @@ class SettingsColumn(QtWidgets.QWidget):
         self.scan_y = QtWidgets.QSpinBox(minimum=1, maximum=65535, value=64)
         self.scan_x = QtWidgets.QSpinBox(minimum=1, maximum=65535, value=64)
         self.scan_override = QtWidgets.QCheckBox("override the input's own scan shape")
+        for w in (self.scan_y, self.scan_x):
+            w.setToolTip("scan rows × columns: the input's own while it runs; set before a run for the simulator "
+                         "and inputs without one")
         form = self._group(lay, "Scan (before a run)")
         form.addRow("rows × cols", _pair(self.scan_y, self.scan_x))
         form.addRow(self.scan_override)
-
-    def _calibration_group(self, lay: QtWidgets.QVBoxLayout) -> None:
-        """Scan step, detector pixel size and beam energy."""
-        self.step = _dspin(0.0, 1e4, 0.0, 4, 0.01, " Å", special="none", tip="scan step")
-        self.pixel_size = _dspin(0.0, 1e3, 0.0, 4, 0.01, " mrad", special="none", tip="detector pixel size")
-        self.energy = _dspin(0.0, 1e4, 0.0, 1, 10.0, " keV", special="none", tip="beam energy")
-        form = self._group(lay, "Calibration (all three: V·Å)")
-        form.addRow("step", self.step)
-        form.addRow("pixel size", self.pixel_size)
-        form.addRow("energy", self.energy)
 
     def _group(self, lay, title: str) -> QtWidgets.QFormLayout:
         box = QtWidgets.QGroupBox(title)
@@ -185,6 +188,7 @@ class SettingsColumn(QtWidgets.QWidget):
         vd_manual = self.vd_mode.currentIndex() == 1
         self.r_in.setEnabled(vd_manual)
         self.r_out.setEnabled(vd_manual)
+        self.calibration_box.update_hint()
 
     def _show_centre(self, centre) -> None:
         for w, v in ((self.centre_y, centre[0]), (self.centre_x, centre[1])):
@@ -226,6 +230,26 @@ class SettingsColumn(QtWidgets.QWidget):
         if centre is not None and self.centre_mode.currentIndex() == 0:
             self._show_centre(centre)
 
+    def show_radii_in_use(self, radii: dict) -> None:
+        """Show the engine's vADF radii (``Snapshot.virtual_radii_px``) in the (disabled) fields
+        while the radii are not manual."""
+        if self.vd_mode.currentIndex() == 1 or "vadf" not in radii:
+            return
+        r_in, r_out = radii["vadf"]
+        for w, v in ((self.r_in, r_in), (self.r_out, r_out if math.isfinite(r_out) else 0.0)):
+            w.blockSignals(True)
+            w.setValue(float(v))
+            w.blockSignals(False)
+
+    def show_scan_shape_in_use(self, shape) -> None:
+        """Show the scan shape of the input being reconstructed (unless 'override' is ticked)."""
+        if self.scan_override.isChecked():
+            return
+        for w, v in ((self.scan_y, shape[0]), (self.scan_x, shape[1])):
+            w.blockSignals(True)
+            w.setValue(int(v))
+            w.blockSignals(False)
+
     def scan_shape(self) -> tuple[int, int]:
         return self.scan_y.value(), self.scan_x.value()
 
@@ -256,8 +280,7 @@ class SettingsColumn(QtWidgets.QWidget):
         else:
             centre = (self.centre_y.value(), self.centre_x.value())
         geometry = DetectorGeometry(centre, self.rotation.value(), self.flip.isChecked())
-        calibration = Calibration(self.step.value() or None, self.pixel_size.value() or None,
-                                  self.energy.value() or None)
+        calibration = self.calibration_box.calibration()
         vd_mode = self.vd_mode.currentIndex()
         if vd_mode == 2 and self._custom_vds is not None:
             vds = self._custom_vds
@@ -274,8 +297,7 @@ class SettingsColumn(QtWidgets.QWidget):
     def set_settings(self, s: Settings) -> None:
         """Show ``s`` in the widgets without emitting `changed`."""
         widgets = [self.kernel_size, self.band_pass, self.k_min, self.k_max, self.rotation, self.flip,
-                   self.centre_mode, self.centre_y, self.centre_x, self.vd_mode, self.r_in, self.r_out,
-                   self.step, self.pixel_size, self.energy]
+                   self.centre_mode, self.centre_y, self.centre_x, self.vd_mode, self.r_in, self.r_out]
         for w in widgets:
             w.blockSignals(True)
         try:
@@ -294,10 +316,7 @@ class SettingsColumn(QtWidgets.QWidget):
                 self.centre_mode.setCurrentIndex(2 if from_ref else 1)
                 self._show_centre(c)
             self._show_vds(s.virtual_detectors)
-            cal = s.calibration
-            self.step.setValue(cal.step_A or 0.0)
-            self.pixel_size.setValue(cal.pixel_size_mrad or 0.0)
-            self.energy.setValue(cal.energy_keV or 0.0)
+            self.calibration_box.set_calibration(s.calibration)
             self._com_mask = s.com_mask_px
         finally:
             for w in widgets:

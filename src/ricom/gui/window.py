@@ -121,6 +121,9 @@ class MainWindow(WindowLayout, WindowActions, QtWidgets.QMainWindow):
         self.column.changed.connect(self.apply_settings)
         self.column.reference_requested.connect(self._ask_reference)
         self.column.guess_requested.connect(self.guess_rotation)
+        self.column.calibration_box.load_requested.connect(self._ask_load_calibration)
+        self.column.calibration_box.missing_changed.connect(self._show_calibration_missing)
+        self._show_calibration_missing(self.column.calibration_box.hint_text())
         diff = self.panels["diffraction"]
         diff.centre_moved.connect(self.column.set_manual_centre)
         diff.radii_moved.connect(self.column.set_manual_radii)
@@ -186,6 +189,7 @@ class MainWindow(WindowLayout, WindowActions, QtWidgets.QMainWindow):
         """Show ``rec`` in the panels (a live session's newest or selected acquisition)."""
         self.rec = rec
         self.column.set_settings(rec.settings)
+        self.column.show_scan_shape_in_use(rec.scan_shape)
         self._epoch += 1
         self.refresh(all_stale=True)
 
@@ -263,6 +267,7 @@ class MainWindow(WindowLayout, WindowActions, QtWidgets.QMainWindow):
             self._ready = True
             self.rec = w.rec
             self.column.set_settings(self.rec.settings)
+            self.column.show_scan_shape_in_use(self.rec.scan_shape)
             self._epoch += 1
             self.state_label.setText("running")
         if w is not None and w.finished.is_set() and not self._reported:
@@ -361,6 +366,7 @@ class MainWindow(WindowLayout, WindowActions, QtWidgets.QMainWindow):
         per = "events/position" if tap.kind == "events" else "counts/position"
         self.dose_label.setText(f"dose {dose:,.0f} {per}" if dose >= 100 else f"dose {dose:.3g} {per}")
         self.column.show_centre_in_use(snap.center_yx)
+        self.column.show_radii_in_use(snap.virtual_radii_px)
         if self.worker is not None and self.worker.paused:
             self.state_label.setText("paused")
 
