@@ -25,7 +25,7 @@ def test_demo_writes_images_with_atoms_bright(tmp_path, capsys):
 def test_simulate_then_reconstruct_uses_the_sidecar_calibration(tmp_path):
     path = tmp_path / "sim.npy"
     assert main(["simulate", "-o", str(path), "--scan-shape", "12", "12", "--detector-shape", "32", "32"]) == 0
-    assert (tmp_path / "sim.ricom.json").exists()
+    assert (tmp_path / "sim.npy.ricom.json").exists()
     out = tmp_path / "r.h5"
     assert main(["reconstruct", str(path), "-o", str(out), "--kernel-size", "7", "--no-progress"]) == 0
     with h5py.File(out) as f:

@@ -1,7 +1,7 @@
 """ricom simulate [data|merlin|dectris|events] …
 
 ``ricom simulate -o FILE.npy`` (or ``simulate data``) writes a simulated 4D-STEM dataset
-of the built-in SrTiO3 specimen, with its calibration in ``FILE.ricom.json`` beside it
+of the built-in SrTiO3 specimen, with its calibration in ``FILE.npy.ricom.json`` beside it
 (``ricom reconstruct FILE.npy`` picks that up).  ``.h5`` output stores the data as
 dataset ``/data`` with the calibration as attributes.  Other targets serve or write
 detector data (see ``ricom simulate merlin --help``).
@@ -17,7 +17,7 @@ DATA_DOC = """ricom simulate data -o FILE.npy|FILE.h5 [options]
 Write a simulated 4D-STEM dataset (scan_y, scan_x, det_y, det_x) of the built-in SrTiO3
 specimen: float32 fractions of the beam without --dose, Poisson counts with it.  The
 calibration (scan step, detector pixel size in mrad, beam energy, pattern centre) goes
-into FILE.ricom.json beside it (and for .h5 also into the file's attributes), so that
+into FILE.npy.ricom.json (FILE.h5.ricom.json) beside it (and for .h5 also into the file's attributes), so that
 'ricom reconstruct FILE.npy' gives riCOM in V·Å.  The projected
 potential (the ground truth) is stored as /potential in .h5.  On a terminal a progress
 bar shows; piped, a line every 5 s; it ends with one summary line.
@@ -123,12 +123,14 @@ def simulator_data(args):
 
 def add_data_arguments(p) -> None:
     p.add_argument("-o", "--output", required=True, metavar="FILE",
-                   help=".npy (with FILE.ricom.json) or .h5 (dataset /data with the calibration as attributes)")
+                   help=".npy (with FILE.npy.ricom.json) or .h5 (dataset /data with the calibration as attributes)")
     add_specimen_arguments(p)
 
 
 def sidecar_path(path: str) -> str:
-    return os.path.splitext(path)[0] + ".ricom.json"
+    from ricom.core.sidecar import sidecar_path as named
+
+    return named(path)
 
 
 def run_data(args) -> int:
@@ -155,7 +157,8 @@ def run_data(args) -> int:
         else:
             import h5py
             with h5py.File(tmp, "w") as f:
-                f.create_dataset("data", data=sim.data, chunks=(1, 1, *sim.data.shape[2:]))
+                data = f.create_dataset("data", data=sim.data, chunks=(1, 1, *sim.data.shape[2:]))
+                data.attrs.update(meta["calibration"])  # where `ricom reconstruct FILE.h5:/data` reads it
                 f.create_dataset("potential", data=sim.potential)
                 for k, v in _flat(meta).items():
                     f.attrs[k] = v

@@ -8,7 +8,7 @@ one event per count, arriving uniformly within the dwell time of its position.
          layout (ASI CheeTah, 512×512; the patterns are centred), packets out of order
          by up to --jitter-ns; set --start-ns near 26843545600 to cross a ToA roll-over.
   .t3p   PIXet records on one 256×256 chip; read back with --dwell-ns and --scan-shape
-         (also stored in FILE.ricom.json, which the readers pick up).
+         (also stored in FILE.t3p.ricom.json, which the readers pick up).
   .h5    ricom's HDF5 event layout (events grouped by position, x/y, arrival times,
          scan shape, dwell and calibration as attributes; no sidecar).
 
@@ -94,7 +94,7 @@ def run(args) -> int:
         info = write_events(args.output, _counted(bands, progress), scan, det, args.format, dwell_ns=args.dwell_ns,
                             line_gap_ns=args.line_gap_ns, start_ns=args.start_ns, jitter_ns=args.jitter_ns,
                             chip_layout=args.chip_layout, seed=args.seed, calibration=cal, extra=extra)
-    side = "" if info["format"] == "h5" else f" and {os.path.splitext(args.output)[0]}.ricom.json"
+    side = "" if info["format"] == "h5" else f" and {args.output}.ricom.json"
     print(progress.summary(f"wrote {args.output}{side}: {count_text(info['n_events'])} events "
                            f"({info['n_events'] / n_pos:.1f} per position) of a {scan[0]}×{scan[1]} scan, "
                            f"dwell {info['dwell_ns']:g} ns"))

@@ -19,6 +19,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from ricom.core.errors import InputError, SettingsError
+from ricom.core.sidecar import sidecar_path
 from ricom.io.outputs import atomic_path
 from ricom.sources.events_h5 import EventsH5Writer
 from ricom.sources.timepix.sync import TICK_NS
@@ -240,6 +241,6 @@ def write_events(path: str, bands: Iterable, scan_shape, detector_shape, fmt: st
 
 def _write_sidecar(path: str, calibration: dict, info: dict, extra: dict | None) -> None:
     """The ``.ricom.json`` beside an event file: calibration, the ``events`` section, ``extra``."""
-    side = os.path.splitext(path)[0] + ".ricom.json"
+    side = sidecar_path(path)
     with atomic_path(side) as tmp, open(tmp, "w") as fh:
         json.dump({"calibration": calibration, "events": info, **(extra or {})}, fh, indent=1, default=str)

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import warnings
 
 import numpy as np
 
 from ricom.core.errors import InputError, Param, SettingsError
+from ricom.core.sidecar import find_sidecar
 from ricom.sources.base import check_file
 from ricom.sources.raw import LazyArraySource, check_pattern_dtype
 
@@ -62,13 +62,14 @@ def open_npy(path: str, **options) -> ArraySource:
 
 
 def read_sidecar(path: str) -> dict:
-    """Calibration from ``<stem>.ricom.json`` beside a data file (written by ``ricom simulate``).
+    """Calibration from the ``.ricom.json`` sidecar of a data file (written by ``ricom simulate``;
+    `ricom.core.sidecar`).
 
     A sidecar that cannot be read, or a value of the wrong type, is ignored with a warning
     naming the file and the key (the calibration can still be given by hand).
     """
-    side = os.path.splitext(path)[0] + ".ricom.json"
-    if not os.path.isfile(side):
+    side = find_sidecar(path)
+    if side is None:
         return {}
     try:
         with open(side) as fh:

@@ -40,6 +40,7 @@ import numpy as np
 
 from ricom.api import open_input, reconstruct_run
 from ricom.core.params import KernelSettings, max_kernel_size
+from ricom.core.sidecar import find_sidecar
 from ricom.engine.kernels import frequency_response
 from ricom.simulators.specimen import SimulationParams, projected_potential
 from ricom.sources.demo import SimulatorSource
@@ -398,7 +399,7 @@ def simulated_truth(data, scan_shape) -> np.ndarray | None:
     """Projected potential of a file written by ``ricom simulate`` (from its ``.ricom.json``), else None."""
     if not isinstance(data, (str, os.PathLike)):
         return None
-    path = os.path.splitext(os.fspath(data).split(":")[0])[0] + ".ricom.json"
+    path = find_sidecar(os.fspath(data).split(":")[0]) or ""
     try:
         with open(path) as fh:
             params = json.load(fh)["simulation"]["params"]

@@ -27,6 +27,7 @@ import numba
 import numpy as np
 
 from ricom.core.errors import InputError, Message, Param, SettingsError
+from ricom.core.sidecar import find_sidecar
 from ricom.sources.arrays import read_sidecar
 from ricom.sources.base import Source
 from ricom.sources.timepix.sync import DEFAULT_ORDER_WINDOW_NS, Synchroniser, SyncOptions
@@ -227,12 +228,13 @@ class Tpx3Decoder:
 
 
 def read_event_sidecar(path: str, fmt: str) -> tuple[dict, dict]:
-    """``events`` section and calibration hints of ``<stem>.ricom.json`` (from ``ricom simulate events``).
+    """``events`` section and calibration hints of the file's ``.ricom.json`` sidecar (from
+    ``ricom simulate events``; `ricom.core.sidecar`).
 
-    Both are empty unless the sidecar was written for this format: ``scan.tpx3`` and
-    ``scan.t3p`` (or ``scan.npy``) share the sidecar name, and only one can own it.
+    Both are empty unless the sidecar was written for this format (an older
+    ``<stem>.ricom.json`` may belong to ``scan.t3p`` or ``scan.npy`` beside ``scan.tpx3``).
     """
-    side = os.path.splitext(path)[0] + ".ricom.json"
+    side = find_sidecar(path) or ""
     try:  # (this module's `open` is the reader's entry point, hence pathlib)
         section = json.loads(pathlib.Path(side).read_text()).get("events", {})
     except (OSError, ValueError, AttributeError):
