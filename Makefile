@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 $(TEST_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[test,gui,docs]"
-	touch $@ $(STAMP)
+	touch $@ $(STAMP) $(DOCS_STAMP)  # the docs extra came with it: make docs installs nothing more
 
 demo: $(STAMP)
 	$(BIN)/ricom demo -o ricom_demo
