@@ -63,7 +63,8 @@ default_role = "py:obj"  # `Name` in docstrings links where it can, plain code o
 
 html_theme = "alabaster"
 html_title = f"ricom {release}"
-html_static_path: list[str] = []
+html_static_path = ["_static"]
+html_css_files = ["ricom.css"]  # code wraps in its box
 
 OPTIONAL_PAGES = ("calibration", "gui")
 _MISSING = [p for p in OPTIONAL_PAGES if not os.path.exists(os.path.join(HERE, f"{p}.md"))]

@@ -91,23 +91,37 @@ def run_page(page: str) -> int:
             exec(compile(code, where, "exec"), namespace)
         elif lang == "console" and page in RUN_ALL:
             for cmd in commands(code):
-                argv = shlex.split(cmd)
+                argv = shlex.split(re.sub(r"\s+#.*$", "", cmd).rstrip("& "))
                 if argv[0] == "make":
                     assert set(argv[1:]) <= make_targets(), f"{where}: no Makefile target {argv[1:]}"
                     continue
                 assert argv[0] == "ricom", f"{where}: only ricom and make commands run in docs examples: {cmd}"
-                assert main(argv[1:]) == 0, f"{where}: `{cmd}` failed"
+                if cmd.rstrip().endswith("&"):  # a simulator in the background, as a shell runs it
+                    BACKGROUND.append(subprocess.Popen([sys.executable, "-m", *argv]))
+                    _wait_for_port(int(argv[argv.index("--port") + 1]), BACKGROUND[-1])
+                else:
+                    assert main(argv[1:]) == 0, f"{where}: `{cmd}` failed"
         else:
             continue
         ran += 1
     return ran
 
 
+BACKGROUND: list = []
+"""Processes a page started with ``… &`` (stopped when the page is done)."""
+
+
 @pytest.mark.parametrize("page", pages())
 def test_page_examples_run(page, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MPLBACKEND", "Agg")
-    ran = run_page(page)
+    try:
+        ran = run_page(page)
+    finally:
+        while BACKGROUND:  # a simulator serves until stopped, as in a terminal
+            proc = BACKGROUND.pop()
+            proc.terminate()
+            proc.wait(timeout=30)
     if page in RUN_ALL and page not in ("index.md", "api.md", "howto/dask.md"):
         assert ran > 0, f"{page} has no runnable example"
 
