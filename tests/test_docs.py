@@ -98,7 +98,7 @@ def run_page(page: str) -> int:
                 assert argv[0] == "ricom", f"{where}: only ricom and make commands run in docs examples: {cmd}"
                 if cmd.rstrip().endswith("&"):  # a simulator in the background, as a shell runs it
                     BACKGROUND.append(subprocess.Popen([sys.executable, "-m", *argv]))
-                    _wait_for_port(int(argv[argv.index("--port") + 1]), BACKGROUND[-1])
+                    _wait_for_port(_port_of(argv), BACKGROUND[-1])
                 else:
                     assert main(argv[1:]) == 0, f"{where}: `{cmd}` failed"
         else:
@@ -244,6 +244,12 @@ def test_architecture_picture_follows_the_import_contract():
         assert fh.read() == diagram.svg(layers), "run: python docs/architecture_diagram.py"
 
 
+def _port_of(argv: list[str]) -> int:
+    """The port a background simulator command serves on (its REST port for DECTRIS)."""
+    flag = next(f for f in ("--api-port", "--port") if f in argv)
+    return int(argv[argv.index(flag) + 1])
+
+
 def _wait_for_port(port: int, proc, seconds: float = 60.0) -> None:
     import socket
     import time
@@ -282,7 +288,7 @@ def test_readme_commands_run_as_printed(tmp_path, monkeypatch, capsys):
                 if cmd.rstrip().endswith("&"):
                     proc = subprocess.Popen([sys.executable, "-m", *argv], cwd=tmp_path)
                     background.append(proc)
-                    _wait_for_port(int(argv[argv.index("--port") + 1]), proc)
+                    _wait_for_port(_port_of(argv), proc)
                 else:
                     assert main(argv[1:]) == 0, f"README:{line}: `{cmd}` failed"
                 ran += 1
