@@ -50,3 +50,17 @@ def test_older_stem_sidecar_still_read(tmp_path, monkeypatch):
     (tmp_path / "old.npy.ricom.json").rename(tmp_path / "old.ricom.json")
     assert main(["reconstruct", "old.npy", "-o", "r.h5", "--no-progress"]) == 0
     assert _attrs("r.h5")["step_A"] == 0.2
+
+
+def test_convert_keeps_the_calibration(tmp_path, monkeypatch):
+    """``ricom convert`` to .h5, .zarr and .npy: each reconstructs with the original's calibration."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["simulate", "-o", "d.npy", "--scan-shape", "8", "8", "--detector-shape", "16", "16"]) == 0
+    assert main(["reconstruct", "d.npy", "-o", "ref.h5", "--no-progress"]) == 0
+    ref = _attrs("ref.h5")
+    for out in ("c.h5", "c.zarr", "c.npy"):
+        assert main(["convert", "d.npy", "-o", out]) == 0
+        assert main(["reconstruct", out, "-o", f"r_{out}.h5", "--no-progress"]) == 0, out
+        assert _attrs(f"r_{out}.h5") == ref, out
+        with h5py.File(f"r_{out}.h5") as a, h5py.File("ref.h5") as b:
+            np.testing.assert_allclose(a["ricom"][:], b["ricom"][:], rtol=1e-9)

@@ -40,9 +40,11 @@ class ZarrSource(LazyArraySource):
     """Frames of a Zarr array (see the module docstring)."""
 
     def __init__(self, data, name: str, array_path: str, **options) -> None:
+        from ricom.sources.hdf5 import dataset_hints  # calibration attributes, as `ricom convert` writes them
         self.array_path = array_path
         chunks = getattr(data, "chunks", None) or (None,)
         super().__init__(data, name=name, block=chunks[0], **options)
+        self._hints = {**dataset_hints(data), **(getattr(self, "_hints", None) or {})}
 
     def describe(self) -> dict:
         return {**super().describe(), "format": "Zarr", "array": self.array_path,
