@@ -23,7 +23,8 @@ def assign_hits(t, x, y, tot, horizon, late_before, seg_start, seg_end, seg_dwel
     slots of ``seg_dwell`` ticks; slot ``c`` is position ``lut[seg_lut[s] + c]`` (−1:
     skipped).  Arrival times (ns after the position's start) and ToT are written only
     with ``keep_times``.  ``counters`` += [outside segments, beyond acceptance, skipped or
-    flyback, late, late and outside].
+    flyback, late, late and outside].  The ticks of the last hit's slot are kept, so the
+    hits after it in the same slot (nearly all) skip the look-up.
     """
     nseg = seg_start.shape[0]
     n_out = n_carry = 0
@@ -32,6 +33,8 @@ def assign_hits(t, x, y, tot, horizon, late_before, seg_start, seg_end, seg_dwel
     lo_t = hi_t = end = np.int64(0)
     dwell = inv = 1.0
     ncols = base = np.int64(0)
+    exact = keep_times or acceptance < np.inf
+    slot_lo, slot_hi, col, p = np.int64(1), np.int64(0), np.int64(0), np.int64(-1)  # the last hit's slot
     for i in range(t.shape[0]):
         ti = t[i]
         if ti >= horizon:
@@ -40,37 +43,44 @@ def assign_hits(t, x, y, tot, horizon, late_before, seg_start, seg_end, seg_dwel
             continue
         is_late = ti < late_before
         late += is_late
-        if s < 0 or ti < lo_t or ti >= hi_t:
-            a, b = 0, nseg
-            while a < b:
-                mid = (a + b) // 2
-                if seg_start[mid] <= ti:
-                    a = mid + 1
-                else:
-                    b = mid
-            s = a - 1
-            if s < 0:
+        if ti < slot_lo or ti >= slot_hi:
+            if s < 0 or ti < lo_t or ti >= hi_t:
+                slot_lo, slot_hi = np.int64(1), np.int64(0)  # a new segment: no slot until one is found
+                a, b = 0, nseg
+                while a < b:
+                    mid = (a + b) // 2
+                    if seg_start[mid] <= ti:
+                        a = mid + 1
+                    else:
+                        b = mid
+                s = a - 1
+                if s < 0:
+                    outside += 1
+                    late_lost += is_late
+                    continue
+                lo_t, end, dwell, ncols, base = seg_start[s], seg_end[s], seg_dwell[s], seg_ncols[s], seg_lut[s]
+                hi_t = seg_start[s + 1] if s + 1 < nseg else horizon
+                inv = 1.0 / dwell
+            rel = ti - lo_t
+            c = np.int64(rel * inv)
+            if c * dwell > rel:  # exact at slot boundaries despite the rounded inverse
+                c -= 1
+            elif (c + 1) * dwell <= rel:
+                c += 1
+            if ti >= end or c >= ncols:
                 outside += 1
                 late_lost += is_late
                 continue
-            lo_t, end, dwell, ncols, base = seg_start[s], seg_end[s], seg_dwell[s], seg_ncols[s], seg_lut[s]
-            hi_t = seg_start[s + 1] if s + 1 < nseg else horizon
-            inv = 1.0 / dwell
-        rel = ti - lo_t
-        col = np.int64(rel * inv)
-        if col * dwell > rel:  # exact at slot boundaries despite the rounded inverse
-            col -= 1
-        elif (col + 1) * dwell <= rel:
-            col += 1
-        if ti >= end or col >= ncols:
-            outside += 1
-            late_lost += is_late
-            continue
-        t_rel = rel - col * dwell
-        if t_rel >= acceptance:
-            rejected += 1
-            continue
-        p = lut[base + col]
+            # the slot's ticks: fl(c·dwell) ≤ rel < fl((c + 1)·dwell), inside the segment
+            slot_lo = lo_t + np.int64(np.ceil(c * dwell))
+            slot_hi = min(lo_t + np.int64(np.ceil((c + 1) * dwell)), end, hi_t)
+            col, p = c, lut[base + c]
+        t_rel = 0.0
+        if exact:
+            t_rel = (ti - lo_t) - col * dwell
+            if t_rel >= acceptance:
+                rejected += 1
+                continue
         if p < 0:
             skipped += 1
             continue
