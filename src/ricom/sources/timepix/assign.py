@@ -14,13 +14,14 @@ import numpy as np
 
 # Long on purpose: one compiled pass over a block of hits with the segment look-up inline (the hot loop).
 @numba.njit(nogil=True, cache=True)
-def assign_hits(t, x, y, tot, horizon, late_before, seg_start, seg_end, seg_dwell, seg_ncols, seg_lut, lut,
+def assign_hits(t, x, y, tot, horizon, late_before, seg_start, seg_end, seg_dwell, seg_ncols, seg_slot0, scan,
                 acceptance, tick_ns, keep_times, out_pos, out_x, out_y, out_t, out_tot, counters):
     """Scan position of every hit older than ``horizon``; younger hits are compacted to
     the front of the input arrays (the carry).  Returns (kept, carried).
 
     Segment ``s`` (sorted by start) spans ``[seg_start, seg_end)`` in ``seg_ncols``
-    slots of ``seg_dwell`` ticks; slot ``c`` is position ``lut[seg_lut[s] + c]`` (−1:
+    slots of ``seg_dwell`` ticks; its column ``c`` is slot ``seg_slot0[s] + c``, at the
+    position `slot_position` gives with ``scan`` = (skip, line length, SY, SX) (−1:
     skipped).  Arrival times (ns after the position's start) and ToT are written only
     with ``keep_times``.  ``counters`` += [outside segments, beyond acceptance, skipped or
     flyback, late, late and outside].  The ticks of the last hit's slot are kept, so the
@@ -32,7 +33,7 @@ def assign_hits(t, x, y, tot, horizon, late_before, seg_start, seg_end, seg_dwel
     s = -1
     lo_t = hi_t = end = np.int64(0)
     dwell = inv = 1.0
-    ncols = base = np.int64(0)
+    ncols = slot0 = np.int64(0)
     exact = keep_times or acceptance < np.inf
     slot_lo, slot_hi, col, p = np.int64(1), np.int64(0), np.int64(0), np.int64(-1)  # the last hit's slot
     for i in range(t.shape[0]):
@@ -58,7 +59,7 @@ def assign_hits(t, x, y, tot, horizon, late_before, seg_start, seg_end, seg_dwel
                     outside += 1
                     late_lost += is_late
                     continue
-                lo_t, end, dwell, ncols, base = seg_start[s], seg_end[s], seg_dwell[s], seg_ncols[s], seg_lut[s]
+                lo_t, end, dwell, ncols, slot0 = seg_start[s], seg_end[s], seg_dwell[s], seg_ncols[s], seg_slot0[s]
                 hi_t = seg_start[s + 1] if s + 1 < nseg else horizon
                 inv = 1.0 / dwell
             rel = ti - lo_t
@@ -74,7 +75,7 @@ def assign_hits(t, x, y, tot, horizon, late_before, seg_start, seg_end, seg_dwel
             # the slot's ticks: fl(c·dwell) ≤ rel < fl((c + 1)·dwell), inside the segment
             slot_lo = lo_t + np.int64(np.ceil(c * dwell))
             slot_hi = min(lo_t + np.int64(np.ceil((c + 1) * dwell)), end, hi_t)
-            col, p = c, lut[base + c]
+            col, p = c, slot_position(slot0 + c, scan[0], scan[1], scan[2], scan[3])
         t_rel = 0.0
         if exact:
             t_rel = (ti - lo_t) - col * dwell
@@ -94,6 +95,17 @@ def assign_hits(t, x, y, tot, horizon, late_before, seg_start, seg_end, seg_dwel
     counters[3] += late
     counters[4] += late_lost
     return n_out, n_carry
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def slot_position(slot, skip, line_len, sy, sx):
+    """Flat scan position of one slot (−1 for skipped and flyback slots); as `slots_to_positions`."""
+    s = slot - skip
+    line = s // line_len
+    col = s - line * line_len
+    if s < 0 or col >= sx:
+        return np.int64(-1)
+    return (line % sy) * sx + col
 
 
 def slots_to_positions(slots: np.ndarray, skip: int, line_len: int, scan_shape) -> np.ndarray:
