@@ -164,6 +164,8 @@ class AsiServer:
         self.connections = 0
         self.errors: list[str] = []
         self._encoded: dict[int, bytes] = {}
+        if self.rate_hz <= 0 and not max_piece:  # encoded before any client waits for it
+            self._encoded[self.n_frames] = self._scan_bytes(self.n_frames)
 
     def _to_tot(self) -> None:
         """One entry per electron (repeated pixel indices), values a ToT of 5 … 60."""
@@ -244,7 +246,7 @@ class AsiServer:
         end = self.n_frames if cancel is None else min(int(cancel), self.n_frames)
         if self.rate_hz <= 0 and not self.max_piece:
             if end not in self._encoded:
-                self._encoded[end] = b"".join(self._chunk_message(a, end) for a in range(0, end, self.frames_per_chunk))
+                self._encoded[end] = self._scan_bytes(end)
             view = memoryview(self._encoded[end])
             for i in range(0, len(view), _SEND_PIECE):
                 if self._stop.is_set():
@@ -261,6 +263,10 @@ class AsiServer:
                 if delay > 0:
                     time.sleep(delay)
         return cancel is None or cancel >= self.n_frames
+
+    def _scan_bytes(self, end: int) -> bytes:
+        """The ArrayChunks of frames 0 … ``end`` as sent."""
+        return b"".join(self._chunk_message(a, end) for a in range(0, end, self.frames_per_chunk))
 
     def _chunk_message(self, a: int, end: int) -> bytes:
         """The ArrayChunk (header and payload) of frames ``a`` … up to ``end``."""
