@@ -8,6 +8,21 @@ from ricom.engine.compiled._common import FIRST_RING, JIT, SUM_X, SUM_Y, TOTAL
 from ricom.engine.compiled.moments import centre_sums_add
 
 
+@numba.njit(**JIT, inline="always")
+def _touch(p, state, hits, stamp, touched, n_touched, centre_sums, generation, count_visits):
+    """List position ``p`` in ``touched`` the first time this generation (taking its COM out of
+    ``centre_sums``); returns (touched count, 1 if ``p`` is a pattern seen for the first time)."""
+    if stamp[p] == generation:
+        return n_touched, 0
+    stamp[p] = generation
+    touched[n_touched] = p
+    centre_sums_add(state, p, centre_sums, -1.0)
+    if count_visits and hits[p] == 0:
+        hits[p] = 1
+        return n_touched + 1, 1
+    return n_touched + 1, 0
+
+
 @numba.njit(**JIT)
 def _touch_all(positions, state, hits, stamp, touched, centre_sums, generation, count_visits):
     """List every position of the chunk once in ``touched`` and take its current COM out of
@@ -21,35 +36,37 @@ def _touch_all(positions, state, hits, stamp, touched, centre_sums, generation, 
         if p == last or p < 0:
             continue
         last = p
-        if stamp[p] == generation:
-            continue
-        stamp[p] = generation
-        touched[n_touched] = p
-        n_touched += 1
-        centre_sums_add(state, p, centre_sums, -1.0)
-        if count_visits and hits[p] == 0:
-            hits[p] = 1
-            n_new += 1
+        n_touched, new = _touch(p, state, hits, stamp, touched, n_touched, centre_sums, generation, count_visits)
+        n_new += new
     return n_touched, n_new
 
 
+# Long on purpose: one pass over the events with the run of one position in registers (the hot loop).
 @numba.njit(**JIT)
-def _events_lut(positions, x, y, ring_lut, mask_lut, use_mask, n_rings, state, counters):
-    """Integer coordinates: ring and mask from per-pixel look-ups; the moments of a run
-    of events at one position are summed in registers first."""
+def _events_lut(positions, x, y, ring_lut, mask_lut, use_mask, n_rings, buffers, generation, count_visits,
+                counters):
+    """Integer coordinates: ring and mask from per-pixel look-ups, in one pass with `_touch_all`'s
+    listing (a position is listed when its first run starts, before its state changes).  The
+    moments of a run of events at one position are summed in integer registers first (exact:
+    integer weights and coordinates), then added to the state.  Returns (touched, new patterns)."""
+    state = buffers.state
     ny, nx = ring_lut.shape
-    n_invalid = n_added = 0
+    n_invalid = n_added = n_touched = n_new = 0
     last = -1
-    ct = sx = sy = 0.0
+    ct = sx = sy = np.int64(0)
     for i in range(positions.shape[0]):
         p = positions[i]
         if p != last:
             if last >= 0:
-                state[TOTAL, last] += ct
-                state[SUM_X, last] += sx
-                state[SUM_Y, last] += sy
-            ct = sx = sy = 0.0
+                state[TOTAL, last] += np.float64(ct)
+                state[SUM_X, last] += np.float64(sx)
+                state[SUM_Y, last] += np.float64(sy)
+            ct = sx = sy = np.int64(0)
             last = p
+            if p >= 0:
+                n_touched, new = _touch(p, state, buffers.hits, buffers.stamp, buffers.touched, n_touched,
+                                        buffers.centre_sums, generation, count_visits)
+                n_new += new
         if p < 0:
             continue
         ix = np.int64(x[i])
@@ -58,7 +75,7 @@ def _events_lut(positions, x, y, ring_lut, mask_lut, use_mask, n_rings, state, c
             n_invalid += 1
             continue
         n_added += 1
-        w = np.float64(mask_lut[iy, ix]) if use_mask else 1.0
+        w = np.int64(mask_lut[iy, ix]) if use_mask else np.int64(1)
         ct += w
         sx += w * ix
         sy += w * iy
@@ -66,10 +83,11 @@ def _events_lut(positions, x, y, ring_lut, mask_lut, use_mask, n_rings, state, c
             k = np.int64(ring_lut[iy, ix])
             state[FIRST_RING + min(max(k, 0), n_rings - 1), p] += np.float64((k >= 0) & (k < n_rings))
     if last >= 0:
-        state[TOTAL, last] += ct
-        state[SUM_X, last] += sx
-        state[SUM_Y, last] += sy
+        state[TOTAL, last] += np.float64(ct)
+        state[SUM_X, last] += np.float64(sx)
+        state[SUM_Y, last] += np.float64(sy)
     counters[0], counters[3] = n_invalid, n_added
+    return n_touched, n_new
 
 
 @numba.njit(**JIT)
@@ -121,12 +139,13 @@ def accumulate_events(positions, x, y, lookups, buffers, generation, done, count
     number of touched positions.
     """
     state, hits, touched, centre_sums = buffers.state, buffers.hits, buffers.touched, buffers.centre_sums
-    n_touched, n_new = _touch_all(positions, state, hits, buffers.stamp, touched, centre_sums, generation, count_visits)
     bounds2 = lookups.ring_bounds2_px2
     if lookups.use_lut:
-        _events_lut(positions, x, y, lookups.ring_of_pixel, lookups.com_mask, lookups.use_mask,
-                    bounds2.shape[0] - 1, state, counters)
+        n_touched, n_new = _events_lut(positions, x, y, lookups.ring_of_pixel, lookups.com_mask, lookups.use_mask,
+                                       bounds2.shape[0] - 1, buffers, generation, count_visits, counters)
     else:
+        n_touched, n_new = _touch_all(positions, state, hits, buffers.stamp, touched, centre_sums, generation,
+                                      count_visits)
         _events_radius(positions, x, y, bounds2, lookups.centre_y_px, lookups.centre_x_px, lookups.mask_lo2_px2,
                        lookups.mask_hi2_px2, lookups.use_mask, state, counters)
     counters[1] = n_new

@@ -23,6 +23,8 @@ import numpy as np
 from ricom.core.errors import SettingsError
 from ricom.simulators.specimen import SimulationParams, frame_stack, simulate_chunks
 
+_SEND_PIECE = 1 << 20
+"""Bytes per send of a pre-encoded scan."""
 CODES = {np.dtype("u1"): 2, np.dtype("u2"): 3, np.dtype("u4"): 4, np.dtype("u8"): 5}
 """Wire dtype code of each unsigned dtype."""
 
@@ -161,6 +163,9 @@ class AsiServer:
         self._thread: threading.Thread | None = None
         self.connections = 0
         self.errors: list[str] = []
+        self._encoded: dict[int, bytes] = {}
+        if self.rate_hz <= 0 and not max_piece:  # encoded before any client waits for it
+            self._encoded[self.n_frames] = self._scan_bytes(self.n_frames)
 
     def _to_tot(self) -> None:
         """One entry per electron (repeated pixel indices), values a ToT of 5 … 60."""
@@ -234,24 +239,44 @@ class AsiServer:
         self._stop.wait(0.2)  # let the client read before the close
 
     def _send_scan(self, conn: socket.socket, cancel: int | None) -> bool:
-        """The ArrayChunks of one scan; False if it was cut short (cancelled or stopped)."""
-        (ip, _), (ix, _), (vt, v_code) = self.dtypes
+        """The ArrayChunks of one scan; False if it was cut short (cancelled or stopped).
+
+        Unpaced and unsplit, the scan's messages are encoded once and sent in large pieces
+        (the same bytes, cheaper for the simulator's process)."""
         end = self.n_frames if cancel is None else min(int(cancel), self.n_frames)
+        if self.rate_hz <= 0 and not self.max_piece:
+            if end not in self._encoded:
+                self._encoded[end] = self._scan_bytes(end)
+            view = memoryview(self._encoded[end])
+            for i in range(0, len(view), _SEND_PIECE):
+                if self._stop.is_set():
+                    return False
+                conn.sendall(view[i:i + _SEND_PIECE])
+            return cancel is None or cancel >= self.n_frames
         t0 = time.monotonic()
         for a in range(0, end, self.frames_per_chunk):
             if self._stop.is_set():
                 return False
-            b = min(a + self.frames_per_chunk, end)
-            lo, hi = int(self.indptr[a]), int(self.indptr[b])
-            parts = [(self.indptr[a:b + 1] - lo).astype(ip).tobytes(), self.indices[lo:hi].astype(ix).tobytes(),
-                     self.values[lo:hi].astype(vt).tobytes()]
-            head = array_chunk(v_code, b - a, hi - lo, len(parts[0]), len(parts[0]) + len(parts[1]))
-            self._send(conn, head + b"".join(parts))
+            self._send(conn, self._chunk_message(a, end))
             if self.rate_hz > 0:
-                delay = t0 + b / self.rate_hz - time.monotonic()
+                delay = t0 + min(a + self.frames_per_chunk, end) / self.rate_hz - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
         return cancel is None or cancel >= self.n_frames
+
+    def _scan_bytes(self, end: int) -> bytes:
+        """The ArrayChunks of frames 0 … ``end`` as sent."""
+        return b"".join(self._chunk_message(a, end) for a in range(0, end, self.frames_per_chunk))
+
+    def _chunk_message(self, a: int, end: int) -> bytes:
+        """The ArrayChunk (header and payload) of frames ``a`` … up to ``end``."""
+        (ip, _), (ix, _), (vt, v_code) = self.dtypes
+        b = min(a + self.frames_per_chunk, end)
+        lo, hi = int(self.indptr[a]), int(self.indptr[b])
+        parts = [(self.indptr[a:b + 1] - lo).astype(ip).tobytes(), self.indices[lo:hi].astype(ix).tobytes(),
+                 self.values[lo:hi].astype(vt).tobytes()]
+        head = array_chunk(v_code, b - a, hi - lo, len(parts[0]), len(parts[0]) + len(parts[1]))
+        return head + b"".join(parts)
 
     def _send(self, conn: socket.socket, data: bytes) -> None:
         if not self.max_piece:

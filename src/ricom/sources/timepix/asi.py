@@ -26,10 +26,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ricom.core.chunks import EventChunk, ScanLayout
+from ricom.core.chunks import ScanLayout
 from ricom.core.errors import InputError, Param, SettingsError
 from ricom.sources.base import Source
 from ricom.sources.merlin.stream import StreamBuffer
+from ricom.sources.timepix.csr import CsrBatch
 
 PORT = 8283
 """The camera software's default port for the sparse stream."""
@@ -39,6 +40,10 @@ TAG_ACQ_START, TAG_SCAN_START, TAG_CHUNK, TAG_SCAN_END, TAG_ACQ_END = range(5)
 DTYPES = {0: None, 1: None, 2: np.dtype("<u1"), 3: np.dtype("<u2"), 4: np.dtype("<u4"), 5: np.dtype("<u8")}
 """Wire dtype codes (0 U1 and 1 U4, bit-packed, are not sent in practice and not read here)."""
 DTYPE_NAMES = {0: "U1", 1: "U4", 2: "U8", 3: "U16", 4: "U32", 5: "U64"}
+BATCH_S = 0.015
+"""ArrayChunks already received are joined into one event chunk for at most this long (latency)."""
+BATCH_EVENTS = 1 << 22
+"""… and up to this many events."""
 _NAMES = {TAG_ACQ_START: "AcquisitionStart", TAG_SCAN_START: "ScanStart", TAG_CHUNK: "ArrayChunk",
           TAG_SCAN_END: "ScanEnd", TAG_ACQ_END: "AcquisitionEnd"}
 
@@ -184,26 +189,6 @@ class AsiConnection:
         self.close()
 
 
-def csr_events(indptr: np.ndarray, indices: np.ndarray, values: np.ndarray, positions: np.ndarray,
-               width: int, tot: bool):
-    """Events of CSR frames: ``(positions, x, y, tot)`` per event.
-
-    Frame i (``indptr[i] … indptr[i+1]``) is at scan position ``positions[i]``; a count
-    v gives v events at its pixel (``tot``: each entry is one event, the value its ToT).
-    """
-    per_frame = np.diff(indptr.astype(np.int64))
-    pos = np.repeat(positions, per_frame)
-    idx = indices.astype(np.int64)
-    tot_out = None
-    if tot:
-        tot_out = values.astype(np.uint16)
-    else:
-        counts = values.astype(np.int64)
-        pos, idx = np.repeat(pos, counts), np.repeat(idx, counts)
-    y, x = np.divmod(idx, width)
-    return pos, x.astype(np.uint16), y.astype(np.uint16), tot_out
-
-
 class AsiScanSource(Source):
     """One scan of an ASI sparse stream, as events, read while it arrives.
 
@@ -269,22 +254,37 @@ class AsiScanSource(Source):
         return f"{self.acquisition_header}, scan #{self.sequence}"
 
     def chunks(self, chunk_size: int = 256):
-        """Yield one `EventChunk` per ArrayChunk until ScanEnd (see the class docstring)."""
+        """Yield `EventChunk`s until ScanEnd (see the class docstring): the ArrayChunks already
+        in the receive buffer are joined into one (for at most `BATCH_S`), the rest one by one."""
         conn = self.connection
+        batch = CsrBatch(self.detector_shape[1], self.header.format == 1)
+        done: list[np.ndarray] = []
+        first_s = 0.0
         while True:
+            if len(batch) and not self._next_chunk_waiting(batch, first_s):
+                yield batch.chunk(np.concatenate(done), first_s)
+                done = []
             got = conn.read_header()
+            tag, fields = got if got is not None else (None, None)
+            if tag != TAG_CHUNK and len(batch):  # the end, or an error: the frames so far first
+                yield batch.chunk(np.concatenate(done), first_s)
+                done = []
             if got is None:
                 if conn.stream.stopped():
                     return
                 conn.lost = True
                 raise InputError(f"the ASI stream {conn.host}:{conn.port} closed after {self._received} of "
                                  f"{self.n_frames} frames of scan #{self.sequence}")
-            tag, fields = got
             if tag == TAG_CHUNK:
-                chunk = self._read_chunk(*fields)
-                if chunk is None:
-                    continue  # the stream ended inside the payload: said on the next read
-                yield chunk
+                try:
+                    read = self._read_chunk(batch, *fields)
+                except InputError:  # a broken chunk: the frames before it first
+                    if len(batch):
+                        yield batch.chunk(np.concatenate(done), first_s)
+                    raise
+                if read is not None:  # (None: the stream ended inside the payload: said on the next read)
+                    first_s = read[1] if len(batch) == 1 else first_s
+                    done.append(read[0])
             elif tag == TAG_SCAN_END:
                 return
             elif tag == TAG_ACQ_END:
@@ -296,14 +296,33 @@ class AsiScanSource(Source):
                 raise InputError(f"the ASI stream sent {_NAMES[tag]} inside scan #{self.sequence} "
                                  f"after {self._received} frames")
 
-    def _read_chunk(self, value_code: int, nframes: int, nnz: int, indices_offset: int, values_offset: int):
-        """The events of one ArrayChunk's payload, or None if the stream ended inside it."""
+    def _next_chunk_waiting(self, batch: CsrBatch, first_s: float) -> bool:
+        """True if a whole ArrayChunk is already received and the batch may grow."""
+        s = self.connection.stream
+        if s.available < HEADER_BYTES or batch.n_events >= BATCH_EVENTS or \
+                time.perf_counter() - first_s >= BATCH_S:
+            return False
+        raw = s.peek(HEADER_BYTES)
+        if raw[0] != TAG_CHUNK:
+            return False
+        return s.available >= HEADER_BYTES + self._payload_layout(*parse_header(raw)[1])[-1]
+
+    def _payload_layout(self, value_code: int, nframes: int, nnz: int, indices_offset: int, values_offset: int):
+        """(values dtype, indptr bytes, indices offset, values offset, payload bytes) of an ArrayChunk."""
         values_dt = dtype_of(value_code, "values")
         ip_bytes = (nframes + 1) * self._indptr_dt.itemsize
         if indices_offset == 0 and values_offset == 0:  # an older sender: the three arrays back to back
             indices_offset = ip_bytes
             values_offset = indices_offset + nnz * self._indices_dt.itemsize
         end = max(ip_bytes, indices_offset + nnz * self._indices_dt.itemsize, values_offset + nnz * values_dt.itemsize)
+        return values_dt, ip_bytes, indices_offset, values_offset, end
+
+    def _read_chunk(self, batch: CsrBatch, value_code: int, nframes: int, nnz: int, indices_offset: int,
+                    values_offset: int):
+        """Add one ArrayChunk's frames to ``batch``; (its positions, when it arrived), or None if
+        the stream ended inside it."""
+        values_dt, ip_bytes, indices_offset, values_offset, end = self._payload_layout(
+            value_code, nframes, nnz, indices_offset, values_offset)
         payload = self.connection.read_bytes(end)
         if payload is None:
             return None
@@ -315,21 +334,19 @@ class AsiScanSource(Source):
                              f"from 0 to its {nnz} entries")
         indices = payload[indices_offset:indices_offset + nnz * self._indices_dt.itemsize].view(self._indices_dt)
         values = payload[values_offset:values_offset + nnz * values_dt.itemsize].view(values_dt)
-        n_pix = self.detector_shape[0] * self.detector_shape[1]
-        if nnz and int(indices.max()) >= n_pix:
-            raise InputError(f"ArrayChunk at frame {self._received}: pixel index {int(indices.max())} outside the "
-                             f"{self.detector_shape[0]}×{self.detector_shape[1]} detector")
         frames = self.layout.positions(self._received, nframes) if nframes else np.zeros(0, np.int64)
         frames = np.asarray(frames, np.int64)
         if self._received + nframes > self.layout.frames_per_pass:  # frames past the scan belong nowhere
             frames = frames.copy()
             frames[np.arange(self._received, self._received + nframes) >= self.layout.frames_per_pass] = -1
-        pos, x, y, tot = csr_events(indptr, indices, values, frames, self.detector_shape[1], self.header.format == 1)
+        n_before = batch.n_events
+        top = batch.add(indptr, indices, values, frames, self.detector_shape[0] * self.detector_shape[1])
+        if top >= self.detector_shape[0] * self.detector_shape[1]:
+            raise InputError(f"ArrayChunk at frame {self._received}: pixel index {top} outside the "
+                             f"{self.detector_shape[0]}×{self.detector_shape[1]} detector")
         self._received += nframes
-        self._events += pos.shape[0]
-        chunk = EventChunk(pos, x, y, None, tot, frames[frames >= 0])
-        chunk.received_s = received  # (the pipeline's latency: arrival → image)
-        return chunk
+        self._events += batch.n_events - n_before
+        return frames[frames >= 0], received
 
     def describe(self) -> dict:
         return {**super().describe(), "name": self.name, "header_scan_shape": self.header_scan_shape,

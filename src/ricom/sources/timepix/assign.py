@@ -14,16 +14,18 @@ import numpy as np
 
 # Long on purpose: one compiled pass over a block of hits with the segment look-up inline (the hot loop).
 @numba.njit(nogil=True, cache=True)
-def assign_hits(t, x, y, tot, horizon, late_before, seg_start, seg_end, seg_dwell, seg_ncols, seg_lut, lut,
+def assign_hits(t, x, y, tot, horizon, late_before, seg_start, seg_end, seg_dwell, seg_ncols, seg_slot0, scan,
                 acceptance, tick_ns, keep_times, out_pos, out_x, out_y, out_t, out_tot, counters):
     """Scan position of every hit older than ``horizon``; younger hits are compacted to
     the front of the input arrays (the carry).  Returns (kept, carried).
 
     Segment ``s`` (sorted by start) spans ``[seg_start, seg_end)`` in ``seg_ncols``
-    slots of ``seg_dwell`` ticks; slot ``c`` is position ``lut[seg_lut[s] + c]`` (−1:
+    slots of ``seg_dwell`` ticks; its column ``c`` is slot ``seg_slot0[s] + c``, at the
+    position `slot_position` gives with ``scan`` = (skip, line length, SY, SX) (−1:
     skipped).  Arrival times (ns after the position's start) and ToT are written only
     with ``keep_times``.  ``counters`` += [outside segments, beyond acceptance, skipped or
-    flyback, late, late and outside].
+    flyback, late, late and outside].  The ticks of the last hit's slot are kept, so the
+    hits after it in the same slot (nearly all) skip the look-up.
     """
     nseg = seg_start.shape[0]
     n_out = n_carry = 0
@@ -31,7 +33,9 @@ def assign_hits(t, x, y, tot, horizon, late_before, seg_start, seg_end, seg_dwel
     s = -1
     lo_t = hi_t = end = np.int64(0)
     dwell = inv = 1.0
-    ncols = base = np.int64(0)
+    ncols = slot0 = np.int64(0)
+    exact = keep_times or acceptance < np.inf
+    slot_lo, slot_hi, col, p = np.int64(1), np.int64(0), np.int64(0), np.int64(-1)  # the last hit's slot
     for i in range(t.shape[0]):
         ti = t[i]
         if ti >= horizon:
@@ -40,37 +44,44 @@ def assign_hits(t, x, y, tot, horizon, late_before, seg_start, seg_end, seg_dwel
             continue
         is_late = ti < late_before
         late += is_late
-        if s < 0 or ti < lo_t or ti >= hi_t:
-            a, b = 0, nseg
-            while a < b:
-                mid = (a + b) // 2
-                if seg_start[mid] <= ti:
-                    a = mid + 1
-                else:
-                    b = mid
-            s = a - 1
-            if s < 0:
+        if ti < slot_lo or ti >= slot_hi:
+            if s < 0 or ti < lo_t or ti >= hi_t:
+                slot_lo, slot_hi = np.int64(1), np.int64(0)  # a new segment: no slot until one is found
+                a, b = 0, nseg
+                while a < b:
+                    mid = (a + b) // 2
+                    if seg_start[mid] <= ti:
+                        a = mid + 1
+                    else:
+                        b = mid
+                s = a - 1
+                if s < 0:
+                    outside += 1
+                    late_lost += is_late
+                    continue
+                lo_t, end, dwell, ncols, slot0 = seg_start[s], seg_end[s], seg_dwell[s], seg_ncols[s], seg_slot0[s]
+                hi_t = seg_start[s + 1] if s + 1 < nseg else horizon
+                inv = 1.0 / dwell
+            rel = ti - lo_t
+            c = np.int64(rel * inv)
+            if c * dwell > rel:  # exact at slot boundaries despite the rounded inverse
+                c -= 1
+            elif (c + 1) * dwell <= rel:
+                c += 1
+            if ti >= end or c >= ncols:
                 outside += 1
                 late_lost += is_late
                 continue
-            lo_t, end, dwell, ncols, base = seg_start[s], seg_end[s], seg_dwell[s], seg_ncols[s], seg_lut[s]
-            hi_t = seg_start[s + 1] if s + 1 < nseg else horizon
-            inv = 1.0 / dwell
-        rel = ti - lo_t
-        col = np.int64(rel * inv)
-        if col * dwell > rel:  # exact at slot boundaries despite the rounded inverse
-            col -= 1
-        elif (col + 1) * dwell <= rel:
-            col += 1
-        if ti >= end or col >= ncols:
-            outside += 1
-            late_lost += is_late
-            continue
-        t_rel = rel - col * dwell
-        if t_rel >= acceptance:
-            rejected += 1
-            continue
-        p = lut[base + col]
+            # the slot's ticks: fl(c·dwell) ≤ rel < fl((c + 1)·dwell), inside the segment
+            slot_lo = lo_t + np.int64(np.ceil(c * dwell))
+            slot_hi = min(lo_t + np.int64(np.ceil((c + 1) * dwell)), end, hi_t)
+            col, p = c, slot_position(slot0 + c, scan[0], scan[1], scan[2], scan[3])
+        t_rel = 0.0
+        if exact:
+            t_rel = (ti - lo_t) - col * dwell
+            if t_rel >= acceptance:
+                rejected += 1
+                continue
         if p < 0:
             skipped += 1
             continue
@@ -84,6 +95,17 @@ def assign_hits(t, x, y, tot, horizon, late_before, seg_start, seg_end, seg_dwel
     counters[3] += late
     counters[4] += late_lost
     return n_out, n_carry
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def slot_position(slot, skip, line_len, sy, sx):
+    """Flat scan position of one slot (−1 for skipped and flyback slots); as `slots_to_positions`."""
+    s = slot - skip
+    line = s // line_len
+    col = s - line * line_len
+    if s < 0 or col >= sx:
+        return np.int64(-1)
+    return (line % sy) * sx + col
 
 
 def slots_to_positions(slots: np.ndarray, skip: int, line_len: int, scan_shape) -> np.ndarray:

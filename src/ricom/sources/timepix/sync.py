@@ -100,12 +100,15 @@ class Synchroniser:
         sx = options.scan_shape[1]
         self.line_len = sx + options.flyback_frames
         self.skip = options.skip_lines * self.line_len + options.skip_frames
+        self._scan = np.array([self.skip, self.line_len, *options.scan_shape], np.int64)
+        """Slot → position (`ricom.sources.timepix.assign.slot_position`): skip, line length, SY, SX."""
         self.dwell = options.dwell_ns / TICK_NS if options.dwell_ns else None
         self.acceptance = options.acceptance_ns / TICK_NS if options.acceptance_ns else np.inf
         self.window = int(options.order_window_ns / TICK_NS)
         self.t0 = round(options.start_ns / TICK_NS)
-        self._carry = (np.zeros(0, np.int64), *(np.zeros(0, np.uint16) for _ in range(3)))
-        self._bufs = self._carry
+        self._bufs = (np.zeros(0, np.int64), *(np.zeros(0, np.uint16) for _ in range(3)))
+        self._n_carry = 0
+        """Hits carried over to the next block: they stay at the front of ``_bufs``."""
         self._edges_t = np.zeros(0, np.int64)
         self._edges_rise = np.zeros(0, bool)
         self._segs = np.zeros(0, SEGMENT)
@@ -125,21 +128,23 @@ class Synchroniser:
     def buffers(self, n_new: int):
         """Arrays (t, x, y, tot) of the carry plus room for ``n_new`` hits, and the offset.
 
-        The arrays are reused from block to block (they are private to the source).
+        The arrays are reused from block to block (they are private to the source); the
+        carry stays where `feed` left it, at their front.
         """
-        n_c = self._carry[0].shape[0]
+        n_c = self._n_carry
         if self._bufs[0].shape[0] < n_c + n_new:
             n = max(n_c + n_new, int(1.25 * self._bufs[0].shape[0]))
-            self._bufs = (np.empty(n, np.int64), *(np.empty(n, np.uint16) for _ in range(3)))
-        for a, c in zip(self._bufs, self._carry, strict=True):
-            a[:n_c] = c
+            grown = (np.empty(n, np.int64), *(np.empty(n, np.uint16) for _ in range(3)))
+            for a, c in zip(grown, self._bufs, strict=True):
+                a[:n_c] = c[:n_c]
+            self._bufs = grown
         return self._bufs, n_c
 
     def feed(self, bufs, n_hits: int, edges_t: np.ndarray, edges_rise: np.ndarray, max_hit: int | None,
              final: bool = False) -> EventChunk:
-        """Process a block: ``bufs[k][:n_hits]`` hold carry + new hits; edges in any order."""
+        """Process a block: ``bufs[k][:n_hits]`` (from `buffers`) hold carry + new hits; edges in any order."""
         t, x, y, tot = (b[:n_hits] for b in bufs)
-        self.counts["hits"] += n_hits - self._carry[0].shape[0]
+        self.counts["hits"] += n_hits - self._n_carry
         if max_hit is not None:
             self._max_hit = max_hit if self._max_hit is None else max(self._max_hit, max_hit)
         latest = [v for v in (self._max_hit, self._max_seen, edges_t.max() if edges_t.size else None)
@@ -154,18 +159,17 @@ class Synchroniser:
             self._dwell_segments(horizon, final)
         self._flush_new()
         segs = np.concatenate([self._done, self._segs])
-        ncols = segs["ncols"]
-        seg_lut = np.cumsum(ncols) - ncols
-        slots = np.repeat(segs["slot0"], ncols) + np.arange(int(ncols.sum())) - np.repeat(seg_lut, ncols)
-        lut = slots_to_positions(slots, self.skip, self.line_len, self.o.scan_shape)
         n_t = n_hits if self.o.keep_times else 0
         out = (np.empty(n_hits, np.int64), np.empty(n_hits, np.uint16), np.empty(n_hits, np.uint16),
                np.empty(n_t, np.float32), np.empty(n_t, np.uint16))
         counters = np.zeros(5, np.int64)
         n_out, n_carry = assign_hits(t, x, y, tot, horizon, self._horizon, segs["start"], segs["end"], segs["dwell"],
-                                 ncols, seg_lut, lut, self.acceptance, TICK_NS, self.o.keep_times, *out, counters)
+                                     segs["ncols"], segs["slot0"], self._scan, self.acceptance, TICK_NS,
+                                     self.o.keep_times, *out, counters)
         self._horizon = max(self._horizon, horizon)
-        self._carry = tuple(a[:n_carry].copy() for a in (t, x, y, tot))
+        if bufs is not self._bufs:  # (not from `buffers`: keep the carry where `buffers` looks)
+            self._bufs = tuple(a[:n_carry].copy() for a in (t, x, y, tot))
+        self._n_carry = n_carry
         for key, v in zip(("outside", "rejected", "skipped", "late", "late_lost"), counters, strict=True):
             self.counts[key] += int(v)
         self.counts["kept"] += n_out
@@ -234,7 +238,10 @@ class Synchroniser:
             self._open = int(seq[-1])
 
     def _median(self) -> int:
-        return int(np.median(self._durations))
+        """``int(np.median(durations))`` without NumPy's per-call cost (called every block)."""
+        d = sorted(self._durations)
+        k = len(d) // 2
+        return int(d[k] if len(d) % 2 else (d[k - 1] + d[k]) / 2)
 
     def _add_segment(self, start: int, end: int) -> None:
         k = self._n_segments

@@ -76,6 +76,42 @@ def layout_shape(layout: np.ndarray) -> tuple[int, int]:
         int((layout[:, 0] + np.where(layout[:, 2] > 0, ext[:, 0], 0)).max() + 1)
 
 
+@numba.njit(nogil=True, cache=True, inline="always")
+def _hit_raw(w):
+    """A pixel hit's ToA in ticks (coarse 25 ns · 96 − fine 1.5625 ns · 6), before unwrapping."""
+    return 96 * (((w & 0xFFFF) << 14) | ((w >> 30) & 0x3FFF)) - 6 * ((w >> 16) & 0xF)
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _unwrap(raw, base, latest, period):
+    """``(time, base, latest)``: ``raw`` in the roll-over period nearest ``latest``; ``base``
+    (a multiple of the period) follows the latest time (closed form: no per-hit loop)."""
+    tt = base + raw
+    if tt - latest > period // 2:
+        tt -= period
+    elif latest - tt > period // 2:
+        tt += period
+    latest = max(latest, tt)
+    if latest >= base + period:
+        base = (latest // period) * period
+    return tt, base, latest
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _store_hit(w, tt, nh, ox, oy, sx, sy, tr, t, x, y, tot):
+    """Write hit ``w`` at time ``tt`` as entry ``nh`` (unsigned: no negative-index check)."""
+    a = (w >> 44) & 0xFFFF
+    xl = ((a & 0xFE00) >> 8) + ((a & 7) >> 2)
+    yl = ((a & 0x1F8) >> 1) + (a & 3)
+    if tr:
+        xl, yl = yl, xl
+    k = np.uint64(nh)
+    t[k] = tt
+    x[k] = ox + sx * xl
+    y[k] = oy + sy * yl
+    tot[k] = (w >> 20) & 0x3FF
+
+
 # Long on purpose: one compiled pass over the packets with the decoder state in locals (the hot loop).
 @numba.njit(nogil=True, cache=True)
 def _decode(words, layout, state, t, x, y, tot, off, tdc_t, tdc_kind, counters):
@@ -83,96 +119,79 @@ def _decode(words, layout, state, t, x, y, tot, off, tdc_t, tdc_kind, counters):
 
     ``state`` = [chip, words left in chunk, latest time, have time, base, latest hit time,
     global time, 0]; ``counters`` += [hits, tdc, unknown, global time, control, outside a
-    chunk, hits of unknown chips, chunk headers, chunks cut short].
+    chunk, hits of unknown chips, chunk headers, chunks cut short].  Pixel hits inside a
+    chunk of a placed chip (nearly every packet) take a short path first.
     """
     period = np.int64(96) << 30
-    half = period // 2
     chip, left, latest, have, base, latest_hit, gtime = state[0], state[1], state[2], state[3], state[4], \
         state[5], state[6]
-    n_tdc = n_unknown = n_gt = n_ctrl = n_outside = n_unplaced = n_headers = n_cut = 0
     nh = off
     nt = 0
     n_chips = layout.shape[0]
     c0 = chip if chip < n_chips else 0  # the chunk may go on from the previous block
     ox, oy, sx, sy, tr = layout[c0, 0], layout[c0, 1], layout[c0, 2], layout[c0, 3], layout[c0, 4]
+    placed = chip < n_chips
     for i in range(words.shape[0]):
         w = words[i]
         typ = (w >> 60) & 0xF
+        if left > 0 and (typ == 0xB or typ == 0xA) and placed and have != 0:
+            left -= 1
+            tt, base, latest = _unwrap(_hit_raw(w), base, latest, period)
+            latest_hit = max(latest_hit, tt)
+            _store_hit(w, tt, nh, ox, oy, sx, sy, tr, t, x, y, tot)
+            nh += 1
+            continue
         if (w & 0xFFFFFFFF) == _MAGIC and (left == 0 or (typ != 0xB and typ != 0xA and typ != 6)):
-            if left > 0:
-                n_cut += 1
+            counters[8] += left > 0
+            counters[7] += 1
             chip = (w >> 32) & 0xFF
             left = ((w >> 48) & 0xFFFF) // 8
-            n_headers += 1
-            if chip < n_chips:
+            placed = chip < n_chips
+            if placed:
                 ox, oy, sx, sy, tr = layout[chip, 0], layout[chip, 1], layout[chip, 2], layout[chip, 3], \
                     layout[chip, 4]
             continue
         if left > 0:
             left -= 1
         else:
-            n_outside += 1
+            counters[5] += 1
         if typ == 0xB or typ == 0xA or typ == 6:
             if typ == 6:
-                fine = (w >> 5) & 0xF
-                raw = (12 * ((w >> 9) & 0x7FFFFFFFF) + max(fine - 1, 0)) % period
+                raw = (12 * ((w >> 9) & 0x7FFFFFFFF) + max(((w >> 5) & 0xF) - 1, 0)) % period
             else:
-                raw = 96 * (((w & 0xFFFF) << 14) | ((w >> 30) & 0x3FFF)) - 6 * ((w >> 16) & 0xF)
+                raw = _hit_raw(w)
             if have == 0:
-                have = 1
-                latest = raw
+                have, latest, latest_hit = 1, raw, raw
                 base = (raw // period) * period
-                latest_hit = raw
-            tt = base + raw
-            if tt - latest > half:
-                tt -= period
-            elif latest - tt > half:
-                tt += period
-            latest = max(latest, tt)
-            while latest >= base + period:
-                base += period
+            tt, base, latest = _unwrap(raw, base, latest, period)
             if typ == 6:
-                n_tdc += 1
+                counters[1] += 1
                 kind = (w >> 56) & 0xF
                 if kind == 0xF or kind == 0xA or kind == 0xE or kind == 0xB:
                     tdc_t[nt] = tt
                     tdc_kind[nt] = kind
                     nt += 1
                 else:
-                    n_unknown += 1
-                continue
-            if chip >= n_chips:
-                n_unplaced += 1
-                continue
-            a = (w >> 44) & 0xFFFF
-            xl = ((a & 0xFE00) >> 8) + ((a & 7) >> 2)
-            yl = ((a & 0x1F8) >> 1) + (a & 3)
-            if tr:
-                xl, yl = yl, xl
-            t[nh] = tt
-            x[nh] = ox + sx * xl
-            y[nh] = oy + sy * yl
-            tot[nh] = (w >> 20) & 0x3FF
-            nh += 1
-            latest_hit = max(latest_hit, tt)
-        elif typ == 4:
-            sub = (w >> 56) & 0xF
-            if sub == 4:
-                gtime = (gtime & ~np.int64(0xFFFFFFFF)) | ((w >> 16) & 0xFFFFFFFF)
-                n_gt += 1
-            elif sub == 5:
-                gtime = (gtime & 0xFFFFFFFF) | (((w >> 16) & 0xFFFF) << 32)
-                n_gt += 1
+                    counters[2] += 1
+            elif not placed:
+                counters[6] += 1
             else:
-                n_unknown += 1
+                _store_hit(w, tt, nh, ox, oy, sx, sy, tr, t, x, y, tot)
+                nh += 1
+                latest_hit = max(latest_hit, tt)
+        elif typ == 4 and ((w >> 56) & 0xF) == 4:
+            gtime = (gtime & ~np.int64(0xFFFFFFFF)) | ((w >> 16) & 0xFFFFFFFF)
+            counters[3] += 1
+        elif typ == 4 and ((w >> 56) & 0xF) == 5:
+            gtime = (gtime & 0xFFFFFFFF) | (((w >> 16) & 0xFFFF) << 32)
+            counters[3] += 1
         elif typ == 5 or typ == 7:
-            n_ctrl += 1
+            counters[4] += 1
         else:
-            n_unknown += 1
+            counters[2] += 1
     state[0], state[1], state[2], state[3], state[4], state[5], state[6] = chip, left, latest, have, base, \
         latest_hit, gtime
-    for k, v in enumerate((nh - off, n_tdc, n_unknown, n_gt, n_ctrl, n_outside, n_unplaced, n_headers, n_cut)):
-        counters[k] += v
+    counters[0] += nh - off
     return nh - off, nt
 
 
