@@ -118,7 +118,7 @@ def test_live_stream_acceptance_changed_while_streaming(demo):
     from another thread while the scan arrives gives the file run with that time."""
     ref = _file(demo, A_NS)
     seen = threading.Event()
-    with RawSimulator(demo, rate=2e6) as sim:
+    with RawSimulator(demo, rate=2e5) as sim:  # about 0.1 s: the change lands mid-scan
         conn = Tpx3Connection("127.0.0.1", sim.port)
         src = Tpx3StreamSource(conn.next_socket(), SCAN, sync="line", where=conn.where, connection=conn,
                                keep_times=True, order_window_ns=20000.0)
