@@ -35,7 +35,7 @@ LAYER_NOTES = {
     "ricom.simulators.merlin | ricom.simulators.events | ricom.simulators.dectris":
         "detector simulators, event writers",
     "ricom.io": "results on disk, contrast",
-    "ricom.calibration": "centre, descan, rotation",
+    "ricom.calibration | ricom.phase": "centre, descan, rotation · tcBF, SSB",
     "ricom.engine": "reducers, image, pipeline, compiled",
     "ricom.signals | ricom.sources": "derived images · inputs",
     "ricom.simulators.specimen": "built-in specimen",
