@@ -42,13 +42,14 @@ def frame_moments(frames, lookups, moments) -> None:
         return
     if isinstance(frames, PackedFrames):
         _moments_u16(frames.rows, frames.offset, ny, nx, frames.big_endian and frames.dtype.itemsize == 2,
-                     runs, n_rings, moments)
+                     block_rows(frames.dtype, frames.max_value), runs, n_rings, moments)
         return
     if mask is None and frames.dtype.kind == "u" and frames.dtype.itemsize <= 2:
         swap = not frames.dtype.isnative
         native = frames.view(frames.dtype.newbyteorder("=")) if swap else frames
         rows = np.ascontiguousarray(native).reshape(k, ny * nx)
-        _moments_u16(rows, 0, ny, nx, swap and frames.dtype.itemsize == 2, runs, n_rings, moments)
+        _moments_u16(rows, 0, ny, nx, swap and frames.dtype.itemsize == 2, block_rows(frames.dtype, 0),
+                     runs, n_rings, moments)
         return
     if runs is not None:
         C.frame_ring_sums(frames, runs, n_rings, moments)
@@ -57,11 +58,69 @@ def frame_moments(frames, lookups, moments) -> None:
     C.frame_moments_weighted(frames, m, mask is not None, moments)
 
 
-def _moments_u16(rows, offset, ny, nx, swap, runs, n_rings, moments) -> None:
+ASSUMED_MAX_16BIT = 4095
+"""Values assumed for 16-bit patterns of unknown depth (12-bit counters are the common
+case); larger ones cost one block summed twice per chunk, never a wrong sum."""
+
+
+def block_rows(dtype, max_value: int = 0) -> int:
+    """Rows whose column sums fit 16 bits, for pixels up to ``max_value`` (0: unknown,
+    ``ASSUMED_MAX_16BIT`` for 16-bit and 255 for 8-bit patterns).
+
+    Examples
+    --------
+    >>> block_rows(np.uint16, 4095), block_rows(np.uint8), block_rows(np.uint16, 63), block_rows(np.uint16, 65535)
+    (16, 257, 1040, 1)
+    """
+    top = int(max_value) or (255 if np.dtype(dtype).itemsize == 1 else ASSUMED_MAX_16BIT)
+    return max(1, 65535 // max(1, top))
+
+
+def _moments_u16(rows, offset, ny, nx, swap, block, runs, n_rings, moments) -> None:
     if n_rings:
-        C.frame_moments_rings_u16(rows, offset, ny, nx, swap, runs, n_rings, moments)
+        masks, mask_ring, row_masked, derived = ring_masks(runs, n_rings, (ny, nx), rows.dtype)
+        C.frame_moments_rings_u16(rows, offset, ny, nx, swap, block, masks, mask_ring, row_masked, derived,
+                                  n_rings, moments)
     else:
-        C.frame_moments_u16(rows, offset, ny, nx, swap, moments)
+        C.frame_moments_u16(rows, offset, ny, nx, swap, block, moments)
+
+
+_RING_MASKS: dict = {}
+
+
+def ring_masks(runs: np.ndarray, n_rings: int, shape, dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Pixel masks of the rings for `ricom.engine.compiled.frame_moments_rings_u16`.
+
+    The ring with the most pixels gets no mask (its sum is the total minus the others'),
+    nor, if it has more, do the pixels in no ring; the others (and those pixels, if they
+    have a mask) get one each, all bits set on their pixels, padded to an even count.
+    Returns ``masks (2m, ny, nx)`` of ``dtype``, the ring of each mask (−1: no ring, −2:
+    padding), per row whether any mask has pixels in it, and the derived ring (−1 if
+    the pixels in no ring are the ones left without a mask).  Cached per ``runs`` array.
+    """
+    key = (id(runs), np.dtype(dtype).str)
+    hit = _RING_MASKS.get(key)
+    if hit is not None and hit[0] is runs:
+        return hit[1]
+    ring = np.full(shape, -1, np.int64)
+    for y, x0, x1, r in runs.tolist():
+        ring[y, x0:x1] = r
+    slot = np.where(ring < 0, n_rings, ring)  # slot n_rings: the pixels in no ring
+    counts = np.bincount(slot.ravel(), minlength=n_rings + 1)
+    skip = int(np.argmax(counts))
+    kept = [s for s in range(n_rings + 1) if s != skip and counts[s]]
+    kept += [-2] * (len(kept) % 2)
+    masks = np.zeros((len(kept), *shape), dtype)
+    for j, s in enumerate(kept):
+        if s >= 0:
+            masks[j][slot == s] = np.iinfo(dtype).max
+    mask_ring = np.array([-1 if s == n_rings else s for s in kept], np.int64)
+    row_masked = masks.any(axis=(0, 2)) if len(kept) else np.zeros(shape[0], bool)
+    result = (masks, mask_ring, row_masked, skip if skip < n_rings else -1)
+    if len(_RING_MASKS) > 8:
+        _RING_MASKS.clear()
+    _RING_MASKS[key] = (runs, result)
+    return result
 
 
 _BIT_MASKS: dict = {}

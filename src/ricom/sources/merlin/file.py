@@ -180,6 +180,7 @@ class MerlinSource(Source):
         self.in_place = bool(in_place) and (self._packed_bits or (
             not h.raw and h.dtype in ("U08", "U16") and h.header_bytes % 2 == 0 and h.frame_bytes % 2 == 0))
         self._to_release: list = []
+        self._max_value = 2 ** h.counter_depth - 1 if h.counter_depth <= 16 else 0  # sizes the engine's sums
         self.name = path if len(self.files) == 1 else f"{path} (+{len(self.files) - 1} split files)"
         self._offset = self.files[0].first_seq - 1  # frames before the first file (missing)
         n_files = sum(f.n_frames for f in self.files)
@@ -257,7 +258,7 @@ class MerlinSource(Source):
             else:
                 item = 2 if h.dtype == "U16" else 1
                 frames = PackedFrames(rows.view(np.uint16) if item == 2 else rows, h.header_bytes // item,
-                                      self.detector_shape, big_endian=item == 2)
+                                      self.detector_shape, big_endian=item == 2, max_value=self._max_value)
             self._release_later(f, s * fb, (s + good) * fb)
         else:
             frames = np.empty((c, *self.detector_shape), h.out_dtype)[:good]
