@@ -103,3 +103,48 @@ def test_merlin_frames_carry_the_counter_depth(tmp_path, depth, top):
     frame_moments(chunk.packed, DetectorLookups(), out)
     np.testing.assert_array_equal(out, _reference(frames, None, 0))
     src.close()
+
+
+def test_mean_pattern_is_computed_once_per_chunk_and_never_stale():
+    from ricom.engine.detector import mean_pattern
+
+    frames = np.arange(4 * 3 * 5, dtype=np.uint16).reshape(4, 3, 5)
+    first = mean_pattern(frames)
+    np.testing.assert_array_equal(first, frames.mean(axis=0))
+    assert mean_pattern(frames) is first  # the second estimate from the same chunk reuses it
+    frames[:] = 7  # the same array with new contents: computed again
+    np.testing.assert_array_equal(mean_pattern(frames), np.full((3, 5), 7.0))
+
+
+def test_file_sources_sample_their_first_frames_as_chunks_hold_them(tmp_path):
+    """The pipeline warms the engine up with these before its clock starts."""
+    from ricom.sources.arrays import open_npy
+
+    rng = np.random.default_rng(3)
+    frames = rng.integers(0, 4096, (8, 32, 64)).astype(np.uint16)
+    (tmp_path / "a.mib").write_bytes(encode_frames(frames, 12, raw=False))
+    src = MerlinSource(str(tmp_path / "a.mib"), scan_shape=(2, 4))
+    sample = src.sample_frames()
+    assert isinstance(sample, PackedFrames) and sample.max_value == 4095
+    np.testing.assert_array_equal(sample[:], frames[:2])
+    src.close()
+    np.save(tmp_path / "a.npy", frames.reshape(2, 4, 32, 64))
+    np.testing.assert_array_equal(open_npy(str(tmp_path / "a.npy")).sample_frames(), frames[:2])
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_contiguous_hdf5_is_read_in_place(tmp_path, chunked):
+    import h5py
+
+    from ricom.sources.hdf5 import open as open_hdf5
+
+    rng = np.random.default_rng(5)
+    data = rng.integers(0, 4096, (3, 4, 16, 24)).astype(">u2")  # big-endian on disk
+    with h5py.File(tmp_path / "a.h5", "w") as f:
+        f.create_dataset("d", data=data, chunks=(1, 4, 16, 24) if chunked else None)
+    src = open_hdf5(str(tmp_path / "a.h5") + ":/d")
+    assert (src.mapped is not None) == (not chunked)
+    got = np.concatenate([c.frames for c in src.chunks(5)])
+    np.testing.assert_array_equal(got, data.reshape(12, 16, 24))
+    assert got.dtype.isnative
+    src.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import weakref
 
 import numpy as np
 
@@ -157,8 +158,26 @@ def bit_ring_masks(runs: np.ndarray, nx: int) -> tuple[np.ndarray, np.ndarray]:
     return result
 
 
+_MEAN: list = [None]
+"""(weak reference to the last chunk `mean_pattern` averaged, sample, its mean), used
+once: centre and bright-field radius are both estimated from the first chunk."""
+
+
 def mean_pattern(frames: np.ndarray, sample: int = 64) -> np.ndarray:
     """Mean of up to ``sample`` patterns spread over ``frames``, NaN patterns left out."""
+    last = _MEAN[0]
+    if last is not None and last[0]() is frames and last[1] == sample:
+        _MEAN[0] = None  # once: the next call may see the same array with new contents
+        return last[2]
+    mean = _mean_pattern(frames, sample)
+    try:
+        _MEAN[0] = (weakref.ref(frames), sample, mean)  # never keeps a chunk alive
+    except TypeError:
+        _MEAN[0] = None
+    return mean
+
+
+def _mean_pattern(frames, sample: int) -> np.ndarray:
     n = frames.shape[0]
     pick = frames[np.unique(np.linspace(0, n - 1, min(n, sample)).astype(np.int64))]
     pick = pick.astype(pick.dtype.newbyteorder("="), copy=False) if not pick.dtype.isnative else pick
@@ -185,14 +204,22 @@ def pattern_centre_of_mass(pattern: np.ndarray) -> tuple[float, float] | None:
 
 
 def ring_runs(ring_of_pixel: np.ndarray) -> np.ndarray:
-    """Runs ``(y, x0, x1, ring)`` of constant ring index covering every pixel, row by row."""
-    rows = []
-    for y, line in enumerate(ring_of_pixel):
-        edges = np.flatnonzero(np.diff(line)) + 1
-        starts = np.concatenate([[0], edges])
-        stops = np.concatenate([edges, [line.shape[0]]])
-        rows.append(np.stack([np.full(starts.shape, y), starts, stops, line[starts]], axis=1))
-    return np.ascontiguousarray(np.concatenate(rows).astype(np.int64))
+    """Runs ``(y, x0, x1, ring)`` of constant ring index covering every pixel, row by row.
+
+    Examples
+    --------
+    >>> ring_runs(np.array([[0, 0, 1], [-1, -1, -1]])).tolist()
+    [[0, 0, 2, 0], [0, 2, 3, 1], [1, 0, 3, -1]]
+    """
+    ring = np.asarray(ring_of_pixel)
+    ny, nx = ring.shape
+    starts = np.ones((ny, nx), bool)
+    starts[:, 1:] = ring[:, 1:] != ring[:, :-1]
+    ys, xs = np.nonzero(starts)
+    flat = ys * nx + xs
+    stops = np.append(flat[1:], ny * nx)  # the next run's start, or the end of the row
+    stops = np.minimum(stops, (ys + 1) * nx) - ys * nx
+    return np.ascontiguousarray(np.stack([ys, xs, stops, ring[ys, xs]], axis=1).astype(np.int64))
 
 
 def bright_field_radius(frames: np.ndarray) -> float:

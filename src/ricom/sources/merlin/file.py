@@ -303,6 +303,12 @@ class MerlinSource(Source):
     def chunks(self, chunk_size: int = 256):
         return self._read_plan(self._plan(max(1, int(chunk_size))))
 
+    def sample_frames(self) -> np.ndarray | PackedFrames:
+        """The first two frames as the chunks will hold them: `ricom.engine.pipeline.run` loads the
+        engine's compiled code with them before its clock starts."""
+        f = self.files[0]
+        return self._decode((f, 0, min(2, f.n_frames), self._offset))[0]
+
     @property
     def splittable(self) -> bool:
         """Every frame of a ``.mib`` has the same size, so any range can be found directly."""
