@@ -249,9 +249,9 @@ class MerlinSource(Source):
         h = self.header
         fb = h.frame_bytes
         buf = f.map()[s * fb:(s + c) * fb]
+        f.populate(s * fb, (s + c) * fb)  # first: a page fault per frame header costs 4× mapping them all
         good, seq = check_frames(buf, h, c, f.reference)
         if self.in_place and good:
-            f.populate(s * fb, (s + good) * fb)
             rows = buf[:good * fb].reshape(good, fb)
             if self._packed_bits:  # raw 1-bit: the engine counts bits in the 64-bit words
                 frames = PackedFrames(rows.view(np.uint64), h.header_bytes // 8, self.detector_shape, bits=1)
