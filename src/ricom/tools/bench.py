@@ -305,6 +305,7 @@ def plan(quick: bool) -> list[tuple[str, dict]]:
         cases.append(("memory", dict(scan_shape=scan, detector_shape=det, kernel=k, threads=1)))
     for t in (1, 2):
         cases.append(("npy", dict(scan_shape=scan, detector_shape=det, kernel=61, threads=t)))
+        cases.append(("npy", dict(scan_shape=scan, detector_shape=det, kernel=61, threads=t, aged=True)))
         cases.append(("h5", dict(scan_shape=scan, detector_shape=det, kernel=61, threads=t)))
         for depth, raw in ((12, False), (6, False), (1, True)):
             cases.append(("mib", dict(scan_shape=scan, detector_shape=det, depth=depth, raw=raw, kernel=61,
