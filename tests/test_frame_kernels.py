@@ -129,7 +129,10 @@ def test_file_sources_sample_their_first_frames_as_chunks_hold_them(tmp_path):
     np.testing.assert_array_equal(sample[:], frames[:2])
     src.close()
     np.save(tmp_path / "a.npy", frames.reshape(2, 4, 32, 64))
-    np.testing.assert_array_equal(open_npy(str(tmp_path / "a.npy")).sample_frames(), frames[:2])
+    npy = open_npy(str(tmp_path / "a.npy"))
+    sample, chunk = npy.sample_frames(), next(iter(npy.chunks(8))).frames
+    np.testing.assert_array_equal(sample, frames[:2])
+    assert sample.flags.writeable == chunk.flags.writeable  # the kernels the chunks will use
 
 
 @pytest.mark.parametrize("chunked", [False, True])

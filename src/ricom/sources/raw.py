@@ -197,7 +197,11 @@ class LazyArraySource(Source):
     def sample_frames(self) -> np.ndarray:
         """The first two frames as the chunks will hold them: `ricom.engine.pipeline.run` loads the
         engine's compiled code with them before its clock starts."""
-        return self._read(0, min(2, self.n_frames))
+        frames = self._read(0, min(2, self.n_frames))
+        source = self.data if self.mapped is None else self.mapped
+        if isinstance(source, np.ndarray) and not source.flags.writeable and frames.flags.writeable:
+            frames.flags.writeable = False  # chunks of a read-only map are read-only views: the same kernels
+        return frames
 
     @property
     def splittable(self) -> bool:
