@@ -33,6 +33,11 @@ def frame_moments(frames, lookups, moments) -> None:
     data: packed or plain 8/16-bit (fast path, byte-swapped in place if big-endian), other
     integers, or floats.
     """
+    if not moments.flags.c_contiguous:  # a worker's share: the kernels' one layout, loaded before the clock
+        part = np.zeros(moments.shape)
+        frame_moments(frames, lookups, part)
+        moments[...] = part
+        return
     mask, runs, n_rings = lookups.com_mask, lookups.ring_runs, lookups.n_rings
     k = frames.shape[0]
     ny, nx = frames.shape[1:]
