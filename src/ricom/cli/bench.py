@@ -16,7 +16,8 @@ def add_arguments(p) -> None:
     p.add_argument("--quick", action="store_true", help="a small subset (under a minute)")
     p.add_argument("--json", metavar="FILE", help="write the records as a JSON list")
     p.add_argument("--only", metavar="KINDS",
-                   help="comma list of case kinds: memory, npy, mib, live, live+record, events, largescan, dask")
+                   help="comma list of case kinds: memory, npy, h5, mib, fresh, live, live+record, events, largescan, "
+                        "dask")
     p.add_argument("--tmp", metavar="DIR", help="folder for the generated inputs (default: system temp)")
 
 

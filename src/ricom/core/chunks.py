@@ -34,6 +34,10 @@ class PackedFrames:
     bits: int = 0
     """1: one bit per pixel, packed in big-endian 64-bit words (``rows`` uint64, bit k of
     word j of a row is pixel 64·j + k; Merlin raw 1-bit).  0: one ``rows`` item per pixel."""
+    max_value: int = 0
+    """Largest value a pixel can hold, from the counter depth the source states (4095 for
+    12-bit Merlin frames); 0: unknown (the dtype's).  The engine sizes its 16-bit sums
+    with it (they stay exact for any values)."""
 
     @property
     def shape(self) -> tuple[int, int, int]:

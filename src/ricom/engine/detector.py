@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import weakref
 
 import numpy as np
 
@@ -32,6 +33,11 @@ def frame_moments(frames, lookups, moments) -> None:
     data: packed or plain 8/16-bit (fast path, byte-swapped in place if big-endian), other
     integers, or floats.
     """
+    if not moments.flags.c_contiguous:  # a worker's share: the kernels' one layout, loaded before the clock
+        part = np.zeros(moments.shape)
+        frame_moments(frames, lookups, part)
+        moments[...] = part
+        return
     mask, runs, n_rings = lookups.com_mask, lookups.ring_runs, lookups.n_rings
     k = frames.shape[0]
     ny, nx = frames.shape[1:]
@@ -42,13 +48,14 @@ def frame_moments(frames, lookups, moments) -> None:
         return
     if isinstance(frames, PackedFrames):
         _moments_u16(frames.rows, frames.offset, ny, nx, frames.big_endian and frames.dtype.itemsize == 2,
-                     runs, n_rings, moments)
+                     block_rows(frames.dtype, frames.max_value), runs, n_rings, moments)
         return
     if mask is None and frames.dtype.kind == "u" and frames.dtype.itemsize <= 2:
         swap = not frames.dtype.isnative
         native = frames.view(frames.dtype.newbyteorder("=")) if swap else frames
         rows = np.ascontiguousarray(native).reshape(k, ny * nx)
-        _moments_u16(rows, 0, ny, nx, swap and frames.dtype.itemsize == 2, runs, n_rings, moments)
+        _moments_u16(rows, 0, ny, nx, swap and frames.dtype.itemsize == 2, block_rows(frames.dtype, 0),
+                     runs, n_rings, moments)
         return
     if runs is not None:
         C.frame_ring_sums(frames, runs, n_rings, moments)
@@ -57,11 +64,69 @@ def frame_moments(frames, lookups, moments) -> None:
     C.frame_moments_weighted(frames, m, mask is not None, moments)
 
 
-def _moments_u16(rows, offset, ny, nx, swap, runs, n_rings, moments) -> None:
+ASSUMED_MAX_16BIT = 4095
+"""Values assumed for 16-bit patterns of unknown depth (12-bit counters are the common
+case); larger ones cost one block summed twice per chunk, never a wrong sum."""
+
+
+def block_rows(dtype, max_value: int = 0) -> int:
+    """Rows whose column sums fit 16 bits, for pixels up to ``max_value`` (0: unknown,
+    ``ASSUMED_MAX_16BIT`` for 16-bit and 255 for 8-bit patterns).
+
+    Examples
+    --------
+    >>> block_rows(np.uint16, 4095), block_rows(np.uint8), block_rows(np.uint16, 63), block_rows(np.uint16, 65535)
+    (16, 257, 1040, 1)
+    """
+    top = int(max_value) or (255 if np.dtype(dtype).itemsize == 1 else ASSUMED_MAX_16BIT)
+    return max(1, 65535 // max(1, top))
+
+
+def _moments_u16(rows, offset, ny, nx, swap, block, runs, n_rings, moments) -> None:
     if n_rings:
-        C.frame_moments_rings_u16(rows, offset, ny, nx, swap, runs, n_rings, moments)
+        masks, mask_ring, row_masked, derived = ring_masks(runs, n_rings, (ny, nx), rows.dtype)
+        C.frame_moments_rings_u16(rows, offset, ny, nx, swap, block, masks, mask_ring, row_masked, derived,
+                                  n_rings, moments)
     else:
-        C.frame_moments_u16(rows, offset, ny, nx, swap, moments)
+        C.frame_moments_u16(rows, offset, ny, nx, swap, block, moments)
+
+
+_RING_MASKS: dict = {}
+
+
+def ring_masks(runs: np.ndarray, n_rings: int, shape, dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Pixel masks of the rings for `ricom.engine.compiled.frame_moments_rings_u16`.
+
+    The ring with the most pixels gets no mask (its sum is the total minus the others'),
+    nor, if it has more, do the pixels in no ring; the others (and those pixels, if they
+    have a mask) get one each, all bits set on their pixels, padded to an even count.
+    Returns ``masks (2m, ny, nx)`` of ``dtype``, the ring of each mask (−1: no ring, −2:
+    padding), per row whether any mask has pixels in it, and the derived ring (−1 if
+    the pixels in no ring are the ones left without a mask).  Cached per ``runs`` array.
+    """
+    key = (id(runs), np.dtype(dtype).str)
+    hit = _RING_MASKS.get(key)
+    if hit is not None and hit[0] is runs:
+        return hit[1]
+    ring = np.full(shape, -1, np.int64)
+    for y, x0, x1, r in runs.tolist():
+        ring[y, x0:x1] = r
+    slot = np.where(ring < 0, n_rings, ring)  # slot n_rings: the pixels in no ring
+    counts = np.bincount(slot.ravel(), minlength=n_rings + 1)
+    skip = int(np.argmax(counts))
+    kept = [s for s in range(n_rings + 1) if s != skip and counts[s]]
+    kept += [-2] * (len(kept) % 2)
+    masks = np.zeros((len(kept), *shape), dtype)
+    for j, s in enumerate(kept):
+        if s >= 0:
+            masks[j][slot == s] = np.iinfo(dtype).max
+    mask_ring = np.array([-1 if s == n_rings else s for s in kept], np.int64)
+    row_masked = masks.any(axis=(0, 2)) if len(kept) else np.zeros(shape[0], bool)
+    result = (masks, mask_ring, row_masked, skip if skip < n_rings else -1)
+    if len(_RING_MASKS) > 8:
+        _RING_MASKS.clear()
+    _RING_MASKS[key] = (runs, result)
+    return result
 
 
 _BIT_MASKS: dict = {}
@@ -98,8 +163,26 @@ def bit_ring_masks(runs: np.ndarray, nx: int) -> tuple[np.ndarray, np.ndarray]:
     return result
 
 
+_MEAN: list = [None]
+"""(weak reference to the last chunk `mean_pattern` averaged, sample, its mean), used
+once: centre and bright-field radius are both estimated from the first chunk."""
+
+
 def mean_pattern(frames: np.ndarray, sample: int = 64) -> np.ndarray:
     """Mean of up to ``sample`` patterns spread over ``frames``, NaN patterns left out."""
+    last = _MEAN[0]
+    if last is not None and last[0]() is frames and last[1] == sample:
+        _MEAN[0] = None  # once: the next call may see the same array with new contents
+        return last[2]
+    mean = _mean_pattern(frames, sample)
+    try:
+        _MEAN[0] = (weakref.ref(frames), sample, mean)  # never keeps a chunk alive
+    except TypeError:
+        _MEAN[0] = None
+    return mean
+
+
+def _mean_pattern(frames, sample: int) -> np.ndarray:
     n = frames.shape[0]
     pick = frames[np.unique(np.linspace(0, n - 1, min(n, sample)).astype(np.int64))]
     pick = pick.astype(pick.dtype.newbyteorder("="), copy=False) if not pick.dtype.isnative else pick
@@ -126,14 +209,22 @@ def pattern_centre_of_mass(pattern: np.ndarray) -> tuple[float, float] | None:
 
 
 def ring_runs(ring_of_pixel: np.ndarray) -> np.ndarray:
-    """Runs ``(y, x0, x1, ring)`` of constant ring index covering every pixel, row by row."""
-    rows = []
-    for y, line in enumerate(ring_of_pixel):
-        edges = np.flatnonzero(np.diff(line)) + 1
-        starts = np.concatenate([[0], edges])
-        stops = np.concatenate([edges, [line.shape[0]]])
-        rows.append(np.stack([np.full(starts.shape, y), starts, stops, line[starts]], axis=1))
-    return np.ascontiguousarray(np.concatenate(rows).astype(np.int64))
+    """Runs ``(y, x0, x1, ring)`` of constant ring index covering every pixel, row by row.
+
+    Examples
+    --------
+    >>> ring_runs(np.array([[0, 0, 1], [-1, -1, -1]])).tolist()
+    [[0, 0, 2, 0], [0, 2, 3, 1], [1, 0, 3, -1]]
+    """
+    ring = np.asarray(ring_of_pixel)
+    ny, nx = ring.shape
+    starts = np.ones((ny, nx), bool)
+    starts[:, 1:] = ring[:, 1:] != ring[:, :-1]
+    ys, xs = np.nonzero(starts)
+    flat = ys * nx + xs
+    stops = np.append(flat[1:], ny * nx)  # the next run's start, or the end of the row
+    stops = np.minimum(stops, (ys + 1) * nx) - ys * nx
+    return np.ascontiguousarray(np.stack([ys, xs, stops, ring[ys, xs]], axis=1).astype(np.int64))
 
 
 def bright_field_radius(frames: np.ndarray) -> float:

@@ -137,6 +137,19 @@ def recorded_mask(ds, detector_shape) -> PixelMask | None:
     return None
 
 
+def _mapped(path: str, ds) -> np.memmap | None:
+    """The dataset memory-mapped if it is stored in one contiguous, unfiltered block of the
+    file (read in place like a `.npy`, not copied by HDF5), else None."""
+    try:
+        if not isinstance(ds, h5py.Dataset) or ds.chunks is not None or ds.compression or ds.external \
+                or ds.dtype.kind not in "uif":
+            return None
+        offset = ds.id.get_offset()
+        return None if offset is None else np.memmap(path, ds.dtype, "r", offset=offset, shape=ds.shape)
+    except (OSError, ValueError, TypeError):
+        return None
+
+
 class HDF5Source(LazyArraySource):
     """Frames of an HDF5 dataset (see the module docstring); closes the file on `close`."""
 
@@ -145,6 +158,7 @@ class HDF5Source(LazyArraySource):
         self.dataset = dataset
         try:
             super().__init__(data, name=name, block=(data.chunks or (None,))[0], **options)
+            self.mapped = _mapped(h5file.filename, data)
             self._hints = dataset_hints(getattr(data, "parts", [data])[0])
             self.mask = recorded_mask(getattr(data, "parts", [data])[0], self.detector_shape)
         except BaseException:

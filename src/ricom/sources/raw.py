@@ -181,9 +181,12 @@ class LazyArraySource(Source):
         unit = self._row_len if len(data.shape) == 4 else max(1, int(block or 1))
         self._block = max(1, fit // unit) * unit if unit <= fit else fit
 
+    mapped = None
+    """The same array memory-mapped, where a subclass can map it (read instead of ``data``)."""
+
     def _read(self, a: int, b: int) -> np.ndarray:
         """Frames ``a…b-1`` in flat order (whole scan rows in one read where possible)."""
-        data, rl = self.data, self._row_len
+        data, rl = (self.data if self.mapped is None else self.mapped), self._row_len
         if len(data.shape) == 3:
             out = data[a:b]
         elif a % rl == 0 and b % rl == 0:
@@ -207,6 +210,15 @@ class LazyArraySource(Source):
 
     def chunks(self, chunk_size: int = 256) -> Iterator[FrameChunk]:
         return self.read_range(0, self.n_frames, chunk_size)
+
+    def sample_frames(self) -> np.ndarray:
+        """The first two frames as the chunks will hold them: `ricom.engine.pipeline.run` loads the
+        engine's compiled code with them before its clock starts."""
+        frames = self._read(0, min(2, self.n_frames))
+        source = self.data if self.mapped is None else self.mapped
+        if isinstance(source, np.ndarray) and not source.flags.writeable and frames.flags.writeable:
+            frames.flags.writeable = False  # chunks of a read-only map are read-only views: the same kernels
+        return frames
 
     @property
     def splittable(self) -> bool:

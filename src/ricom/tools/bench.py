@@ -3,8 +3,10 @@
 Every case reports patterns/s (or events/s), GB/s of input bytes, and the ratio to a plain
 memory read of the same bytes (by as many threads) measured in the same run
 (`memread_gb_per_s`), so figures
-from different machines compare by ratio.  Cases: in-memory engine, `.npy` and Merlin
-`.mib` files from the page cache (12-bit, 6-bit, raw 1-bit; 256² and 512²), live over
+from different machines compare by ratio.  Cases: in-memory engine, `.npy`, uncompressed
+HDF5 and Merlin `.mib` files from the page cache (12-bit, 6-bit, raw 1-bit; 256² and 512²;
+also a copy read back from the disk, ``aged``), ``fresh``: ``ricom reconstruct`` in a new
+process (`ricom.tools.bench_frames`), live over
 loopback from the project's Merlin simulator (also with every pattern recorded to HDF5,
 ``live+record``), Timepix3 events (a file; raw and ASI streams over loopback:
 `ricom.tools.bench_timepix`), for several kernel
@@ -36,8 +38,6 @@ from ricom.io.attach import attach_recorder
 from ricom.simulators.events import write_events
 from ricom.simulators.specimen import SimulationParams, simulate_chunks
 from ricom.sources import open_source
-from ricom.sources.arrays import ArraySource, open_npy
-from ricom.sources.merlin.file import MerlinSource
 from ricom.sources.merlin.live import MerlinLiveSource
 from ricom.tools import bench_dectris, bench_timepix
 from ricom.tools.bench_core import (
@@ -48,55 +48,9 @@ from ricom.tools.bench_core import (
     peak_rss_mb,
     recording_note,
     synthetic_frames,
-    time_run,
     write_mib,
 )
-
-
-def bench_in_memory(scan_shape, detector_shape, kernel: int, threads: int, n_unique: int = 1024) -> BenchRecord:
-    """The engine on frames already in memory (uint16)."""
-    sy, sx = scan_shape
-    unique = synthetic_frames(n_unique, detector_shape, 4095)
-    frames = np.resize(unique, (sy * sx, *detector_shape))
-    memread = memread_gb_per_s(frames, threads=threads)
-    secs, n = time_run(lambda: ArraySource(frames, scan_shape=scan_shape), scan_shape, detector_shape,
-                        kernel, threads)
-    return make_record("memory uint16", threads, kernel, detector_shape, secs, n, frames[0].nbytes, memread)
-
-
-def bench_mib(folder: str, scan_shape, detector_shape, depth: int, raw: bool, kernel: int,
-              threads: int) -> BenchRecord:
-    """A Merlin file from the page cache, through `MerlinSource`."""
-    path = os.path.join(folder, f"bench_{detector_shape[0]}_{depth}{'r' if raw else ''}.mib")
-    if not os.path.exists(path):
-        write_mib(path, scan_shape, detector_shape, depth, raw)
-    mm = np.memmap(path, np.uint8, "r")
-    memread = memread_gb_per_s(mm, threads=threads)
-    frame_bytes = mm.size // (scan_shape[0] * scan_shape[1])
-    del mm
-    secs, n = time_run(lambda: MerlinSource(path, scan_shape=scan_shape), scan_shape, detector_shape,
-                        kernel, threads)
-    name = f"mib {'raw ' if raw else ''}{depth}-bit"
-    return make_record(name, threads, kernel, detector_shape, secs, n, frame_bytes, memread)
-
-
-def bench_npy(folder: str, scan_shape, detector_shape, kernel: int, threads: int) -> BenchRecord:
-    """A `.npy` file from the page cache (memory-mapped)."""
-    path = os.path.join(folder, f"bench_{detector_shape[0]}.npy")
-    if not os.path.exists(path):
-        unique = synthetic_frames(256, detector_shape, 4095)
-        arr = np.lib.format.open_memmap(path, "w+", np.uint16, (*scan_shape, *detector_shape))
-        flat = arr.reshape(-1, *detector_shape)
-        for i in range(0, flat.shape[0], 256):
-            flat[i:i + 256] = unique[: flat.shape[0] - i]
-        arr.flush()
-        del arr, flat
-    mm = np.load(path, mmap_mode="r")
-    memread = memread_gb_per_s(mm, threads=threads)
-    bytes_per = mm[0, 0].nbytes
-    del mm
-    secs, n = time_run(lambda: open_npy(path), scan_shape, detector_shape, kernel, threads)
-    return make_record("npy uint16", threads, kernel, detector_shape, secs, n, bytes_per, memread)
+from ricom.tools.bench_frames import bench_fresh, bench_h5, bench_in_memory, bench_mib, bench_npy
 
 
 def bench_live(folder: str, scan_shape, detector_shape, depth: int, raw: bool, kernel: int,
@@ -351,9 +305,14 @@ def plan(quick: bool) -> list[tuple[str, dict]]:
         cases.append(("memory", dict(scan_shape=scan, detector_shape=det, kernel=k, threads=1)))
     for t in (1, 2):
         cases.append(("npy", dict(scan_shape=scan, detector_shape=det, kernel=61, threads=t)))
+        cases.append(("npy", dict(scan_shape=scan, detector_shape=det, kernel=61, threads=t, aged=True)))
+        cases.append(("h5", dict(scan_shape=scan, detector_shape=det, kernel=61, threads=t)))
         for depth, raw in ((12, False), (6, False), (1, True)):
             cases.append(("mib", dict(scan_shape=scan, detector_shape=det, depth=depth, raw=raw, kernel=61,
                                       threads=t)))
+        cases.append(("mib", dict(scan_shape=scan, detector_shape=det, depth=12, raw=False, kernel=61, threads=t,
+                                  aged=True)))
+        cases.append(("fresh", dict(scan_shape=scan, detector_shape=det, depth=12, kernel=61, threads=t)))
     cases.append(("mib", dict(scan_shape=(64, 64), detector_shape=(512, 512), depth=12, raw=False, kernel=61,
                               threads=1)))
     for depth, raw in ((12, False), (6, False), (1, True)):
@@ -368,11 +327,12 @@ def plan(quick: bool) -> list[tuple[str, dict]]:
     return cases
 
 
-RUNNERS = {"memory": bench_in_memory, "mib": bench_mib, "npy": bench_npy, "live": bench_live,
+RUNNERS = {"memory": bench_in_memory, "mib": bench_mib, "npy": bench_npy, "h5": bench_h5, "fresh": bench_fresh,
+           "live": bench_live,
            "live+record": bench_live_record,
            "events": bench_events, "largescan": bench_large_scan, "dask": bench_dask,
            **bench_dectris.RUNNERS, **bench_timepix.RUNNERS}
-NEEDS_FOLDER = {"mib", "npy", "live", "live+record", "events", "dask", *bench_dectris.RUNNERS,
+NEEDS_FOLDER = {"mib", "npy", "h5", "fresh", "live", "live+record", "events", "dask", *bench_dectris.RUNNERS,
                 *bench_timepix.RUNNERS}
 ONLY_WHEN_ASKED = {"dask"}
 """Kinds that run only when named with ``--only`` (they start clusters of worker processes)."""

@@ -69,6 +69,41 @@ def memread_gb_per_s(buf: np.ndarray, repeat: int = 3, threads: int = 1) -> floa
     return words.nbytes / best / 1e9
 
 
+def memread_pair(buf: np.ndarray, threads: int) -> tuple[float, str]:
+    """The memory read of ``buf`` by ``threads`` threads (GB/s) and, for more than one, a
+    note giving the one-thread rate beside it (the ratio a run with more threads can at
+    best reach over one)."""
+    rate = memread_gb_per_s(buf, threads=threads)
+    if threads <= 1:
+        return rate, ""
+    one = memread_gb_per_s(buf, threads=1)
+    return rate, f"memread 1 thread {one:.1f} GB/s, {threads} threads {rate:.1f} GB/s ({rate / one:.2f}×)"
+
+
+def age_in_page_cache(path: str, aged: str) -> str:
+    """A copy of ``path`` at ``aged`` whose pages came back from the disk into the page cache
+    (as a file a user reprocesses has: not the large folios a file just written sits in);
+    made once."""
+    if os.path.exists(aged):
+        return aged
+    tmp = aged + ".part"
+    with open(path, "rb") as src, open(tmp, "wb") as dst:
+        while block := src.read(64 << 20):
+            dst.write(block)
+        dst.flush()
+        os.fsync(dst.fileno())
+    os.replace(tmp, aged)
+    fd = os.open(aged, os.O_RDONLY)
+    try:
+        if hasattr(os, "posix_fadvise"):
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # drop the written pages …
+        while os.read(fd, 8 << 20):  # … and read them back
+            pass
+    finally:
+        os.close(fd)
+    return aged
+
+
 def synthetic_frames(n_unique: int, detector_shape, max_count: int, seed: int = 0) -> np.ndarray:
     """Poisson patterns with a bright-field disc, clipped to ``max_count`` (made in small
     blocks, so that making them never takes more memory than the result)."""

@@ -1,8 +1,9 @@
 """Per-pattern reductions of frame chunks: total, first moments and ring sums.
 
 One kernel per kind of input: 8/16-bit unsigned (plain or packed in a file buffer,
-either byte order), raw 1-bit packed words, other integers and floats (optionally
-masked).  ``out[row, i]`` receives the rows of `ricom.engine.compiled` (TOTAL, SUM_X, SUM_Y,
+either byte order; column sums in 16-bit lanes over row blocks as deep as the counter
+depth allows, checked exactly), raw 1-bit packed words, other integers and floats
+(optionally masked).  ``out[row, i]`` receives the rows of `ricom.engine.compiled` (TOTAL, SUM_X, SUM_Y,
 FIRST_RING…) of pattern i.
 """
 from __future__ import annotations
@@ -51,76 +52,184 @@ def frame_moments_weighted(frames, mask, use_mask, out):
 
 @numba.njit(inline="always", fastmath=True)
 def _add_row(seg, col, swap_bytes):
-    """Add one run of pixels into the column sums ``col``; its sum back (int64).
+    """Add one row into the column sums ``col`` (16- or 32-bit lanes); its sum back.
 
-    Sums stay 32-bit (twice the lanes per vector): exact, since a column or a row of
-    16-bit values stays far below 2³².  Slices indexed from 0 keep the loop vectorised.
+    The row sum is kept in 32 bits (exact: a row of 16-bit values stays far below 2³²).
+    Slices indexed from 0 keep the loop vectorised.
     """
     r = np.uint32(0)
     if swap_bytes:
         for x in range(seg.shape[0]):
-            v = np.uint32(bswap(seg[x]))
+            v = bswap(seg[x])
             col[x] += v
-            r = np.uint32(r + v)
+            r = np.uint32(r + np.uint32(v))
     else:
         for x in range(seg.shape[0]):
-            v = np.uint32(seg[x])
+            v = seg[x]
             col[x] += v
-            r = np.uint32(r + v)
+            r = np.uint32(r + np.uint32(v))
     return np.int64(r)
 
 
+@numba.njit(inline="always", fastmath=True)
+def _add_row_masked(seg, m0, m1, col, swap_bytes):
+    """`_add_row` that also sums the pixels under two masks (all bits set: in, 0: out)."""
+    r = np.uint32(0)
+    a = np.uint32(0)
+    b = np.uint32(0)
+    for x in range(seg.shape[0]):
+        v = bswap(seg[x]) if swap_bytes else seg[x]
+        col[x] += v
+        r = np.uint32(r + np.uint32(v))
+        a = np.uint32(a + np.uint32(v & m0[x]))
+        b = np.uint32(b + np.uint32(v & m1[x]))
+    return np.int64(r), np.int64(a), np.int64(b)
+
+
+@numba.njit(inline="always", fastmath=True)
+def _masked_sums(seg, m0, m1, swap_bytes):
+    """Sums of one row's pixels under two masks."""
+    a = np.uint32(0)
+    b = np.uint32(0)
+    for x in range(seg.shape[0]):
+        v = bswap(seg[x]) if swap_bytes else seg[x]
+        a = np.uint32(a + np.uint32(v & m0[x]))
+        b = np.uint32(b + np.uint32(v & m1[x]))
+    return np.int64(a), np.int64(b)
+
+
+@numba.njit(inline="always", fastmath=True)
+def _close_block(img, y0, y1, nx, swap_bytes, col16, col32, block_total):
+    """Add a block's 16-bit column sums into ``col32``; False if one of them wrapped.
+
+    Each wrap of a 16-bit sum loses exactly 2¹⁶, so the 16-bit sums add up to the block's
+    exact total (the 32-bit row sums) only if none wrapped; then ``col32`` gets them,
+    otherwise the block's columns are summed again in 32 bits (exact for any values).
+    """
+    s = 0
+    for x in range(nx):
+        s += np.int64(col16[x])
+    if s == block_total:
+        for x in range(nx):
+            col32[x] += np.uint32(col16[x])
+        return True
+    for y in range(y0, y1):
+        _add_row(img[y * nx:(y + 1) * nx], col32, swap_bytes)
+    return False
+
+
 @numba.njit(fastmath=True, **JIT)
-def frame_moments_u16(rows, offset, ny, nx, swap_bytes, out):
+def frame_moments_u16(rows, offset, ny, nx, swap_bytes, block_rows, out):
     """Moments of unmasked 8/16-bit unsigned patterns in one read.
 
     Pattern i is ``rows[i, offset:offset + ny*nx]`` (rows C-contiguous: a plain
     ``(k, ny*nx)`` view, or a file's frames with their headers).  ``swap_bytes`` reads
-    big-endian 16-bit data in place.
+    big-endian 16-bit data in place.  With ``block_rows`` ≥ 2, column sums run in 16-bit
+    lanes over blocks of that many rows (twice the pixels per vector of 32-bit sums, one
+    widening per block; 16 rows of 12-bit values sum to < 2¹⁶), checked exactly at the end
+    of each block (`_close_block`): a block whose sums wrapped is summed again in 32 bits
+    and the rest of the chunk runs in 32 bits, so the result is exact for any values.
     """
-    col = np.zeros(nx, np.uint32)
+    col16 = np.zeros(nx, np.uint16)
+    col32 = np.zeros(nx, np.uint32)
+    block = block_rows if block_rows >= 2 else 0
     for i in range(rows.shape[0]):
         img = rows[i, offset:offset + ny * nx]
-        col[:] = 0
+        col32[:] = 0
         t = 0
         my = 0
-        for y in range(ny):
-            r = _add_row(img[y * nx:(y + 1) * nx], col, swap_bytes)
-            t += r
-            my += r * y
+        y0 = 0
+        while y0 < ny:
+            if block == 0:  # 32-bit sums
+                r = _add_row(img[y0 * nx:(y0 + 1) * nx], col32, swap_bytes)
+                t += r
+                my += r * y0
+                y0 += 1
+                continue
+            y1 = min(ny, y0 + block)
+            col16[:] = 0
+            tb = 0
+            for y in range(y0, y1):
+                r = _add_row(img[y * nx:(y + 1) * nx], col16, swap_bytes)
+                tb += r
+                my += r * y
+            t += tb
+            ok = _close_block(img, y0, y1, nx, swap_bytes, col16, col32, tb)
+            y0 = y1
+            if not ok:
+                block = 0  # values above the depth assumed: 32-bit sums from here on
         out[TOTAL, i] = t
-        out[SUM_X, i] = _first_moment(col)
+        out[SUM_X, i] = _first_moment(col32)
         out[SUM_Y, i] = my
+
+
+@numba.njit(inline="always", fastmath=True)
+def _ring_row(seg, y, col, masks, row_masked, acc, swap_bytes):
+    """One row into ``col`` and, where ``row_masked[y]``, its sums under every mask into ``acc``."""
+    if not (row_masked[y] and masks.shape[0] >= 2):
+        return _add_row(seg, col, swap_bytes)
+    r, a, b = _add_row_masked(seg, masks[0, y], masks[1, y], col, swap_bytes)
+    acc[0] += a
+    acc[1] += b
+    for j in range(2, masks.shape[0], 2):
+        a, b = _masked_sums(seg, masks[j, y], masks[j + 1, y], swap_bytes)
+        acc[j] += a
+        acc[j + 1] += b
+    return r
 
 
 @numba.njit(fastmath=True, **JIT)
-def frame_moments_rings_u16(rows, offset, ny, nx, swap_bytes, runs, n_rings, out):
+def frame_moments_rings_u16(rows, offset, ny, nx, swap_bytes, block_rows, masks, mask_ring, row_masked,
+                            derived_ring, n_rings, out):
     """As `frame_moments_u16`, with the ring sums of the virtual detectors in the same read.
 
-    ``runs (m, 4)`` = ``(y, x0, x1, ring)`` cover every pixel row by row (see
-    `ricom.engine.detector.ring_runs`; ``ring`` −1 for pixels in no ring).
+    ``masks (2m, ny, nx)`` (the rows' dtype, all bits set on the pixels of one ring, 0
+    elsewhere) are summed under in whole-row loops, two at a time, on the rows where
+    ``row_masked[y]``; ``mask_ring[j]`` is mask j's ring (−1: the pixels in no ring, −2:
+    padding).  The ring ``derived_ring`` (the one with the most pixels, −1 for none; see
+    `ricom.engine.detector.ring_masks`) has no mask: it is the total minus the others.
     """
-    col = np.zeros(nx, np.uint32)
-    acc = np.zeros(max(n_rings, 1), np.int64)
+    col16 = np.zeros(nx, np.uint16)
+    col32 = np.zeros(nx, np.uint32)
+    acc = np.zeros(max(masks.shape[0], 1), np.int64)
+    block = block_rows if block_rows >= 2 else 0
     for i in range(rows.shape[0]):
         img = rows[i, offset:offset + ny * nx]
-        col[:] = 0
+        col32[:] = 0
         acc[:] = 0
         t = 0
         my = 0
-        for j in range(runs.shape[0]):
-            y = runs[j, 0]
-            x0 = runs[j, 1]
-            r = _add_row(img[y * nx + x0:y * nx + runs[j, 2]], col[x0:runs[j, 2]], swap_bytes)
-            if runs[j, 3] >= 0:
-                acc[runs[j, 3]] += r
-            t += r
-            my += r * y
+        y0 = 0
+        while y0 < ny:
+            if block == 0:  # 32-bit sums
+                r = _ring_row(img[y0 * nx:(y0 + 1) * nx], y0, col32, masks, row_masked, acc, swap_bytes)
+                t += r
+                my += r * y0
+                y0 += 1
+                continue
+            y1 = min(ny, y0 + block)
+            col16[:] = 0
+            tb = 0
+            for y in range(y0, y1):
+                r = _ring_row(img[y * nx:(y + 1) * nx], y, col16, masks, row_masked, acc, swap_bytes)
+                tb += r
+                my += r * y
+            t += tb
+            ok = _close_block(img, y0, y1, nx, swap_bytes, col16, col32, tb)
+            y0 = y1
+            if not ok:
+                block = 0
         out[TOTAL, i] = t
-        out[SUM_X, i] = _first_moment(col)
+        out[SUM_X, i] = _first_moment(col32)
         out[SUM_Y, i] = my
-        for ring in range(n_rings):
-            out[FIRST_RING + ring, i] = acc[ring]
+        rest = t
+        for j in range(masks.shape[0]):
+            if mask_ring[j] != -2:
+                rest -= acc[j]
+            if mask_ring[j] >= 0:
+                out[FIRST_RING + mask_ring[j], i] = acc[j]
+        if 0 <= derived_ring < n_rings:
+            out[FIRST_RING + derived_ring, i] = rest
 
 
 @numba.njit(inline="always")

@@ -211,6 +211,7 @@ class MerlinSource(Source):
         self.in_place = bool(in_place) and (self._packed_bits or (
             not h.raw and h.dtype in ("U08", "U16") and h.header_bytes % 2 == 0 and h.frame_bytes % 2 == 0))
         self._to_release: list = []
+        self._max_value = 2 ** h.counter_depth - 1 if h.counter_depth <= 16 else 0  # sizes the engine's sums
         self.name = path if len(self.files) == 1 else f"{path} (+{len(self.files) - 1} split files)"
         self._offset = self.files[0].first_seq - 1  # frames before the first file (missing)
         n_files = sum(f.n_frames for f in self.files)
@@ -280,16 +281,16 @@ class MerlinSource(Source):
         h = self.header
         fb = h.frame_bytes
         buf = f.map()[s * fb:(s + c) * fb]
+        f.populate(s * fb, (s + c) * fb)  # first: a page fault per frame header costs 4× mapping them all
         good, seq = check_frames(buf, h, c, f.reference)
         if self.in_place and good:
-            f.populate(s * fb, (s + good) * fb)
             rows = buf[:good * fb].reshape(good, fb)
             if self._packed_bits:  # raw 1-bit: the engine counts bits in the 64-bit words
                 frames = PackedFrames(rows.view(np.uint64), h.header_bytes // 8, self.detector_shape, bits=1)
             else:
                 item = 2 if h.dtype == "U16" else 1
                 frames = PackedFrames(rows.view(np.uint16) if item == 2 else rows, h.header_bytes // item,
-                                      self.detector_shape, big_endian=item == 2)
+                                      self.detector_shape, big_endian=item == 2, max_value=self._max_value)
             self._release_later(f, s * fb, (s + good) * fb)
         else:
             frames = np.empty((c, *self.detector_shape), h.out_dtype)[:good]
@@ -333,6 +334,12 @@ class MerlinSource(Source):
 
     def chunks(self, chunk_size: int = 256):
         return self._read_plan(self._plan(max(1, int(chunk_size))))
+
+    def sample_frames(self) -> np.ndarray | PackedFrames:
+        """The first two frames as the chunks will hold them: `ricom.engine.pipeline.run` loads the
+        engine's compiled code with them before its clock starts."""
+        f = self.files[0]
+        return self._decode((f, 0, min(2, f.n_frames), self._offset))[0]
 
     @property
     def splittable(self) -> bool:

@@ -1,0 +1,153 @@
+"""The 8/16-bit moments kernels: 16-bit column sums over row blocks, their exactness check
+and the masked ring sums, against plain NumPy sums; the counter-depth hint of Merlin files."""
+import numpy as np
+import pytest
+
+from ricom.core.chunks import PackedFrames
+from ricom.engine.detector import block_rows, frame_moments, ring_masks, ring_runs
+from ricom.engine.lookups import DetectorLookups
+from ricom.sources.merlin.encode import encode_frames
+from ricom.sources.merlin.file import MerlinSource
+
+
+def _lookups(shape, bounds, centre):
+    """Rings of radius ``bounds`` around ``centre`` (pixels outside all rings: −1)."""
+    yy, xx = np.indices(shape)
+    r = np.hypot(yy - centre[0], xx - centre[1])
+    ring = np.searchsorted(np.asarray(bounds, float), r, side="right") - 1
+    ring[(ring < 0) | (ring >= len(bounds) - 1)] = -1
+    ring = ring.astype(np.int32)
+    bounds = np.asarray(bounds, float)
+    return DetectorLookups(ring_of_pixel=ring, ring_runs=ring_runs(ring), ring_bounds_px=bounds), ring
+
+
+def _reference(frames, ring, n_rings):
+    """Total, Σ I·x, Σ I·y and ring sums in exact integers."""
+    f = frames.astype(np.int64)
+    ny, nx = f.shape[1:]
+    rows = [f.sum(axis=(1, 2)), (f.sum(axis=1) * np.arange(nx)).sum(axis=1),
+            (f.sum(axis=2) * np.arange(ny)).sum(axis=1)]
+    rows += [(f * (ring == j)).sum(axis=(1, 2)) for j in range(n_rings)]
+    return np.array(rows, np.float64)
+
+
+def _frames(rng, k, shape, top, spikes=0):
+    f = rng.integers(0, top + 1, (k, *shape)).astype(np.uint16 if top > 255 else np.uint8)
+    if spikes:  # values far above the depth the kernel assumes: 16-bit column sums wrap
+        f[:, ::3, ::2] = spikes
+    return f
+
+
+@pytest.mark.parametrize("shape", [(64, 96), (37, 53), (256, 256)])
+@pytest.mark.parametrize("top,spikes", [(4095, 0), (4095, 65535), (255, 0), (63, 0), (65535, 0)])
+@pytest.mark.parametrize("bounds", [None, (0.0, 5.0, 9.0, np.inf), (3.0, 7.5), (0.0, 2.0, 4.0, 8.0, 12.0)])
+def test_plain_arrays_match_exact_sums(shape, top, spikes, bounds):
+    rng = np.random.default_rng(hash((shape, top, spikes)) % 2**32)
+    frames = _frames(rng, 5, shape, top, spikes)
+    centre = (shape[0] / 2 - 0.3, shape[1] / 2 + 0.2)
+    if bounds is None:
+        lookups, ring, n_rings = DetectorLookups(), None, 0
+    else:
+        lookups, ring = _lookups(shape, bounds, centre)
+        n_rings = lookups.n_rings
+    out = np.zeros((3 + n_rings, 5))
+    frame_moments(frames, lookups, out)
+    np.testing.assert_array_equal(out, _reference(frames, ring, n_rings))
+    big = frames.astype(frames.dtype.newbyteorder(">"))  # big-endian: byte-swapped in place
+    out[:] = 0
+    frame_moments(big, lookups, out)
+    np.testing.assert_array_equal(out, _reference(frames, ring, n_rings))
+
+
+@pytest.mark.parametrize("max_value", [0, 63, 4095, 65535])
+def test_packed_frames_with_a_wrong_depth_hint_stay_exact(max_value):
+    """A hint below the real values costs a second pass over a block, never a wrong sum."""
+    rng = np.random.default_rng(max_value)
+    frames = _frames(rng, 6, (32, 64), 4095, spikes=60000)
+    header = 7
+    rows = np.zeros((6, header + 32 * 64), np.uint16)
+    rows[:, header:] = frames.reshape(6, -1).byteswap()
+    packed = PackedFrames(rows, header, (32, 64), big_endian=True, max_value=max_value)
+    lookups, ring = _lookups((32, 64), (0.0, 6.0, 11.0, np.inf), (15.5, 31.5))
+    out = np.zeros((3 + lookups.n_rings, 6))
+    frame_moments(packed, lookups, out)
+    np.testing.assert_array_equal(out, _reference(frames, ring, lookups.n_rings))
+
+
+def test_block_rows_follow_the_depth():
+    assert block_rows(np.uint16, 4095) == 16  # 16 rows of 12-bit values: < 2¹⁶
+    assert 16 * 4095 < 2**16 <= 17 * 4095
+    assert block_rows(np.uint8) == 257 and block_rows(np.uint16, 1) == 65535
+    assert block_rows(np.uint16, 65535) < 2  # no 16-bit blocks: 32-bit sums
+
+
+def test_ring_masks_leave_the_largest_ring_to_subtraction():
+    lookups, ring = _lookups((40, 40), (0.0, 4.0, 8.0, np.inf), (19.5, 19.5))
+    masks, mask_ring, row_masked, derived = ring_masks(lookups.ring_runs, 3, (40, 40), np.uint16)
+    assert derived == 2 and sorted(mask_ring.tolist()) == [0, 1]
+    for m, j in zip(masks, mask_ring, strict=True):
+        np.testing.assert_array_equal(m == 0xFFFF, ring == j)
+    np.testing.assert_array_equal(row_masked, (ring < 2).any(axis=1))
+
+
+@pytest.mark.parametrize("depth,top", [(12, 4095), (6, 63)])
+def test_merlin_frames_carry_the_counter_depth(tmp_path, depth, top):
+    rng = np.random.default_rng(depth)
+    frames = rng.integers(0, top + 1, (8, 32, 64)).astype(np.uint16)
+    path = tmp_path / "a.mib"
+    path.write_bytes(encode_frames(frames, depth, raw=False))
+    src = MerlinSource(str(path), scan_shape=(2, 4))
+    chunk = next(iter(src.chunks(8)))
+    assert chunk.packed.max_value == top
+    out = np.zeros((3, 8))
+    frame_moments(chunk.packed, DetectorLookups(), out)
+    np.testing.assert_array_equal(out, _reference(frames, None, 0))
+    src.close()
+
+
+def test_mean_pattern_is_computed_once_per_chunk_and_never_stale():
+    from ricom.engine.detector import mean_pattern
+
+    frames = np.arange(4 * 3 * 5, dtype=np.uint16).reshape(4, 3, 5)
+    first = mean_pattern(frames)
+    np.testing.assert_array_equal(first, frames.mean(axis=0))
+    assert mean_pattern(frames) is first  # the second estimate from the same chunk reuses it
+    frames[:] = 7  # the same array with new contents: computed again
+    np.testing.assert_array_equal(mean_pattern(frames), np.full((3, 5), 7.0))
+
+
+def test_file_sources_sample_their_first_frames_as_chunks_hold_them(tmp_path):
+    """The pipeline warms the engine up with these before its clock starts."""
+    from ricom.sources.arrays import open_npy
+
+    rng = np.random.default_rng(3)
+    frames = rng.integers(0, 4096, (8, 32, 64)).astype(np.uint16)
+    (tmp_path / "a.mib").write_bytes(encode_frames(frames, 12, raw=False))
+    src = MerlinSource(str(tmp_path / "a.mib"), scan_shape=(2, 4))
+    sample = src.sample_frames()
+    assert isinstance(sample, PackedFrames) and sample.max_value == 4095
+    np.testing.assert_array_equal(sample[:], frames[:2])
+    src.close()
+    np.save(tmp_path / "a.npy", frames.reshape(2, 4, 32, 64))
+    npy = open_npy(str(tmp_path / "a.npy"))
+    sample, chunk = npy.sample_frames(), next(iter(npy.chunks(8))).frames
+    np.testing.assert_array_equal(sample, frames[:2])
+    assert sample.flags.writeable == chunk.flags.writeable  # the kernels the chunks will use
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_contiguous_hdf5_is_read_in_place(tmp_path, chunked):
+    import h5py
+
+    from ricom.sources.hdf5 import open as open_hdf5
+
+    rng = np.random.default_rng(5)
+    data = rng.integers(0, 4096, (3, 4, 16, 24)).astype(">u2")  # big-endian on disk
+    with h5py.File(tmp_path / "a.h5", "w") as f:
+        f.create_dataset("d", data=data, chunks=(1, 4, 16, 24) if chunked else None)
+    src = open_hdf5(str(tmp_path / "a.h5") + ":/d")
+    assert (src.mapped is not None) == (not chunked)
+    got = np.concatenate([c.frames for c in src.chunks(5)])
+    np.testing.assert_array_equal(got, data.reshape(12, 16, 24))
+    assert got.dtype.isnative
+    src.close()
