@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import struct
 import types
 
 import numpy as np
 import pytest
 from e2e import reconstruct
 from fuzzkit import INTERESTING, FakeSocket, apply, bounded, edits, fuzz, reads
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from ricom.simulators.events import write_events
@@ -212,5 +213,6 @@ def asi_bytes(draw):
 
 @fuzz(400)
 @given(asi_bytes(), reads())
+@example(acquisition_start(SCAN, DET, 4, 4) + struct.pack("<BIQ", 1, 1, 1 << 48).ljust(32, b"\0"), [1 << 16])
 def test_asi_sparse_stream(data, sizes):
     bounded(lambda: _asi(data, sizes), len(data))
