@@ -55,9 +55,9 @@ class Outcome:
         return self.error is not None or bool(self.warnings)
 
 
-def bounded(call, input_bytes: int, allowance: int = BASE_BYTES) -> Outcome:
+def bounded(call, input_bytes: int, allowance: int = BASE_BYTES, per_byte: int = PER_INPUT_BYTE) -> Outcome:
     """Run ``call()``: project errors are caught, any other exception propagates (a failure);
-    the allocation peak must stay under ``allowance + PER_INPUT_BYTE × input_bytes``."""
+    the allocation peak must stay under ``allowance + per_byte × input_bytes``."""
     out = Outcome()
     started = not tracemalloc.is_tracing()
     if started:
@@ -78,7 +78,7 @@ def bounded(call, input_bytes: int, allowance: int = BASE_BYTES) -> Outcome:
         out.peak_bytes = tracemalloc.get_traced_memory()[1] - base
         if started:
             tracemalloc.stop()
-    limit = allowance + PER_INPUT_BYTE * input_bytes
+    limit = allowance + per_byte * input_bytes
     assert out.peak_bytes <= limit, f"allocated {out.peak_bytes} bytes for {input_bytes} input bytes (limit {limit})"
     if out.error is not None:
         message = str(out.error)

@@ -26,7 +26,7 @@ from ricom.simulators.timepix.asi import (
     scan_start,
 )
 from ricom.sources.merlin.stream import StreamBuffer
-from ricom.sources.timepix.asi import AsiConnection, AsiScanSource
+from ricom.sources.timepix.asi import MAX_COUNT, AsiConnection, AsiScanSource
 from ricom.sources.timepix.stream import Tpx3StreamSource
 
 SCAN, DET = (4, 4), (16, 16)
@@ -180,6 +180,13 @@ def _asi_seed(fmt: int = 0, codes=(4, 4, 2), offsets: bool = True, cancel: bool 
     return b"".join(out)
 
 
+def _asi_single_count(value: int) -> bytes:
+    """A scan of one ArrayChunk whose one pixel counted ``value`` (U64 values)."""
+    payload = np.array([0, 1, 3], "<u4").tobytes() + np.array([value], "<u8").tobytes()
+    return (acquisition_start(SCAN, DET, 4, 4) + scan_start(1) + array_chunk(5, 1, 1, 0, 0) + payload + scan_end(1)
+            + acquisition_end(1))
+
+
 ASI = [_asi_seed(), _asi_seed(1, (5, 3, 3)), _asi_seed(offsets=False), _asi_seed(cancel=True)]
 
 
@@ -198,6 +205,10 @@ def _asi(data: bytes, sizes) -> int:
     return events
 
 
+ASI_PER_BYTE = 40 * MAX_COUNT // 3
+"""A count of up to MAX_COUNT in 3 bytes (U8 index, U16 value) gives as many events of ~40 bytes."""
+
+
 @st.composite
 def asi_bytes(draw):
     seed = draw(st.sampled_from(ASI))
@@ -214,5 +225,7 @@ def asi_bytes(draw):
 @fuzz(400)
 @given(asi_bytes(), reads())
 @example(acquisition_start(SCAN, DET, 4, 4) + struct.pack("<BIQ", 1, 1, 1 << 48).ljust(32, b"\0"), [1 << 16])
+@example(_asi_single_count((1 << 64) - 1), [1 << 16])
+@example(_asi_single_count(5), [1 << 16])  # a ScanEnd after 1 of 16 frames
 def test_asi_sparse_stream(data, sizes):
-    bounded(lambda: _asi(data, sizes), len(data))
+    bounded(lambda: _asi(data, sizes), len(data), per_byte=ASI_PER_BYTE)

@@ -39,6 +39,9 @@ TAG_ACQ_START, TAG_SCAN_START, TAG_CHUNK, TAG_SCAN_END, TAG_ACQ_END = range(5)
 DTYPES = {0: None, 1: None, 2: np.dtype("<u1"), 3: np.dtype("<u2"), 4: np.dtype("<u4"), 5: np.dtype("<u8")}
 """Wire dtype codes (0 U1 and 1 U4, bit-packed, are not sent in practice and not read here)."""
 DTYPE_NAMES = {0: "U1", 1: "U4", 2: "U8", 3: "U16", 4: "U32", 5: "U64"}
+MAX_COUNT = 4095
+"""Most electrons one pixel can count in one frame (a Timepix3 pixel's dead time allows far fewer in a
+4D-STEM dwell): larger counts are a corrupt stream, not one event each (which would allocate without bound)."""
 _NAMES = {TAG_ACQ_START: "AcquisitionStart", TAG_SCAN_START: "ScanStart", TAG_CHUNK: "ArrayChunk",
           TAG_SCAN_END: "ScanEnd", TAG_ACQ_END: "AcquisitionEnd"}
 
@@ -286,6 +289,9 @@ class AsiScanSource(Source):
                     continue  # the stream ended inside the payload: said on the next read
                 yield chunk
             elif tag == TAG_SCAN_END:
+                if self._received < self.n_frames:  # the stream stays in step: the next scan can follow
+                    raise InputError(f"scan #{self.sequence} ended (ScanEnd) after {self._received} of "
+                                     f"{self.n_frames} frames; the partial result is kept")
                 return
             elif tag == TAG_ACQ_END:
                 conn.acquisition = None
@@ -319,6 +325,9 @@ class AsiScanSource(Source):
         if nnz and int(indices.max()) >= n_pix:
             raise InputError(f"ArrayChunk at frame {self._received}: pixel index {int(indices.max())} outside the "
                              f"{self.detector_shape[0]}×{self.detector_shape[1]} detector")
+        if nnz and self.header.format != 1 and int(values.max()) > MAX_COUNT:
+            raise InputError(f"ArrayChunk at frame {self._received}: a pixel counted {int(values.max())} electrons "
+                             f"in one frame (at most {MAX_COUNT} are plausible); the stream is corrupt")
         frames = self.layout.positions(self._received, nframes) if nframes else np.zeros(0, np.int64)
         frames = np.asarray(frames, np.int64)
         if self._received + nframes > self.layout.frames_per_pass:  # frames past the scan belong nowhere
