@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ricom.core.errors import RicomError
+from ricom.core.params import KernelSettings, Settings
 from ricom.engine.pipeline import run
 from ricom.engine.reconstruction import Reconstruction
 from ricom.sources import open_source
@@ -19,6 +20,8 @@ from ricom.sources import open_source
 MAX_POSITIONS = 1 << 16
 """A damaged header may claim any scan; beyond this many positions only the chunks are read."""
 MAX_DETECTOR_PIXELS = 1 << 20
+SETTINGS = Settings(kernel=KernelSettings(3))
+"""A kernel any scan can take (the default 21 is refused for scans smaller than 10×10)."""
 
 
 @dataclass
@@ -57,7 +60,12 @@ def _watch(source, covered: set, escaped: list):
 
 def reconstruct(spec: str, **options) -> Run:
     """Open ``spec`` and run it through the pipeline (see the module docstring)."""
-    source = open_source(spec, **options)
+    return run_source(open_source(spec, **options))
+
+
+def run_source(source) -> Run:
+    """Run an open ``source`` through the pipeline (or, for a huge claimed scan or detector,
+    read its chunks only); the source is closed."""
     covered: set = set()
     escaped: list = []
     try:
@@ -65,7 +73,7 @@ def reconstruct(spec: str, **options) -> Run:
         out = Run(None, covered, n_pos)
         _watch(source, covered, escaped)
         if n_pos <= MAX_POSITIONS and int(np.prod(source.detector_shape)) <= MAX_DETECTOR_PIXELS:
-            rec = Reconstruction(source.scan_shape, source.detector_shape)
+            rec = Reconstruction(source.scan_shape, source.detector_shape, SETTINGS)
             out.result = run(source, rec, chunk_size=64, prefetch=0)
         else:
             for _ in source.chunks(64):

@@ -73,6 +73,18 @@ def _write(folder, name: str, data: bytes) -> str:
     return path
 
 
+def test_seed_files_and_streams_are_complete(folder):
+    """The fuzz tests start from inputs that reconstruct completely, without a warning."""
+    for mib in SEEDS:
+        _write(folder, "scan.hdr", HDR)
+        out = bounded(lambda m=mib: reconstruct(_write(folder, "scan.mib", m)), len(mib))
+        assert out.error is None and out.value.complete and not out.warnings
+        assert len(out.value.covered) == SCAN[0] * SCAN[1]
+    for data in STREAMS:
+        out = bounded(lambda d=data: _live(d, [1 << 16]), len(data))
+        assert out.error is None and out.value in (6, 2)
+
+
 @fuzz(200)
 @given(mutants(SEEDS[:1] + SEEDS[3:5], max_edits=3), mutants([HDR], max_edits=2), st.booleans())
 def test_mib_files_end_to_end(folder, mib, hdr, with_hdr):

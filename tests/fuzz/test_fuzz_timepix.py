@@ -107,6 +107,20 @@ def _place(files, name: str, data: bytes) -> str:
     return path
 
 
+def test_seed_inputs_are_complete(files):
+    """The fuzz tests start from inputs that reconstruct completely, without a warning."""
+    n = SCAN[0] * SCAN[1]
+    for name in ("line.tpx3", "pixel.tpx3", "a.t3p"):
+        out = bounded(lambda nm=name: reconstruct(_place(files, nm, files[nm])), len(files[name]))
+        assert out.error is None and out.value.complete and len(out.value.covered) == n and not out.warnings
+    for name in ("line.tpx3", "pixel.tpx3"):
+        out = bounded(lambda nm=name: _stream(files[nm], [1 << 16], files[nm + ".json"]), len(files[name]))
+        assert out.error is None and out.value == n and not out.warnings
+    for data in ASI[:3]:
+        out = bounded(lambda d=data: _asi(d, [1 << 16]), len(data))
+        assert out.error is None and out.value > 0 and not out.warnings
+
+
 @fuzz(250)
 @given(tpx3_bytes(("line.tpx3", "pixel.tpx3")))
 def test_tpx3_files_end_to_end(files, case):
