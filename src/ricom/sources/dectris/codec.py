@@ -125,7 +125,7 @@ def decode_blobs(blobs, encoding: Encoding, out: np.ndarray, first_frame: int = 
         elif encoding.hdf5_framed:
             if blob[:8] == _NO_SIZE:  # some senders leave the 12-byte header zero: the header says the size
                 blob = struct.pack(">QI", frame_bytes, DEFAULT_BLOCK_BYTES) + bytes(blob[12:])
-            data = _checked(decompress, blob, algorithm, itemsize, first_frame + i)
+            data = _checked(decompress, blob, algorithm, itemsize, first_frame + i, frame_bytes)
         else:
             try:
                 data = block(blob, uncompressed_size=frame_bytes)
@@ -148,10 +148,14 @@ def decode_blobs(blobs, encoding: Encoding, out: np.ndarray, first_frame: int = 
             mask.readings_removed += extra
 
 
-def _checked(decompress, blob, algorithm: str, itemsize: int, frame: int) -> bytes:
+def _checked(decompress, blob, algorithm: str, itemsize: int, frame: int, frame_bytes: int) -> bytes:
     if len(blob) < 12:
         raise InputError(f"DECTRIS frame {frame}: {len(blob)} bytes are too few for {algorithm} data "
                          f"(12-byte header)")
+    declared = int.from_bytes(bytes(blob[:8]), "big")
+    if declared != frame_bytes:  # checked before the decompressor allocates what the header declares
+        raise InputError(f"DECTRIS frame {frame}: its {algorithm} header declares {declared} bytes but the frame "
+                         f"holds {frame_bytes}; the stream is corrupt")
     try:
         return decompress(blob, algorithm, elem_size=itemsize)
     except Exception as exc:  # the library raises its own error types
