@@ -34,6 +34,11 @@ class Run:
     n_positions: int = 0
 
     @property
+    def flagged(self) -> bool:
+        """The pipeline kept a partial result and said why (the source's error), or was stopped."""
+        return self.result is not None and (self.result.error is not None or self.result.interrupted)
+
+    @property
     def complete(self) -> bool:
         """Every scan position received data and the run ended without error."""
         ok = self.result is None or self.result.complete
