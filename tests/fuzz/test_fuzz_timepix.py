@@ -129,7 +129,7 @@ def test_tpx3_files_end_to_end(files, case):
     path = _place(files, name, data)
     out = bounded(lambda: reconstruct(path), len(data))
     if out.error is None:
-        assert out.value.complete or out.flagged, "a partial result without an error or a warning"
+        assert out.value.complete or out.value.flagged or out.flagged, "a partial result without an error or a warning"
 
 
 @st.composite
@@ -144,6 +144,9 @@ def record_edits(draw, n_records: int):
 
 @fuzz(250)
 @given(record_edits(2000), edits(30000, 2))
+@example([(0, (4, 8), (1 << 31) - 1)], [])  # a ToA 53 s late opened 13 million dwell lines (5 GB)
+@example([(0, (4, 8), (1 << 63) - 1)], [])  # … or 10^15 of them
+@example([], [("truncate", 16, None)])  # one record of 16 positions: was silently partial
 def test_t3p_files_end_to_end(files, todo, byte_todo):
     rec = bytearray(files["a.t3p"])
     n = len(rec) // 16
@@ -154,7 +157,7 @@ def test_t3p_files_end_to_end(files, todo, byte_todo):
     path = _place(files, "a.t3p", data)
     out = bounded(lambda: reconstruct(path), len(data))
     if out.error is None:
-        assert out.value.complete or out.flagged, "a partial result without an error or a warning"
+        assert out.value.complete or out.value.flagged or out.flagged, "a partial result without an error or a warning"
 
 
 def _stream(data: bytes, sizes, side: dict) -> int:
