@@ -130,7 +130,7 @@ def _size(messages) -> int:
 
 def _check(out) -> None:
     if out.error is None:
-        assert out.value.complete or out.flagged, "a partial result without an error or a warning"
+        assert out.value.complete or out.value.flagged or out.flagged, "a partial result without an error or a warning"
 
 
 def test_seed_series_are_complete():
@@ -144,6 +144,7 @@ def test_seed_series_are_complete():
 
 @fuzz(300)
 @given(series_mutants(V1))
+@example([*V1[2][:-2], V1[2][-1]])  # no frame count in the header, the end after 8 of 9 frames: was silent
 def test_stream_v1_series(messages):
     _check(bounded(lambda: _live(messages, V1Protocol()), _size(messages)))
 

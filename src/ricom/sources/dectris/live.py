@@ -252,6 +252,9 @@ class DectrisLiveSource(Source):
             raise why
         got, n = self._last + 1, self.n_frames
         of = f" of {n}" if n else ""
+        one_pass = self.layout.skip_frames + self.layout.frames_per_pass
+        if why == "end" and n is None and got < one_pass:  # no frame count in the header: the scan tells
+            n, of = one_pass, f" of the {one_pass} of one scan pass"
         if why in ("count", "stopped") or (why == "end" and (n is None or got >= n)):
             self._done = why != "stopped"
             return
