@@ -7,6 +7,7 @@ then runs the pipeline into a `ricom.engine.reconstruction.Reconstruction`.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -74,10 +75,10 @@ def run_source(source) -> Run:
     covered: set = set()
     escaped: list = []
     try:
-        n_pos = int(np.prod(source.scan_shape)) if source.scan_shape else 0
+        n_pos = math.prod(int(v) for v in source.scan_shape) if source.scan_shape else 0
         out = Run(None, covered, n_pos)
         _watch(source, covered, escaped)
-        if n_pos <= MAX_POSITIONS and int(np.prod(source.detector_shape)) <= MAX_DETECTOR_PIXELS:
+        if n_pos <= MAX_POSITIONS and math.prod(int(v) for v in source.detector_shape) <= MAX_DETECTOR_PIXELS:
             rec = Reconstruction(source.scan_shape, source.detector_shape, SETTINGS)
             out.result = run(source, rec, chunk_size=64, prefetch=0)
         else:
