@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from e2e import reconstruct
 from fuzzkit import INTERESTING, bounded, fuzz
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from ricom.sources.events_h5 import EventsH5Writer
@@ -79,6 +79,9 @@ def test_seed_file_is_complete(folder):
 
 @fuzz(250)
 @given(damage())
+@example([("scan_shape", "remove", 0, 0)])  # KeyError
+@example([("y", "scalar", -1, 0)])  # ValueError from h5py while reading
+@example([("offsets", "array", 1 << 40, 13)])  # offsets past the stored events
 def test_ricom_layout(folder, edits):
     path = str(folder / "ricom.h5")
     _ricom_file(path)
@@ -88,6 +91,8 @@ def test_ricom_layout(folder, edits):
 
 @fuzz(150)
 @given(st.integers(0, 8), st.sampled_from(INTERESTING[:12]) | SMALL, SMALL, SMALL, st.booleans(), st.booleans())
+@example(2, 1, 4, 3, True, True)  # 2 rows of a 3×4 scan: was a silent partial scan
+@example(1, 1, 0, -1, True, True)  # a negative scan shape: ValueError in the engine
 def test_stempy_layout(folder, rows, index, nx, ny, with_positions, with_dims):
     path = str(folder / "stempy.h5")
     rng = np.random.default_rng(rows)
