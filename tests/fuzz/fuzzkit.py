@@ -16,7 +16,6 @@ import tracemalloc
 import warnings
 from dataclasses import dataclass, field
 
-import numpy as np
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 

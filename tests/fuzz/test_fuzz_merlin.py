@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import types
+import zipfile
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from hypothesis import strategies as st
 
 from ricom.sources.merlin.control import mpx_prefix
 from ricom.sources.merlin.encode import encode_frames
-from ricom.sources.merlin.hdr import make_acquisition_header, parse_acquisition_header, acquisition_scan_shape
+from ricom.sources.merlin.hdr import acquisition_scan_shape, make_acquisition_header, parse_acquisition_header
 from ricom.sources.merlin.live import MerlinLiveSource
 from ricom.sources.merlin.mib import check_frames, decode_frames, parse_frame_header
 from ricom.sources.merlin.stream import StreamBuffer
@@ -36,6 +37,23 @@ def _mib(shape, depth, raw, quad=False, n=SCAN[0] * SCAN[1], gap=False):
 SEEDS = [_mib((8, 8), 6, False), _mib((8, 8), 12, False), _mib((4, 8), 24, False), _mib((8, 8), 1, True),
          _mib((8, 8), 6, True), _mib((8, 8), 12, True), _mib((8, 8), 24, True)]
 QUAD = [_mib((512, 512), 1, True, quad=True, n=2), _mib((514, 514), 1, False, quad=True, n=1, gap=True)]
+
+
+def _real(archive: str, member: str) -> list[bytes]:
+    """A real Merlin file from ``../shared/data/merlin_real`` (none when the data are absent)."""
+    path = os.path.join(SHARED_MERLIN, archive)
+    if not os.path.exists(path):
+        return []
+    with zipfile.ZipFile(path) as z:
+        return [z.read(member)]
+
+
+SHARED_MERLIN = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "merlin_real")
+REAL = (_real("Merlin_Single_Quad.zip", "Single_1_Frame_CounterDepth_1_Rows_256RAW.mib")
+        + _real("Merlin_Single_Quad.zip", "Quad_1_Frame_CounterDepth_1_Rows_256RAW.mib")
+        + _real("Merlin_navigation4x2_signalNx256_ROI.zip",
+                "003_merlin_test_roi_sig256x64_nav4x2_hot_pixel_52x_39y.mib"))
+"""Real frames (raw single and quad chips, a row-ROI processed scan) as seeds besides the encoder's."""
 HDR = make_acquisition_header(SCAN[0] * SCAN[1], SCAN, depth=6, timestamp=WHEN.replace(tzinfo=None)).encode()
 
 
@@ -46,13 +64,13 @@ def _decode_all(buf: bytes):
     return decode_frames(buf, header, n)
 
 
-@fuzz(400)
-@given(mutants(SEEDS + QUAD, max_edits=3))
+@fuzz(200)
+@given(mutants(SEEDS + QUAD + REAL, max_edits=3))
 def test_frame_headers_and_decoding(buf):
     bounded(lambda: _decode_all(buf), len(buf))
 
 
-@fuzz(200)
+@fuzz(120)
 @given(mutants([HDR], max_edits=4), st.integers(0, 1 << 20), st.integers(0, 3))
 def test_acquisition_header(text, n_frames, flyback):
     def parse():
@@ -85,7 +103,7 @@ def test_seed_files_and_streams_are_complete(folder):
         assert out.error is None and out.value in (6, 2)
 
 
-@fuzz(200)
+@fuzz(80)
 @given(mutants(SEEDS[:1] + SEEDS[3:5], max_edits=3), mutants([HDR], max_edits=2), st.booleans())
 def test_mib_files_end_to_end(folder, mib, hdr, with_hdr):
     path = _write(folder, "scan.mib", mib)
@@ -128,7 +146,7 @@ def _live(data: bytes, sizes) -> int:
         source.close()
 
 
-@fuzz(300)
+@fuzz(100)
 @given(mutants(STREAMS, max_edits=3), reads())
 def test_live_framing(data, sizes):
     bounded(lambda: _live(data, sizes), len(data))

@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import struct
-import types
 
 import numpy as np
 import pytest
@@ -121,7 +120,7 @@ def test_seed_inputs_are_complete(files):
         assert out.error is None and out.value > 0 and not out.warnings
 
 
-@fuzz(250)
+@fuzz(60)
 @given(tpx3_bytes(("line.tpx3", "pixel.tpx3")))
 def test_tpx3_files_end_to_end(files, case):
     name, todo, byte_todo = case
@@ -142,7 +141,7 @@ def record_edits(draw, n_records: int):
     return out
 
 
-@fuzz(250)
+@fuzz(60)
 @given(record_edits(2000), edits(30000, 2))
 @example([(0, (4, 8), (1 << 31) - 1)], [])  # a ToA 53 s late opened 13 million dwell lines (5 GB)
 @example([(0, (4, 8), (1 << 63) - 1)], [])  # … or 10^15 of them
@@ -172,7 +171,7 @@ def _stream(data: bytes, sizes, side: dict) -> int:
     return len(done)
 
 
-@fuzz(250)
+@fuzz(60)
 @given(tpx3_bytes(("line.tpx3", "pixel.tpx3")), st.binary(max_size=24), reads())
 def test_tpx3_stream_chunk_scanning(files, case, lead, sizes):
     name, todo, byte_todo = case
@@ -239,7 +238,7 @@ def asi_bytes(draw):
     return apply(bytes(b), draw(edits(len(seed), 2)))
 
 
-@fuzz(400)
+@fuzz(120)
 @given(asi_bytes(), reads())
 @example(acquisition_start(SCAN, DET, 4, 4) + struct.pack("<BIQ", 1, 1, 1 << 48).ljust(32, b"\0"), [1 << 16])
 @example(_asi_single_count((1 << 64) - 1), [1 << 16])
