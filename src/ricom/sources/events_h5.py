@@ -115,8 +115,8 @@ class EventsH5Source(Source):
         n_pos = self.scan_shape[0] * self.scan_shape[1]
         if self._offsets.shape[0] != n_pos + 1 or np.any(np.diff(self._offsets) < 0):
             raise InputError(f"{self.name}: /events/offsets must hold {n_pos + 1} non-decreasing entries")
-        for key in ("x", "y", "t_ns", "tot"):
-            if key in g and (g[key].ndim != 1 or self._offsets[-1] > g[key].shape[0]):
+        for key in ("x", "y", *(k for k in ("t_ns", "tot") if k in g)):  # a missing x or y: KeyError, said below
+            if g[key].ndim != 1 or self._offsets[-1] > g[key].shape[0]:
                 raise InputError(f"{self.name}: /events/offsets point past the {g[key].shape} stored /events/{key} "
                                  f"(truncated file?)")
         self.n_frames = int(self._offsets[-1])
