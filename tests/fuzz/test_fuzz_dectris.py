@@ -145,6 +145,7 @@ def test_seed_series_are_complete():
 @fuzz(120)
 @given(series_mutants(V1))
 @example([*V1[2][:-2], V1[2][-1]])  # no frame count in the header, the end after 8 of 9 frames: was silent
+@example([[V1[0][0][0], V1[0][0][1].replace(b"ntrigger", b"otrigger"), *V1[0][0][2:]], *V1[0][1:]])  # 1 frame
 def test_stream_v1_series(messages):
     _check(bounded(lambda: _live(messages, V1Protocol()), _size(messages)))
 

@@ -114,6 +114,11 @@ class DectrisLiveSource(Source):
                                     f"frames, not a square scan; give ", Param("scan_shape", form=True))
             self.scan_shape = (int(scan_shape[0]), int(scan_shape[1]))
             self.layout = ScanLayout(self.scan_shape, skip_frames, flyback_frames, frames_per_position)
+            one_pass = self.layout.skip_frames + self.layout.frames_per_pass
+            if self.n_frames is not None and self.n_frames < one_pass:  # the scan would stay partly empty
+                warnings.warn(f"DECTRIS series {self.header.series} holds {self.n_frames} frames but one pass of the "
+                              f"{self.scan_shape[0]}×{self.scan_shape[1]} scan needs {one_pass}; check scan_shape",
+                              RuntimeWarning, stacklevel=2)
             self.acquisition_header = self.header.text()
             PixelMask.warm_up(self.dtype)
         except BaseException:
