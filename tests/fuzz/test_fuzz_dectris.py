@@ -154,6 +154,7 @@ def test_stream_v1_series(messages):
 @given(series_mutants(V2))
 @example([[V2[0][0][0].replace(b"limage_size_x", b"l\0mage_size_x")], *V2[0][1:]])  # no size: TypeError
 @example([[V2[0][0][0].replace(b"fuint16", b"f\0int16")], *V2[0][1:]])  # a damaged dtype: TypeError
+@example([V2[0][0], [V2[0][1][0].replace(b"series_id\x03", b"series_id\x04")]])  # then silence: a busy hang
 def test_stream_v2_series(messages):
     _check(bounded(lambda: _live(messages, V2Protocol()), _size(messages)))
 

@@ -203,9 +203,9 @@ class DectrisLiveSource(Source):
                 wait = None if t_first is None else max(0.0, self.max_latency - (time.perf_counter() - t_first))
                 wait = self.timeout if wait is None else wait
                 msgs = self.connection.recv_batch(want, wait)
-                if msgs and t_first is None:
-                    t_first = time.perf_counter()
                 batch = self.protocol.images(msgs, self.header)
+                if batch.frames and t_first is None:  # (not on other messages: a stall after them must end it)
+                    t_first = time.perf_counter()
                 self.skipped_messages += batch.skipped
                 if batch.frames:
                     if encoding is None:
