@@ -286,7 +286,7 @@ class Synchroniser:
         last = max(first, int(np.ceil((limit - self.t0) / line_t)) if limit > self.t0 else 0)
         if last - first > MAX_DWELL_LINES:
             raise InputError(f"a hit at {self._max_hit * TICK_NS * 1e-9:.6g} s lies {last - first} dwell lines after "
-                             f"the previous ones: its time is corrupt (or give the scan's ", Param("start_ns"), ")")
+                             f"the previous ones: its time is corrupt; the input is damaged")
         k = np.arange(first, last)
         new = np.zeros(k.shape[0], SEGMENT)
         new["start"] = np.floor(self.t0 + k * line_t)
