@@ -176,6 +176,9 @@ def _image(m: Mapping) -> tuple:
         key = (typed.tag, algorithm, dims[0], dims[1])
     except (KeyError, StopIteration, AttributeError, TypeError, ValueError):
         raise InputError(f"DECTRIS stream V2 image {image_id} holds no readable data array") from None
+    if not isinstance(image_id, int) or image_id < 0:
+        raise InputError(f"a DECTRIS stream V2 image message has no image_id ({str(image_id)[:40]}); the stream is "
+                         f"corrupt")
     return _series(m), image_id, key, _blob(data), value
 
 
