@@ -9,7 +9,7 @@ TEST_STAMP := $(VENV)/.installed-test
 
 DOCS_STAMP := $(VENV)/.installed-docs
 
-.PHONY: demo test lint bench acceptance clean docs report
+.PHONY: demo test lint bench acceptance clean docs report fuzz
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,12 @@ demo: $(STAMP)
 
 test: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q
+
+# the fuzz suite (tests/fuzz) long: FUZZ_EXAMPLES per parser, a fixed seed; CI runs it short with `make test`
+FUZZ_EXAMPLES ?= 100000
+fuzz: $(TEST_STAMP)
+	RICOM_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q tests/fuzz --hypothesis-seed=0 \
+		--hypothesis-show-statistics -p no:cacheprovider --durations=0
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check src tests

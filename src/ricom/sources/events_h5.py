@@ -74,13 +74,19 @@ class EventsH5Source(Source):
                  **_ignored) -> None:
         import h5py
         self.name = path
-        self._file = h5py.File(path, "r")
+        try:
+            self._file = h5py.File(path, "r")
+        except OSError as exc:
+            raise InputError(f"{path}: not a readable HDF5 file ({exc})") from None
         self.acceptance_ns = acceptance_ns
         self.events_per_chunk = int(events_per_chunk)
         self._hints: dict = {}
         self._kept = self._done = 0
         try:
             self._open_layout(path)
+        except (KeyError, ValueError, TypeError, IndexError, OSError) as exc:  # a damaged attribute or dataset
+            self._file.close()
+            raise InputError(f"{path}: damaged event file ({exc}); write it again") from None
         except BaseException:
             self._file.close()
             raise
@@ -119,9 +125,10 @@ class EventsH5Source(Source):
         n_pos = self.scan_shape[0] * self.scan_shape[1]
         if self._offsets.shape[0] != n_pos + 1 or np.any(np.diff(self._offsets) < 0):
             raise InputError(f"{self.name}: /events/offsets must hold {n_pos + 1} non-decreasing entries")
-        if self._offsets[-1] > g["x"].shape[0]:
-            raise InputError(f"{self.name}: /events/offsets point past the {g['x'].shape[0]} stored events "
-                             f"(truncated file?)")
+        for key in ("x", "y", *(k for k in ("t_ns", "tot") if k in g)):  # a missing x or y: KeyError, said below
+            if g[key].ndim != 1 or self._offsets[-1] > g[key].shape[0]:
+                raise InputError(f"{self.name}: /events/offsets point past the {g[key].shape} stored /events/{key} "
+                                 f"(truncated file?)")
         self.n_frames = int(self._offsets[-1])
         self.dwell_ns = float(g.attrs["dwell_ns"]) if "dwell_ns" in g.attrs else None
         self._hints = {k: float(g.attrs[k]) for k in _CAL_KEYS if k in g.attrs}
@@ -145,6 +152,11 @@ class EventsH5Source(Source):
             self.detector_shape = (h, w)
         else:
             self.detector_shape = (576, 576)
+        n_pos, sp = self.scan_shape[0] * self.scan_shape[1], self._scan_positions
+        inside = np.unique(sp[(sp >= 0) & (sp < n_pos)]).shape[0]
+        if 0 < n_pos and inside < n_pos:
+            warnings.warn(f"{self.name}: events of {inside} of the {self.scan_shape[0]}×{self.scan_shape[1]} scan "
+                          f"positions are stored; the others stay empty (a truncated file?)", stacklevel=4)
         self.n_frames = None
         self.dwell_ns = None
 

@@ -125,6 +125,9 @@ def decode_blobs(blobs, encoding: Encoding, out: np.ndarray, first_frame: int = 
         elif encoding.hdf5_framed:
             if blob[:8] == _NO_SIZE:  # some senders leave the 12-byte header zero: the header says the size
                 blob = struct.pack(">QI", frame_bytes, DEFAULT_BLOCK_BYTES) + bytes(blob[12:])
+            declared = int.from_bytes(bytes(blob[:8]), "big") if len(blob) >= 12 else frame_bytes
+            if declared != frame_bytes:  # before the decompressor allocates what the header declares
+                _wrong_size(first_frame + i, declared, out, encoding)
             data = _checked(decompress, blob, algorithm, itemsize, first_frame + i)
         else:
             try:
@@ -132,9 +135,7 @@ def decode_blobs(blobs, encoding: Encoding, out: np.ndarray, first_frame: int = 
             except Exception as exc:  # lz4.block.LZ4BlockError and friends
                 raise InputError(f"DECTRIS frame {first_frame + i}: its LZ4 block does not decode ({exc})") from None
         if len(data) != frame_bytes:
-            shape = "×".join(str(v) for v in out.shape[1:])
-            raise InputError(f"DECTRIS frame {first_frame + i} decodes to {len(data)} bytes but its header "
-                             f"describes {shape} {encoding.dtype.name} ({frame_bytes} bytes)")
+            _wrong_size(first_frame + i, len(data), out, encoding)
         if copy is not None:
             extra += copy(np.frombuffer(data, out.dtype), flat[i])
         elif view is not None:
@@ -146,6 +147,12 @@ def decode_blobs(blobs, encoding: Encoding, out: np.ndarray, first_frame: int = 
             mask.apply(out)
         else:
             mask.readings_removed += extra
+
+
+def _wrong_size(frame: int, n_bytes: int, out: np.ndarray, encoding: Encoding) -> None:
+    shape = "×".join(str(v) for v in out.shape[1:])
+    raise InputError(f"DECTRIS frame {frame} decodes to {n_bytes} bytes but its header describes {shape} "
+                     f"{encoding.dtype.name} ({out[0].nbytes if len(out) else 0} bytes)")
 
 
 def _checked(decompress, blob, algorithm: str, itemsize: int, frame: int) -> bytes:

@@ -121,6 +121,11 @@ class DectrisLiveSource(Source):
             check_scan_memory(sy * sx, f"DECTRIS series {self.header.series}: scan shape {sy}×{sx} ({origin})",
                               from_file=origin != "given")
             self.layout = ScanLayout(self.scan_shape, skip_frames, flyback_frames, frames_per_position)
+            one_pass = self.layout.skip_frames + self.layout.frames_per_pass
+            if self.n_frames is not None and self.n_frames < one_pass:  # the scan would stay partly empty
+                warnings.warn(f"DECTRIS series {self.header.series} holds {self.n_frames} frames but one pass of the "
+                              f"{self.scan_shape[0]}×{self.scan_shape[1]} scan needs {one_pass}; check scan_shape",
+                              RuntimeWarning, stacklevel=2)
             self.acquisition_header = self.header.text()
             PixelMask.warm_up(self.dtype)
         except BaseException:
@@ -266,6 +271,9 @@ class DectrisLiveSource(Source):
             raise why
         got, n = self._last + 1, self.n_frames
         of = f" of {n}" if n else ""
+        one_pass = self.layout.skip_frames + self.layout.frames_per_pass
+        if why == "end" and n is None and got < one_pass:  # no frame count in the header: the scan tells
+            n, of = one_pass, f" of the {one_pass} of one scan pass"
         if why in ("count", "stopped") or (why == "end" and (n is None or got >= n)):
             self._done = why != "stopped"
             return

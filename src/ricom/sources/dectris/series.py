@@ -103,6 +103,21 @@ class ImageParser:
         return encoding
 
 
+MAX_PIXELS = 1 << 26
+"""Largest frame believed (64 Mpixel; an EIGER2 16M has 18 Mpixel): a damaged header must not allocate more."""
+
+
+def checked_shape(rows, cols, what: str) -> tuple[int, int]:
+    """``(rows, cols)`` as ints, or an `InputError` naming ``what`` if they are not a plausible frame."""
+    try:
+        shape = (int(rows), int(cols))
+    except (TypeError, ValueError, OverflowError):
+        raise InputError(f"{what} gives no frame size ({rows!r} × {cols!r}); the stream is corrupt") from None
+    if min(shape) < 1 or shape[0] * shape[1] > MAX_PIXELS:
+        raise InputError(f"{what} gives a frame of {shape[0]}×{shape[1]} pixels; the stream is corrupt")
+    return shape
+
+
 def config_frames(config: dict) -> int | None:
     """Frames a series will hold from its configuration (``nimages`` × ``ntrigger``)."""
     try:
@@ -112,4 +127,4 @@ def config_frames(config: dict) -> int | None:
     return n if ("nimages" in config or "ntrigger" in config) and n > 0 else None
 
 
-__all__ = ["ImageBatch", "ImageParser", "SeriesHeader", "config_frames"]
+__all__ = ["MAX_PIXELS", "ImageBatch", "ImageParser", "SeriesHeader", "checked_shape", "config_frames"]

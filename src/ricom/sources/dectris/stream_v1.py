@@ -18,7 +18,7 @@ import numpy as np
 
 from ricom.core.errors import InputError
 from ricom.sources.dectris.codec import Encoding, decode_blobs
-from ricom.sources.dectris.series import ImageBatch, ImageParser, SeriesHeader, config_frames
+from ricom.sources.dectris.series import ImageBatch, ImageParser, SeriesHeader, checked_shape, config_frames
 
 PORT = 9999
 _HEAD = {b"dheader-1.0": "header", b"dimage-1.0": "image", b"dseries_end-1.0": "end"}
@@ -144,8 +144,8 @@ class V1Protocol(ImageParser):
 def _shape(d: dict) -> tuple[int, int]:
     shape = d.get("shape")
     if not isinstance(shape, list) or len(shape) != 2:
-        raise InputError(f"a DECTRIS image header has no [width, height] shape ({d})")
-    return int(shape[1]), int(shape[0])
+        raise InputError(f"a DECTRIS image header has no [width, height] shape ({str(d)[:80]})")
+    return checked_shape(shape[1], shape[0], "a DECTRIS image header")
 
 
 def _array(d: dict, blob, what: str) -> np.ndarray:

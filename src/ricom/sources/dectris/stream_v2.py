@@ -18,7 +18,7 @@ import numpy as np
 from ricom.core.errors import InputError
 from ricom.sources.dectris.cbor_fast import image_parts
 from ricom.sources.dectris.codec import Encoding, decode_blobs
-from ricom.sources.dectris.series import ImageBatch, ImageParser, SeriesHeader
+from ricom.sources.dectris.series import ImageBatch, ImageParser, SeriesHeader, checked_shape
 
 PORT = 31001
 TYPED = {64: "u1", 65: ">u2", 66: ">u4", 67: ">u8", 68: "u1", 69: "<u2", 70: "<u4", 71: "<u8", 72: "i1",
@@ -45,18 +45,22 @@ class CborArray:
         cbor2 = _cbor()
         if not isinstance(value, cbor2.CBORTag) or value.tag != 40:
             raise InputError(f"a DECTRIS stream V2 array is not a tag-40 array ({str(value)[:60]})")
-        dims, typed = value.value
+        try:
+            dims, typed = value.value
+            rows, cols = dims
+        except (TypeError, ValueError):
+            raise InputError(f"a DECTRIS stream V2 array is not [[rows, cols], data] ({str(value)[:60]})") from None
         if not isinstance(typed, cbor2.CBORTag) or typed.tag not in TYPED:
             raise InputError(f"a DECTRIS stream V2 array has no known typed-array tag ({str(typed)[:60]})")
-        self.shape = tuple(int(v) for v in dims)
+        self.shape = checked_shape(rows, cols, "a DECTRIS stream V2 array")
         self.dtype = np.dtype(TYPED[typed.tag])
         inner = typed.value
         self.algorithm = None
         if isinstance(inner, cbor2.CBORTag):
-            if inner.tag != 56500:
+            if inner.tag != 56500 or not isinstance(inner.value, (list, tuple)) or len(inner.value) != 3:
                 raise InputError(f"unknown CBOR tag {inner.tag} inside a DECTRIS stream V2 array")
             self.algorithm, _, inner = inner.value
-        self.data = inner
+        self.data = _blob(inner)
 
     def decode(self) -> np.ndarray:
         enc = Encoding.from_v2(self.algorithm, self.dtype)
@@ -98,8 +102,17 @@ class V2Protocol(ImageParser):
         m = self._load(message)
         if m is None or m["type"] != "start":
             raise InputError("expected a DECTRIS stream V2 start message")
-        shape = (int(m["image_size_y"]), int(m["image_size_x"])) if "image_size_x" in m else None
+        try:
+            return self._header(m)
+        except (TypeError, ValueError, KeyError, AttributeError, StopIteration, OverflowError) as exc:
+            raise InputError(f"a damaged DECTRIS stream V2 start message ({type(exc).__name__}: "
+                             f"{str(exc)[:60]}); the stream is corrupt") from None
+
+    def _header(self, m: Mapping) -> SeriesHeader:
+        shape = checked_shape(m.get("image_size_y"), m.get("image_size_x"), "the DECTRIS stream V2 start message")
         dtype = np.dtype(str(m.get("image_dtype", "uint16"))).newbyteorder("<")
+        if dtype.kind not in "uif" or dtype.itemsize > 8:
+            raise InputError(f"the DECTRIS stream V2 start message gives the image type {dtype}; the stream is corrupt")
         mask = None
         masks = m.get("pixel_mask") or {}
         if masks and m.get("pixel_mask_enabled", True):
@@ -163,7 +176,17 @@ def _image(m: Mapping) -> tuple:
         key = (typed.tag, algorithm, dims[0], dims[1])
     except (KeyError, StopIteration, AttributeError, TypeError, ValueError):
         raise InputError(f"DECTRIS stream V2 image {image_id} holds no readable data array") from None
-    return _series(m), image_id, key, data, value
+    if not isinstance(image_id, int) or image_id < 0:
+        raise InputError(f"a DECTRIS stream V2 image message has no image_id ({str(image_id)[:40]}); the stream is "
+                         f"corrupt")
+    return _series(m), image_id, key, _blob(data), value
+
+
+def _blob(data):
+    """The bytes of an array (a damaged message can hold any CBOR item there)."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise InputError(f"a DECTRIS stream V2 array holds {type(data).__name__}, not bytes; the stream is corrupt")
+    return data
 
 
 def _series(m: Mapping) -> int | None:

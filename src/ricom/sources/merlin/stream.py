@@ -74,8 +74,11 @@ class StreamBuffer:
         self.last_progress = time.monotonic()
 
     def fill(self, n: int) -> bool:
-        """Wait until ``n`` bytes are unread; False on end of stream or a stop request."""
-        self.reserve(n)
+        """Wait until ``n`` bytes are unread; False on end of stream or a stop request.
+
+        The buffer grows as the bytes arrive (`recv` doubles it when full), so a damaged
+        length field allocates nothing before the bytes it claims have come."""
+        self.reserve(min(n, len(self.buf)))
         while self.available < n:
             if self.eof or self.stopped():
                 return False

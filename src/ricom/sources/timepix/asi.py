@@ -44,6 +44,9 @@ BATCH_S = 0.015
 """ArrayChunks already received are joined into one event chunk for at most this long (latency)."""
 BATCH_EVENTS = 1 << 22
 """… and up to this many events."""
+MAX_COUNT = 4095
+"""Most electrons one pixel can count in one frame (a Timepix3 pixel's dead time allows far fewer in a
+4D-STEM dwell): larger counts are a corrupt stream, not one event each (which would allocate without bound)."""
 _NAMES = {TAG_ACQ_START: "AcquisitionStart", TAG_SCAN_START: "ScanStart", TAG_CHUNK: "ArrayChunk",
           TAG_SCAN_END: "ScanEnd", TAG_ACQ_END: "AcquisitionEnd"}
 
@@ -286,6 +289,9 @@ class AsiScanSource(Source):
                     first_s = read[1] if len(batch) == 1 else first_s
                     done.append(read[0])
             elif tag == TAG_SCAN_END:
+                if self._received < self.n_frames:  # the stream stays in step: the next scan can follow
+                    raise InputError(f"scan #{self.sequence} ended (ScanEnd) after {self._received} of "
+                                     f"{self.n_frames} frames; the partial result is kept")
                 return
             elif tag == TAG_ACQ_END:
                 conn.acquisition = None
@@ -334,6 +340,13 @@ class AsiScanSource(Source):
                              f"from 0 to its {nnz} entries")
         indices = payload[indices_offset:indices_offset + nnz * self._indices_dt.itemsize].view(self._indices_dt)
         values = payload[values_offset:values_offset + nnz * values_dt.itemsize].view(values_dt)
+        n_pix = self.detector_shape[0] * self.detector_shape[1]
+        if nnz and int(indices.max()) >= n_pix:
+            raise InputError(f"ArrayChunk at frame {self._received}: pixel index {int(indices.max())} outside the "
+                             f"{self.detector_shape[0]}×{self.detector_shape[1]} detector")
+        if nnz and self.header.format != 1 and int(values.max()) > MAX_COUNT:
+            raise InputError(f"ArrayChunk at frame {self._received}: a pixel counted {int(values.max())} electrons "
+                             f"in one frame (at most {MAX_COUNT} are plausible); the stream is corrupt")
         frames = self.layout.positions(self._received, nframes) if nframes else np.zeros(0, np.int64)
         frames = np.asarray(frames, np.int64)
         if self._received + nframes > self.layout.frames_per_pass:  # frames past the scan belong nowhere

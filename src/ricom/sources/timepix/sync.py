@@ -54,6 +54,9 @@ TICK_NS = 3.125 / 12
 _FAR = np.iinfo(np.int64).max
 DEFAULT_ORDER_WINDOW_NS = 2e5
 """Hits may arrive up to this late (200 µs) before they count as late."""
+MAX_DWELL_LINES = 1 << 18
+"""Most dwell-clock lines one block of hits may open (a record with a corrupt time would open
+millions of empty lines: memory without bound)."""
 
 
 @dataclass
@@ -288,6 +291,9 @@ class Synchroniser:
         limit = self._max_hit + 1 if final else min(horizon, self._max_hit + 1)
         first = self._n_segments
         last = max(first, int(np.ceil((limit - self.t0) / line_t)) if limit > self.t0 else 0)
+        if last - first > MAX_DWELL_LINES:
+            raise InputError(f"a hit at {self._max_hit * TICK_NS * 1e-9:.6g} s lies {last - first} dwell lines after "
+                             f"the previous ones: its time is corrupt; the input is damaged")
         k = np.arange(first, last)
         new = np.zeros(k.shape[0], SEGMENT)
         new["start"] = np.floor(self.t0 + k * line_t)
@@ -319,6 +325,9 @@ class Synchroniser:
             self.warnings.append(f"{c['late']} hits arrived more than order_window_ns late ({c['late_lost']} "
                                  f"of them too late to place, dropped); raise order_window_ns")
         if self.o.mode == "dwell":
+            if c["positions_done"] < sy * sx:  # no triggers say where the scan ends: the hits end early
+                self.warnings.append(f"the hits cover {c['positions_done']} of the {sy}×{sx} scan positions: "
+                                     f"the data end early (truncated?), or check the scan shape and dwell time")
             return
         per_pass = sy if self.o.mode == "line" else sy * self.line_len
         used = self._n_segments - (self.o.skip_lines if self.o.mode == "line" else self.skip)
