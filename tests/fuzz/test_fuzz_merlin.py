@@ -34,6 +34,8 @@ def _mib(shape, depth, raw, quad=False, n=SCAN[0] * SCAN[1], gap=False):
     return encode_frames(_frames(shape, depth, n), depth, raw, quad, timestamp=WHEN, gap=gap)
 
 
+SEED_DEPTHS = [6, 12, 24, 1, 6, 12, 24]
+"""Counter depth of each seed (its ``.hdr`` must say the same, or the reader rightly warns)."""
 SEEDS = [_mib((8, 8), 6, False), _mib((8, 8), 12, False), _mib((4, 8), 24, False), _mib((8, 8), 1, True),
          _mib((8, 8), 6, True), _mib((8, 8), 12, True), _mib((8, 8), 24, True)]
 QUAD = [_mib((512, 512), 1, True, quad=True, n=2), _mib((514, 514), 1, False, quad=True, n=1, gap=True)]
@@ -93,8 +95,9 @@ def _write(folder, name: str, data: bytes) -> str:
 
 def test_seed_files_and_streams_are_complete(folder):
     """The fuzz tests start from inputs that reconstruct completely, without a warning."""
-    for mib in SEEDS:
-        _write(folder, "scan.hdr", HDR)
+    for mib, depth in zip(SEEDS, SEED_DEPTHS, strict=True):
+        _write(folder, "scan.hdr", make_acquisition_header(SCAN[0] * SCAN[1], SCAN, depth=depth,
+                                                           timestamp=WHEN.replace(tzinfo=None)).encode())
         out = bounded(lambda m=mib: reconstruct(_write(folder, "scan.mib", m)), len(mib))
         assert out.error is None and out.value.complete and not out.warnings
         assert len(out.value.covered) == SCAN[0] * SCAN[1]

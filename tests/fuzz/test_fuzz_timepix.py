@@ -48,7 +48,7 @@ def files(tmp_path_factory):
         write_events(path, [(frames, positions)], SCAN, DET, fmt, chip_layout="single", sync=sync, jitter_ns=200.0)
         with open(path, "rb") as fh:
             out[name] = fh.read()
-        with open(os.path.splitext(path)[0] + ".ricom.json") as fh:
+        with open(path + ".ricom.json") as fh:  # the sidecar is named after the whole file name
             out[name + ".json"] = json.load(fh)
     out["folder"] = folder
     return out
@@ -102,7 +102,7 @@ def _place(files, name: str, data: bytes) -> str:
     path = str(folder / f"fuzz{ext}")
     with open(path, "wb") as fh:
         fh.write(data)
-    shutil.copyfile(str(folder / (os.path.splitext(name)[0] + ".ricom.json")), str(folder / "fuzz.ricom.json"))
+    shutil.copyfile(str(folder / (name + ".ricom.json")), path + ".ricom.json")
     return path
 
 
