@@ -306,3 +306,29 @@ def test_emd_single_datacube_without_a_name(tmp_path, shuffled):
     write_emd(path, {"datacube": frames.reshape(*SCAN, *DET)})
     source = open_source(str(path))
     assert source.dataset == "/experiment/datacube/data" and "step_A" not in source.hints()
+
+
+# --------------------------------------------------------------------- event lists
+
+
+def test_event_list_in_a_listed_order(tmp_path):
+    from ricom.sources.events_h5 import EventsH5Writer
+
+    rng = np.random.default_rng(4)
+    counts = rng.poisson(30, N)
+    pos = np.repeat(np.arange(N), counts)
+    x = rng.normal(7.5 + (pos % 3), 2.0).astype(np.float32)
+    y = rng.normal(7.5 - (pos % 5) * 0.4, 2.0).astype(np.float32)
+    order = rng.permutation(N)
+    with EventsH5Writer(str(tmp_path / "raster.h5"), SCAN, DET) as w:
+        w.append(pos, x, y)
+    with EventsH5Writer(str(tmp_path / "listed.h5"), SCAN, DET) as w:  # slot k holds position order[k]'s events
+        for k, p in enumerate(order):
+            sel = pos == p
+            w.append(np.full(int(sel.sum()), k), x[sel], y[sel])
+    expected = api.reconstruct(str(tmp_path / "raster.h5"), settings=SETTINGS)
+    wrong = api.reconstruct(str(tmp_path / "listed.h5"), settings=SETTINGS)
+    got = api.reconstruct(str(tmp_path / "listed.h5"), scan_positions=order, settings=SETTINGS)
+    assert not np.allclose(wrong.com_x, expected.com_x)
+    assert_same(got, expected)
+

@@ -107,8 +107,8 @@ def scan_shortfall(reduction: ChunkReduction, visited: np.ndarray | None = None)
 
 def visited_positions(source: Source) -> np.ndarray | None:
     """The positions a source's scan order visits (None: a raster, all of them)."""
-    layout = getattr(source, "layout", None)
-    return layout.visited() if getattr(layout, "order", None) is not None else None
+    order = getattr(source, "scan_positions", None)
+    return order.visited(source.scan_shape) if order is not None else None
 
 
 _DONE = object()
