@@ -332,3 +332,16 @@ def test_event_list_in_a_listed_order(tmp_path):
     assert not np.allclose(wrong.com_x, expected.com_x)
     assert_same(got, expected)
 
+
+
+def test_convert_places_frames_by_the_list_and_sums_repeats(tmp_path, shuffled):
+    frames, stack, order = shuffled
+    listed = np.concatenate([order, order[:3]])  # three positions visited twice
+    np.save(tmp_path / "stack.npy", np.concatenate([stack, stack[:3]]))
+    np.save(tmp_path / "pos.npy", listed)
+    out = tmp_path / "cube.npy"
+    assert main(["convert", str(tmp_path / "stack.npy"), "--scan-shape", *map(str, SCAN), "--scan-positions",
+                 str(tmp_path / "pos.npy"), "-o", str(out), "--no-progress"]) == 0
+    expected = frames.reshape(N, *DET).astype(np.int64)
+    expected[order[:3]] *= 2
+    np.testing.assert_array_equal(np.load(out).reshape(N, *DET), expected)
