@@ -389,3 +389,14 @@ def test_v2_fast_and_general_paths_give_the_same_batch():
     b = V2Protocol().images(msgs[1:], header)
     assert a.frames == b.frames == list(range(1, 36)) and a.skipped == b.skipped == 1 and a.stop == b.stop == 36
     assert [bytes(x) for x in a.blobs] == [bytes(x) for x in b.blobs]
+
+
+def test_live_series_in_a_listed_scan_order_equals_the_raster():
+    frames = _frames(6)
+    order = np.random.default_rng(8).permutation(len(frames))  # image k was taken at flat position order[k]
+    result, _, source = _receive(_v2_series(7, frames[order], compression="none"), V2Protocol(), series=7,
+                                 scan_shape=SCAN, scan_positions=order)
+    assert result.error is None and source.scan_positions is not None
+    ref = _offline(frames)
+    np.testing.assert_allclose(result.snapshot.ricom, ref.ricom, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(result.snapshot.com_y, ref.com_y, rtol=1e-9, atol=1e-12)

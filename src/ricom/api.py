@@ -180,7 +180,7 @@ def reconstruct_run(data, *, settings: Settings | None = None, reference=None, d
     return result, rec, source
 
 
-def reconstruct(data, *, scan_shape=None, settings: Settings | None = None, reference=None,
+def reconstruct(data, *, scan_shape=None, scan_positions=None, settings: Settings | None = None, reference=None,
                 descan: str | None = None, descan_reference=None, progress: bool = False,
                 chunk_size: int = 512, threads: int = 1, strict: bool = True, **setting_args) -> Snapshot:
     """Reconstruct a whole dataset and return its images.
@@ -192,6 +192,11 @@ def reconstruct(data, *, scan_shape=None, settings: Settings | None = None, refe
         file name (``.npy`` …), ``"demo"``, or a `Source`.
     scan_shape : (int, int), optional
         Where the input does not carry it.
+    scan_positions : str, array or ScanPositions, optional
+        The scan order: the position of every scan point in acquisition order, as flat
+        indices ``iy * scan_x + ix`` or ``(row, col)`` pairs (``-1``: none), or a CSV/.npy
+        file of them (`ricom.core.scan_positions`).  Repeats are summed; positions never
+        visited stay empty (``snapshot.hits == 0``).  Default: a raster.
     settings : Settings, optional
         Full settings; otherwise keyword arguments of `make_settings`
         (``kernel_size``, ``band_pass``, ``rotation_deg``, ``center_yx``, ``step_A``,
@@ -235,6 +240,8 @@ def reconstruct(data, *, scan_shape=None, settings: Settings | None = None, refe
     ...     snap = exc.snapshot  # snap.complete is False, snap.reason says why
     """
     options = {"scan_shape": scan_shape} if scan_shape is not None else {}
+    if scan_positions is not None:
+        options["scan_positions"] = scan_positions
     result, _, _ = reconstruct_run(data, settings=settings, reference=reference, descan=descan,
                                    descan_reference=descan_reference, progress=progress, threads=threads,
                                    chunk_size=chunk_size, source_options=options, **setting_args)

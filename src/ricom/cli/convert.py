@@ -171,7 +171,8 @@ def convert(source, output: str, chunk_size: int = 256, compression: str = "none
     if source.scan_shape is not None:
         shape = (*source.scan_shape, *det)
         per_pass = layout.skip_frames + layout.frames_per_pass if layout is not None else None
-        summing = layout is not None and (layout.frames_per_position > 1 or (source.n_frames or 0) > per_pass)
+        summing = layout is not None and (layout.frames_per_position > 1 or (source.n_frames or 0) > per_pass
+                                          or layout.order is not None)  # a listed order may repeat positions
     else:
         shape = ((source.n_frames or 0) - getattr(source, "skip_frames", 0), *det)
         summing = False

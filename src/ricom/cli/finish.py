@@ -49,6 +49,10 @@ def save_result(output: str, names, result, rec, extra: dict, rotation_auto: boo
     if snap.n_invalid:
         print(f"warning: {snap.n_invalid} patterns contained NaN or infinite values and were skipped",
               file=sys.stderr)
+    unvisited = int((snap.hits == 0).sum())
+    if unvisited and result.reason is None:
+        print(f"note: {unvisited} of {snap.hits.size} scan positions received no pattern and stay empty",
+              file=sys.stderr)
     rate = snap.n_patterns / result.seconds_processing if result.seconds_processing > 0 else float("nan")
     print(f"{snap.n_patterns} patterns in {result.seconds_processing:.2f} s ({rate:,.0f}/s); "
           f"wrote {', '.join(written)} to {output}")

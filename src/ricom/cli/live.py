@@ -108,6 +108,7 @@ def _arm(args, opts: dict):
     """(trigger callback, MerlinControl) for --start, else (None, None)."""
     from ricom.core.chunks import ScanLayout
     from ricom.core.errors import SettingsError
+    from ricom.core.scan_positions import scan_positions_from
     from ricom.sources.merlin.control import MerlinControl
 
     if not args.start:
@@ -117,7 +118,7 @@ def _arm(args, opts: dict):
     if "scan_shape" not in opts:
         raise SettingsError("--start needs --scan-shape SY SX (it sets the frame count and ScanX/ScanY)")
     layout = ScanLayout(opts["scan_shape"], opts["skip_frames"], opts["flyback_frames"],
-                        opts["frames_per_position"])
+                        opts["frames_per_position"], scan_positions_from(opts.get("scan_positions")))
     n = args.frames or layout.skip_frames + layout.frames_per_pass
     control = MerlinControl(args.host, args.control_port, timeout=args.timeout or 5.0)
     soft = args.trigger == "soft"

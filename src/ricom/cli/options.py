@@ -23,6 +23,7 @@ FLAGS = {
     "skip_frames": Wording("--skip-frames", "N"),
     "flyback_frames": Wording("--flyback-frames", "N"),
     "frames_per_position": Wording("--frames-per-position", "N"),
+    "scan_positions": Wording("--scan-positions", "FILE"),
     "pad": Wording("--scan-pad", switch=True),
     "crop": Wording("--scan-crop", switch=True),
     "dwell_ns": Wording("--dwell-ns", "NS"),
@@ -107,6 +108,10 @@ def add_layout_options(p: argparse.ArgumentParser) -> None:
                    help="extra frames at the end of every scan line, dropped")
     g.add_argument("--frames-per-position", type=int, default=1, metavar="N",
                    help="consecutive frames per scan position (summed)")
+    g.add_argument("--scan-positions", metavar="FILE",
+                   help="scan order: the position of every scan point in acquisition order, a CSV/text file "
+                        "(one flat index iy*SX+ix, or 'row, col', per line; -1 = none) or .npy; repeats are "
+                        "summed, positions never visited stay empty and are reported")
     g.add_argument("--scan-pad", action="store_true",
                    help="accept fewer frames than the scan shape needs (missing positions stay empty)")
     g.add_argument("--scan-crop", action="store_true",
@@ -146,6 +151,8 @@ def source_options(args) -> dict:
     if args.scan_shape:
         opts["scan_shape"] = tuple(args.scan_shape)
     opts.update(pad=args.scan_pad, crop=args.scan_crop)
+    if getattr(args, "scan_positions", None):
+        opts["scan_positions"] = args.scan_positions
     for name in ("dwell_ns", "acceptance_ns", "chip_layout"):
         if getattr(args, name, None) is not None:
             opts[name] = getattr(args, name)

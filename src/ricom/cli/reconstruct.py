@@ -57,16 +57,22 @@ def _run(args, interrupts) -> int:
     if address is not None:  # Dask handles Ctrl-C while the cluster works (keeps the ranges done)
         from ricom.dask.client import reconstruct_run_distributed
         interrupts.hand_back()
-        result, rec, _ = reconstruct_run_distributed(
+        result, rec, source = reconstruct_run_distributed(
             args.input, client=address, reference=args.reference, descan=descan, descan_reference=descan_ref,
             progress=not args.no_progress, chunk_size=args.chunk_size, source_options=source_options(args),
             threads=args.threads, **kwargs)
         interrupts.keep()
     else:
-        result, rec, _ = api.reconstruct_run(
+        result, rec, source = api.reconstruct_run(
             args.input, reference=args.reference, descan=descan, descan_reference=descan_ref,
             progress=not args.no_progress, chunk_size=args.chunk_size, source_options=source_options(args),
             threads=args.threads, stop=interrupts.stop, before_run=interrupts.keep, **kwargs)
-    extra = {"input": args.input, **({"descan": descan} if descan else {})}
+    extra = {"input": args.input, **({"descan": descan} if descan else {}), **_order_attrs(source)}
     return save_result(output, names, result, rec, extra, parse_rotation(args.rotation) == "auto",
                        interrupted=interrupts.count > 0)
+
+
+def _order_attrs(source) -> dict:
+    """The scan-positions file and its count of never-visited positions, when one was used."""
+    describe = getattr(source, "describe_order", None)
+    return describe() if describe is not None else {}

@@ -5,7 +5,8 @@ file buffer, read in place; or `EncodedFrames`: patterns still compressed as a d
 sent them, decoded on the engine's worker threads), an `EventChunk` single-electron events.  Each carries flat
 scan positions (``iy * scan_x + ix``), with ``-1`` for data that belongs to no scan
 position (flyback, skipped frames, events outside a line).  `ScanLayout` maps a running
-frame index to scan positions for sources that deliver frames in acquisition order.
+frame index to scan positions for sources that deliver frames in acquisition order, in
+raster order or in any order a `ricom.core.scan_positions.ScanPositions` gives.
 """
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ricom.core.errors import SettingsError
+from ricom.core.errors import Param, SettingsError
+from ricom.core.scan_positions import ScanPositions
 
 
 @dataclass(frozen=True)
@@ -187,6 +189,10 @@ class ScanLayout:
         Extra frames at the end of each scan line, dropped.
     frames_per_position : int
         Consecutive frames recorded at each position (summed by the engine).
+    order : ScanPositions, optional
+        The position of every scan point in acquisition order (any order, repeats allowed,
+        -1 for none); a pass then has ``len(order)`` points.  Without it the scan is a raster.
+        Flyback frames do not combine with it: give them as -1 points in the list.
 
     Frames past the last position start a new pass of the scan (repeated scans).
 
@@ -194,12 +200,15 @@ class ScanLayout:
     --------
     >>> ScanLayout((2, 3), flyback_frames=1).positions(0, 8).tolist()
     [0, 1, 2, -1, 3, 4, 5, -1]
+    >>> ScanLayout((2, 2), order=ScanPositions(np.array([3, 0, 0, 1]))).positions(0, 5).tolist()
+    [3, 0, 0, 1, 3]
     """
 
     scan_shape: tuple[int, int]
     skip_frames: int = 0
     flyback_frames: int = 0
     frames_per_position: int = 1
+    order: ScanPositions | None = None
 
     def __post_init__(self) -> None:
         sy, sx = self.scan_shape
@@ -207,11 +216,23 @@ class ScanLayout:
             raise SettingsError(f"scan shape must be positive, got {self.scan_shape}")
         if self.skip_frames < 0 or self.flyback_frames < 0 or self.frames_per_position < 1:
             raise SettingsError("skip and flyback frames must be ≥ 0 and frames per position ≥ 1")
+        if self.order is not None:
+            if self.flyback_frames:
+                raise SettingsError("flyback frames do not combine with a list of scan positions; leave out ",
+                                    Param("flyback_frames"), " and give those frames as -1 in ",
+                                    Param("scan_positions"))
+            self.order.flat(self.scan_shape)  # a position outside the scan: a one-line error now
 
     @property
     def frames_per_pass(self) -> int:
+        if self.order is not None:
+            return len(self.order) * self.frames_per_position
         sy, sx = self.scan_shape
         return sy * (sx + self.flyback_frames) * self.frames_per_position
+
+    def visited(self) -> np.ndarray | None:
+        """Boolean ``(scan_y * scan_x,)`` of the positions a pass visits; None for a raster (all)."""
+        return self.order.visited(self.scan_shape) if self.order is not None else None
 
     def passes(self, start: int, count: int) -> np.ndarray:
         """Scan pass (0, 1, …) of frames ``start … start+count-1``."""
@@ -234,6 +255,11 @@ class ScanLayout:
         sy, sx = self.scan_shape
         i = np.asarray(frames, dtype=np.int64) - self.skip_frames
         k = i // self.frames_per_position
+        if self.order is not None:
+            flat = self.order.flat(self.scan_shape)
+            pos = flat[k % len(flat)]
+            pos[i < 0] = -1
+            return pos
         line_len = sx + self.flyback_frames
         k = k % (sy * line_len)
         line, col = np.divmod(k, line_len)

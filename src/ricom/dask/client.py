@@ -43,7 +43,7 @@ from ricom.core.errors import InputError, Param, RicomError, SettingsError
 from ricom.core.params import KernelSettings, Settings
 from ricom.dask.tasks import RangeJob, RangeMoments, feed, range_moments
 from ricom.engine.moments import Moments
-from ricom.engine.pipeline import RunResult, scan_shortfall
+from ricom.engine.pipeline import RunResult, scan_shortfall, visited_positions
 from ricom.engine.reconstruction import Reconstruction
 from ricom.engine.snapshot import Snapshot
 from ricom.sources import Source
@@ -281,7 +281,8 @@ def reconstruct_run_distributed(data, *, client, settings: Settings | None = Non
     seconds = time.perf_counter() - t0 - startup
     result = RunResult(rec.snapshot(), seconds, interrupted, error)
     if not options.get("pad", False) and not interrupted and error is None:
-        result.shortfall = scan_shortfall(rec)  # a file that falls short of its scan, as in a single run
+        # a file that falls short of its scan, as in a single run
+        result.shortfall = scan_shortfall(rec, visited_positions(source))
     result.stamp(result.snapshot)
     return result, rec, source
 

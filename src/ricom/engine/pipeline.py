@@ -75,15 +75,24 @@ class RunResult:
         return snapshot
 
 
-def scan_shortfall(reduction: ChunkReduction) -> str | None:
+def scan_shortfall(reduction: ChunkReduction, visited: np.ndarray | None = None) -> str | None:
     """How the patterns fall short of the scan, in one line, or None if they cover it.
 
     A scan position that received no pattern, or (repeated passes) fewer patterns than
     the most visited ones, means the input ended early.  Patterns skipped as invalid
     (NaN, ±inf) leave their position empty too, so up to ``n_invalid`` such positions
-    are not counted as missing.
+    are not counted as missing.  ``visited`` (boolean per flat position; a scan in a
+    listed order) limits the check to the positions the scan visits; where a list visits
+    positions unequally often, only empty ones count.
     """
     hits = reduction.moments.hits
+    if visited is not None:
+        hits = hits[visited]
+        if int(np.count_nonzero(hits == 0)) > reduction.n_invalid:
+            n = hits.size
+            return (f"the input ended before the scan was complete: {int(np.count_nonzero(hits == 0))} of {n} "
+                    f"listed scan positions received no pattern")
+        return None
     n, spared = hits.size, reduction.n_invalid
     empty = int(np.count_nonzero(hits == 0))
     if empty > spared:
@@ -94,6 +103,12 @@ def scan_shortfall(reduction: ChunkReduction) -> str | None:
         return (f"the input ended during a repeated scan: {fewer} of {n} scan positions received fewer "
                 f"patterns than the {most} of the others")
     return None
+
+
+def visited_positions(source: Source) -> np.ndarray | None:
+    """The positions a source's scan order visits (None: a raster, all of them)."""
+    order = getattr(source, "scan_positions", None)
+    return order.visited(source.scan_shape) if order is not None else None
 
 
 _DONE = object()
@@ -254,7 +269,7 @@ class Pipeline:
                     close()
         result = self._result(t0, feed.t_last, interrupted, error, feed.latency_s)
         if full_scan and not interrupted and error is None:
-            result.shortfall = scan_shortfall(self.reduction)
+            result.shortfall = scan_shortfall(self.reduction, visited_positions(source))
             if result.snapshot is not None:
                 result.stamp(result.snapshot)
         return result

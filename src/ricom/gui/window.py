@@ -364,7 +364,8 @@ class MainWindow(WindowLayout, WindowActions, QtWidgets.QMainWindow):
         seen = snap.hits > 0
         dose = float(snap.counts[seen].mean()) if seen.any() else 0.0  # per processed position
         per = "events/position" if tap.kind == "events" else "counts/position"
-        self.dose_label.setText(f"dose {dose:,.0f} {per}" if dose >= 100 else f"dose {dose:.3g} {per}")
+        coverage = f" · coverage {100 * seen.mean():.0f} %"  # positions with a pattern (any scan order)
+        self.dose_label.setText((f"dose {dose:,.0f} {per}" if dose >= 100 else f"dose {dose:.3g} {per}") + coverage)
         self.column.show_centre_in_use(snap.center_yx)
         self.column.show_radii_in_use(snap.virtual_radii_px)
         if self.worker is not None and self.worker.paused:

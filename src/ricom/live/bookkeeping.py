@@ -35,12 +35,15 @@ class ScanCount:
     n_missing : int
         Frames announced (or needed) but not received.
     empty_positions : ndarray of int
-        Flat scan positions without any pattern.
+        Flat scan positions without any pattern (that the scan order visits).
     problem : str or None
         Why the count does not add up (None: it does).
     n_duplicates : int
         Frames that arrived a second time with the same frame number; the source dropped
         them (a duplicate is never added twice at its position, whatever ``repeats``).
+    n_unvisited : int
+        Scan positions a listed scan order (``scan_positions``) never visits; they stay
+        empty by design and are not among ``empty_positions``.
     """
 
     scan_shape: tuple[int, int]
@@ -52,6 +55,7 @@ class ScanCount:
     empty_positions: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     problem: str | None = None
     n_duplicates: int = 0
+    n_unvisited: int = 0
 
     @property
     def consistent(self) -> bool:
@@ -69,7 +73,8 @@ class ScanCount:
         return {"n_expected": -1 if self.n_expected is None else self.n_expected, "n_needed": self.n_needed,
                 "n_received": self.n_received, "n_missing": self.n_missing,
                 "n_empty_positions": int(self.empty_positions.size), "empty_positions": self.empty_positions,
-                "n_duplicates": self.n_duplicates, "scan_consistent": self.consistent,
+                "n_duplicates": self.n_duplicates, "n_unvisited_positions": self.n_unvisited,
+                "scan_consistent": self.consistent,
                 "scan_problem": self.problem or ""}
 
 
@@ -115,10 +120,11 @@ def count_scan(reconstruction, source, *, pad: bool = False) -> ScanCount:
     received = int(source.frames_received)
     target = n_expected if n_expected is not None else n_needed
     hits = reconstruction.moments.hits
-    empty = np.flatnonzero(hits == 0).astype(np.int64)
+    visited = layout.visited() if getattr(layout, "order", None) is not None else np.ones(hits.size, bool)
+    empty = np.flatnonzero((hits == 0) & visited).astype(np.int64)
     problem = source_shape_problem(source, pad=pad)
     if problem is None and received < target:
         problem = f"{target - received} of {target} frames did not arrive"
     return ScanCount(tuple(source.scan_shape), getattr(source, "header_scan_shape", None), n_expected, n_needed,
                      received, max(0, target - received), empty, problem,
-                     int(getattr(source, "frames_duplicated", 0)))
+                     int(getattr(source, "frames_duplicated", 0)), int(np.count_nonzero(~visited)))

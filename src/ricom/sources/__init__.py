@@ -12,7 +12,7 @@ import re
 
 import numpy as np
 
-from ricom.core.errors import InputError
+from ricom.core.errors import InputError, Param, SettingsError
 from ricom.sources.arrays import ArraySource
 from ricom.sources.base import Source, check_file
 
@@ -59,6 +59,7 @@ _READERS: list[tuple[object, str]] = [
     (lambda s: _is_h5_with_dataset(f"{s}:"), "ricom.sources.hdf5:open"),  # file.h5 with or without :/dataset
     (_is_zarr, "ricom.sources.zarr_source:open"),
     (lambda s: _ext(s) in (".raw", ".bin", ".xml"), "ricom.sources.raw:open"),
+    (lambda s: s.lower().endswith("_movie.mrc"), "ricom.sources.direct_electron:open"),  # + _info.txt, coordinates
     (lambda s: _ext(s) in ".dm3 .dm4 .blo .mrc .hspy .zspy .tvips .ser .emi".split(), "ricom.sources.rsciio:open"),
 ]
 
@@ -106,9 +107,22 @@ def open_source(spec: str, **options) -> Source:
 
 def open_input(data, **source_options) -> Source:
     """A `Source` from an array (`ricom.sources.arrays.ArraySource`), a path or spec string
-    (`open_source`), or a source itself (returned as it is)."""
+    (`open_source`), or a source itself (returned as it is).
+
+    Raises
+    ------
+    SettingsError
+        If ``scan_positions`` are given for an input that cannot place its frames by them.
+    """
     if isinstance(data, Source):
         return data
     if isinstance(data, np.ndarray):
-        return ArraySource(data, **source_options)
-    return open_source(os.fspath(data), **source_options)
+        source = ArraySource(data, **source_options)
+    else:
+        source = open_source(os.fspath(data), **source_options)
+    if source_options.get("scan_positions") is not None and source.scan_positions is None \
+            and not getattr(source, "takes_scan_positions", False):
+        source.close()
+        raise SettingsError(f"{source.format_name()}: this input cannot take a scan order; leave out ",
+                            Param("scan_positions"))
+    return source

@@ -30,18 +30,21 @@ class ArraySource(LazyArraySource):
         See `ScanLayout`.
     pad, crop : bool
         Accept a frame count that does not fill whole scans, see `ricom.sources.raw.resolve_scan`.
+    scan_positions : ScanPositions, str or array, optional
+        The scan order (`ricom.core.scan_positions`); default: a raster.
     name : str
         Shown in messages.
     """
 
     def __init__(self, data: np.ndarray, scan_shape=None, skip_frames: int = 0,
                  flyback_frames: int = 0, frames_per_position: int = 1, name: str = "array",
-                 pad: bool = False, crop: bool = False, **_ignored) -> None:
+                 pad: bool = False, crop: bool = False, scan_positions=None, **_ignored) -> None:
         if data.ndim not in (3, 4):
             raise InputError(f"{name}: expected a 4D (scan_y, scan_x, det_y, det_x) or 3D "
                              f"(frames, det_y, det_x) array, got {data.ndim}D shape {data.shape}")
         check_pattern_dtype(name, data.dtype)
-        super().__init__(data, name, scan_shape, skip_frames, flyback_frames, frames_per_position, pad, crop)
+        super().__init__(data, name, scan_shape, skip_frames, flyback_frames, frames_per_position, pad, crop,
+                         scan_positions=scan_positions)
         if self.scan_shape is None:
             raise SettingsError(f"{name}: a 3D stack of {self.n_frames} frames needs ", Param("scan_shape", form=True))
         self._hints: dict = {}

@@ -94,6 +94,19 @@ class Source(abc.ABC):
             raise InputError(f"{self.format_name()}: range {start}…{stop} lies outside its {n} units")
         return start, stop
 
+    @property
+    def scan_positions(self):
+        """The scan order in use (`ricom.core.scan_positions.ScanPositions`), None for a raster."""
+        return getattr(getattr(self, "layout", None), "order", None)
+
+    def describe_order(self) -> dict:
+        """The scan order for ``describe``/saved attributes: the positions file and how many
+        scan positions it never visits (empty when the scan is a raster)."""
+        order, shape = self.scan_positions, self.scan_shape
+        if order is None or shape is None:
+            return {}
+        return {**order.describe(), "n_unvisited_positions": order.n_unvisited(shape)}
+
     def hints(self) -> dict:
         """Calibration the input carries, used where the user gives none.
 
@@ -105,7 +118,7 @@ class Source(abc.ABC):
     def describe(self) -> dict:
         """What was detected about the input (for ``ricom info``)."""
         return {"kind": self.kind, "scan_shape": self.scan_shape,
-                "detector_shape": self.detector_shape, "n_frames": self.n_frames}
+                "detector_shape": self.detector_shape, "n_frames": self.n_frames, **self.describe_order()}
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release files or connections."""

@@ -29,6 +29,7 @@ import numpy as np
 from ricom.core.chunks import EventChunk
 from ricom.core.errors import InputError, SettingsError
 from ricom.core.params import check_scan_memory, shape2
+from ricom.core.scan_positions import scan_positions_from
 from ricom.sources.base import Source
 
 FORMAT = "ricom-events"
@@ -64,6 +65,10 @@ class EventsH5Source(Source):
         Overrides the stored scan shape (same number of positions).
     acceptance_ns : float, optional
         Keep only events with ``t_ns`` below this (ricom layout with times only).
+    scan_positions : ScanPositions, str or array, optional
+        The scan order (`ricom.core.scan_positions`): the stored position index k (ricom
+        layout: the k-th group of events; stempy: the row's scan position) is scan point
+        k of the list, placed where the list says.  Default: as stored.
     events_per_chunk : int
         About this many events per chunk.
     """
@@ -71,7 +76,7 @@ class EventsH5Source(Source):
     kind = "events"
 
     def __init__(self, path: str, scan_shape=None, acceptance_ns=None, events_per_chunk: int = 1 << 20,
-                 **_ignored) -> None:
+                 scan_positions=None, **_ignored) -> None:
         import h5py
         self.name = path
         try:
@@ -95,6 +100,8 @@ class EventsH5Source(Source):
                 raise SettingsError(f"{path}: scan shape {tuple(scan_shape)} does not hold the file's "
                                     f"{self.scan_shape[0]}×{self.scan_shape[1]} positions")
             self.scan_shape = (int(scan_shape[0]), int(scan_shape[1]))
+        self._order = scan_positions_from(scan_positions)
+        self._flat = self._order.flat(self.scan_shape) if self._order is not None else None
         if acceptance_ns is not None and not (self.layout == "ricom" and "t_ns" in self._g):
             raise SettingsError(f"{path}: acceptance_ns needs arrival times, and this file stores none")
 
@@ -161,6 +168,18 @@ class EventsH5Source(Source):
         self.dwell_ns = None
 
     @property
+    def scan_positions(self):
+        """The scan order given (None: events are placed as stored)."""
+        return self._order
+
+    def _place(self, pos: np.ndarray) -> np.ndarray:
+        """Stored position indices → scan positions by the scan order (-1 stays -1)."""
+        if self._flat is None:
+            return pos
+        pos = np.asarray(pos, np.int64)
+        return np.where(pos >= 0, self._flat[pos % len(self._flat)], -1)
+
+    @property
     def splittable(self) -> bool:
         """Events are stored by scan position (ricom) or by row (stempy): any range can be read."""
         return True
@@ -202,7 +221,8 @@ class EventsH5Source(Source):
                 tot = tot[keep] if tot is not None else None
             self._kept += pos.shape[0]
             self._done += p1 - p0
-            yield EventChunk(pos, x, y, t, tot, np.arange(p0, p1, dtype=np.int64))
+            done = self._place(np.arange(p0, p1, dtype=np.int64))
+            yield EventChunk(self._place(pos), x, y, t, tot, done[done >= 0])
             p0 = p1
 
     def _stempy_chunks(self, chunk_size: int, start: int, stop: int):
@@ -220,8 +240,8 @@ class EventsH5Source(Source):
             y, x = np.divmod(idx, dx)
             self._kept += pos.shape[0]
             self._done += block.shape[0]
-            yield EventChunk(pos, x.astype(np.uint16), y.astype(np.uint16), None, None,
-                             np.asarray(sp[r0:r0 + block.shape[0]], np.int64))
+            done = self._place(np.asarray(sp[r0:r0 + block.shape[0]], np.int64))
+            yield EventChunk(self._place(pos), x.astype(np.uint16), y.astype(np.uint16), None, None, done[done >= 0])
 
     def describe(self) -> dict:
         return {**super().describe(), "name": self.name, "layout": self.layout, "dwell_ns": self.dwell_ns,

@@ -8,6 +8,12 @@ needs its filter: gzip/lzf come with h5py; bitshuffle-LZ4 (DECTRIS ARINA) and ot
 need ``hdf5plugin``, which is used when installed.  A ``pixel_mask`` dataset beside the
 frames (a recording of a DECTRIS detector, `ricom.io.recorder`) is applied to every chunk
 (`ricom.sources.dectris.mask`).
+
+EMD 1.0 files (py4DSTEM, emdfile: ``.emd`` or ``.h5``) hold each array as a group with
+attribute ``emd_group_type`` 1, a ``data`` dataset and ``dim1 … dimN`` axis vectors
+(``units`` attribute).  A datacube is found by its group name (``file.emd:datacube``,
+anywhere in the tree) or, without a name, as the file's one 3D/4D EMD array; a scan step
+in Å or nm along ``dim1`` becomes the step hint.
 """
 from __future__ import annotations
 
@@ -150,6 +156,65 @@ def _mapped(path: str, ds) -> np.memmap | None:
         return None
 
 
+def _is_emd_array(obj) -> bool:
+    """An EMD 1.0 data group (``emd_group_type`` 1) holding a 3D/4D ``data`` dataset."""
+    if not isinstance(obj, h5py.Group):
+        return False
+    kind = obj.attrs.get("emd_group_type")
+    kind = kind.decode() if isinstance(kind, bytes) else kind
+    data = obj.get("data", getclass=True)
+    return str(kind) == "1" and data is h5py.Dataset and obj["data"].ndim in (3, 4)
+
+
+def emd_arrays(f: h5py.File) -> list[tuple[str, h5py.Group]]:
+    """Every EMD 1.0 data group with 3D/4D data in ``f``: (path, group)."""
+    found: list[tuple[str, h5py.Group]] = []
+
+    def visit(name, obj):
+        if _is_emd_array(obj):
+            found.append(("/" + name, obj))
+
+    with contextlib.suppress(KeyError, OSError):
+        f.visititems(visit)
+    return found
+
+
+def _emd_named(f: h5py.File, name: str) -> h5py.Group | None:
+    """The EMD data group called ``name`` (its path or its last component); an error if several are."""
+    key = name.strip("/")
+    hits = [(p, g) for p, g in emd_arrays(f) if p.strip("/") == key or p.rsplit("/", 1)[-1] == key]
+    if len(hits) > 1:
+        raise InputError(f"{f.filename}: several EMD arrays are called {name!r} ({', '.join(p for p, _ in hits)}); "
+                         f"give the full path as {f.filename}:<path>")
+    return hits[0][1] if hits else None
+
+
+def emd_hints(group: h5py.Group) -> dict:
+    """``step_A`` from the first scan axis ``dim1`` of an EMD group when it is in Å or nm."""
+    with contextlib.suppress(KeyError, OSError, TypeError, ValueError, IndexError):
+        dim = group["dim1"]
+        unit = dim.attrs.get("units", b"")
+        unit = (unit.decode() if isinstance(unit, bytes) else str(unit)).strip()
+        scale = {"A": 1.0, "Å": 1.0, "angstrom": 1.0, "nm": 10.0}.get(unit)
+        values = np.asarray(dim[:2], dtype=float)
+        if scale and values.size == 2 and values[1] != values[0]:
+            return {"step_A": abs(float(values[1] - values[0])) * scale}
+    return {}
+
+
+def _emd_choice(f: h5py.File, dataset: str | None) -> h5py.Group | None:
+    """The EMD array an input names (``dataset`` not a path in the file), or the file's only one."""
+    if dataset is not None:
+        try:
+            obj = f.get(dataset)
+        except (KeyError, OSError, ValueError):
+            obj = None
+        return obj if _is_emd_array(obj) else _emd_named(f, dataset) if obj is None else None
+    arrays = emd_arrays(f)
+    four = [g for _, g in arrays if g["data"].ndim == 4]
+    return four[0] if len(four) == 1 else arrays[0][1] if len(arrays) == 1 else None
+
+
 class HDF5Source(LazyArraySource):
     """Frames of an HDF5 dataset (see the module docstring); closes the file on `close`."""
 
@@ -202,6 +267,9 @@ def open(spec: str, **options) -> HDF5Source:
     except OSError as exc:
         raise InputError(f"{path}: not a readable HDF5 file ({exc})") from None
     try:
+        emd = _emd_choice(f, dataset)
+        if emd is not None:
+            dataset = emd.name
         if dataset is not None:
             try:
                 obj = f[dataset]
@@ -216,7 +284,9 @@ def open(spec: str, **options) -> HDF5Source:
         parts = [ds for _, ds in found] if len(found) == 1 else _series(found)
         if parts is None:
             names = ", ".join(n for n, _ in found[:8])
-            raise InputError(f"{spec}: holds several 3D/4D datasets ({names}); choose one as {path}:<dataset>")
+            emds = ", ".join(p.rsplit("/", 1)[-1] for p, _ in emd_arrays(f)[:8])
+            emds = f" or an EMD array by name ({emds})" if emds else ""
+            raise InputError(f"{spec}: holds several 3D/4D datasets ({names}); choose one as {path}:<dataset>{emds}")
         for ds in parts:
             _check_filters(ds, spec)
             if ds.ndim not in (3, 4):
@@ -226,4 +296,7 @@ def open(spec: str, **options) -> HDF5Source:
     except BaseException:
         f.close()
         raise
-    return HDF5Source(f, data, name=f"{path}:{name}", dataset=name, **options)
+    source = HDF5Source(f, data, name=f"{path}:{name}", dataset=name, **options)
+    if emd is not None:
+        source._hints = {**emd_hints(emd), **source._hints}
+    return source

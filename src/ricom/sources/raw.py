@@ -25,6 +25,7 @@ import numpy as np
 from ricom.core.chunks import FrameChunk, ScanLayout
 from ricom.core.errors import InputError, Param, SettingsError
 from ricom.core.params import check_scan_memory, shape2
+from ricom.core.scan_positions import scan_positions_from
 from ricom.sources.base import Source, populate_mapped
 
 BLOCK_BYTES = 64 * 2**20
@@ -35,7 +36,8 @@ _CHECK_LAYOUT = ("check ", Param("scan_shape"), "/", Param("skip_frames"), "/", 
 
 def resolve_scan(name: str, n_frames: int, scan_shape, skip_frames: int = 0, flyback_frames: int = 0,
                  frames_per_position: int = 1, pad: bool = False, crop: bool = False,
-                 incomplete: bool = False, origin: str | None = None) -> tuple[ScanLayout | None, int]:
+                 incomplete: bool = False, origin: str | None = None,
+                 scan_positions=None) -> tuple[ScanLayout | None, int]:
     """The scan layout and how many frames to use, or a one-line error if they do not fit.
 
     Parameters
@@ -58,6 +60,9 @@ def resolve_scan(name: str, n_frames: int, scan_shape, skip_frames: int = 0, fly
     origin : str, optional
         Where the scan shape came from (``"given"``, ``"4D array shape"``, ``".hdr ScanX/ScanY"``),
         for the message when it is too large to reconstruct.
+    scan_positions : ScanPositions, str or array, optional
+        The scan order (`ricom.core.scan_positions`): a pass is then one frame (or
+        ``frames_per_position``) per listed point.
 
     Returns
     -------
@@ -68,7 +73,7 @@ def resolve_scan(name: str, n_frames: int, scan_shape, skip_frames: int = 0, fly
     if pad and crop:
         raise SettingsError("choose either pad or crop, not both")
     layout = ScanLayout((int(scan_shape[0]), int(scan_shape[1])), int(skip_frames), int(flyback_frames),
-                        int(frames_per_position))
+                        int(frames_per_position), scan_positions_from(scan_positions))
     sy, sx = layout.scan_shape
     check_scan_memory(sy * sx, f"{name}: scan shape {sy}×{sx} ({origin or 'given'})",
                       from_file=origin not in (None, "given"))
@@ -83,7 +88,7 @@ def resolve_scan(name: str, n_frames: int, scan_shape, skip_frames: int = 0, fly
     extra += f", {layout.frames_per_position} per position" if layout.frames_per_position > 1 else ""
     line = (sx + layout.flyback_frames) * layout.frames_per_position
     if avail < per_pass:
-        rows = avail // line
+        rows = avail // line if layout.order is None else 0  # scan lines mean nothing in a listed order
         if crop and rows > 0:
             return ScanLayout((rows, sx), skip, layout.flyback_frames, layout.frames_per_position), \
                 skip + rows * line
@@ -147,13 +152,14 @@ class LazyArraySource(Source):
         Keep only ``[:rows, :cols]`` of every frame (EMPAD metadata rows).
     block : int, optional
         Preferred read granularity along the first axis (an HDF5/Zarr chunk length).
-    skip_frames, flyback_frames, frames_per_position, pad, crop
+    skip_frames, flyback_frames, frames_per_position, pad, crop, scan_positions
         See `resolve_scan`.
     """
 
     def __init__(self, data, name: str, scan_shape=None, skip_frames: int = 0, flyback_frames: int = 0,
                  frames_per_position: int = 1, pad: bool = False, crop: bool = False, detector_crop=None,
-                 block: int | None = None, scan_shape_from: str | None = None, **_ignored) -> None:
+                 block: int | None = None, scan_shape_from: str | None = None, scan_positions=None,
+                 **_ignored) -> None:
         if len(data.shape) not in (3, 4):
             raise InputError(f"{name}: expected a 3D (frames, det_y, det_x) or 4D (scan_y, scan_x, det_y, "
                              f"det_x) array, got shape {tuple(data.shape)}")
@@ -174,7 +180,8 @@ class LazyArraySource(Source):
             scan_shape, self.scan_shape_from = tuple(int(v) for v in data.shape[:2]), "4D array shape"
         self.skip_frames = int(skip_frames)
         self.layout, self.n_frames = resolve_scan(name, total, scan_shape, skip_frames, flyback_frames,
-                                                  frames_per_position, pad, crop, origin=self.scan_shape_from)
+                                                  frames_per_position, pad, crop, origin=self.scan_shape_from,
+                                                  scan_positions=scan_positions)
         self.scan_shape = self.layout.scan_shape if self.layout else None
         frame_bytes = int(np.prod(full_det)) * np.dtype(data.dtype).itemsize
         fit = max(1, BLOCK_BYTES // frame_bytes)

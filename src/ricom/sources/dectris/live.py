@@ -24,6 +24,7 @@ import numpy as np
 from ricom.core.chunks import EncodedFrames, FrameChunk, ScanLayout
 from ricom.core.errors import InputError, Param, SettingsError
 from ricom.core.params import check_scan_memory, shape2
+from ricom.core.scan_positions import scan_positions_from
 from ricom.sources.base import BufferPool, Source
 from ricom.sources.dectris.codec import Encoding, decode_blobs
 from ricom.sources.dectris.connection import StreamConnection
@@ -56,6 +57,8 @@ class DectrisLiveSource(Source):
         Default: √n × √n when the series' frame count n is a square.
     skip_frames, flyback_frames, frames_per_position : int
         See `ScanLayout`.
+    scan_positions : ScanPositions, str or array, optional
+        The scan order (`ricom.core.scan_positions`); default: a raster.
     n_frames : int, optional
         Frames to read; default the series' ``nimages × ntrigger``.
     header_timeout : float, optional
@@ -81,7 +84,8 @@ class DectrisLiveSource(Source):
                  skip_frames: int = 0, flyback_frames: int = 0, frames_per_position: int = 1,
                  n_frames: int | None = None, header_timeout: float | None = None, timeout: float | None = None,
                  stop: threading.Event | None = None, max_latency: float = 0.005, pixel_mask=None,
-                 crop: bool = False, on_close: Callable[[bool], None] | None = None, **_ignored) -> None:
+                 crop: bool = False, on_close: Callable[[bool], None] | None = None, scan_positions=None,
+                 **_ignored) -> None:
         self.connection, self.protocol, self.timeout = connection, protocol, timeout
         self.max_latency, self.crop, self.on_close = float(max_latency), bool(crop), on_close
         if stop is not None:
@@ -120,7 +124,8 @@ class DectrisLiveSource(Source):
             sy, sx = self.scan_shape
             check_scan_memory(sy * sx, f"DECTRIS series {self.header.series}: scan shape {sy}×{sx} ({origin})",
                               from_file=origin != "given")
-            self.layout = ScanLayout(self.scan_shape, skip_frames, flyback_frames, frames_per_position)
+            self.layout = ScanLayout(self.scan_shape, skip_frames, flyback_frames, frames_per_position,
+                                     scan_positions_from(scan_positions))
             one_pass = self.layout.skip_frames + self.layout.frames_per_pass
             if self.n_frames is not None and self.n_frames < one_pass:  # the scan would stay partly empty
                 warnings.warn(f"DECTRIS series {self.header.series} holds {self.n_frames} frames but one pass of the "

@@ -161,6 +161,8 @@ class MerlinSource(Source):
         Else from the ``.hdr`` (ScanX/ScanY, or frames per trigger), else unknown.
     skip_frames, flyback_frames, frames_per_position : int
         See `ScanLayout`.
+    scan_positions : ScanPositions, str or array, optional
+        The scan order (`ricom.core.scan_positions`); default: a raster.
     pad, crop : bool
         When the frames do not fill whole scans, see `ricom.sources.raw.resolve_scan`.
     split_files : bool
@@ -180,7 +182,7 @@ class MerlinSource(Source):
     def __init__(self, path: str, scan_shape=None, skip_frames: int = 0, flyback_frames: int = 0,
                  frames_per_position: int = 1, pad: bool = False, crop: bool = False, split_files: bool = True,
                  prefetch: bool = False, counter_depth: int | None = None,
-                 in_place: bool = True, **_ignored) -> None:
+                 in_place: bool = True, scan_positions=None, **_ignored) -> None:
         path = os.fspath(path)
         if path.lower().endswith(".hdr"):
             path = self._mib_for_hdr(path)
@@ -231,7 +233,7 @@ class MerlinSource(Source):
         self.skip_frames = int(skip_frames)
         self.layout, n_use = resolve_scan(self.name, self._offset + n_files, scan_shape, skip_frames,
                                           flyback_frames, frames_per_position, pad, crop, incomplete,
-                                          origin=self.scan_shape_from)
+                                          origin=self.scan_shape_from, scan_positions=scan_positions)
         self.scan_shape = self.layout.scan_shape if self.layout else None
         self.n_frames = n_use - self._offset
 

@@ -32,6 +32,7 @@ import numpy as np
 from ricom.core.chunks import FrameChunk, PackedFrames, ScanLayout
 from ricom.core.errors import InputError, Param, SettingsError
 from ricom.core.params import check_scan_memory, shape2
+from ricom.core.scan_positions import scan_positions_from
 from ricom.sources.base import BufferPool, Source
 from ricom.sources.frame_order import FrameOrder
 from ricom.sources.merlin.connection import AcquisitionAborted, MerlinConnection
@@ -74,6 +75,8 @@ class MerlinLiveSource(Source):
     skip_frames, flyback_frames, frames_per_position : int
         See `ScanLayout`; frame k of the acquisition (sequence number k + 1) goes to
         ``ScanLayout.positions(k)``, so a lost frame leaves a hole instead of shifting.
+    scan_positions : ScanPositions, str or array, optional
+        The scan order (`ricom.core.scan_positions`); default: a raster.
     n_frames : int, optional
         Frames to read; default ``Frames in Acquisition`` (0 there = until stopped).
     timeout : float, optional
@@ -104,7 +107,7 @@ class MerlinLiveSource(Source):
                  stop: threading.Event | None = None, trigger: Callable[[], object] | None = None,
                  max_latency: float = 0.02, control: MerlinControl | None = None,
                  connect_timeout: float = 5.0, connection: MerlinConnection | None = None, crop: bool = False,
-                 **_ignored) -> None:
+                 scan_positions=None, **_ignored) -> None:
         self.max_latency, self.control, self.crop = float(max_latency), control, bool(crop)
         self._done = self._used = False
         self._last_seq, self._buffers = 0, None
@@ -131,7 +134,8 @@ class MerlinLiveSource(Source):
             self.scan_shape = shape2("scan shape", scan_shape)
             check_scan_memory(self.scan_shape[0] * self.scan_shape[1], f"the Merlin acquisition's scan shape "
                               f"{self.scan_shape[0]}×{self.scan_shape[1]} ({origin})", from_file=origin != "given")
-            self.layout = ScanLayout(self.scan_shape, skip_frames, flyback_frames, frames_per_position)
+            self.layout = ScanLayout(self.scan_shape, skip_frames, flyback_frames, frames_per_position,
+                                     scan_positions_from(scan_positions))
             self.header_scan_shape, _ = acquisition_scan_shape(self.header_fields, total or None, flyback_frames,
                                                                frames_per_position)
         except BaseException:
