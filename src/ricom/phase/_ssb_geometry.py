@@ -145,8 +145,9 @@ def pixel_frequencies(detector_shape, bin_factor: int, centre_yx, optics: SsbOpt
     return np.ascontiguousarray(ys, np.float64), np.ascontiguousarray(xs, np.float64)
 
 
-def pixel_map(detector_shape, bin_factor: int, kept: np.ndarray) -> np.ndarray:
-    """For every detector pixel (flat), the index of its binned pixel among ``kept``, or −1."""
+def pixel_map(detector_shape, bin_factor: int, kept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The detector pixels (flat indices) inside the binned pixels ``kept``, and for each the
+    index of its binned pixel among ``kept`` (what `bin_pixels` takes)."""
     dy, dx = detector_shape
     by, bx = binned_shape(detector_shape, bin_factor)
     index = np.full(by * bx, -1, np.int64)
@@ -154,7 +155,9 @@ def pixel_map(detector_shape, bin_factor: int, kept: np.ndarray) -> np.ndarray:
     rows, cols = np.arange(dy) // bin_factor, np.arange(dx) // bin_factor
     inside = (rows[:, None] < by) & (cols[None, :] < bx)
     flat = np.minimum(rows, by - 1)[:, None] * bx + np.minimum(cols, bx - 1)[None, :]
-    return np.where(inside, index[flat], -1).ravel().astype(np.int64)
+    target = np.where(inside, index[flat], -1).ravel()
+    sources = np.flatnonzero(target >= 0).astype(np.int64)
+    return sources, target[sources].astype(np.int64)
 
 
 def disc_pixel_bound(detector_shape, options: SsbOptions, optics: SsbOptics, margin_px: float) -> int:

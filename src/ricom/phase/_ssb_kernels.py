@@ -2,9 +2,9 @@
 
 Three loops, none of which allocates or calls back into Python per pattern:
 
-* `bin_pixels` sums each pattern's detector pixels into the kept binned pixels;
+* `bin_pixels` sums the detector pixels of each pattern's kept binned pixels;
 * `accumulate_rows` adds binned patterns into the live accumulator, the scan's Fourier
-  transform along x (``H[y, qx, j] += I_j · e^{−2πi qx x / Nx}``);
+  transform along x (``H[y, qx, j] += I_j · e^{−2πi qx x / Nx}``, real and imaginary planes);
 * `trotter_sums` integrates the 4D spectrum ``G(k_j, Q)`` over the double-overlap
   regions ("trotters") of every spatial frequency Q, with the aberration correction.
 
@@ -21,29 +21,30 @@ JIT = {"nogil": True, "cache": True}
 
 
 @numba.njit(**JIT)
-def bin_pixels(frames, rows, pixel_map, out):
-    """``out[rows[p], pixel_map[i]] += frames[p, i]`` for every pattern p with ``rows[p] ≥ 0``
-    and every detector pixel i with ``pixel_map[i] ≥ 0``.
+def bin_pixels(frames, rows, sources, targets, out):
+    """``out[rows[p], targets[i]] += frames[p, sources[i]]`` for every pattern p with ``rows[p] ≥ 0``.
 
-    ``frames (k, ny·nx)`` of any number type (native byte order); ``out (m, n_kept)`` float64.
+    ``frames (k, ny·nx)`` of any number type (native byte order); ``sources`` the detector
+    pixels (flat) that belong to a kept binned pixel, ``targets`` its column of ``out
+    (m, n_kept)`` float64 (`ricom.phase._ssb_geometry.pixel_map`).
     """
-    k, n = frames.shape
+    k = frames.shape[0]
+    n = sources.shape[0]
     for p in range(k):
         r = rows[p]
         if r < 0:
             continue
         for i in range(n):
-            m = pixel_map[i]
-            if m >= 0:
-                out[r, m] += frames[p, i]
+            out[r, targets[i]] += frames[p, sources[i]]
 
 
-@numba.njit(**JIT)
+@numba.njit(fastmath={"contract"}, **JIT)
 def accumulate_rows(acc, values, positions, scan_x, twiddle):
-    """``acc[y, q, j] += twiddle[x, q] · values[p, j]`` for pattern p at flat position ``y·scan_x + x``.
+    """``acc[y, q, 0/1, j] += Re/Im(twiddle[x, q]) · values[p, j]`` for pattern p at flat position ``y·scan_x + x``.
 
-    ``acc (Ny, nq, n)`` complex128; ``values (k, n)`` float64; ``positions (k,)`` (−1: skip);
-    ``twiddle (Nx, nq)`` complex128 = e^{−2πi q x / Nx}.
+    ``acc (Ny, nq, 2, n)`` float64 (real and imaginary planes, so the inner loop vectorises);
+    ``values (k, n)`` float64; ``positions (k,)`` (−1: skip); ``twiddle (Nx, nq)`` complex128
+    = e^{−2πi q x / Nx}.
     """
     k, n = values.shape
     nq = acc.shape[1]
@@ -53,13 +54,15 @@ def accumulate_rows(acc, values, positions, scan_x, twiddle):
             continue
         y = pos // scan_x
         x = pos - y * scan_x
+        v = values[p]
         for q in range(nq):
             tr = twiddle[x, q].real
             ti = twiddle[x, q].imag
-            row = acc[y, q]
+            re = acc[y, q, 0]
+            im = acc[y, q, 1]
             for j in range(n):
-                v = values[p, j]
-                row[j] += complex(tr * v, ti * v)
+                re[j] += tr * v[j]
+                im[j] += ti * v[j]
 
 
 @numba.njit(inline="always")

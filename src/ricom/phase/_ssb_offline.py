@@ -142,7 +142,7 @@ def _groups(source, plan: SsbOfflinePlan, kept, ky, kx, detector_shape, bin_fact
         data = np.zeros((sy * sx, len(group)))
         n_patterns = 0
         for frames, positions in _frame_chunks(source, chunk_size):
-            bin_pixels(frames, positions, mapping, data)
+            bin_pixels(frames, positions, *mapping, data)
             n_patterns += int((positions >= 0).sum())
         counter[0] = n_patterns
         spec = np.fft.rfft(data.reshape(sy, sx, len(group)), axis=1)

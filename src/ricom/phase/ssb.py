@@ -13,7 +13,7 @@ of its aberration factor and summing both trotters gives Φ(Q) (`ricom.phase._ss
 the inverse transform over Q is the phase image φ(r) = σV(r) in rad (atoms bright).
 
 Live (`SsbReducer`, attached with `attach_ssb`): each chunk's binned patterns are added
-into the scan's Fourier transform along x, ``H[y, qx, j]`` (complex, the non-negative
+into the scan's Fourier transform along x, ``H[y, qx, j]`` (real and imaginary planes, the non-negative
 qx only, for the binned pixels j around the bright-field disc), so any order and any
 chunking give the same sums; an image transforms H along y and integrates the trotters
 with the current defocus and centre — changing the defocus (a tcBF fit, say) needs no
@@ -65,7 +65,7 @@ class SsbLivePlan:
     max_pixels : int
         Binned pixels the accumulator may keep (the disc plus a margin, around any centre).
     accumulator_bytes : int
-        The complex accumulator ``H`` (Ny × (Nx//2 + 1) × max_pixels × 16 bytes).
+        The accumulator ``H`` (Ny × (Nx//2 + 1) × max_pixels, real and imaginary float64: 16 bytes each).
     image_bytes : int
         What an image needs on top (one block of the transform, the Q-plane arrays).
     limit_bytes : int
@@ -156,7 +156,7 @@ class SsbReducer(Reducer):
         self._lock = threading.RLock()
         self._acc: np.ndarray | None = None
         self._kept: np.ndarray | None = None
-        self._map: np.ndarray | None = None
+        self._map: tuple[np.ndarray, np.ndarray] | None = None
         self._twiddle = twiddles(self.scan_shape[1])
         self.n_patterns = 0
 
@@ -192,7 +192,7 @@ class SsbReducer(Reducer):
         self._kept = np.flatnonzero(ky * ky + kx * kx < reach * reach)[: self.plan.max_pixels]
         self._map = pixel_map(self.detector_shape, b, self._kept)
         sy, sx = self.scan_shape
-        self._acc = np.zeros((sy, sx // 2 + 1, len(self._kept)), np.complex128)
+        self._acc = np.zeros((sy, sx // 2 + 1, 2, len(self._kept)))
 
     # ------------------------------------------------------------------ reducer
     def process(self, chunk: ReducedChunk) -> None:
@@ -206,7 +206,7 @@ class SsbReducer(Reducer):
                 self._start()
             rows = np.where(keep, np.arange(len(positions)), -1)
             values = np.zeros((len(positions), len(self._kept)))
-            bin_pixels(frames, rows, self._map, values)
+            bin_pixels(frames, rows, *self._map, values)
             accumulate_rows(self._acc, values, np.where(keep, positions, -1), self.scan_shape[1], self._twiddle)
             self.n_patterns += int(keep.sum())
 
@@ -234,8 +234,9 @@ class SsbReducer(Reducer):
             ky, kx = ky[self._kept], kx[self._kept]
             per_pixel = max(1, self._acc.shape[0] * self._acc.shape[1] * 16)
             step = max(1, SPECTRUM_BLOCK_BYTES // per_pixel)
-            blocks = ((np.fft.fft(self._acc[:, :, j:j + step], axis=0), ky[j:j + step], kx[j:j + step])
-                      for j in range(0, len(self._kept), step))
+            acc = self._acc
+            blocks = ((np.fft.fft(acc[:, :, 0, j:j + step] + 1j * acc[:, :, 1, j:j + step], axis=0),
+                       ky[j:j + step], kx[j:j + step]) for j in range(0, len(self._kept), step))
             sums = trotter_integrals(blocks, self.scan_shape, optics, self.options)
             return phase_image(sums, self.n_patterns, self.options.flat_transfer)
 

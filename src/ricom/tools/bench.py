@@ -39,7 +39,7 @@ from ricom.sources import open_source
 from ricom.sources.arrays import ArraySource, open_npy
 from ricom.sources.merlin.file import MerlinSource
 from ricom.sources.merlin.live import MerlinLiveSource
-from ricom.tools import bench_dectris, bench_timepix
+from ricom.tools import bench_dectris, bench_ssb, bench_timepix
 from ricom.tools.bench_core import (
     BenchRecord,
     bench_settings,
@@ -376,6 +376,7 @@ NEEDS_FOLDER = {"mib", "npy", "live", "live+record", "events", "dask", *bench_de
                 *bench_timepix.RUNNERS}
 ONLY_WHEN_ASKED = {"dask"}
 """Kinds that run only when named with ``--only`` (they start clusters of worker processes)."""
+plan = bench_ssb.joined(plan, RUNNERS, NEEDS_FOLDER)  # the SSB cases: ricom.tools.bench_ssb
 
 
 def run_bench(quick: bool = False, folder: str | None = None, report: Callable | None = None,
