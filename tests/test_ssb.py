@@ -11,6 +11,7 @@ import pytest
 
 from reference_ssb import reference_ssb
 from ricom.api import reconstruct
+from ricom.core.chunks import EventChunk
 from ricom.core.errors import SettingsError
 from ricom.core.params import Calibration, DetectorGeometry, Settings
 from ricom.engine.pipeline import run
@@ -18,6 +19,7 @@ from ricom.engine.reconstruction import Reconstruction
 from ricom.phase.ssb import SsbOptions, SsbReducer, attach_ssb, live_plan, ssb_offline
 from ricom.simulators.specimen import SimulationParams, simulate
 from ricom.sources.arrays import ArraySource
+from ricom.sources.base import Source
 from ricom.tools.report import correlation
 
 QUICK = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "quick_srtio3")
@@ -157,3 +159,48 @@ def test_quick_srtio3_correlates_with_the_potential_at_least_as_ricom_21(name):
                         pixel_size_mrad=cal.pixel_size_mrad, energy_keV=cal.energy_keV).ricom
     r_ssb, r_ricom = correlation(ssb, truth), correlation(ricom, truth)
     assert r_ssb >= r_ricom > 0.8, (r_ssb, r_ricom)  # 0.825 vs 0.821 noiseless, 0.825 vs 0.819 at 1e4 e⁻
+
+
+class _Events(Source):
+    """The patterns of a 4D count array as single-electron events (random arrival times)."""
+
+    kind = "events"
+
+    def __init__(self, counts, t_ns) -> None:
+        self.counts, self.t_ns = counts, t_ns
+        self.scan_shape, self.detector_shape = counts.shape[:2], counts.shape[2:]
+
+    def chunks(self, chunk_size=256):
+        flat = self.counts.reshape(-1, *self.detector_shape)
+        for start in range(0, len(flat), 7):
+            part = flat[start:start + 7]
+            k, row, col = np.nonzero(part)
+            n = part[k, row, col]
+            pos = np.repeat(start + k, n)
+            t = None if self.t_ns is None else self.t_ns[start:start + 7][k, row, col].repeat(n)
+            yield EventChunk(pos, np.repeat(col, n).astype(np.float32), np.repeat(row, n).astype(np.float32),
+                             t_ns=t, positions_done=np.arange(start, start + len(part)))
+
+
+def test_events_offline_and_live_equal_the_patterns_they_make(defocused):
+    sim, cal, geo = defocused
+    counts = sim.data.astype(np.int64)
+    t_ns = np.random.default_rng(2).uniform(0, 1000, counts.reshape(-1, *counts.shape[2:]).shape)
+    # one arrival time per pixel of each pattern: all its events arrive then, so the accepted
+    # events make the patterns `counts` masked by t < acceptance
+    accepted = counts * (t_ns < 400).reshape(counts.shape)
+    opts = SsbOptions(20.0, defocus_A=150.0, bin_factor=2)
+    want = ssb_offline(accepted, opts, cal, geo).image
+    got = ssb_offline(_Events(counts, t_ns), opts, cal, geo, acceptance_ns=400.0)
+    assert got.n_patterns == counts.shape[0] * counts.shape[1]
+    assert _rel(got.image, want) < 1e-10
+    rec = Reconstruction(counts.shape[:2], counts.shape[2:], Settings(calibration=cal, geometry=geo))
+    rec.keep_events()
+    rec.set_acceptance(400.0)
+    ssb = attach_ssb(rec, opts)
+    for chunk in _Events(counts, t_ns).chunks():
+        rec.process_events(chunk)
+    assert ssb.n_patterns == got.n_patterns
+    assert _rel(ssb.image(), want) < 1e-10
+    with pytest.raises(SettingsError, match="acceptance_ns"):
+        ssb_offline(_Events(counts, None), opts, cal, geo, acceptance_ns=400.0)

@@ -149,3 +149,17 @@ def twiddles(scan_x: int) -> np.ndarray:
     x = np.arange(scan_x)[:, None]
     q = np.arange(scan_x // 2 + 1)[None, :]
     return np.exp(-2j * np.pi * ((x * q) % scan_x) / scan_x)
+
+
+@numba.njit(**JIT)
+def bin_events(rows, pixels, full_map, out):
+    """``out[rows[e], full_map[pixels[e]]] += 1`` for every event e with ``rows[e] ≥ 0``,
+    ``pixels[e] ≥ 0`` and a kept binned pixel (``full_map`` ≥ 0)."""
+    for e in range(rows.shape[0]):
+        r = rows[e]
+        p = pixels[e]
+        if r < 0 or p < 0:
+            continue
+        m = full_map[p]
+        if m >= 0:
+            out[r, m] += 1.0

@@ -3,7 +3,7 @@
 Owns `offline_plan` (how many binned pixels one pass holds within the memory limit, how
 many passes, the bytes — known before the first pattern is read), `ssb_offline` (reads
 the input once for the centre if it is not known, then once per pixel group: the group's
-binned pixels of every pattern into a real (scan, group) array, its 2D FFT over the
+binned pixels of every pattern — or the events in them — into a real (scan, group) array, its 2D FFT over the
 scan, the trotter integrals; `ricom.phase.ssb` describes the formulas) and `SsbResult`.
 """
 from __future__ import annotations
@@ -16,8 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ricom.core.chunks import FrameChunk
-from ricom.core.errors import InputError, Param, SettingsError
+from ricom.core.errors import Param, SettingsError
 from ricom.core.params import Calibration, DetectorGeometry
+from ricom.phase._ssb_events import EventPatterns, full_map
 from ricom.phase._ssb_geometry import (
     SsbOptics,
     SsbOptions,
@@ -29,7 +30,7 @@ from ricom.phase._ssb_geometry import (
     pixel_map,
     trotter_integrals,
 )
-from ricom.phase._ssb_kernels import bin_pixels
+from ricom.phase._ssb_kernels import bin_events, bin_pixels
 from ricom.sources import open_input
 
 DEFAULT_MEMORY_BYTES = 512 << 20
@@ -102,12 +103,13 @@ def offline_plan(scan_shape, detector_shape, n_pixels: int, bin_factor: int, lim
                           int(limit_bytes), centre_pass)
 
 
-def _frame_chunks(source, chunk_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """``(frames (k, ny·nx), positions with −1 for patterns left out)`` of every chunk."""
+def _chunks(source, scan_shape, detector_shape, chunk_size: int, acceptance_ns: float | None) -> Iterator[tuple]:
+    """``(frames (k, ny·nx), positions with −1 for patterns left out)`` of a frame chunk, or
+    ``(None, EventPatterns)`` of an event chunk."""
     for chunk in source.chunks(chunk_size):
         if not isinstance(chunk, FrameChunk):
-            raise InputError(f"{source.format_name()}: SSB needs patterns, and this input holds single-electron "
-                             f"events; convert it to frames first")
+            yield None, EventPatterns.of(chunk, scan_shape, detector_shape, acceptance_ns)
+            continue
         frames = frames_2d(chunk.frames)
         positions = np.asarray(chunk.positions, np.int64)
         if frames.dtype.kind == "f":
@@ -115,17 +117,22 @@ def _frame_chunks(source, chunk_size: int) -> Iterator[tuple[np.ndarray, np.ndar
         yield frames, positions
 
 
-def _mean_com_centre(source, scan_shape, detector_shape, chunk_size: int) -> tuple[float, float]:
+def _mean_com_centre(source, scan_shape, detector_shape, chunk_size: int, acceptance_ns) -> tuple[float, float]:
     """The auto centre of the engine: the mean over positions with counts of each position's COM."""
     n = scan_shape[0] * scan_shape[1]
     dy, dx = detector_shape
     sums = np.zeros((3, n))
     ys, xs = np.repeat(np.arange(dy, dtype=np.float64), dx), np.tile(np.arange(dx, dtype=np.float64), dy)
-    for frames, positions in _frame_chunks(source, chunk_size):
-        ok = positions >= 0
-        f = frames[ok].astype(np.float64)
-        for row, values in enumerate((f.sum(axis=1), f @ xs, f @ ys)):
-            sums[row] += np.bincount(positions[ok], values, minlength=n)
+    for frames, part in _chunks(source, scan_shape, detector_shape, chunk_size, acceptance_ns):
+        if frames is None:  # events: counts and coordinates
+            ok = part.positions >= 0
+            pos, terms = part.positions[ok], (None, part.x[ok], part.y[ok])
+        else:
+            ok = part >= 0
+            f = frames[ok].astype(np.float64)
+            pos, terms = part[ok], (f.sum(axis=1), f @ xs, f @ ys)
+        for row, values in enumerate(terms):
+            sums[row] += np.bincount(pos, values, minlength=n)
     t = sums[0]
     has = t > 0
     if not has.any():
@@ -133,17 +140,23 @@ def _mean_com_centre(source, scan_shape, detector_shape, chunk_size: int) -> tup
     return float((sums[2, has] / t[has]).mean()), float((sums[1, has] / t[has]).mean())
 
 
-def _groups(source, plan: SsbOfflinePlan, kept, ky, kx, detector_shape, bin_factor, chunk_size, counter):
+def _groups(source, plan: SsbOfflinePlan, kept, ky, kx, detector_shape, bin_factor, chunk_size, acceptance_ns,
+            counter):
     """The 2D spectrum of each group of pixels (one pass over the input each)."""
     sy, sx = plan.scan_shape
     for g0 in range(0, len(kept), plan.pixels_per_pass):
         group = kept[g0:g0 + plan.pixels_per_pass]
         mapping = pixel_map(detector_shape, bin_factor, group)
+        by_pixel = full_map(*mapping, detector_shape[0] * detector_shape[1])
         data = np.zeros((sy * sx, len(group)))
-        n_patterns = 0
-        for frames, positions in _frame_chunks(source, chunk_size):
-            bin_pixels(frames, positions, *mapping, data)
-            n_patterns += int((positions >= 0).sum())
+        n_patterns, seen = 0, np.zeros(sy * sx, bool)
+        for frames, part in _chunks(source, plan.scan_shape, detector_shape, chunk_size, acceptance_ns):
+            if frames is None:
+                bin_events(part.positions, part.pixels, by_pixel, data)
+                n_patterns += part.new_patterns(seen)
+            else:
+                bin_pixels(frames, part, *mapping, data)
+                n_patterns += int((part >= 0).sum())
         counter[0] = n_patterns
         spec = np.fft.rfft(data.reshape(sy, sx, len(group)), axis=1)
         del data
@@ -154,13 +167,14 @@ def _groups(source, plan: SsbOfflinePlan, kept, ky, kx, detector_shape, bin_fact
 def ssb_offline(data, options: SsbOptions, calibration: Calibration | None = None,
                 geometry: DetectorGeometry | None = None, scan_shape=None, max_memory_bytes: int | None = None,
                 chunk_size: int = 256, on_plan: Callable[[SsbOfflinePlan], None] | None = None,
-                **source_options) -> SsbResult:
+                acceptance_ns: float | None = None, **source_options) -> SsbResult:
     """SSB of a whole input (file path, array or `ricom.sources.base.Source` that can be read more than once).
 
     Parameters
     ----------
     data : str, ndarray or Source
-        4D ``(scan_y, scan_x, det_y, det_x)`` patterns in any format ricom reads.
+        4D ``(scan_y, scan_x, det_y, det_x)`` patterns or single-electron events, in any
+        format ricom reads.
     options : SsbOptions
         Convergence angle, aberrations (defocus), binning.
     calibration : Calibration, optional
@@ -174,6 +188,10 @@ def ssb_offline(data, options: SsbOptions, calibration: Calibration | None = Non
         Memory the plan may use (512 MiB by default).
     on_plan : callable, optional
         Told the `SsbOfflinePlan` before the first pattern is read (to print it).
+    acceptance_ns : float, optional
+        Events only: those arriving later than this after the probe are left out (the
+        dose lowered after the fact, as `ricom.engine.Reconstruction.set_acceptance`);
+        the source must keep the arrival times.
 
     Returns
     -------
@@ -201,7 +219,7 @@ def ssb_offline(data, options: SsbOptions, calibration: Calibration | None = Non
         plan = offline_plan(scan, det, n_bound, b, limit, chunk_size, centre_pass=True)
         if on_plan:
             on_plan(plan)
-        centre = _mean_com_centre(source, scan, det, chunk_size)
+        centre = _mean_com_centre(source, scan, det, chunk_size, acceptance_ns)
     ky, kx = pixel_frequencies(det, b, centre, optics, geometry)
     kept = np.flatnonzero(ky * ky + kx * kx < optics.alpha_inv_A ** 2)
     if geometry.center_yx is not None:
@@ -211,6 +229,7 @@ def ssb_offline(data, options: SsbOptions, calibration: Calibration | None = Non
     else:  # the passes the centre now known needs (never more than planned)
         plan = offline_plan(scan, det, len(kept), b, limit, chunk_size, centre_pass=True)
     counter = [0]
-    sums = trotter_integrals(_groups(source, plan, kept, ky, kx, det, b, chunk_size, counter), scan, optics, options)
+    groups = _groups(source, plan, kept, ky, kx, det, b, chunk_size, acceptance_ns, counter)
+    sums = trotter_integrals(groups, scan, optics, options)
     image = phase_image(sums, counter[0], options.flat_transfer)
     return SsbResult(image, plan, (float(centre[0]), float(centre[1])), counter[0], time.perf_counter() - t0)

@@ -19,7 +19,9 @@ chunking give the same sums; an image transforms H along y and integrates the tr
 with the current defocus and centre — changing the defocus (a tcBF fit, say) needs no
 new data.  The accumulator's size is checked before the run (`live_plan`).  Offline:
 `ssb_offline` (`ricom.phase._ssb_offline`), bounded in memory by taking the detector
-pixels in groups, one pass over the input per group.
+pixels in groups, one pass over the input per group.  Single-electron events, live or
+offline, add as the patterns they make (those within the acceptance time,
+`ricom.phase._ssb_events`).
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ import numpy as np
 from ricom.core.errors import SettingsError
 from ricom.core.params import Calibration, DetectorGeometry, memory_budget_bytes, shape2
 from ricom.engine.reducer import ReducedChunk, Reducer
+from ricom.phase._ssb_events import EventPatterns, full_map
 from ricom.phase._ssb_geometry import (
     KEEP_MARGIN_PX,
     SsbOptics,
@@ -44,7 +47,7 @@ from ricom.phase._ssb_geometry import (
     pixel_map,
     trotter_integrals,
 )
-from ricom.phase._ssb_kernels import accumulate_rows, bin_pixels, twiddles
+from ricom.phase._ssb_kernels import accumulate_rows, bin_events, bin_pixels, twiddles
 from ricom.phase._ssb_offline import SsbOfflinePlan, SsbResult, offline_plan, ssb_offline
 
 SPECTRUM_BLOCK_BYTES = 64 << 20
@@ -132,6 +135,8 @@ class SsbReducer(Reducer):
         ``center_yx``); else the detector's middle.
     max_memory_bytes : int, optional
         The limit of `live_plan`; past it, a one-line `SettingsError` before anything is allocated.
+    acceptance_ns : float, optional
+        Single-electron events arriving later than this after the probe are left out.
 
     Examples
     --------
@@ -145,7 +150,7 @@ class SsbReducer(Reducer):
 
     def __init__(self, scan_shape, detector_shape, options: SsbOptions, calibration: Calibration,
                  geometry: DetectorGeometry | None = None, centre: Callable[[], tuple | None] | None = None,
-                 max_memory_bytes: int | None = None) -> None:
+                 max_memory_bytes: int | None = None, acceptance_ns: float | None = None) -> None:
         self.scan_shape = shape2("scan shape", scan_shape)
         self.detector_shape = shape2("detector shape", detector_shape)
         self.plan = live_plan(self.scan_shape, self.detector_shape, options, calibration, max_memory_bytes)
@@ -158,6 +163,8 @@ class SsbReducer(Reducer):
         self._kept: np.ndarray | None = None
         self._map: tuple[np.ndarray, np.ndarray] | None = None
         self._twiddle = twiddles(self.scan_shape[1])
+        self._seen = np.zeros(self.scan_shape[0] * self.scan_shape[1], bool)  # positions with events
+        self.acceptance_ns = acceptance_ns
         self.n_patterns = 0
 
     # ------------------------------------------------------------------ geometry
@@ -184,10 +191,14 @@ class SsbReducer(Reducer):
             self.calibration = calibration or self.calibration
             self.geometry = geometry or self.geometry
 
-    def _start(self) -> None:
+    def _start(self, guess_yx=None) -> None:
         optics = SsbOptics.from_calibration(self.calibration, self.options)
         b = self.options.bin_factor
-        ky, kx = pixel_frequencies(self.detector_shape, b, self.centre_yx(), optics, self.geometry)
+        centre = self.centre_yx()
+        if guess_yx is not None and self.geometry.center_yx is None and \
+                (self._centre_fn is None or self._centre_fn() is None):
+            centre = guess_yx  # events before the engine knows a centre: their mean place
+        ky, kx = pixel_frequencies(self.detector_shape, b, centre, optics, self.geometry)
         reach = optics.alpha_inv_A + KEEP_MARGIN_PX * optics.binned_pixel_inv_A(b)
         self._kept = np.flatnonzero(ky * ky + kx * kx < reach * reach)[: self.plan.max_pixels]
         self._map = pixel_map(self.detector_shape, b, self._kept)
@@ -209,6 +220,22 @@ class SsbReducer(Reducer):
             bin_pixels(frames, rows, *self._map, values)
             accumulate_rows(self._acc, values, np.where(keep, positions, -1), self.scan_shape[1], self._twiddle)
             self.n_patterns += int(keep.sum())
+
+    def process_event_chunk(self, chunk) -> None:
+        """Add single-electron events (within the acceptance time) as the patterns they make."""
+        ev = EventPatterns.of(chunk, self.scan_shape, self.detector_shape, self.acceptance_ns)
+        inside = ev.positions >= 0
+        with self._lock:
+            self.n_patterns += ev.new_patterns(self._seen)
+            if self._acc is None:
+                if not inside.any():
+                    return
+                self._start((float(ev.y[inside].mean()), float(ev.x[inside].mean())))
+            places, rows = np.unique(ev.positions[inside], return_inverse=True)
+            values = np.zeros((len(places), len(self._kept)))
+            by_pixel = full_map(*self._map, self.detector_shape[0] * self.detector_shape[1])
+            bin_events(rows.astype(np.int64), ev.pixels[inside], by_pixel, values)
+            accumulate_rows(self._acc, values, places.astype(np.int64), self.scan_shape[1], self._twiddle)
 
     def merge(self, other: SsbReducer) -> None:
         with self._lock:
@@ -264,7 +291,8 @@ def attach_ssb(reconstruction, options: SsbOptions, max_memory_bytes: int | None
     """
     s = reconstruction.settings
     reducer = SsbReducer(reconstruction.scan_shape, reconstruction.detector_shape, options, s.calibration,
-                         s.geometry, reconstruction.center_yx, max_memory_bytes)
+                         s.geometry, reconstruction.center_yx, max_memory_bytes,
+                         getattr(reconstruction, "acceptance_ns", None))
     reconstruction.add_reducer(reducer)
     return reducer
 
