@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -111,8 +112,12 @@ def test_offline_in_several_passes_equals_one_and_plans_before_reading(defocused
             yield from super().chunks(chunk_size)
 
     one = ssb_offline(sim.data, opts, cal, geo)
+    tracemalloc.start()
     small = ssb_offline(Counting(sim.data), opts, cal, geo, max_memory_bytes=300_000, chunk_size=32,
                         on_plan=lambda p: plans.append((p, len(reads))))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak <= 300_000, peak
     assert one.plan.n_passes == 1 and small.plan.n_passes > 2
     assert plans == [(small.plan, 0)] and len(reads) == small.plan.n_passes
     assert small.plan.bytes_needed <= 300_000

@@ -195,6 +195,7 @@ def trotter_integrals(blocks: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]
         disc = ky * ky + kx * kx < a * a
         out.dc += float(spec[0, 0, disc].real.sum())
         out.n_disc += int(disc.sum())
+        del spec  # a block is let go before the next is made
     return out
 
 

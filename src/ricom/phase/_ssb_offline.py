@@ -85,12 +85,13 @@ def offline_plan(scan_shape, detector_shape, n_pixels: int, bin_factor: int, lim
                  chunk_size: int = 256, centre_pass: bool = False) -> SsbOfflinePlan:
     """Pixels per pass within ``limit_bytes``; a one-line `SettingsError` if not even one fits.
 
-    Per pixel of a pass: the real (scan) array, its half-plane transform and the 2D
-    spectrum (complex128); fixed: one chunk of patterns as float64 and the Q-plane sums.
+    Per pixel of a pass: the real (scan) array, its half-plane transform, the 2D spectrum
+    and the FFT's working copy (complex128); fixed: one chunk of patterns as float64 and
+    the Q-plane sums.
     """
     sy, sx = scan_shape
     n = sy * sx
-    per_pixel = 8 * n + 2 * 16 * sy * (sx // 2 + 1)
+    per_pixel = 8 * n + 3 * 16 * sy * (sx // 2 + 1)
     fixed = 8 * chunk_size * (detector_shape[0] * detector_shape[1]) + 16 * 4 * n
     group = (int(limit_bytes) - fixed) // per_pixel
     by_bx = binned_shape(detector_shape, bin_factor)
@@ -162,6 +163,7 @@ def _groups(source, plan: SsbOfflinePlan, kept, ky, kx, detector_shape, bin_fact
         del data
         spec = np.fft.fft(spec, axis=0)
         yield spec, ky[group], kx[group]
+        del spec  # before the next pass fills its array
 
 
 def ssb_offline(data, options: SsbOptions, calibration: Calibration | None = None,
