@@ -39,7 +39,7 @@ from ricom.simulators.events import write_events
 from ricom.simulators.specimen import SimulationParams, simulate_chunks
 from ricom.sources import open_source
 from ricom.sources.merlin.live import MerlinLiveSource
-from ricom.tools import bench_dectris, bench_timepix
+from ricom.tools import bench_dectris, bench_ssb, bench_timepix
 from ricom.tools.bench_core import (
     BenchRecord,
     bench_settings,
@@ -336,6 +336,7 @@ NEEDS_FOLDER = {"mib", "npy", "h5", "fresh", "live", "live+record", "events", "d
                 *bench_timepix.RUNNERS}
 ONLY_WHEN_ASKED = {"dask"}
 """Kinds that run only when named with ``--only`` (they start clusters of worker processes)."""
+plan = bench_ssb.joined(plan, RUNNERS, NEEDS_FOLDER)  # the SSB cases: ricom.tools.bench_ssb
 
 
 def run_bench(quick: bool = False, folder: str | None = None, report: Callable | None = None,
