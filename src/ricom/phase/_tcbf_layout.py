@@ -43,9 +43,11 @@ class TcbfSettings:
     bf_fraction : float
         Bins whose every pixel lies within this fraction of the bright-field radius are used.
     fit_fraction : float
-        Only bins within this fraction of the radius are cross-correlated for the fit
-        (with the calibration, at frequencies where they see both side bands); the
-        fitted shifts apply to every bin.
+        Only bins within this fraction of the radius (at least the 12 nearest the
+        centre) are cross-correlated for the fit, and — with the calibration — only at
+        frequencies below (1 − fit_fraction)·α/λ, where they see both side bands of the
+        aperture (one side band shifts a frequency by an extra πλΔf q²/2πq); the fitted
+        shifts apply to every bin.
     upsample : int
         The image is made on a grid this many times finer than the scan.
     phase_flip : bool
@@ -67,7 +69,7 @@ class TcbfSettings:
     rotation_deg: float | None = None
     bin_px: int | None = None
     bf_fraction: float = 0.9
-    fit_fraction: float = 0.6
+    fit_fraction: float = 0.3
     upsample: int = 1
     phase_flip: bool = False
     fit_rows: int | None = None

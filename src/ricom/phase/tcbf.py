@@ -36,6 +36,8 @@ from ricom.phase._tcbf_layout import BinLayout, TcbfSettings, bin_layout
 
 FIT_MAX_PX = 128
 """The fit cross-correlates at most this many rows and columns (the middle of the region)."""
+MIN_FIT_BINS = 12
+"""The fit measures at least this many bins (the nearest the centre) whatever ``fit_fraction``."""
 _NAN = float("nan")
 _FIT_KEYS = ("defocus_A", "astigmatism_A", "astigmatism_angle_deg", "rotation_deg")
 
@@ -195,8 +197,8 @@ class TcbfReducer(Reducer):
             search = self.settings.search_px or max(4.0, min(h, w) / 4)
             lay = self.layout
             sel = np.hypot(*lay.offsets_xy.T) <= self.settings.fit_fraction * lay.bf_radius_px
-            if sel.sum() < F.MIN_BINS_PER_STAGE:
-                sel = np.argsort(np.hypot(*lay.offsets_xy.T))[:F.MIN_BINS_PER_STAGE]
+            if sel.sum() < MIN_FIT_BINS:
+                sel = np.argsort(np.hypot(*lay.offsets_xy.T))[:MIN_FIT_BINS]
             self.fit_bins = np.zeros(lay.n_bins, bool)
             self.fit_bins[sel] = True
             self.measured, self.fit = F.measure_shifts(images[self.fit_bins], lay.offsets_xy[self.fit_bins], search,
