@@ -84,7 +84,7 @@ def _calibration(sim):
 def test_binning_sums_the_pixels_of_each_bin(rng):
     frames = rng.integers(0, 1000, (5, 16, 16)).astype(np.uint16)
     lay = bin_layout((16, 16), (7.5, 7.5), 7.0, TcbfSettings(bin_px=2))
-    got = bin_patterns(frames, lay.pixel_index, lay.pixel_bin, lay.n_bins)
+    got = bin_patterns(frames, lay.runs, lay.n_bins)
     for j in range(lay.n_bins):
         pix = np.unravel_index(lay.pixel_index[lay.pixel_bin == j], (16, 16))
         assert len(pix[0]) == 4 and np.hypot(pix[0] - 7.5, pix[1] - 7.5).max() <= 0.9 * 7.0
@@ -93,7 +93,7 @@ def test_binning_sums_the_pixels_of_each_bin(rng):
     rows = np.zeros((5, 10 + 256), np.uint16)
     rows[:, 10:] = frames.reshape(5, -1)
     packed = PackedFrames(rows, 10, (16, 16))
-    np.testing.assert_array_equal(bin_patterns(packed, lay.pixel_index, lay.pixel_bin, lay.n_bins), got)
+    np.testing.assert_array_equal(bin_patterns(packed, lay.runs, lay.n_bins), got)
 
 
 def test_decompose_recovers_defocus_astigmatism_and_rotation():

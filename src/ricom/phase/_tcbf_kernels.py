@@ -15,24 +15,59 @@ from ricom.core.chunks import PackedFrames
 
 
 @numba.njit(nogil=True, cache=True)
-def _bin_rows(rows, offset, pixel_index, pixel_bin, out):
-    """``out[i, pixel_bin[m]] += rows[i, offset + pixel_index[m]]`` for every pattern ``i``."""
+def _bin_runs(rows, offset, run_start, run_length, run_bin, out):
+    """``out[i, run_bin[r]] += Σ rows[i, offset + run_start[r] : … + run_length[r]]``:
+    contiguous runs of pixels of one bin (sorted by position), summed in a register
+    before the one store.
+
+    A first pass reads one item per 64 bytes from the first run to the last: a streaming
+    read that brings the disc's detector rows into the cache, where the runs, a few
+    pixels each with gaps between, would otherwise wait for memory run by run (4× slower
+    on 256² patterns).
+    """
+    lo = offset + run_start[0]
+    hi = offset + run_start[-1] + run_length[-1]
+    step = max(1, 64 // rows.itemsize)
+    touched = 0
     for i in range(rows.shape[0]):
-        for m in range(pixel_index.shape[0]):
-            out[i, pixel_bin[m]] += rows[i, offset + pixel_index[m]]
+        row = rows[i]
+        for t in range(lo, hi, step):
+            touched += row[t] > 0
+        for r in range(run_start.shape[0]):
+            a = offset + run_start[r]
+            acc = 0
+            for t in range(a, a + run_length[r]):
+                acc += row[t]
+            out[i, run_bin[r]] += acc
+    return touched  # returned, so the streaming read is not optimised away
 
 
-def bin_patterns(frames, pixel_index: np.ndarray, pixel_bin: np.ndarray, n_bins: int) -> np.ndarray:
+def pixel_runs(pixel_index: np.ndarray, pixel_bin: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The pixels as runs of consecutive flat indices in one bin: (start, length, bin).
+
+    Examples
+    --------
+    >>> [r.tolist() for r in pixel_runs(np.array([1, 2, 3, 7, 8]), np.array([0, 0, 1, 1, 1]))]
+    [[1, 3, 7], [2, 1, 2], [0, 1, 1]]
+    """
+    order = np.argsort(pixel_index, kind="stable")
+    idx, bins = pixel_index[order], pixel_bin[order]
+    breaks = np.flatnonzero((np.diff(idx) != 1) | (np.diff(bins) != 0)) + 1
+    starts = np.concatenate([[0], breaks])
+    lengths = np.diff(np.concatenate([starts, [len(idx)]]))
+    return idx[starts].astype(np.int64), lengths.astype(np.int64), bins[starts].astype(np.int64)
+
+
+def bin_patterns(frames, runs: tuple[np.ndarray, np.ndarray, np.ndarray], n_bins: int) -> np.ndarray:
     """Sum the chosen detector pixels of every pattern into their bins.
 
     Parameters
     ----------
     frames : ndarray (k, det_y, det_x) or PackedFrames
         The chunk's patterns; packed little-endian frames are read in place.
-    pixel_index : ndarray of int64
-        Flat detector index (``row · det_x + col``) of every pixel used.
-    pixel_bin : ndarray of int64
-        The bin each of those pixels belongs to (0 … ``n_bins`` − 1).
+    runs : (start, length, bin) arrays of int64
+        `pixel_runs` of the pixels used: flat detector index (``row · det_x + col``) of
+        each run's first pixel, its number of pixels, and the bin (0 … ``n_bins`` − 1).
     n_bins : int
 
     Returns
@@ -42,7 +77,7 @@ def bin_patterns(frames, pixel_index: np.ndarray, pixel_bin: np.ndarray, n_bins:
     Examples
     --------
     >>> f = np.arange(8, dtype=np.uint16).reshape(2, 2, 2)
-    >>> bin_patterns(f, np.array([0, 3]), np.array([0, 0]), 1).ravel().tolist()
+    >>> bin_patterns(f, pixel_runs(np.array([0, 3]), np.array([0, 0])), 1).ravel().tolist()
     [3.0, 11.0]
     """
     if isinstance(frames, PackedFrames) and frames.bits == 0 and not frames.big_endian:
@@ -53,7 +88,7 @@ def bin_patterns(frames, pixel_index: np.ndarray, pixel_bin: np.ndarray, n_bins:
         if rows.dtype == np.bool_:
             rows = rows.view(np.uint8)
     out = np.zeros((rows.shape[0], n_bins))
-    _bin_rows(rows, offset, pixel_index, pixel_bin, out)
+    _bin_runs(rows, offset, *runs, out)
     return out
 
 
@@ -112,4 +147,4 @@ def splat(positions, values, shift_y, shift_x, scan_x, upsample, num, den):
                     den[yy, xx] += w
 
 
-__all__ = ["accumulate", "bin_patterns", "splat"]
+__all__ = ["accumulate", "bin_patterns", "pixel_runs", "splat"]

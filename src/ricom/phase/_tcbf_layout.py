@@ -6,12 +6,14 @@ once per scan from the pattern centre and the bright-field disc radius).
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from ricom.core.errors import SettingsError
+from ricom.phase._tcbf_kernels import pixel_runs
 
 FIT_MODES = ("given", "first", "auto")
 """``given``: shifts from the given aberrations; ``first``: fitted once, from the first
@@ -120,6 +122,11 @@ class BinLayout:
     @property
     def n_bins(self) -> int:
         return len(self.offsets_xy)
+
+    @functools.cached_property
+    def runs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The pixels as contiguous runs within one bin (`ricom.phase._tcbf_kernels.pixel_runs`)."""
+        return pixel_runs(self.pixel_index, self.pixel_bin)
 
 
 def bin_layout(detector_shape, center_yx, bf_radius_px: float, settings: TcbfSettings) -> BinLayout:

@@ -141,7 +141,7 @@ class TcbfReducer(Reducer):
                 if self.layout is None:
                     return
             lay = self.layout
-            values = bin_patterns(chunk.frames, lay.pixel_index, lay.pixel_bin, lay.n_bins).astype(np.float32)
+            values = bin_patterns(chunk.frames, lay.runs, lay.n_bins).astype(np.float32)
             positions = np.where(keep, positions, -1)
             accumulate(positions, values, self._store, self._hits)
             self.n_patterns += int(keep.sum())
