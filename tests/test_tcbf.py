@@ -84,7 +84,7 @@ def _calibration(sim):
 def test_binning_sums_the_pixels_of_each_bin(rng):
     frames = rng.integers(0, 1000, (5, 16, 16)).astype(np.uint16)
     lay = bin_layout((16, 16), (7.5, 7.5), 7.0, TcbfSettings(bin_px=2))
-    got = bin_patterns(frames, lay.runs, lay.n_bins)
+    got = bin_patterns(frames, lay.bands, lay.n_bins)
     for j in range(lay.n_bins):
         pix = np.unravel_index(lay.pixel_index[lay.pixel_bin == j], (16, 16))
         assert len(pix[0]) == 4 and np.hypot(pix[0] - 7.5, pix[1] - 7.5).max() <= 0.9 * 7.0
@@ -93,7 +93,7 @@ def test_binning_sums_the_pixels_of_each_bin(rng):
     rows = np.zeros((5, 10 + 256), np.uint16)
     rows[:, 10:] = frames.reshape(5, -1)
     packed = PackedFrames(rows, 10, (16, 16))
-    np.testing.assert_array_equal(bin_patterns(packed, lay.runs, lay.n_bins), got)
+    np.testing.assert_array_equal(bin_patterns(packed, lay.bands, lay.n_bins), got)
 
 
 def test_decompose_recovers_defocus_astigmatism_and_rotation():
@@ -232,3 +232,29 @@ def test_tcbf_correlates_with_the_potential_at_least_as_well_as_ricom21(defocus)
     r_ricom = correlation(rec.snapshot().ricom, sim.potential)
     assert r_tcbf >= r_ricom and r_tcbf > 0.3, (r_tcbf, r_ricom)
     assert red.get_results()["defocus_A"] == pytest.approx(defocus, rel=0.05)
+
+
+def test_first_mode_fits_once_and_reports_nothing_before(weak_phase):
+    sim = weak_phase
+    red = TcbfReducer((96, 96), (48, 48), TcbfSettings(fit="first", fit_rows=32), _calibration(sim),
+                      DetectorGeometry(center_yx=sim.center_yx), bf_radius_px=11.0)
+    assert "waiting" in red.summary() and math.isnan(red.get_results()["defocus_A"])
+    frames = sim.data.reshape(-1, 48, 48)
+    for r0 in range(0, 96, 16):
+        pos = np.arange(r0 * 96, (r0 + 16) * 96)
+        red.process(ReducedChunk(pos, np.zeros((len(pos), 3)), np.ones(len(pos), bool), frames=frames[pos]))
+        if r0 == 0:
+            assert red.n_fits == 0 and not red.get_results()["tcbf"].any()
+    assert red.n_fits == 1 and red.fit_rows_used == 32
+    assert red.get_results()["defocus_A"] == pytest.approx(150.0, abs=3.0)
+
+
+def test_bench_case_measures_tcbf_beside_ricom():
+    from ricom.tools import bench
+    from ricom.tools.bench_phase import RUNNERS, bench_tcbf_live, plan
+
+    assert {kind for kind, _ in plan(True)} <= set(RUNNERS) <= set(bench.RUNNERS)
+    assert any(kind == "tcbf-live" for kind, _ in bench.plan(True))
+    rec = bench_tcbf_live(scan_shape=(16, 16), detector_shape=(64, 64), kernel=5, fit="given")
+    assert rec.n_patterns == 256 and rec.patterns_per_s > 0 and rec.detector_shape == [64, 64]
+    assert "the riCOM-only rate" in rec.note and "0 fits" in rec.note

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from ricom.core.errors import SettingsError
-from ricom.phase._tcbf_kernels import pixel_runs
 
 FIT_MODES = ("given", "first", "auto")
 """``given``: shifts from the given aberrations; ``first``: fitted once, from the first
@@ -110,6 +109,8 @@ class BinLayout:
     bin_px : int
     center_yx : (float, float)
     bf_radius_px : float
+    detector_x : int
+        Pixels per detector row.
     """
 
     pixel_index: np.ndarray
@@ -118,15 +119,26 @@ class BinLayout:
     bin_px: int
     center_yx: tuple[float, float]
     bf_radius_px: float
+    detector_x: int
 
     @property
     def n_bins(self) -> int:
         return len(self.offsets_xy)
 
     @functools.cached_property
-    def runs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The pixels as contiguous runs within one bin (`ricom.phase._tcbf_kernels.pixel_runs`)."""
-        return pixel_runs(self.pixel_index, self.pixel_bin)
+    def bands(self) -> tuple:
+        """``(det_x, b, row0, col0, n_in_band, bin0)`` for `ricom.phase._tcbf_kernels.bin_patterns`:
+        the bins grouped into bands of side-by-side bins in one row of bins."""
+        first = np.full(self.n_bins, np.iinfo(np.int64).max)
+        np.minimum.at(first, self.pixel_bin, self.pixel_index)
+        top, left = np.divmod(first, self.detector_x)
+        b = self.bin_px
+        new_band = np.ones(self.n_bins, bool)
+        new_band[1:] = (top[1:] != top[:-1]) | (left[1:] != left[:-1] + b)
+        starts = np.flatnonzero(new_band)
+        counts = np.diff(np.append(starts, self.n_bins))
+        return (self.detector_x, b, top[starts].astype(np.int64), left[starts].astype(np.int64),
+                counts.astype(np.int64), starts.astype(np.int64))
 
 
 def bin_layout(detector_shape, center_yx, bf_radius_px: float, settings: TcbfSettings) -> BinLayout:
@@ -137,7 +149,7 @@ def bin_layout(detector_shape, center_yx, bf_radius_px: float, settings: TcbfSet
     --------
     >>> lay = bin_layout((16, 16), (7.5, 7.5), 6.0, TcbfSettings(bin_px=2))
     >>> lay.n_bins, lay.offsets_xy.mean(axis=0).tolist()
-    (12, [0.0, 0.0])
+    (21, [0.0, 0.0])
     """
     ny, nx = (int(v) for v in detector_shape)
     cy, cx = (float(v) for v in center_yx)
@@ -163,7 +175,7 @@ def bin_layout(detector_shape, center_yx, bf_radius_px: float, settings: TcbfSet
     ox = np.bincount(bins[used], (xx.ravel() - cx)[used], minlength=len(keep_keys)) / counts
     oy = np.bincount(bins[used], (yy.ravel() - cy)[used], minlength=len(keep_keys)) / counts
     return BinLayout(used.astype(np.int64), bins[used].astype(np.int64), np.column_stack([ox, oy]), b,
-                     (cy, cx), float(bf_radius_px))
+                     (cy, cx), float(bf_radius_px), nx)
 
 
 __all__ = ["BINS_ACROSS", "FIT_MODES", "BinLayout", "TcbfSettings", "bin_layout"]

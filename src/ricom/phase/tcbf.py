@@ -36,6 +36,8 @@ from ricom.phase._tcbf_layout import BinLayout, TcbfSettings, bin_layout
 
 FIT_MAX_PX = 128
 """The fit cross-correlates at most this many rows and columns (the middle of the region)."""
+LAYOUT_SAMPLE = 64
+"""Patterns of the first chunk the centre and bright-field radius are estimated from (when not given)."""
 MIN_FIT_BINS = 12
 """The fit measures at least this many bins (the nearest the centre) whatever ``fit_fraction``."""
 _NAN = float("nan")
@@ -122,7 +124,10 @@ class TcbfReducer(Reducer):
                                                   self.calibration.step_A)
 
     def _layout_from(self, frames, keep: np.ndarray) -> None:
-        sample = frames.unpack(np.nonzero(keep)[0]) if hasattr(frames, "unpack") else np.asarray(frames)[keep]
+        """Bins around the centre and radius given, or estimated from (up to `LAYOUT_SAMPLE`
+        of) the first chunk's patterns."""
+        take = np.nonzero(keep)[0][:LAYOUT_SAMPLE]
+        sample = frames.unpack(take) if hasattr(frames, "unpack") else np.asarray(frames)[take]
         if len(sample) == 0:
             return
         centre = self._center if self._center is not None else estimate_centre(sample, self.detector_shape)
@@ -141,7 +146,7 @@ class TcbfReducer(Reducer):
                 if self.layout is None:
                     return
             lay = self.layout
-            values = bin_patterns(chunk.frames, lay.runs, lay.n_bins).astype(np.float32)
+            values = bin_patterns(chunk.frames, lay.bands, lay.n_bins).astype(np.float32)
             positions = np.where(keep, positions, -1)
             accumulate(positions, values, self._store, self._hits)
             self.n_patterns += int(keep.sum())
