@@ -198,16 +198,14 @@ class TcbfReducer(Reducer):
             h, w = min(n_rows, FIT_MAX_PX), min(sx, FIT_MAX_PX)
             y0, x0 = row0 + (n_rows - h) // 2, (sx - w) // 2
             grid = (np.arange(y0, y0 + h)[:, None] * sx + np.arange(x0, x0 + w)[None, :]).ravel()
-            images = self._store[grid].T.astype(np.float64).reshape(-1, h, w)
-            search = self.settings.search_px or max(4.0, min(h, w) / 4)
             lay = self.layout
-            sel = np.hypot(*lay.offsets_xy.T) <= self.settings.fit_fraction * lay.bf_radius_px
-            if sel.sum() < MIN_FIT_BINS:
-                sel = np.argsort(np.hypot(*lay.offsets_xy.T))[:MIN_FIT_BINS]
-            self.fit_bins = np.zeros(lay.n_bins, bool)
-            self.fit_bins[sel] = True
-            self.measured, self.fit = F.measure_shifts(images[self.fit_bins], lay.offsets_xy[self.fit_bins], search,
-                                                       self._lowpass())
+            radius = np.hypot(*lay.offsets_xy.T)
+            self.fit_bins = radius <= self.settings.fit_fraction * lay.bf_radius_px
+            if self.fit_bins.sum() < MIN_FIT_BINS:
+                self.fit_bins[np.argsort(radius)[:MIN_FIT_BINS]] = True
+            images = self._store[grid][:, self.fit_bins].T.astype(np.float64).reshape(-1, h, w)
+            search = self.settings.search_px or max(4.0, min(h, w) / 4)
+            self.measured, self.fit = F.measure_shifts(images, lay.offsets_xy[self.fit_bins], search, self._lowpass())
             self.model = F.ShiftModel(self.fit.model.b.copy())
             self.n_fits += 1
             self.fit_rows_used = n_rows
