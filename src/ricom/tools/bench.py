@@ -39,7 +39,7 @@ from ricom.simulators.events import write_events
 from ricom.simulators.specimen import SimulationParams, simulate_chunks
 from ricom.sources import open_source
 from ricom.sources.merlin.live import MerlinLiveSource
-from ricom.tools import bench_dectris, bench_ssb, bench_timepix
+from ricom.tools import bench_dectris, bench_phase, bench_ssb, bench_timepix
 from ricom.tools.bench_core import (
     BenchRecord,
     bench_settings,
@@ -291,7 +291,7 @@ def plan(quick: bool) -> list[tuple[str, dict]]:
         scan = (128, 64)
         dask = dict(scan_shape=(64, 64), detector_shape=det, depth=12, kernel=61)
         return [*(("dask", {**dask, "workers": w}) for w in (0, 1, 2)), ("dask", {**dask, "workers": 2, "kill": True}),
-                *bench_dectris.plan(quick), *bench_timepix.plan(quick),
+                *bench_dectris.plan(quick), *bench_timepix.plan(quick), *bench_phase.plan(quick),
                 ("memory", dict(scan_shape=scan, detector_shape=det, kernel=61, threads=1)),
                 ("memory", dict(scan_shape=scan, detector_shape=det, kernel=201, threads=1)),
                 ("mib", dict(scan_shape=scan, detector_shape=det, depth=12, raw=False, kernel=61, threads=1)),
@@ -321,7 +321,7 @@ def plan(quick: bool) -> list[tuple[str, dict]]:
     cases.append(("events", dict(scan_shape=(256, 256), kernel=21, threads=1)))
     cases.append(("largescan", dict(source="memory")))
     cases += bench_dectris.plan(quick)
-    cases += bench_timepix.plan(quick)
+    cases += bench_timepix.plan(quick) + bench_phase.plan(quick)
     dask = dict(scan_shape=(128, 128), detector_shape=det, depth=12, kernel=61)  # a 2.2 GB file
     cases += [("dask", {**dask, "workers": w}) for w in (0, 1, 2)] + [("dask", {**dask, "workers": 2, "kill": True})]
     return cases
@@ -331,7 +331,7 @@ RUNNERS = {"memory": bench_in_memory, "mib": bench_mib, "npy": bench_npy, "h5": 
            "live": bench_live,
            "live+record": bench_live_record,
            "events": bench_events, "largescan": bench_large_scan, "dask": bench_dask,
-           **bench_dectris.RUNNERS, **bench_timepix.RUNNERS}
+           **bench_dectris.RUNNERS, **bench_timepix.RUNNERS, **bench_phase.RUNNERS}
 NEEDS_FOLDER = {"mib", "npy", "h5", "fresh", "live", "live+record", "events", "dask", *bench_dectris.RUNNERS,
                 *bench_timepix.RUNNERS}
 ONLY_WHEN_ASKED = {"dask"}
