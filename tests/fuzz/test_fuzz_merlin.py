@@ -153,3 +153,13 @@ def _live(data: bytes, sizes) -> int:
 @given(mutants(STREAMS, max_edits=3), reads())
 def test_live_framing(data, sizes):
     bounded(lambda: _live(data, sizes), len(data))
+
+
+def test_damaged_header_bytes_give_a_one_line_error():
+    """Found by ``make fuzz`` (example ~44 600 of 10⁵): control bytes in the first frame's header
+    (here a newline in the chip-layout field) came back verbatim in the error message."""
+    buf = bytearray(SEEDS[0])
+    at = bytes(buf).index(b"1x1") - 3  # the first frame's layout field; the later frames then differ from it
+    buf[at:at + 3] = b"\x01\n "
+    out = bounded(lambda: _decode_all(bytes(buf)), len(buf))
+    assert out.error is not None and "\n" not in str(out.error)

@@ -100,8 +100,9 @@ class MibHeader:
 
     def summary(self) -> str:
         kind = "raw" if self.raw else "processed"
-        return (f"{self.dtype} {kind} depth {self.counter_depth}, {self.layout}, "
+        text = (f"{self.dtype} {kind} depth {self.counter_depth}, {self.layout}, "
                 f"{self.detector_shape[0]}×{self.detector_shape[1]}")
+        return "".join(c if c.isprintable() else "?" for c in text)  # header bytes may be damaged: one line
 
     def reference_bytes(self, raw: bytes) -> np.ndarray:
         """Fields 3–8 of ``raw`` (this header's bytes) with their commas, for `check_frames`."""
