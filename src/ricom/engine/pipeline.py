@@ -269,6 +269,9 @@ class Pipeline:
             if stop is not None and stop.is_set():
                 return True
         feed.drain()
+        flush = getattr(feed.rec, "flush", None)  # deferred image updates are processing time too
+        if flush is not None:
+            flush()
         if feed.t_last is not None:
             feed.t_last = time.perf_counter()
         return False

@@ -3,12 +3,15 @@
 `Reconstruction` is a `ricom.engine.reduction.ChunkReduction` — chunks in any order, the
 per-pattern reduction once per chunk, the moments reducer and any further reducers —
 whose riCOM image (`ricom.engine.ricom_update.RicomImage`) follows every chunk: each
-scatters the kernel of every updated position into it, and a change of kernel,
+scatters the kernel of every updated position into it (updates of dense scan rows may
+wait for more rows; `snapshot` and `flush` bring them in), and a change of kernel,
 rotation, flip, centre or calibration rebuilds it from the stored moments, so it always
 shows what the current settings give for everything seen so far.  `snapshot` returns a
 consistent copy from any thread.
 """
 from __future__ import annotations
+
+import time
 
 import numpy as np
 
@@ -134,6 +137,14 @@ class Reconstruction(ChunkReduction):
         if not self._replaying:
             self.image.update(self.moments.state, self.moments.touched, n_t, self.com_frame())
         super()._after_add(n_t)
+
+    def flush(self) -> None:
+        """Bring the image up to date now (updates of dense scan rows wait for more rows,
+        see `RicomImage.update`; `snapshot` does this itself) and count it as processing time."""
+        with self._lock:
+            if self.image.n_pending and self._t_first is not None:
+                self.image.flush()
+                self.seconds_processing = time.perf_counter() - self._t_first
 
     def _after_replay(self) -> None:
         self._rebuild()
