@@ -70,6 +70,7 @@ class Reconstruction(ChunkReduction):
         self.image = RicomImage(self.scan_shape, self._settings.kernel, self._settings.calibration.step)
         self._descan = np.zeros((2, self.moments.n_positions))
         self._centre_used: tuple[float, float] | None = None
+        self._frame_key: tuple | None = None
 
     # ------------------------------------------------------------------ settings
 
@@ -103,10 +104,16 @@ class Reconstruction(ChunkReduction):
     # ------------------------------------------------------------------ geometry
 
     def com_frame(self) -> C.ComFrame:
-        """How the moments become calibrated scan-frame COM now (`ricom.engine.compiled.ComFrame`)."""
+        """How the moments become calibrated scan-frame COM now (`ricom.engine.compiled.ComFrame`);
+        made again only when the centre, the descan or the settings changed."""
+        key = self._frame_key
+        if key is not None and key[0] == self._centre_used and key[1] is self._descan and key[2] is self._settings:
+            return key[3]
         cy, cx = self._centre_used if self._centre_used is not None else (0.0, 0.0)
-        return C.ComFrame(float(cy), float(cx), self._descan, float(self._settings.calibration.com_scale),
-                          *(float(v) for v in self._settings.geometry.matrix()))
+        frame = C.ComFrame(float(cy), float(cx), self._descan, float(self._settings.calibration.com_scale),
+                           *(float(v) for v in self._settings.geometry.matrix()))
+        self._frame_key = (self._centre_used, self._descan, self._settings, frame)
+        return frame
 
     def set_descan(self, offset_y: np.ndarray | None, offset_x: np.ndarray | None = None) -> None:
         """Per-position shift of the pattern centre (detector pixels), e.g. a fitted plane
