@@ -41,7 +41,9 @@ class RunResult:
     the input fell short of its scan when it ended without an error (a truncated file, a
     stream that stopped early; checked only when the run was asked to, see `run`).
     ``latency_s`` lists, for each chunk of a live source, the seconds from the arrival of
-    its first pattern until the image included it (a snapshot from then on shows it).
+    its first pattern until the image included it: a snapshot from then on shows it (image
+    rows that wait for more rows, see `ricom.engine.ricom_update.RicomImage.update`, are
+    brought in by the snapshot itself).
     ``snapshot`` is None for a reduction without an image (`ChunkReduction`); otherwise
     it carries ``complete`` and ``reason`` too.
     """
