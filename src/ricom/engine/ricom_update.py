@@ -15,9 +15,9 @@ by a cost model measured on the reference machine (`BlockScatter.pays`).  Positi
 fill rows densely wait (`RicomImage.update`) until they span as many rows as the kernel is
 wide, so many small chunks share one block FFT; any read of the image brings them in
 first (`RicomImage.flush`).  It rebuilds the whole image (`RicomImage.rebuild`: COM maps
-correlated with the kernel by FFT) when the kernel, calibration, centre or descan change.  All three give the same
-image to float rounding: the cross-correlation of the final COM maps with the kernel,
-whatever the order and chunking of the data.
+correlated with the kernel by FFT) when the kernel, calibration, centre or descan change.
+All three give the same image to float rounding: the cross-correlation of the final COM
+maps with the kernel, whatever the order and chunking of the data.
 """
 from __future__ import annotations
 
