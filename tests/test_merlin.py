@@ -321,3 +321,25 @@ def test_raw_1bit_read_in_place_equals_decoded(tmp_path, vd):
     np.testing.assert_array_equal(a.counts, b.counts)
     for name in b.virtual:
         np.testing.assert_array_equal(a.virtual[name], b.virtual[name])
+
+
+def test_raw_1bit_files_suggest_bigger_chunks_with_the_same_image(tmp_path):
+    """Raw 1-bit frames read in place ask the pipeline for 4× the chunk; the image is the decoded frames'."""
+    from ricom.engine.pipeline import chunk_frames, run
+    rng = np.random.default_rng(9)
+    frames = (rng.random((40, 256, 256)) < 0.05).astype(np.uint8)
+    write(tmp_path / "r1.mib", frames, depth=1, raw=True)
+    write(tmp_path / "p8.mib", frames, depth=6, raw=False)
+    raw, processed = MerlinSource(str(tmp_path / "r1.mib"), scan_shape=(5, 8)), \
+        MerlinSource(str(tmp_path / "p8.mib"), scan_shape=(5, 8))
+    assert chunk_frames(raw, 3) == 12 and chunk_frames(processed, 3) == 3
+    assert chunk_frames(MerlinSource(str(tmp_path / "r1.mib"), scan_shape=(5, 8), in_place=False), 3) == 3
+    sizes = []
+    rec = ricom.Reconstruction((5, 8), (256, 256), ricom.Settings(kernel=ricom.KernelSettings(5),
+                                                                  geometry=ricom.DetectorGeometry((120.3, 131.7))))
+    res = run(raw, rec, chunk_size=3, progress=sizes.append)
+    assert sizes == [12, 12, 12, 4]
+    want = ricom.reconstruct(frames, scan_shape=(5, 8), kernel_size=5, center_yx=(120.3, 131.7), virtual_names=())
+    np.testing.assert_allclose(res.snapshot.ricom, want.ricom, rtol=1e-12, atol=1e-12 * np.abs(want.ricom).max())
+    np.testing.assert_array_equal(res.snapshot.counts, want.counts)
+    processed.close()

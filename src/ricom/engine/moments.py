@@ -130,12 +130,14 @@ class Moments(Reducer):
         if moments.shape[0] != self.n_rows:
             raise InputError(f"expected {self.n_rows} moment rows, got {moments.shape[0]}")
         inside = positions >= 0
-        counted = inside & valid
+        n_inside = int(np.count_nonzero(inside))
+        counted = valid if n_inside == positions.shape[0] else inside & valid
+        n_counted = int(np.count_nonzero(counted))
         c = self.counters
-        c.n_outside += int((~inside).sum())
-        c.n_invalid += int((inside & ~valid).sum())
-        c.n_patterns += int(counted.sum())
-        c.n_empty += int((counted & ~(moments[C.TOTAL] > 0)).sum())
+        c.n_outside += positions.shape[0] - n_inside
+        c.n_invalid += n_inside - n_counted
+        c.n_patterns += n_counted
+        c.n_empty += int(np.count_nonzero(counted & ~(moments[C.TOTAL] > 0)))
         frame_pass = _NO_PASS
         if self.repeats == "replace":
             scan_pass = 0 if chunk.scan_pass is None else chunk.scan_pass

@@ -41,7 +41,9 @@ class RunResult:
     the input fell short of its scan when it ended without an error (a truncated file, a
     stream that stopped early; checked only when the run was asked to, see `run`).
     ``latency_s`` lists, for each chunk of a live source, the seconds from the arrival of
-    its first pattern until the image included it (a snapshot from then on shows it).
+    its first pattern until the image included it: a snapshot from then on shows it (image
+    rows that wait for more rows, see `ricom.engine.ricom_update.RicomImage.update`, are
+    brought in by the snapshot itself).
     ``snapshot`` is None for a reduction without an image (`ChunkReduction`); otherwise
     it carries ``complete`` and ``reason`` too.
     """
@@ -161,6 +163,14 @@ def prefetched(chunks: Iterator, depth: int, stop: threading.Event) -> Iterator:
         worker.join(timeout=5)
 
 
+def chunk_frames(source: Source, chunk_size: int) -> int:
+    """Frames per chunk for ``source``: ``chunk_size``, or more where the source suggests it
+    (``suggested_chunk_size(chunk_size)``: patterns that cost little each, such as raw 1-bit
+    frames read in place, pay less per-chunk overhead in bigger chunks)."""
+    suggest = getattr(source, "suggested_chunk_size", None)
+    return max(int(chunk_size), int(suggest(chunk_size))) if callable(suggest) else int(chunk_size)
+
+
 class _Feed:
     """Adds chunks to a reconstruction in order; with ``workers`` the per-pattern reduction
     of the next chunks runs on their threads (one chunk each) while this thread adds the
@@ -222,7 +232,7 @@ class Pipeline:
     reduction : ChunkReduction
         What receives the chunks; its ``threads`` sets the worker threads.
     chunk_size : int
-        Frames per chunk.
+        Frames per chunk (at least: a source may suggest more, see `chunk_frames`).
     prefetch : int
         Chunks read ahead in the reader thread; 0 reads in the calling thread.
     """
@@ -242,7 +252,7 @@ class Pipeline:
             self.reduction.warm_up(sample())
         tick = _Ticker(progress, source, description)
         reader_stop = threading.Event()
-        chunks = source.chunks(self.chunk_size)
+        chunks = source.chunks(chunk_frames(source, self.chunk_size))
         if self.prefetch > 0:
             chunks = prefetched(chunks, self.prefetch, reader_stop)
         workers = Workers(self.reduction.threads)
@@ -284,6 +294,9 @@ class Pipeline:
             if stop is not None and stop.is_set():
                 return True
         feed.drain()
+        flush = getattr(feed.rec, "flush", None)  # deferred image updates are processing time too
+        if flush is not None:
+            flush()
         if feed.t_last is not None:
             feed.t_last = time.perf_counter()
         return False
@@ -334,7 +347,8 @@ def run(source: Source, reconstruction: ChunkReduction, chunk_size: int = 512,
     reconstruction : Reconstruction or ChunkReduction
         What receives them (a `ChunkReduction` collects moments without an image).
     chunk_size : int
-        Frames per chunk.
+        Frames per chunk (at least: a source whose patterns are cheap may suggest more,
+        see `chunk_frames`).
     progress : bool or callable
         True shows a terminal bar (when stderr is a terminal); a callable receives the
         number of frames (or events) of each chunk.

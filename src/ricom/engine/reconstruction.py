@@ -3,12 +3,15 @@
 `Reconstruction` is a `ricom.engine.reduction.ChunkReduction` — chunks in any order, the
 per-pattern reduction once per chunk, the moments reducer and any further reducers —
 whose riCOM image (`ricom.engine.ricom_update.RicomImage`) follows every chunk: each
-scatters the kernel of every updated position into it, and a change of kernel,
+scatters the kernel of every updated position into it (updates of dense scan rows may
+wait for more rows; `snapshot` and `flush` bring them in), and a change of kernel,
 rotation, flip, centre or calibration rebuilds it from the stored moments, so it always
 shows what the current settings give for everything seen so far.  `snapshot` returns a
 consistent copy from any thread.
 """
 from __future__ import annotations
+
+import time
 
 import numpy as np
 
@@ -67,6 +70,7 @@ class Reconstruction(ChunkReduction):
         self.image = RicomImage(self.scan_shape, self._settings.kernel, self._settings.calibration.step)
         self._descan = np.zeros((2, self.moments.n_positions))
         self._centre_used: tuple[float, float] | None = None
+        self._frame_key: tuple | None = None
 
     # ------------------------------------------------------------------ settings
 
@@ -100,10 +104,16 @@ class Reconstruction(ChunkReduction):
     # ------------------------------------------------------------------ geometry
 
     def com_frame(self) -> C.ComFrame:
-        """How the moments become calibrated scan-frame COM now (`ricom.engine.compiled.ComFrame`)."""
+        """How the moments become calibrated scan-frame COM now (`ricom.engine.compiled.ComFrame`);
+        made again only when the centre, the descan or the settings changed."""
+        key = self._frame_key
+        if key is not None and key[0] == self._centre_used and key[1] is self._descan and key[2] is self._settings:
+            return key[3]
         cy, cx = self._centre_used if self._centre_used is not None else (0.0, 0.0)
-        return C.ComFrame(float(cy), float(cx), self._descan, float(self._settings.calibration.com_scale),
-                          *(float(v) for v in self._settings.geometry.matrix()))
+        frame = C.ComFrame(float(cy), float(cx), self._descan, float(self._settings.calibration.com_scale),
+                           *(float(v) for v in self._settings.geometry.matrix()))
+        self._frame_key = (self._centre_used, self._descan, self._settings, frame)
+        return frame
 
     def set_descan(self, offset_y: np.ndarray | None, offset_x: np.ndarray | None = None) -> None:
         """Per-position shift of the pattern centre (detector pixels), e.g. a fitted plane
@@ -134,6 +144,14 @@ class Reconstruction(ChunkReduction):
         if not self._replaying:
             self.image.update(self.moments.state, self.moments.touched, n_t, self.com_frame())
         super()._after_add(n_t)
+
+    def flush(self) -> None:
+        """Bring the image up to date now (updates of dense scan rows wait for more rows,
+        see `RicomImage.update`; `snapshot` does this itself) and count it as processing time."""
+        with self._lock:
+            if self.image.n_pending and self._t_first is not None:
+                self.image.flush()
+                self.seconds_processing = time.perf_counter() - self._t_first
 
     def _after_replay(self) -> None:
         self._rebuild()

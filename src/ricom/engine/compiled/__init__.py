@@ -30,7 +30,15 @@ from ricom.engine.compiled.frames import (
     frame_ring_sums,
 )
 from ricom.engine.compiled.moments import accumulate
-from ricom.engine.compiled.ricom_update import com_at, com_maps, scatter_touched, take_deltas, touched_box
+from ricom.engine.compiled.ricom_update import (
+    add_pending,
+    clear_pending,
+    com_at,
+    com_maps,
+    scatter_touched,
+    take_deltas,
+    touched_box,
+)
 
 __all__ = [
     "FIRST_RING",
@@ -42,6 +50,8 @@ __all__ = [
     "MomentBuffers",
     "accumulate",
     "accumulate_events",
+    "add_pending",
+    "clear_pending",
     "com_at",
     "com_maps",
     "frame_moments_bits",

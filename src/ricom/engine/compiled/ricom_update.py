@@ -3,7 +3,8 @@
 `scatter_touched` is the real-time update itself: the change of each touched position's
 calibrated COM times the n×n scatter kernels, added into the image around the position.
 `take_deltas` is its first half for the block (FFT) scatter; `com_maps` gives every
-position's COM for a full rebuild.  The Python half — kernels, the choice between direct
+position's COM for a full rebuild; `add_pending` / `clear_pending` keep the list of
+positions whose update is deferred.  The Python half — kernels, the choice between direct
 and block scatter, rebuilds — is `ricom.engine.ricom_update`.
 """
 from __future__ import annotations
@@ -100,3 +101,33 @@ def take_deltas(touched, n_touched, state, frame, scattered_x, scattered_y, sx, 
         dy[iy - y0, ix - x0] = vy - scattered_y[p]
         scattered_x[p] = vx
         scattered_y[p] = vy
+
+
+@numba.njit(**JIT)
+def add_pending(touched, n_touched, pending, n_pending, flags, sx, box):
+    """List the touched positions not yet pending after the ``n_pending`` already in
+    ``pending`` (``flags[p]``: p is listed) and widen ``box`` (y0, y1, x0, x1; ``y1``,
+    ``x1`` exclusive) to cover them; returns the new count."""
+    for j in range(n_touched):
+        p = touched[j]
+        if flags[p]:
+            continue
+        flags[p] = True
+        pending[n_pending] = p
+        n_pending += 1
+        iy = p // sx
+        ix = p - iy * sx
+        box[0] = min(box[0], iy)
+        box[1] = max(box[1], iy + 1)
+        box[2] = min(box[2], ix)
+        box[3] = max(box[3], ix + 1)
+    return n_pending
+
+
+@numba.njit(**JIT)
+def clear_pending(pending, n_pending, flags, box):
+    """Unlist the ``n_pending`` positions of ``pending`` and empty ``box``."""
+    for j in range(n_pending):
+        flags[pending[j]] = False
+    box[0] = box[2] = 1 << 62
+    box[1] = box[3] = -1
