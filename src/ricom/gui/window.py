@@ -279,7 +279,8 @@ class MainWindow(WindowLayout, WindowActions, QtWidgets.QMainWindow):
                 self.show_message(f"{w.error}{kept}", error=True)
                 self.state_label.setText("broken off" if w.rec is not None else "failed")
             elif getattr(w, "result", None) is not None and not w.result.complete:  # stopped, or fell short
-                stopped = w.result.interrupted
+                # the user's stop, even when the source ended first
+                stopped = w.result.interrupted or w.stop_event.is_set()
                 why = "stopped before the end of the input" if stopped else render(w.result.reason, GUI)
                 self.show_message(f"partial result ({self.rec.n_patterns} patterns): {why}", error=True)
                 self.state_label.setText("stopped" if stopped else "incomplete")
