@@ -289,6 +289,8 @@ def test_readme_commands_run_as_printed(tmp_path, monkeypatch, capsys):
                     proc = subprocess.Popen([sys.executable, "-m", *argv], cwd=tmp_path)
                     background.append(proc)
                     _wait_for_port(_port_of(argv), proc)
+                elif argv[1] == "gui":  # its own process: a QApplication here would upset the GUI tests after
+                    assert subprocess.run([sys.executable, "-m", *argv], cwd=tmp_path, timeout=300).returncode == 0
                 else:
                     assert main(argv[1:]) == 0, f"README:{line}: `{cmd}` failed"
                 ran += 1
