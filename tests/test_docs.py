@@ -91,16 +91,7 @@ def run_page(page: str) -> int:
             exec(compile(code, where, "exec"), namespace)
         elif lang == "console" and page in RUN_ALL:
             for cmd in commands(code):
-                argv = shlex.split(re.sub(r"\s+#.*$", "", cmd).rstrip("& "))
-                if argv[0] == "make":
-                    assert set(argv[1:]) <= make_targets(), f"{where}: no Makefile target {argv[1:]}"
-                    continue
-                assert argv[0] == "ricom", f"{where}: only ricom and make commands run in docs examples: {cmd}"
-                if cmd.rstrip().endswith("&"):  # a simulator in the background, as a shell runs it
-                    BACKGROUND.append(subprocess.Popen([sys.executable, "-m", *argv]))
-                    _wait_for_port(_port_of(argv), BACKGROUND[-1])
-                else:
-                    assert main(argv[1:]) == 0, f"{where}: `{cmd}` failed"
+                run_console_line(cmd, where, main)
         else:
             continue
         ran += 1
@@ -111,6 +102,33 @@ BACKGROUND: list = []
 """Processes a page started with ``… &`` (stopped when the page is done)."""
 
 
+def run_console_line(cmd: str, where: str, main) -> None:
+    """One ``$`` line as a shell runs it: ``ricom …`` must exit 0 (in this process, or its own
+    for the GUI: a QApplication here would upset the GUI tests after it); a line ending in
+    ``&`` starts a simulator in the background (`BACKGROUND`) and waits for its port;
+    ``make TARGET`` must name a Makefile target (it would build a virtualenv)."""
+    argv = shlex.split(re.sub(r"\s+#.*$", "", cmd).rstrip("& "))
+    if argv[0] == "make":
+        assert set(argv[1:]) <= make_targets(), f"{where}: no Makefile target {argv[1:]}"
+        return
+    assert argv[0] == "ricom", f"{where}: only ricom and make commands run in docs examples: {cmd}"
+    if cmd.rstrip().endswith("&"):
+        BACKGROUND.append(subprocess.Popen([sys.executable, "-m", *argv]))
+        _wait_for_port(_port_of(argv), BACKGROUND[-1])
+    elif argv[1] == "gui":
+        assert subprocess.run([sys.executable, "-m", *argv], timeout=300).returncode == 0, f"{where}: `{cmd}` failed"
+    else:
+        assert main(argv[1:]) == 0, f"{where}: `{cmd}` failed"
+
+
+def stop_background() -> None:
+    """Stop the simulators `run_console_line` started (they serve until stopped, as in a terminal)."""
+    while BACKGROUND:
+        proc = BACKGROUND.pop()
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
 @pytest.mark.parametrize("page", pages())
 def test_page_examples_run(page, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -118,10 +136,7 @@ def test_page_examples_run(page, tmp_path, monkeypatch):
     try:
         ran = run_page(page)
     finally:
-        while BACKGROUND:  # a simulator serves until stopped, as in a terminal
-            proc = BACKGROUND.pop()
-            proc.terminate()
-            proc.wait(timeout=30)
+        stop_background()
     if page in RUN_ALL and page not in ("index.md", "api.md", "howto/dask.md"):
         assert ran > 0, f"{page} has no runnable example"
 
@@ -275,29 +290,17 @@ def test_readme_commands_run_as_printed(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("QT_QPA_PLATFORM", "offscreen")
     with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as fh:
         text = fh.read()
-    background = []
     ran = 0
     try:
         for lang, code, line in blocks(text):
             if lang != "console":
                 continue
             for cmd in commands(code):
-                cmd = re.sub(r"\s+#.*$", "", cmd)  # a shell comment
-                argv = shlex.split(cmd.rstrip("& "))
-                assert argv[0] == "ricom", f"README:{line}: only ricom commands: {cmd}"
-                if cmd.rstrip().endswith("&"):
-                    proc = subprocess.Popen([sys.executable, "-m", *argv], cwd=tmp_path)
-                    background.append(proc)
-                    _wait_for_port(_port_of(argv), proc)
-                elif argv[1] == "gui":  # its own process: a QApplication here would upset the GUI tests after
-                    assert subprocess.run([sys.executable, "-m", *argv], cwd=tmp_path, timeout=300).returncode == 0
-                else:
-                    assert main(argv[1:]) == 0, f"README:{line}: `{cmd}` failed"
+                assert cmd.split()[0] == "ricom", f"README:{line}: only ricom commands: {cmd}"
+                run_console_line(cmd, f"README:{line}", main)
                 ran += 1
     finally:
-        for proc in background:  # the simulator serves until stopped, as in a terminal
-            proc.terminate()
-            proc.wait(timeout=30)
+        stop_background()
     assert ran >= 15
     assert (tmp_path / "live_0003.h5").exists() and (tmp_path / "raw_0003.h5").exists()
     dose = re.findall(r"kept \d+ events: mean dose ([\d.]+) e/position", capsys.readouterr().err)

@@ -80,22 +80,22 @@ def _atomic_dir(path: str):
         raise
 
 
-CALIBRATION_KEYS = ("step_A", "pixel_size_mrad", "energy_keV", "rotation_deg", "center_yx")
-
-
 def calibration_attrs(source) -> dict:
     """The input's calibration (its ``hints``) as numeric attributes, which the HDF5, Zarr
-    and ``.npy`` readers take back (so a converted file reconstructs calibrated)."""
+    and ``.npy`` readers take back (`ricom.sources.hdf5.dataset_hints`), so a converted
+    file reconstructs calibrated."""
+    from ricom.sources.hdf5 import HINT_KEYS  # (h5py: not at the command line's start-up)
+
     out = {}
     for key, value in source.hints().items():
         if key == "center_yx" and value is not None:
             out[key] = [float(v) for v in value]
-        elif key in CALIBRATION_KEYS and isinstance(value, (int, float, np.integer, np.floating)):
+        elif key in HINT_KEYS and isinstance(value, (int, float, np.integer, np.floating)):
             out[key] = float(value)
     return out
 
 
-def _create(kind: str, tmp: str, shape: tuple, dtype: np.dtype, compression: str, attrs: dict):
+def _create(kind: str, tmp: str, shape: tuple, dtype: np.dtype, compression: str, attrs: dict, cal: dict):
     """An array-like output (zero-filled) and a closer."""
     if kind == ".npy":
         arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
@@ -108,7 +108,7 @@ def _create(kind: str, tmp: str, shape: tuple, dtype: np.dtype, compression: str
                               compression=None if compression == "none" else compression)
         for k, v in attrs.items():
             f.attrs[k] = v
-        ds.attrs.update({k: v for k, v in attrs.items() if k in CALIBRATION_KEYS})  # where readers look
+        ds.attrs.update(cal)  # where the readers look
         return ds, f.close
     import zarr
     arr = zarr.create_array(tmp, shape=shape, dtype=dtype, chunks=(1,) * (len(shape) - 2) + shape[-2:],
@@ -178,14 +178,14 @@ def convert(source, output: str, chunk_size: int = 256, compression: str = "none
         summing = False
     if summing:
         dtype = _sum_dtype(dtype)
+    cal = calibration_attrs(source)
     attrs = {"scan_shape": list(shape[:2]) if len(shape) == 4 else "unknown", "detector_shape": list(det),
-             "source": json.dumps(source.describe(), default=str), "software": "ricom convert",
-             **calibration_attrs(source)}
+             "source": json.dumps(source.describe(), default=str), "software": "ricom convert", **cal}
     atomic = _atomic_dir if kind == ".zarr" else atomic_path
     written, error = 0, None
     bar = Progress("convert", source.n_frames, "frames") if progress is True else progress or None
     with atomic(output) as tmp:
-        out, close = _create(kind, tmp, shape, dtype, compression, attrs)
+        out, close = _create(kind, tmp, shape, dtype, compression, attrs, cal)
         writer = _FlatWriter(out, summing)
         try:
             chunk = first
@@ -208,7 +208,6 @@ def convert(source, output: str, chunk_size: int = 256, compression: str = "none
                 bar.close()
             source.close()
     _default_permissions(output)
-    cal = {k: v for k, v in attrs.items() if k in CALIBRATION_KEYS}
     if kind == ".npy" and cal:  # a .npy has no attributes: the sidecar the .npy reader takes
         from ricom.core.sidecar import sidecar_path
 

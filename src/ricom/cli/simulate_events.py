@@ -94,7 +94,9 @@ def run(args) -> int:
         info = write_events(args.output, _counted(bands, progress), scan, det, args.format, dwell_ns=args.dwell_ns,
                             line_gap_ns=args.line_gap_ns, start_ns=args.start_ns, jitter_ns=args.jitter_ns,
                             chip_layout=args.chip_layout, seed=args.seed, calibration=cal, extra=extra)
-    side = "" if info["format"] == "h5" else f" and {args.output}.ricom.json"
+    from ricom.core.sidecar import sidecar_path
+
+    side = "" if info["format"] == "h5" else f" and {sidecar_path(args.output)}"
     print(progress.summary(f"wrote {args.output}{side}: {count_text(info['n_events'])} events "
                            f"({info['n_events'] / n_pos:.1f} per position) of a {scan[0]}×{scan[1]} scan, "
                            f"dwell {info['dwell_ns']:g} ns"))

@@ -18,6 +18,7 @@ import numpy as np
 from ricom.api import DEFAULT_VIRTUAL_DETECTORS
 from ricom.core.errors import SettingsError
 from ricom.core.params import Calibration, DetectorGeometry, KernelSettings, Settings, VirtualDetector
+from ricom.core.sidecar import find_sidecar
 from ricom.engine.snapshot import Snapshot
 from ricom.io.outputs import atomic_path, save, settings_attrs, write_tiff
 
@@ -107,9 +108,9 @@ def calibration_file(path: str) -> str:
     else its sidecar ``<path>.ricom.json`` or ``<stem>.ricom.json`` (whichever exists)."""
     if path.lower().endswith(".json"):
         return path
-    for side in (path + ".ricom.json", os.path.splitext(path)[0] + ".ricom.json"):
-        if os.path.exists(side):
-            return side
+    side = find_sidecar(path)
+    if side is not None:
+        return side
     raise SettingsError(f"{path!r} has no calibration sidecar ({os.path.basename(path)}.ricom.json); "
                         "choose a .json file with a \"calibration\" section")
 

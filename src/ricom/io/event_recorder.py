@@ -33,10 +33,9 @@ import numpy as np
 from ricom.core.errors import SettingsError
 from ricom.engine.reducer import ReducedChunk, Reducer
 from ricom.io.outputs import atomic_path
-from ricom.sources.events_h5 import FORMAT, VERSION
+from ricom.sources.events_h5 import CAL_KEYS, FORMAT, VERSION
 
 _FIELDS = ("position", "x", "y", "t_ns", "tot")
-_CAL_KEYS = ("step_A", "pixel_size_mrad", "energy_keV")
 
 
 @numba.njit(nogil=True, cache=True)
@@ -264,7 +263,7 @@ class EventRecorder(Reducer):
     def _attributes(self, f, g) -> None:
         g.attrs.update({"format": FORMAT, "version": VERSION, "scan_shape": list(self.scan_shape),
                         "detector_shape": list(self.detector_shape)})
-        for key in (*_CAL_KEYS, "dwell_ns"):
+        for key in (*CAL_KEYS, "dwell_ns"):
             value = self.attrs.get(key)
             if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) \
                     and np.isfinite(value):

@@ -34,7 +34,8 @@ from ricom.sources.base import Source
 
 FORMAT = "ricom-events"
 VERSION = 1
-_CAL_KEYS = ("step_A", "pixel_size_mrad", "energy_keV")
+CAL_KEYS = ("step_A", "pixel_size_mrad", "energy_keV")
+"""Calibration stored as numeric attributes of ``/events`` (read back as hints)."""
 
 
 def is_event_file(spec: str) -> bool:
@@ -138,7 +139,7 @@ class EventsH5Source(Source):
                                  f"(truncated file?)")
         self.n_frames = int(self._offsets[-1])
         self.dwell_ns = float(g.attrs["dwell_ns"]) if "dwell_ns" in g.attrs else None
-        self._hints = {k: float(g.attrs[k]) for k in _CAL_KEYS if k in g.attrs}
+        self._hints = {k: float(g.attrs[k]) for k in CAL_KEYS if k in g.attrs}
         if "center_yx" in g.attrs:
             self._hints["center_yx"] = tuple(float(v) for v in g.attrs["center_yx"])
 

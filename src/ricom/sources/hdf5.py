@@ -115,7 +115,8 @@ def _first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
-_HINT_KEYS = ("step_A", "pixel_size_mrad", "energy_keV", "rotation_deg")
+HINT_KEYS = ("step_A", "pixel_size_mrad", "energy_keV", "rotation_deg")
+"""Numeric dataset attributes read as calibration hints (and ``center_yx``: `dataset_hints`)."""
 
 
 def dataset_hints(ds) -> dict:
@@ -123,7 +124,7 @@ def dataset_hints(ds) -> dict:
     ``step_A``, ``pixel_size_mrad``, ``energy_keV``, ``rotation_deg`` and ``center_yx``."""
     hints = {}
     attrs = getattr(ds, "attrs", {})
-    for key in _HINT_KEYS:
+    for key in HINT_KEYS:
         with contextlib.suppress(TypeError, ValueError, KeyError):
             hints[key] = float(attrs[key])
     with contextlib.suppress(TypeError, ValueError, KeyError):

@@ -64,17 +64,22 @@ def bench_mib(folder: str, scan_shape, detector_shape, depth: int, raw: bool, ke
     return make_record(name, threads, kernel, detector_shape, secs, n, frame_bytes, memread, note)
 
 
+def write_npy_scan(path: str, scan_shape, detector_shape) -> None:
+    """A 12-bit uint16 `.npy` scan of 256 synthetic patterns repeated, written in blocks."""
+    unique = synthetic_frames(256, detector_shape, 4095)
+    arr = np.lib.format.open_memmap(path, "w+", np.uint16, (*scan_shape, *detector_shape))
+    flat = arr.reshape(-1, *detector_shape)
+    for i in range(0, flat.shape[0], 256):
+        flat[i:i + 256] = unique[: flat.shape[0] - i]
+    arr.flush()
+    del arr, flat
+
+
 def npy_path(folder: str, scan_shape, detector_shape, aged: bool = False) -> str:
     """The bench's 12-bit uint16 `.npy` (the same patterns as its 12-bit `.mib`)."""
     path = os.path.join(folder, f"bench_{detector_shape[0]}.npy")
     if not os.path.exists(path):
-        unique = synthetic_frames(256, detector_shape, 4095)
-        arr = np.lib.format.open_memmap(path, "w+", np.uint16, (*scan_shape, *detector_shape))
-        flat = arr.reshape(-1, *detector_shape)
-        for i in range(0, flat.shape[0], 256):
-            flat[i:i + 256] = unique[: flat.shape[0] - i]
-        arr.flush()
-        del arr, flat
+        write_npy_scan(path, scan_shape, detector_shape)
     return age_in_page_cache(path, path[:-4] + "_aged.npy") if aged else path
 
 

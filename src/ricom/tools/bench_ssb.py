@@ -27,6 +27,7 @@ from ricom.engine.pipeline import run
 from ricom.engine.reconstruction import Reconstruction
 from ricom.phase.ssb import SsbOptions, attach_ssb
 from ricom.tools.bench_core import BenchRecord, make_record, memread_gb_per_s, synthetic_frames
+from ricom.tools.bench_frames import write_npy_scan
 
 CONVERGENCE_MRAD = 20.0
 
@@ -89,14 +90,6 @@ def bench_ssb_live(scan_shape=(128, 128), detector_shape=(128, 128), bin_factor:
                        memread_gb_per_s(frames), note)
 
 
-def _write_scan(path: str, scan_shape, detector_shape) -> None:
-    unique = synthetic_frames(256, detector_shape, 4095)
-    arr = np.lib.format.open_memmap(path, "w+", np.uint16, (*scan_shape, *detector_shape))
-    flat = arr.reshape(-1, *detector_shape)
-    for i in range(0, flat.shape[0], 256):
-        flat[i:i + 256] = unique[: flat.shape[0] - i]
-    arr.flush()
-    del arr, flat
 
 
 def offline_in_process(path: str, bin_factor: int, max_memory_bytes: int) -> dict:
@@ -123,7 +116,7 @@ def bench_ssb_offline(folder: str, scan_shape=(256, 256), detector_shape=(64, 64
     """Offline SSB of a page-cached ``.npy`` file in a fresh process, its memory limited and measured."""
     path = os.path.join(folder, f"ssb_{scan_shape[0]}x{scan_shape[1]}_{detector_shape[0]}.npy")
     if not os.path.exists(path):
-        _write_scan(path, scan_shape, detector_shape)
+        write_npy_scan(path, scan_shape, detector_shape)
     code = ("import json; from ricom.tools.bench_ssb import offline_in_process; "
             f"print(json.dumps(offline_in_process({path!r}, {bin_factor}, {max_memory_mb << 20})))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
