@@ -18,8 +18,9 @@ import numba
 import numpy as np
 
 from ricom.core.errors import InputError, Message, Param, SettingsError
+from ricom.sources.timepix.sidecar import read_event_sidecar
 from ricom.sources.timepix.sync import DEFAULT_ORDER_WINDOW_NS, SyncOptions
-from ricom.sources.timepix.tpx3 import TimedEventSource, layout_shape, parse_chip_layout, read_event_sidecar
+from ricom.sources.timepix.tpx3 import TimedEventSource, layout_shape, parse_chip_layout
 
 RECORD = np.dtype([("index", "<u4"), ("toa", "<u8"), ("overflow", "u1"), ("ftoa", "u1"), ("tot", "<u2")])
 """One ``.t3p`` record (16 bytes)."""
@@ -110,7 +111,7 @@ class T3pSource(TimedEventSource):
             raise SettingsError(f"{path}: a .t3p file stores neither scan shape nor dwell time; give ",
                                 Param("scan_shape", form=True), " and ", Param("dwell_ns", form=True))
         self.scan_shape = (int(scan_shape[0]), int(scan_shape[1]))
-        self.sync_options = SyncOptions(self.scan_shape, "dwell", float(dwell_ns), acceptance_ns, 0, skip_frames,
+        self.sync_options = SyncOptions(self.scan_shape, "dwell", dwell_ns, acceptance_ns, 0, skip_frames,
                                         flyback_frames, start_ns, order_window_ns, keep_times)
         self.block_records = int(block_records)
         self._counters = np.zeros(3, np.int64)

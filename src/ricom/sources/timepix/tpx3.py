@@ -18,18 +18,15 @@ Scan synchronisation, dose control and out-of-order hits: `ricom.sources.timepix
 """
 from __future__ import annotations
 
-import json
 import os
-import pathlib
 import warnings
 
 import numba
 import numpy as np
 
 from ricom.core.errors import InputError, Message, Param, SettingsError
-from ricom.core.sidecar import find_sidecar
-from ricom.sources.arrays import read_sidecar
 from ricom.sources.base import Source
+from ricom.sources.timepix.sidecar import read_event_sidecar
 from ricom.sources.timepix.sync import DEFAULT_ORDER_WINDOW_NS, Synchroniser, SyncOptions
 
 CHEETAH_LAYOUT = ((256, 0, 1, 1, 0), (511, 511, -1, -1, 0), (255, 511, -1, -1, 0), (0, 0, 1, 1, 0))
@@ -246,23 +243,6 @@ class Tpx3Decoder:
         return out
 
 
-def read_event_sidecar(path: str, fmt: str) -> tuple[dict, dict]:
-    """``events`` section and calibration hints of the file's ``.ricom.json`` sidecar (from
-    ``ricom simulate events``; `ricom.core.sidecar`).
-
-    Both are empty unless the sidecar was written for this format (an older
-    ``<stem>.ricom.json`` may belong to ``scan.t3p`` or ``scan.npy`` beside ``scan.tpx3``).
-    """
-    side = find_sidecar(path) or ""
-    try:  # (this module's `open` is the reader's entry point, hence pathlib)
-        section = json.loads(pathlib.Path(side).read_text()).get("events", {})
-    except (OSError, ValueError, AttributeError):
-        return {}, {}
-    if not isinstance(section, dict) or section.get("format") != fmt:
-        return {}, {}
-    return section, read_sidecar(path)
-
-
 class TimedEventSource(Source):
     """Base of event files whose hits carry times (``.tpx3``, ``.t3p``).
 
@@ -278,7 +258,8 @@ class TimedEventSource(Source):
     """When the bytes of the latest block arrived (`time.perf_counter`; live streams, for latency)."""
 
     def _blocks(self, sync: Synchroniser):
-        """Yield ``(bufs, n_hits, edges_t, edges_rise, max_hit)`` per decoded block."""
+        """Yield ``(bufs, n_hits, edges_t, edges_rise, max_hit)`` per decoded block (``max_hit``, the
+        decoder's latest hit time, is not used: the synchroniser takes it after screening the times)."""
         raise NotImplementedError
 
     def _extra_warnings(self) -> list[str]:
@@ -289,14 +270,14 @@ class TimedEventSource(Source):
 
     def chunks(self, chunk_size: int = 256):
         sync = self._sync = Synchroniser(self.sync_options)
-        for bufs, n, et, er, mh in self._blocks(sync):
-            chunk = sync.feed(bufs, n, et, er, mh)
+        for bufs, n, et, er, _ in self._blocks(sync):
+            chunk = sync.feed(bufs, n, et, er)
             if chunk.positions.size or chunk.positions_done.size:
                 if self._received_s is not None:
                     chunk.received_s = self._received_s
                 yield chunk
         bufs, n = sync.buffers(0)
-        yield sync.feed(bufs, n, np.zeros(0, np.int64), np.zeros(0, bool), None, final=True)
+        yield sync.feed(bufs, n, np.zeros(0, np.int64), np.zeros(0, bool), final=True)
         for msg in self._extra_warnings() + sync.warnings:
             warnings.warn(f"{self.name}: {msg}", stacklevel=2)
         if self.sync_options.acceptance_ns:
@@ -369,6 +350,9 @@ class Tpx3Source(TimedEventSource):
         side, self._hints = read_event_sidecar(path, "tpx3")
         chips, kinds = np.zeros(256, np.int64), np.zeros(16, np.int64)
         _survey(np.asarray(self._words[: 1 << 22]), chips, kinds)
+        if not chips.any():  # every hit would land on chip 0, wherever it was
+            raise InputError(f"{path}: no TPX3 chunk headers in its first {min(size // 8, 1 << 22):,} packets: not a "
+                             f"Serval raw file, or its headers were lost")
         chip_layout = chip_layout or side.get("chip_layout") or "auto"
         if isinstance(chip_layout, str) and chip_layout == "auto":
             chip_layout = "single" if chips[1:].sum() == 0 else "cheetah"
