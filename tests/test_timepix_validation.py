@@ -273,12 +273,12 @@ def test_screen_hits_matches_the_rule_written_out():
         x = np.arange(n, dtype=np.uint16)
         bufs = [t.astype(np.int64), x.copy(), x.copy(), x.copy()]
         state = np.zeros(2, np.int64)
-        end, latest, n_out = screen_hits(*bufs, 0, n, gap, 8, state)
+        end, n_out = screen_hits(*bufs, 0, n, gap, 8, state)
         kept, out = _reference_screen(t.tolist(), gap, 8)
         assert n_out == out and end == len(kept)
         np.testing.assert_array_equal(bufs[1][:end], kept)
         np.testing.assert_array_equal(bufs[0][:end], t[kept])
-        assert latest == t[kept].max() and state[0] == t[kept].max() and state[1] == 1
+        assert state[0] == t[kept].max() and state[1] == 1
 
 
 def test_screen_hits_keeps_every_hit_of_a_clean_stream_in_any_block_split():
@@ -287,7 +287,7 @@ def test_screen_hits_keeps_every_hit_of_a_clean_stream_in_any_block_split():
     state = np.zeros(2, np.int64)
     for a, b in ((0, 1), (1, 7), (7, 2500), (2500, 5000)):
         part = [t[a:b].copy(), *(np.zeros(b - a, np.uint16) for _ in range(3))]
-        end, _, n_out = screen_hits(*part, 0, b - a, int(2e5 / TICK_NS), 8, state)
+        end, n_out = screen_hits(*part, 0, b - a, int(2e5 / TICK_NS), 8, state)
         assert n_out == 0 and end == b - a
 
 
@@ -299,3 +299,14 @@ def test_the_bench_file_is_screened_without_loss(tmp_path):
     write_events(path, [(counts, np.arange(256))], (16, 16), (32, 32))
     result, source, _ = _run(path, block_packets=4096)
     assert source.describe()["events_kept"] == counts.sum() and result.complete
+
+
+@pytest.mark.parametrize("name", ["scan.t3p", "line.tpx3"])
+def test_a_scan_shape_beyond_memory_is_refused_at_open(files, name):
+    huge = [10**6, 10**6]
+    path = _place(files, name, files[name], f"huge.{name.split('.')[1]}",
+                  lambda s: s["events"].update({"scan_shape": huge}))
+    with pytest.raises(InputError, match=r"scan shape 1000000×1000000 \(from the \.ricom\.json sidecar\)"):
+        open_source(path)
+    with pytest.raises(SettingsError, match=r"scan shape 1000000×1000000 \(given\)"):
+        open_source(path, scan_shape=huge)

@@ -42,6 +42,8 @@ SUPPORT_HITS = 8
 """How many of the hits after a suspect one are looked at: most of them must follow its time."""
 BYTES_PER_SLOT = 48
 """Memory per scan position listed for one block (slot, position and temporary arrays)."""
+_RUN = 64
+"""Hits whose maximum `screen_hits` compares at once (the common case needs no more)."""
 
 
 def _number(name: str, value, *, minimum: float | None = None, positive: bool = False, optional: bool = False):
@@ -104,36 +106,44 @@ def screen_hits(t, x, y, tot, start, stop, gap, support_hits, state):
     in time (a pause, the first hit) is followed by hits near it and is kept.  The hits
     kept move to the front of the range in order.
 
-    Returns ``(end of the kept hits, latest kept time or −2⁶², outliers)``; ``state`` is
-    updated (latest kept time, valid flag).
+    Returns ``(end of the kept hits, outliers)``; ``state`` is updated (the latest time kept
+    so far, in any block; valid flag).
     """
     ref = state[0]
     have = state[1] != 0
     j = start
-    latest = np.int64(-(1 << 62))
     n_out = 0
-    for i in range(start, stop):
-        ti = t[i]
-        if not have or ti - ref > gap:  # ahead of everything so far: do the hits after it follow?
-            m = min(support_hits, stop - i - 1)
-            follow = 0
-            for q in range(i + 1, i + 1 + m):
-                if t[q] - ti >= -gap:
-                    follow += 1
-            if (m == 0 and have) or (m > 0 and 2 * follow <= m):
-                n_out += 1
+    for a in range(start, stop, _RUN):
+        b = min(a + _RUN, stop)
+        if have:  # nearly always: no hit of the run is ahead of ``ref`` by more than ``gap``
+            top = t[a]
+            for i in range(a + 1, b):
+                top = max(top, t[i])
+            if top - ref <= gap:
+                ref = max(ref, top)
+                if j != a:
+                    for i in range(a, b):
+                        t[j + i - a], x[j + i - a], y[j + i - a], tot[j + i - a] = t[i], x[i], y[i], tot[i]
+                j += b - a
                 continue
-            if not have:
-                ref, have = ti, True
-        if ti > ref:
-            ref = ti
-        if ti > latest:
-            latest = ti
-        if j != i:
+        for i in range(a, b):
+            ti = t[i]
+            if not have or ti - ref > gap:  # ahead of everything so far: do the hits after it follow?
+                m = min(support_hits, stop - i - 1)
+                follow = 0
+                for q in range(i + 1, i + 1 + m):
+                    if t[q] - ti >= -gap:
+                        follow += 1
+                if (m == 0 and have) or (m > 0 and 2 * follow <= m):
+                    n_out += 1
+                    continue
+                if not have:
+                    ref, have = ti, True
+            ref = max(ref, ti)
             t[j], x[j], y[j], tot[j] = ti, x[i], y[i], tot[i]
-        j += 1
+            j += 1
     state[0], state[1] = ref, 1 if have else 0
-    return j, latest, n_out
+    return j, n_out
 
 
 def check_dwell_span(n_slots: int, per_pass: int, n_events: int, latest_s: float, dwell_ns: float, start_ns: float,

@@ -2,7 +2,8 @@
 events``; names in `ricom.core.sidecar`), read with every value checked.
 
 The readers take scan shape, dwell time, chip layout and sync mode from it when they are
-not given.  A value of the wrong kind (``"dwell_ns": "1000"``, ``"chip_layout": 5``) is
+not given (`scan_shape_of` checks the scan shape, given or read, against the memory
+budget).  A value of the wrong kind (``"dwell_ns": "1000"``, ``"chip_layout": 5``) is
 ignored with a warning naming the file and the key, as `ricom.sources.arrays.read_sidecar`
 does for the calibration: the reader then asks for the value, or the user gives it.
 """
@@ -13,6 +14,7 @@ import pathlib
 import warnings
 from numbers import Integral
 
+from ricom.core.params import check_scan_memory, shape2
 from ricom.core.sidecar import find_sidecar
 from ricom.sources.arrays import _positive, read_sidecar
 from ricom.sources.timepix.plausible import HIT_TICK_NS
@@ -76,3 +78,14 @@ def read_event_sidecar(path: str, fmt: str) -> tuple[dict, dict]:
         else:
             out[key] = value
     return out, read_sidecar(path)
+
+
+def scan_shape_of(path: str, given, side: dict) -> tuple[int, int] | None:
+    """The scan shape given, else the sidecar's (None if neither), as two positive integers that
+    fit in memory (`ricom.core.params.check_scan_memory`), before anything is allocated."""
+    if given is None and side.get("scan_shape") is None:
+        return None
+    origin = "given" if given is not None else "from the .ricom.json sidecar"
+    sy, sx = shape2("scan_shape", given if given is not None else side["scan_shape"])
+    check_scan_memory(sy * sx, f"{path}: scan shape {sy}×{sx} ({origin})", from_file=given is None)
+    return sy, sx

@@ -197,15 +197,15 @@ class Synchroniser:
         return EventChunk(pos, ox, oy, ot, otot, positions_done)
 
     def _screen(self, bufs, n_hits: int) -> tuple[int, int | None]:
-        """Leave out the time outliers among the new hits (after the carry); (hits now, latest new time)."""
+        """Leave out the time outliers among the new hits (after the carry); (hits now, latest time kept)."""
         start = self._n_carry
         if n_hits <= start:
             return n_hits, None
         self.counts["hits"] += n_hits - start
-        end, latest, n_out = screen_hits(bufs[0], bufs[1], bufs[2], bufs[3], start, n_hits, self.gap, SUPPORT_HITS,
-                                         self._screen_state)
+        end, n_out = screen_hits(bufs[0], bufs[1], bufs[2], bufs[3], start, n_hits, self.gap, SUPPORT_HITS,
+                                 self._screen_state)
         self.counts["outliers"] += n_out
-        return end, (int(latest) if end > start else None)
+        return end, (int(self._screen_state[0]) if self._screen_state[1] else None)
 
     # ------------------------------------------------------------------ triggers
     def _take_edges(self, edges_t, edges_rise, safe) -> None:

@@ -18,7 +18,7 @@ import numba
 import numpy as np
 
 from ricom.core.errors import InputError, Message, Param, SettingsError
-from ricom.sources.timepix.sidecar import read_event_sidecar
+from ricom.sources.timepix.sidecar import read_event_sidecar, scan_shape_of
 from ricom.sources.timepix.sync import DEFAULT_ORDER_WINDOW_NS, SyncOptions
 from ricom.sources.timepix.tpx3 import TimedEventSource, layout_shape, parse_chip_layout
 
@@ -105,12 +105,12 @@ class T3pSource(TimedEventSource):
             chip_layout = "cheetah" if self._rec["overflow"][: 1 << 20].any() else "single"
         self.layout = parse_chip_layout(chip_layout)
         self.detector_shape = layout_shape(self.layout)
-        scan_shape = scan_shape or side.get("scan_shape")
+        scan_shape = scan_shape_of(path, scan_shape, side)
         dwell_ns = dwell_ns or side.get("dwell_ns")
         if scan_shape is None or not dwell_ns:
             raise SettingsError(f"{path}: a .t3p file stores neither scan shape nor dwell time; give ",
                                 Param("scan_shape", form=True), " and ", Param("dwell_ns", form=True))
-        self.scan_shape = (int(scan_shape[0]), int(scan_shape[1]))
+        self.scan_shape = scan_shape
         self.sync_options = SyncOptions(self.scan_shape, "dwell", dwell_ns, acceptance_ns, 0, skip_frames,
                                         flyback_frames, start_ns, order_window_ns, keep_times)
         self.block_records = int(block_records)

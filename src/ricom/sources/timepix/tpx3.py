@@ -26,7 +26,7 @@ import numpy as np
 
 from ricom.core.errors import InputError, Message, Param, SettingsError
 from ricom.sources.base import Source
-from ricom.sources.timepix.sidecar import read_event_sidecar
+from ricom.sources.timepix.sidecar import read_event_sidecar, scan_shape_of
 from ricom.sources.timepix.sync import DEFAULT_ORDER_WINDOW_NS, Synchroniser, SyncOptions
 
 CHEETAH_LAYOUT = ((256, 0, 1, 1, 0), (511, 511, -1, -1, 0), (255, 511, -1, -1, 0), (0, 0, 1, 1, 0))
@@ -360,11 +360,11 @@ class Tpx3Source(TimedEventSource):
         self.detector_shape = layout_shape(self.layout)
         self.trigger = trigger
         rise, fall = TRIGGERS.get(trigger, (0xF, 0xA))
-        scan_shape = scan_shape or side.get("scan_shape")
+        scan_shape = scan_shape_of(path, scan_shape, side)
         if scan_shape is None:
             raise SettingsError(f"{path}: a .tpx3 file does not store the scan shape; give ",
                                 Param("scan_shape", form=True))
-        self.scan_shape = (int(scan_shape[0]), int(scan_shape[1]))
+        self.scan_shape = scan_shape
         if sync == "auto":
             sync = side.get("sync") or ("line" if kinds[rise] and kinds[fall] else
                                         "pixel" if kinds[rise] else "dwell")
