@@ -132,15 +132,15 @@ def _t3p_ticks(data: bytes) -> np.ndarray:
     return rec["toa"].astype(np.int64) * 96 - rec["ftoa"].astype(np.int64) * 6
 
 
-@pytest.mark.parametrize("byte", range(8))
-def test_one_corrupt_byte_of_a_t3p_time_is_left_out_or_harmless(files, byte):
+@pytest.mark.parametrize(("byte", "block"), [(b, 1 << 20) for b in range(8)] + [(2, 1000), (5, 3)])
+def test_one_corrupt_byte_of_a_t3p_time_is_left_out_or_harmless(files, byte, block):
     n_rec = len(files["scan.t3p"]) // 16
     gap = 2e5 / TICK_NS  # the default order window (200 µs) in ticks
     for record in (0, n_rec // 2, n_rec - 1):
         data = _corrupt_t3p(files, record, byte, 0xFF)
         t = _t3p_ticks(data)
         others = np.delete(t, record)
-        result, source, text = _run(_place(files, "scan.t3p", data, "bad.t3p"))
+        result, source, text = _run(_place(files, "scan.t3p", data, "bad.t3p"), block_records=block)
         d = source.describe()
         if t[record] > others.max() + gap:  # far after every other event: left out and reported
             assert "1 event with times far outside the scan was left out" in text
@@ -152,12 +152,13 @@ def test_one_corrupt_byte_of_a_t3p_time_is_left_out_or_harmless(files, byte):
             assert d["positions_done"] <= N + SCAN[1] and d["events_kept"] >= files["events"] - 1
 
 
-def test_one_corrupt_hit_time_under_dwell_sync_makes_no_positions(files):
+@pytest.mark.parametrize("block", [1 << 20, 997])  # one block; many (the decoders pre-check the clean ones)
+def test_one_corrupt_hit_time_under_dwell_sync_makes_no_positions(files, block):
     words = np.frombuffer(files["dwell.tpx3"], "<u8").copy()
     hits = np.flatnonzero((words >> np.uint64(60)) == 0xB)
     words[hits[hits.size // 2]] ^= np.uint64(0x4000)  # bit 14 of its SPIDR time: 6.7 s later (6.7 M positions)
     result, source, text = _run(_place(files, "dwell.tpx3", words.tobytes(), "bad.tpx3"), sync="dwell",
-                                dwell_ns=DWELL)
+                                dwell_ns=DWELL, block_packets=block)
     d = source.describe()
     assert "1 event with times far outside the scan was left out" in text
     assert result.snapshot.n_patterns == N and d["positions_done"] == N and result.complete

@@ -9,7 +9,9 @@ of arrays.  This module owns the checks that stop that:
   finite, positive where they must be, a dwell time of at least one hit tick (1.5625 ns);
 - `screen_hits`: the compiled pass that leaves out *time outliers* — a hit more than
   ``gap`` ticks after every hit before it that most of the hits after it do not follow
-  (one pass over each block, no per-hit Python; the synchroniser counts and reports them);
+  (one pass over each block, no per-hit Python; the synchroniser counts and reports them).
+  The file decoders do its common case inside their own pass (`precheck_hit`): a block
+  with no hit ahead of the others needs no second pass;
 - `check_dwell_span`: the passes of the scan that the events' time span implies under the
   dwell clock, against `MAX_PASSES` and against the number of events that could fill them;
 - `check_slots`: the scan positions one block would list, against the memory budget.
@@ -144,6 +146,28 @@ def screen_hits(t, x, y, tot, start, stop, gap, support_hits, state):
             j += 1
     state[0], state[1] = ref, 1 if have else 0
     return j, n_out
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def precheck_begin(screen):
+    """``(reference, ahead)`` to start a decoder's pre-check of a block (see `precheck_end`)."""
+    return screen[0], screen[1] == 0
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def precheck_hit(tt, ref, ahead, gap):
+    """``(reference, ahead)`` after a hit at ``tt``: `screen_hits`'s common case, inside a decoder's own pass."""
+    return max(ref, tt), ahead | (tt - ref > gap)
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def precheck_end(screen, ref, ahead, n_hits):
+    """After a decoder's pass: if none of its ``n_hits`` hits was ahead, the block is screened
+    (``screen[2]`` = 1, the reference moves on) and `screen_hits` need not run on it."""
+    clean = n_hits > 0 and not ahead
+    if clean:
+        screen[0] = ref
+    screen[2] = 1 if clean else 0
 
 
 def check_dwell_span(n_slots: int, per_pass: int, n_events: int, latest_s: float, dwell_ns: float, start_ns: float,

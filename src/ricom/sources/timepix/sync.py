@@ -121,7 +121,8 @@ class Synchroniser:
         self._horizon = -_FAR
         self.gap = int(max(options.order_window_ns, ISOLATION_MIN_NS) / TICK_NS)
         """A hit this far after all before it is checked as a time outlier (`screen_hits`)."""
-        self._screen_state = np.zeros(2, np.int64)
+        self.screen_state = np.array([0, 0, 0, self.gap], np.int64)
+        """Time-outlier screening: [latest time kept, valid, block pre-checked by its decoder, gap]."""
         self.counts = dict.fromkeys(("hits", "kept", "outside", "rejected", "skipped", "late", "late_lost",
                                      "positions_done", "missing_end", "stray_end", "outliers"), 0)
         self.warnings: list[str] = []
@@ -198,14 +199,17 @@ class Synchroniser:
 
     def _screen(self, bufs, n_hits: int) -> tuple[int, int | None]:
         """Leave out the time outliers among the new hits (after the carry); (hits now, latest time kept)."""
-        start = self._n_carry
+        start, state = self._n_carry, self.screen_state
         if n_hits <= start:
             return n_hits, None
         self.counts["hits"] += n_hits - start
-        end, n_out = screen_hits(bufs[0], bufs[1], bufs[2], bufs[3], start, n_hits, self.gap, SUPPORT_HITS,
-                                 self._screen_state)
-        self.counts["outliers"] += n_out
-        return end, (int(self._screen_state[0]) if self._screen_state[1] else None)
+        if state[2]:  # its decoder found no hit ahead of the others: nothing to leave out
+            state[2] = 0
+        else:
+            end, n_out = screen_hits(bufs[0], bufs[1], bufs[2], bufs[3], start, n_hits, self.gap, SUPPORT_HITS, state)
+            self.counts["outliers"] += n_out
+            n_hits = end
+        return n_hits, (int(state[0]) if state[1] else None)
 
     # ------------------------------------------------------------------ triggers
     def _take_edges(self, edges_t, edges_rise, safe) -> None:

@@ -26,6 +26,7 @@ import numpy as np
 
 from ricom.core.errors import InputError, Message, Param, SettingsError
 from ricom.sources.base import Source
+from ricom.sources.timepix.plausible import precheck_begin, precheck_end, precheck_hit
 from ricom.sources.timepix.sidecar import read_event_sidecar, scan_shape_of
 from ricom.sources.timepix.sync import DEFAULT_ORDER_WINDOW_NS, Synchroniser, SyncOptions
 
@@ -111,15 +112,18 @@ def _store_hit(w, tt, nh, ox, oy, sx, sy, tr, t, x, y, tot):
 
 # Long on purpose: one compiled pass over the packets with the decoder state in locals (the hot loop).
 @numba.njit(nogil=True, cache=True)
-def _decode(words, layout, state, t, x, y, tot, off, tdc_t, tdc_kind, counters):
+def _decode(words, layout, state, t, x, y, tot, off, tdc_t, tdc_kind, counters, screen):
     """Decode packets into hits at ``t/x/y/tot[off:]`` and TDC edges; returns (hits, tdcs).
 
     ``state`` = [chip, words left in chunk, latest time, have time, base, latest hit time,
     global time, 0]; ``counters`` += [hits, tdc, unknown, global time, control, outside a
     chunk, hits of unknown chips, chunk headers, chunks cut short].  Pixel hits inside a
-    chunk of a placed chip (nearly every packet) take a short path first.
+    chunk of a placed chip (nearly every packet) take a short path first.  ``screen``: the
+    synchroniser's time-outlier state, pre-checked on the way (`ricom.sources.timepix.plausible`).
     """
     period = np.int64(96) << 30
+    gap = screen[3]
+    sref, ahead = precheck_begin(screen)
     chip, left, latest, have, base, latest_hit, gtime = state[0], state[1], state[2], state[3], state[4], \
         state[5], state[6]
     nh = off
@@ -134,7 +138,7 @@ def _decode(words, layout, state, t, x, y, tot, off, tdc_t, tdc_kind, counters):
         if left > 0 and (typ == 0xB or typ == 0xA) and placed and have != 0:
             left -= 1
             tt, base, latest = _unwrap(_hit_raw(w), base, latest, period)
-            latest_hit = max(latest_hit, tt)
+            sref, ahead = precheck_hit(tt, sref, ahead, gap)  # (also the latest hit time: see the end)
             _store_hit(w, tt, nh, ox, oy, sx, sy, tr, t, x, y, tot)
             nh += 1
             continue
@@ -175,7 +179,7 @@ def _decode(words, layout, state, t, x, y, tot, off, tdc_t, tdc_kind, counters):
             else:
                 _store_hit(w, tt, nh, ox, oy, sx, sy, tr, t, x, y, tot)
                 nh += 1
-                latest_hit = max(latest_hit, tt)
+                sref, ahead = precheck_hit(tt, sref, ahead, gap)
         elif typ == 4 and ((w >> 56) & 0xF) == 4:
             gtime = (gtime & ~np.int64(0xFFFFFFFF)) | ((w >> 16) & 0xFFFFFFFF)
             counters[3] += 1
@@ -189,6 +193,9 @@ def _decode(words, layout, state, t, x, y, tot, off, tdc_t, tdc_kind, counters):
     state[0], state[1], state[2], state[3], state[4], state[5], state[6] = chip, left, latest, have, base, \
         latest_hit, gtime
     counters[0] += nh - off
+    if nh > off:  # the latest of the block's hits (and of the kept times before)
+        state[5] = max(state[5], sref)
+    precheck_end(screen, sref, ahead, nh - off)
     return nh - off, nt
 
 
@@ -223,7 +230,7 @@ class Tpx3Decoder:
         bufs, off = sync.buffers(words.shape[0])
         tdc_t = np.empty(words.shape[0], np.int64)
         tdc_k = np.empty(words.shape[0], np.uint8)
-        nh, nt = _decode(words, self.layout, self.state, *bufs, off, tdc_t, tdc_k, self.counters)
+        nh, nt = _decode(words, self.layout, self.state, *bufs, off, tdc_t, tdc_k, self.counters, sync.screen_state)
         k = tdc_k[:nt]
         edge = (k == self.rise) | (k == self.fall)
         max_hit = int(self.state[5]) if self.counters[0] else None
