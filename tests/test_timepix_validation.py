@@ -216,7 +216,7 @@ def test_events_far_after_start_ns_are_an_input_error_before_allocation(files):
     start = -2 * MAX_PASSES * N * DWELL  # the scan said to start long before the events
     with pytest.raises(InputError, match=f"more than {MAX_PASSES:,}") as exc:
         _run(path, start_ns=start)
-    assert set(exc.value.parameters) == {"dwell_ns", "scan_shape", "start_ns"}
+    assert set(exc.value.parameters) == {"dwell_ns", "scan_shape"} and "start_ns" in str(exc.value)
 
 
 def test_positions_beyond_the_memory_budget_are_refused(files, monkeypatch):

@@ -180,8 +180,8 @@ def check_dwell_span(n_slots: int, per_pass: int, n_events: int, latest_s: float
     where = (f"the events reach {latest_s:.6g} s, {passes:,} passes of the {sy}×{sx} scan at "
              f"{dwell_ns:g} ns per position after start_ns={start_ns:g}")
     if passes > MAX_PASSES:
-        raise InputError(f"{where}: more than {MAX_PASSES:,}; check ", Param("dwell_ns"), ", ", Param("scan_shape"),
-                         " and ", Param("start_ns"))
+        raise InputError(f"{where}: more than {MAX_PASSES:,}; check ", Param("dwell_ns"), " and ", Param("scan_shape"),
+                         " (and the scan's start time, start_ns)")
     if passes >= MIN_FILL_PASSES and n_slots > n_events:
         raise InputError(f"{where}: {n_slots:,} positions for {n_events:,} events (fewer than one each); check ",
                          Param("dwell_ns"), " and ", Param("scan_shape"))
