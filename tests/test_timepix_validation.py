@@ -110,8 +110,10 @@ def test_tpx3_cut_at_a_packet_boundary_is_partial(files):
 def test_tpx3_without_chunk_headers_is_an_error(files):
     words = np.frombuffer(files["line.tpx3"], "<u8")
     path = _place(files, "line.tpx3", words[(words & 0xFFFFFFFF) != MAGIC].tobytes(), "nohead.tpx3")
+    n_hits = files["events"]  # one hit packet per event
     for layout in (None, "cheetah"):
-        with pytest.raises(InputError, match=r"no TPX3 chunk headers .* not a Serval raw file, or its headers"):
+        with pytest.raises(InputError, match=rf"{n_hits:,} pixel hits but no TPX3 chunk headers .* not a Serval raw "
+                                             r"file, or its headers were lost"):
             open_source(path, chip_layout=layout)
 
 

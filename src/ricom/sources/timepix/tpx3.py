@@ -201,8 +201,9 @@ def _decode(words, layout, state, t, x, y, tot, off, tdc_t, tdc_kind, counters, 
 
 @numba.njit(nogil=True, cache=True)
 def _survey(words, chips, kinds):
-    """Count chunk headers per chip and TDC packets per kind (to pick layout and sync)."""
-    left = 0
+    """Count chunk headers per chip and TDC packets per kind (to pick layout and sync); returns the
+    number of pixel-hit packets."""
+    left = hits = 0
     for i in range(words.shape[0]):
         w = words[i]
         if left == 0 and (w & 0xFFFFFFFF) == _MAGIC:
@@ -210,8 +211,11 @@ def _survey(words, chips, kinds):
             left = ((w >> 48) & 0xFFFF) // 8
             continue
         left = max(left - 1, 0)
-        if (w >> 60) & 0xF == 6:
+        typ = (w >> 60) & 0xF
+        if typ == 6:
             kinds[(w >> 56) & 0xF] += 1
+        hits += typ == 0xB or typ == 0xA
+    return hits
 
 
 class Tpx3Decoder:
@@ -356,10 +360,10 @@ class Tpx3Source(TimedEventSource):
         self.n_frames = int(self._words.shape[0])
         side, self._hints = read_event_sidecar(path, "tpx3")
         chips, kinds = np.zeros(256, np.int64), np.zeros(16, np.int64)
-        _survey(np.asarray(self._words[: 1 << 22]), chips, kinds)
-        if not chips.any():  # every hit would land on chip 0, wherever it was
-            raise InputError(f"{path}: no TPX3 chunk headers in its first {min(size // 8, 1 << 22):,} packets: not a "
-                             f"Serval raw file, or its headers were lost")
+        hits = _survey(np.asarray(self._words[: 1 << 22]), chips, kinds)
+        if hits and not chips.any():  # every hit would land on chip 0, wherever it was
+            raise InputError(f"{path}: {hits:,} pixel hits but no TPX3 chunk headers in its first "
+                             f"{min(size // 8, 1 << 22):,} packets: not a Serval raw file, or its headers were lost")
         chip_layout = chip_layout or side.get("chip_layout") or "auto"
         if isinstance(chip_layout, str) and chip_layout == "auto":
             chip_layout = "single" if chips[1:].sum() == 0 else "cheetah"
