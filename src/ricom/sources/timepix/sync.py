@@ -45,8 +45,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from ricom.core.chunks import EventChunk
-from ricom.core.errors import InputError, Param, SettingsError
+from ricom.core.errors import InputError, Param
 from ricom.sources.timepix.assign import SEGMENT, assign_hits, slots_to_positions
+from ricom.sources.timepix.plausible import (
+    ISOLATION_MIN_NS,
+    SUPPORT_HITS,
+    check_dwell_span,
+    check_slots,
+    check_sync_options,
+    screen_hits,
+)
 
 TICK_NS = 3.125 / 12
 """Length of one time tick in ns."""
@@ -54,9 +62,6 @@ TICK_NS = 3.125 / 12
 _FAR = np.iinfo(np.int64).max
 DEFAULT_ORDER_WINDOW_NS = 2e5
 """Hits may arrive up to this late (200 µs) before they count as late."""
-MAX_DWELL_LINES = 1 << 18
-"""Most dwell-clock lines one block of hits may open (a record with a corrupt time would open
-millions of empty lines: memory without bound)."""
 
 
 @dataclass
@@ -75,16 +80,7 @@ class SyncOptions:
     keep_times: bool = False
 
     def __post_init__(self) -> None:
-        if self.mode not in ("line", "pixel", "dwell"):
-            raise SettingsError(f"sync mode must be 'line', 'pixel' or 'dwell', got {self.mode!r}")
-        if self.mode == "dwell" and not self.dwell_ns:
-            raise SettingsError("without triggers the dwell time is needed: give ", Param("dwell_ns", form=True))
-        for name in ("dwell_ns", "acceptance_ns"):
-            v = getattr(self, name)
-            if v is not None and not v > 0:
-                raise SettingsError(f"{name} must be positive, got {v!r}")
-        if min(self.skip_lines, self.skip_frames, self.flyback_frames) < 0 or self.order_window_ns < 0:
-            raise SettingsError("skip_lines, skip_frames, flyback_frames and order_window_ns must be ≥ 0")
+        check_sync_options(self)  # finite numbers of the right kind, a dwell of at least one hit tick
 
 
 KEEP_DONE = 64
@@ -123,8 +119,12 @@ class Synchroniser:
         self._max_seen: int | None = None
         self._max_hit: int | None = None
         self._horizon = -_FAR
+        self.gap = int(max(options.order_window_ns, ISOLATION_MIN_NS) / TICK_NS)
+        """A hit this far after all before it is checked as a time outlier (`screen_hits`)."""
+        self.screen_state = np.array([0, 0, 0, self.gap], np.int64)
+        """Time-outlier screening: [latest time kept, valid, block pre-checked by its decoder, gap]."""
         self.counts = dict.fromkeys(("hits", "kept", "outside", "rejected", "skipped", "late", "late_lost",
-                                     "positions_done", "missing_end", "stray_end"), 0)
+                                     "positions_done", "missing_end", "stray_end", "outliers"), 0)
         self.warnings: list[str] = []
 
     # ------------------------------------------------------------------ input
@@ -143,11 +143,14 @@ class Synchroniser:
             self._bufs = grown
         return self._bufs, n_c
 
-    def feed(self, bufs, n_hits: int, edges_t: np.ndarray, edges_rise: np.ndarray, max_hit: int | None,
-             final: bool = False) -> EventChunk:
-        """Process a block: ``bufs[k][:n_hits]`` (from `buffers`) hold carry + new hits; edges in any order."""
+    def feed(self, bufs, n_hits: int, edges_t: np.ndarray, edges_rise: np.ndarray, final: bool = False) -> EventChunk:
+        """Process a block: ``bufs[k][:n_hits]`` (from `buffers`) hold carry + new hits; edges in any order.
+
+        The new hits are screened for time outliers first (`ricom.sources.timepix.plausible.screen_hits`):
+        those are counted and left out, and the latest time is taken over the hits kept.
+        """
+        n_hits, max_hit = self._screen(bufs, n_hits)
         t, x, y, tot = (b[:n_hits] for b in bufs)
-        self.counts["hits"] += n_hits - self._n_carry
         if max_hit is not None:
             self._max_hit = max_hit if self._max_hit is None else max(self._max_hit, max_hit)
         latest = [v for v in (self._max_hit, self._max_seen, edges_t.max() if edges_t.size else None)
@@ -181,6 +184,7 @@ class Synchroniser:
         self._segs = self._segs[~done]
         self._done = np.concatenate([self._done, finished])[-KEEP_DONE:]
         k = finished["ncols"]
+        check_slots(int(k.sum()), f"{finished.shape[0]:,} finished {self._unit()} of one block")
         first = np.cumsum(k) - k
         positions_done = slots_to_positions(np.repeat(finished["slot0"], k) + np.arange(int(k.sum()))
                                             - np.repeat(first, k), self.skip, self.line_len, self.o.scan_shape)
@@ -192,6 +196,20 @@ class Synchroniser:
         if not self.o.keep_times:
             ot = otot = None
         return EventChunk(pos, ox, oy, ot, otot, positions_done)
+
+    def _screen(self, bufs, n_hits: int) -> tuple[int, int | None]:
+        """Leave out the time outliers among the new hits (after the carry); (hits now, latest time kept)."""
+        start, state = self._n_carry, self.screen_state
+        if n_hits <= start:
+            return n_hits, None
+        self.counts["hits"] += n_hits - start
+        if state[2]:  # its decoder found no hit ahead of the others: nothing to leave out
+            state[2] = 0
+        else:
+            end, n_out = screen_hits(bufs[0], bufs[1], bufs[2], bufs[3], start, n_hits, self.gap, SUPPORT_HITS, state)
+            self.counts["outliers"] += n_out
+            n_hits = end
+        return n_hits, (int(state[0]) if state[1] else None)
 
     # ------------------------------------------------------------------ triggers
     def _take_edges(self, edges_t, edges_rise, safe) -> None:
@@ -291,9 +309,11 @@ class Synchroniser:
         limit = self._max_hit + 1 if final else min(horizon, self._max_hit + 1)
         first = self._n_segments
         last = max(first, int(np.ceil((limit - self.t0) / line_t)) if limit > self.t0 else 0)
-        if last - first > MAX_DWELL_LINES:
-            raise InputError(f"a hit at {self._max_hit * TICK_NS * 1e-9:.6g} s lies {last - first} dwell lines after "
-                             f"the previous ones: its time is corrupt; the input is damaged")
+        if last > first:  # before anything is allocated: do the events' times fit the scan?
+            check_dwell_span(last * self.line_len - self.skip, self.o.scan_shape[0] * self.line_len,
+                             self.counts["hits"], limit * TICK_NS * 1e-9, self.o.dwell_ns, self.o.start_ns,
+                             self.o.scan_shape)
+            check_slots((last - first) * self.line_len, f"{last - first:,} dwell lines of one block")
         k = np.arange(first, last)
         new = np.zeros(k.shape[0], SEGMENT)
         new["start"] = np.floor(self.t0 + k * line_t)
@@ -324,10 +344,14 @@ class Synchroniser:
         if c["late"]:
             self.warnings.append(f"{c['late']} hits arrived more than order_window_ns late ({c['late_lost']} "
                                  f"of them too late to place, dropped); raise order_window_ns")
+        if c["outliers"]:
+            n = c["outliers"]
+            self.warnings.append(f"{n} event{'s' if n != 1 else ''} with times far outside the scan "
+                                 f"{'were' if n != 1 else 'was'} left out (each more than "
+                                 f"{self.gap * TICK_NS * 1e-6:g} ms after the events before it, and not followed "
+                                 f"by others: corrupt times)")
         if self.o.mode == "dwell":
-            if c["positions_done"] < sy * sx:  # no triggers say where the scan ends: the hits end early
-                self.warnings.append(f"the hits cover {c['positions_done']} of the {sy}×{sx} scan positions: "
-                                     f"the data end early (truncated?), or check the scan shape and dwell time")
+            self._dwell_end()
             return
         per_pass = sy if self.o.mode == "line" else sy * self.line_len
         used = self._n_segments - (self.o.skip_lines if self.o.mode == "line" else self.skip)
@@ -336,6 +360,20 @@ class Synchroniser:
             self.warnings.append(f"{self._n_segments} {name} do not fit a scan of {sy}×{sx} (a pass "
                                  f"needs {per_pass} {unit} after skipping): check the scan shape; "
                                  f"the last pass is incomplete")
+
+    def _dwell_end(self) -> None:
+        """Warn if the events end inside a pass of the scan (no trigger says where the scan ends)."""
+        (sy, sx), done = self.o.scan_shape, self.counts["positions_done"]
+        per_pass = sy * sx
+        if done and done % per_pass == 0:
+            return
+        into = done % per_pass
+        passes = f" of pass {done // per_pass + 1}" if done >= per_pass else ""
+        self.warnings.append(f"the events end at {100 * into / per_pass:.0f} % of the scan{passes} (line "
+                             f"{into // sx + 1} of {sy}): the data are truncated, or check scan_shape and dwell_ns")
+
+    def _unit(self) -> str:
+        return {"line": "lines", "pixel": "trigger periods", "dwell": "dwell lines"}[self.o.mode]
 
     @property
     def n_segments(self) -> int:

@@ -18,21 +18,26 @@ import numba
 import numpy as np
 
 from ricom.core.errors import InputError, Message, Param, SettingsError
+from ricom.sources.timepix.plausible import precheck_begin, precheck_end, precheck_hit
+from ricom.sources.timepix.sidecar import read_event_sidecar, scan_shape_of
 from ricom.sources.timepix.sync import DEFAULT_ORDER_WINDOW_NS, SyncOptions
-from ricom.sources.timepix.tpx3 import TimedEventSource, layout_shape, parse_chip_layout, read_event_sidecar
+from ricom.sources.timepix.tpx3 import TimedEventSource, layout_shape, parse_chip_layout
 
 RECORD = np.dtype([("index", "<u4"), ("toa", "<u8"), ("overflow", "u1"), ("ftoa", "u1"), ("tot", "<u2")])
 """One ``.t3p`` record (16 bytes)."""
 
 
 @numba.njit(nogil=True, cache=True)
-def _decode(index, toa, chip, ftoa, tot_in, layout, t, x, y, tot, off, counters):
-    """Records → hits at ``t/x/y/tot[off:]``; returns (hits written, latest hit time).
+def _decode(index, toa, chip, ftoa, tot_in, layout, t, x, y, tot, off, counters, screen):
+    """Records → hits at ``t/x/y/tot[off:]``; returns (hits written, latest hit time so far).
 
-    ``counters`` += [hits, hits of chips the layout does not place, bad pixel indices].
+    ``counters`` += [hits, hits of chips the layout does not place, bad pixel indices];
+    ``screen``: the synchroniser's time-outlier state, pre-checked on the way
+    (`ricom.sources.timepix.plausible`).
     """
+    gap = screen[3]
+    sref, ahead = precheck_begin(screen)
     n = off
-    latest = np.int64(-(1 << 62))
     n_chips = layout.shape[0]
     for i in range(index.shape[0]):
         c = np.int64(chip[i])
@@ -52,11 +57,11 @@ def _decode(index, toa, chip, ftoa, tot_in, layout, t, x, y, tot, off, counters)
         x[n] = layout[c, 0] + layout[c, 2] * xl
         y[n] = layout[c, 1] + layout[c, 3] * yl
         tot[n] = tot_in[i]
-        if tt > latest:
-            latest = tt
+        sref, ahead = precheck_hit(tt, sref, ahead, gap)  # (also the latest hit time)
         n += 1
     counters[0] += n - off
-    return n - off, latest
+    precheck_end(screen, sref, ahead, n - off)
+    return n - off, sref
 
 
 class T3pSource(TimedEventSource):
@@ -104,13 +109,13 @@ class T3pSource(TimedEventSource):
             chip_layout = "cheetah" if self._rec["overflow"][: 1 << 20].any() else "single"
         self.layout = parse_chip_layout(chip_layout)
         self.detector_shape = layout_shape(self.layout)
-        scan_shape = scan_shape or side.get("scan_shape")
+        scan_shape = scan_shape_of(path, scan_shape, side)
         dwell_ns = dwell_ns or side.get("dwell_ns")
         if scan_shape is None or not dwell_ns:
             raise SettingsError(f"{path}: a .t3p file stores neither scan shape nor dwell time; give ",
                                 Param("scan_shape", form=True), " and ", Param("dwell_ns", form=True))
-        self.scan_shape = (int(scan_shape[0]), int(scan_shape[1]))
-        self.sync_options = SyncOptions(self.scan_shape, "dwell", float(dwell_ns), acceptance_ns, 0, skip_frames,
+        self.scan_shape = scan_shape
+        self.sync_options = SyncOptions(self.scan_shape, "dwell", dwell_ns, acceptance_ns, 0, skip_frames,
                                         flyback_frames, start_ns, order_window_ns, keep_times)
         self.block_records = int(block_records)
         self._counters = np.zeros(3, np.int64)
@@ -122,7 +127,7 @@ class T3pSource(TimedEventSource):
             block = np.asarray(self._rec[start:start + self.block_records])
             bufs, off = sync.buffers(block.shape[0])
             n, last = _decode(block["index"], block["toa"], block["overflow"], block["ftoa"], block["tot"],
-                              self.layout, *bufs, off, self._counters)
+                              self.layout, *bufs, off, self._counters, sync.screen_state)
             if n:
                 latest = last if latest is None else max(latest, int(last))
             yield bufs, off + n, *no_edges, latest

@@ -18,18 +18,16 @@ Scan synchronisation, dose control and out-of-order hits: `ricom.sources.timepix
 """
 from __future__ import annotations
 
-import json
 import os
-import pathlib
 import warnings
 
 import numba
 import numpy as np
 
 from ricom.core.errors import InputError, Message, Param, SettingsError
-from ricom.core.sidecar import find_sidecar
-from ricom.sources.arrays import read_sidecar
 from ricom.sources.base import Source
+from ricom.sources.timepix.plausible import precheck_begin, precheck_end, precheck_hit
+from ricom.sources.timepix.sidecar import read_event_sidecar, scan_shape_of
 from ricom.sources.timepix.sync import DEFAULT_ORDER_WINDOW_NS, Synchroniser, SyncOptions
 
 CHEETAH_LAYOUT = ((256, 0, 1, 1, 0), (511, 511, -1, -1, 0), (255, 511, -1, -1, 0), (0, 0, 1, 1, 0))
@@ -114,15 +112,18 @@ def _store_hit(w, tt, nh, ox, oy, sx, sy, tr, t, x, y, tot):
 
 # Long on purpose: one compiled pass over the packets with the decoder state in locals (the hot loop).
 @numba.njit(nogil=True, cache=True)
-def _decode(words, layout, state, t, x, y, tot, off, tdc_t, tdc_kind, counters):
+def _decode(words, layout, state, t, x, y, tot, off, tdc_t, tdc_kind, counters, screen):
     """Decode packets into hits at ``t/x/y/tot[off:]`` and TDC edges; returns (hits, tdcs).
 
     ``state`` = [chip, words left in chunk, latest time, have time, base, latest hit time,
     global time, 0]; ``counters`` += [hits, tdc, unknown, global time, control, outside a
     chunk, hits of unknown chips, chunk headers, chunks cut short].  Pixel hits inside a
-    chunk of a placed chip (nearly every packet) take a short path first.
+    chunk of a placed chip (nearly every packet) take a short path first.  ``screen``: the
+    synchroniser's time-outlier state, pre-checked on the way (`ricom.sources.timepix.plausible`).
     """
     period = np.int64(96) << 30
+    gap = screen[3]
+    sref, ahead = precheck_begin(screen)
     chip, left, latest, have, base, latest_hit, gtime = state[0], state[1], state[2], state[3], state[4], \
         state[5], state[6]
     nh = off
@@ -137,7 +138,7 @@ def _decode(words, layout, state, t, x, y, tot, off, tdc_t, tdc_kind, counters):
         if left > 0 and (typ == 0xB or typ == 0xA) and placed and have != 0:
             left -= 1
             tt, base, latest = _unwrap(_hit_raw(w), base, latest, period)
-            latest_hit = max(latest_hit, tt)
+            sref, ahead = precheck_hit(tt, sref, ahead, gap)  # (also the latest hit time: see the end)
             _store_hit(w, tt, nh, ox, oy, sx, sy, tr, t, x, y, tot)
             nh += 1
             continue
@@ -178,7 +179,7 @@ def _decode(words, layout, state, t, x, y, tot, off, tdc_t, tdc_kind, counters):
             else:
                 _store_hit(w, tt, nh, ox, oy, sx, sy, tr, t, x, y, tot)
                 nh += 1
-                latest_hit = max(latest_hit, tt)
+                sref, ahead = precheck_hit(tt, sref, ahead, gap)
         elif typ == 4 and ((w >> 56) & 0xF) == 4:
             gtime = (gtime & ~np.int64(0xFFFFFFFF)) | ((w >> 16) & 0xFFFFFFFF)
             counters[3] += 1
@@ -192,13 +193,17 @@ def _decode(words, layout, state, t, x, y, tot, off, tdc_t, tdc_kind, counters):
     state[0], state[1], state[2], state[3], state[4], state[5], state[6] = chip, left, latest, have, base, \
         latest_hit, gtime
     counters[0] += nh - off
+    if nh > off:  # the latest of the block's hits (and of the kept times before)
+        state[5] = max(state[5], sref)
+    precheck_end(screen, sref, ahead, nh - off)
     return nh - off, nt
 
 
 @numba.njit(nogil=True, cache=True)
 def _survey(words, chips, kinds):
-    """Count chunk headers per chip and TDC packets per kind (to pick layout and sync)."""
-    left = 0
+    """Count chunk headers per chip and TDC packets per kind (to pick layout and sync); returns the
+    number of pixel-hit packets."""
+    left = hits = 0
     for i in range(words.shape[0]):
         w = words[i]
         if left == 0 and (w & 0xFFFFFFFF) == _MAGIC:
@@ -206,8 +211,11 @@ def _survey(words, chips, kinds):
             left = ((w >> 48) & 0xFFFF) // 8
             continue
         left = max(left - 1, 0)
-        if (w >> 60) & 0xF == 6:
+        typ = (w >> 60) & 0xF
+        if typ == 6:
             kinds[(w >> 56) & 0xF] += 1
+        hits += typ == 0xB or typ == 0xA
+    return hits
 
 
 class Tpx3Decoder:
@@ -226,7 +234,7 @@ class Tpx3Decoder:
         bufs, off = sync.buffers(words.shape[0])
         tdc_t = np.empty(words.shape[0], np.int64)
         tdc_k = np.empty(words.shape[0], np.uint8)
-        nh, nt = _decode(words, self.layout, self.state, *bufs, off, tdc_t, tdc_k, self.counters)
+        nh, nt = _decode(words, self.layout, self.state, *bufs, off, tdc_t, tdc_k, self.counters, sync.screen_state)
         k = tdc_k[:nt]
         edge = (k == self.rise) | (k == self.fall)
         max_hit = int(self.state[5]) if self.counters[0] else None
@@ -246,23 +254,6 @@ class Tpx3Decoder:
         return out
 
 
-def read_event_sidecar(path: str, fmt: str) -> tuple[dict, dict]:
-    """``events`` section and calibration hints of the file's ``.ricom.json`` sidecar (from
-    ``ricom simulate events``; `ricom.core.sidecar`).
-
-    Both are empty unless the sidecar was written for this format (an older
-    ``<stem>.ricom.json`` may belong to ``scan.t3p`` or ``scan.npy`` beside ``scan.tpx3``).
-    """
-    side = find_sidecar(path) or ""
-    try:  # (this module's `open` is the reader's entry point, hence pathlib)
-        section = json.loads(pathlib.Path(side).read_text()).get("events", {})
-    except (OSError, ValueError, AttributeError):
-        return {}, {}
-    if not isinstance(section, dict) or section.get("format") != fmt:
-        return {}, {}
-    return section, read_sidecar(path)
-
-
 class TimedEventSource(Source):
     """Base of event files whose hits carry times (``.tpx3``, ``.t3p``).
 
@@ -278,7 +269,8 @@ class TimedEventSource(Source):
     """When the bytes of the latest block arrived (`time.perf_counter`; live streams, for latency)."""
 
     def _blocks(self, sync: Synchroniser):
-        """Yield ``(bufs, n_hits, edges_t, edges_rise, max_hit)`` per decoded block."""
+        """Yield ``(bufs, n_hits, edges_t, edges_rise, max_hit)`` per decoded block (``max_hit``, the
+        decoder's latest hit time, is not used: the synchroniser takes it after screening the times)."""
         raise NotImplementedError
 
     def _extra_warnings(self) -> list[str]:
@@ -289,14 +281,14 @@ class TimedEventSource(Source):
 
     def chunks(self, chunk_size: int = 256):
         sync = self._sync = Synchroniser(self.sync_options)
-        for bufs, n, et, er, mh in self._blocks(sync):
-            chunk = sync.feed(bufs, n, et, er, mh)
+        for bufs, n, et, er, _ in self._blocks(sync):
+            chunk = sync.feed(bufs, n, et, er)
             if chunk.positions.size or chunk.positions_done.size:
                 if self._received_s is not None:
                     chunk.received_s = self._received_s
                 yield chunk
         bufs, n = sync.buffers(0)
-        yield sync.feed(bufs, n, np.zeros(0, np.int64), np.zeros(0, bool), None, final=True)
+        yield sync.feed(bufs, n, np.zeros(0, np.int64), np.zeros(0, bool), final=True)
         for msg in self._extra_warnings() + sync.warnings:
             warnings.warn(f"{self.name}: {msg}", stacklevel=2)
         if self.sync_options.acceptance_ns:
@@ -368,7 +360,10 @@ class Tpx3Source(TimedEventSource):
         self.n_frames = int(self._words.shape[0])
         side, self._hints = read_event_sidecar(path, "tpx3")
         chips, kinds = np.zeros(256, np.int64), np.zeros(16, np.int64)
-        _survey(np.asarray(self._words[: 1 << 22]), chips, kinds)
+        hits = _survey(np.asarray(self._words[: 1 << 22]), chips, kinds)
+        if hits and not chips.any():  # every hit would land on chip 0, wherever it was
+            raise InputError(f"{path}: {hits:,} pixel hits but no TPX3 chunk headers in its first "
+                             f"{min(size // 8, 1 << 22):,} packets: not a Serval raw file, or its headers were lost")
         chip_layout = chip_layout or side.get("chip_layout") or "auto"
         if isinstance(chip_layout, str) and chip_layout == "auto":
             chip_layout = "single" if chips[1:].sum() == 0 else "cheetah"
@@ -376,11 +371,11 @@ class Tpx3Source(TimedEventSource):
         self.detector_shape = layout_shape(self.layout)
         self.trigger = trigger
         rise, fall = TRIGGERS.get(trigger, (0xF, 0xA))
-        scan_shape = scan_shape or side.get("scan_shape")
+        scan_shape = scan_shape_of(path, scan_shape, side)
         if scan_shape is None:
             raise SettingsError(f"{path}: a .tpx3 file does not store the scan shape; give ",
                                 Param("scan_shape", form=True))
-        self.scan_shape = (int(scan_shape[0]), int(scan_shape[1]))
+        self.scan_shape = scan_shape
         if sync == "auto":
             sync = side.get("sync") or ("line" if kinds[rise] and kinds[fall] else
                                         "pixel" if kinds[rise] else "dwell")
