@@ -158,7 +158,8 @@ def save_panel(path: str, fmt: str, export, qimage=None, snap: Snapshot | None =
     path : str
         Output file.
     fmt : {"tif", "png", "npy"}
-        TIFF: float32 with the calibration and settings as JSON in its description;
+        TIFF: ImageJ float32, pixel size in Å, the calibration and settings as JSON in
+        its ``Info`` (`ricom.io.outputs.write_tiff`);
         PNG: ``qimage`` (the image as displayed); NPY: the float array.
     export : (str, ndarray, str)
         The panel's ``(signal name, data, unit)`` (see `ricom.gui.panels.Panel.export`).
