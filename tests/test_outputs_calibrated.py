@@ -126,12 +126,12 @@ def test_png_preview_draws_a_scale_bar_of_the_stated_length(tmp_path):
     assert bar.length_A == 2.0 and bar.length_px == 8.0 and bar.label == "2 Å"
     png = matplotlib.image.imread(tmp_path / "p.png")[..., :3]
     x0, x1, y0, y1 = info[0]["bar_px"]
-    row = int(round((y0 + y1) / 2))
+    row = round((y0 + y1) / 2)
     white = (png[row] > 0.95).all(axis=1)
-    centre = int(round((x0 + x1) / 2))
+    centre = round((x0 + x1) / 2)
     start, bar_len = next(r for r in _runs(white) if r[0] <= centre < r[0] + r[1])
     assert abs(start - x0) <= 2 and abs(bar_len - (x1 - x0)) <= 3
-    middle = int(round(y0)) - 25  # a row of the image above the bar: the image is the longest black run
+    middle = round(y0) - 25  # a row of the image above the bar: the image is the longest black run
     black = (png[middle] < 0.05).all(axis=1)
     image_start, image_len = max(_runs(black), key=lambda r: r[1])
     assert image_start < start and image_len > 100

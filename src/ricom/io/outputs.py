@@ -309,7 +309,7 @@ def preview_png(path: str, images: dict[str, np.ndarray], units: dict[str, str] 
         box = None
         if patch is not None:
             ext = patch.get_window_extent()
-            box = (ext.x0, ext.x1, height - ext.y1, height - ext.y0)
+            box = (float(ext.x0), float(ext.x1), float(height - ext.y1), float(height - ext.y0))
         out.append({"name": name, "colour_bar_label": colour_label, "scale_bar": bar, "bar_px": box})
     fig.savefig(path, dpi=PNG_DPI, format="png")
     return out
