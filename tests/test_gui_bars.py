@@ -11,9 +11,9 @@ pytest.importorskip("PySide6")
 pytest.importorskip("pyqtgraph")
 pytest.importorskip("pytestqt")
 
-from PySide6 import QtCore, QtWidgets  # noqa: E402
+from PySide6 import QtCore, QtWidgets
 
-from ricom.gui.imageview import ImageView  # noqa: E402
+from ricom.gui.imageview import ImageView
 
 
 @pytest.fixture
@@ -126,3 +126,23 @@ def test_scan_panels_give_the_scan_step_to_the_scale_bar(qtbot, poisson_data):
     fft.view.show_scale.setChecked(True)
     fft.refresh(live)
     assert fft.view.bar is None  # frequency space: no scan-space scale bar
+
+
+def test_panel_tiffs_are_calibrated_for_scan_images_only(tmp_path, poisson_data):
+    import tifffile
+
+    import ricom
+    from ricom.gui.files import save_panel
+
+    snap = ricom.reconstruct(poisson_data, kernel_size=3, center_yx=(7.5, 7.5), step_A=0.25)
+    save_panel(str(tmp_path / "ricom.tif"), "tif", ("ricom", snap.ricom, snap.unit("ricom")), snap=snap)
+    save_panel(str(tmp_path / "fft.tif"), "tif", ("fft_ricom", np.ones((8, 9)), "log10 |F|"), snap=snap)
+    efield = np.stack([snap.signal("efield_magnitude"), snap.signal("efield_direction")])
+    save_panel(str(tmp_path / "efield.tif"), "tif", ("efield", efield, "magnitude, direction (rad)"), snap=snap)
+    with tifffile.TiffFile(tmp_path / "ricom.tif") as tif:
+        assert tif.pages[0].tags["XResolution"].value == (4, 1) and tif.imagej_metadata["unit"] == "\\u00c5"
+    with tifffile.TiffFile(tmp_path / "fft.tif") as tif:  # frequency space: no length unit
+        assert "unit" not in tif.imagej_metadata and tif.pages[0].tags["XResolution"].value == (1, 1)
+    with tifffile.TiffFile(tmp_path / "efield.tif") as tif:
+        assert tif.asarray().shape == (2, 8, 9) and tif.imagej_metadata["Labels"] == ["efield 0", "efield 1"]
+        assert tif.pages[0].tags["XResolution"].value == (4, 1)

@@ -184,21 +184,25 @@ def _save_one(ext: str, path: str, snap: Snapshot, name: str, attrs: dict) -> No
             with open(tmp, "wb") as fh:
                 np.save(fh, image)
         else:
-            write_tiff(tmp, image, {**attrs, "signal": name, "unit": snap.unit(name)})
+            write_tiff(tmp, image, {**attrs, "signal": name, "unit": snap.unit(name)},
+                       step_A=snap.settings.calibration.step_A)
 
 
-def write_tiff(path: str, image: np.ndarray, metadata: dict) -> None:
+def write_tiff(path: str, image: np.ndarray, metadata: dict, step_A: float | None = None) -> None:
     r"""float32 TIFF in ImageJ's format: Fiji opens it calibrated.
 
-    The pixel size is ``metadata["step_A"]`` (when it is a number): the X/YResolution
-    tags hold pixels per Å and the ImageJ description says ``unit=Å`` (written as the
-    Java-properties escape ``\u00C5``, which ImageJ decodes); ``metadata["unit"]``
+    With ``step_A`` (the scan step: give it for scan images only) the X/YResolution tags
+    hold pixels per Å and the ImageJ description says ``unit=Å`` (written as the
+    Java-properties escape ``\u00c5``, which ImageJ decodes).  ``metadata["unit"]``
     becomes ImageJ's value unit (``vunit``), and ``min``/``max`` the percentile contrast.
     The whole ``metadata`` is kept as JSON in ImageJ's ``Info`` property (Image › Show
-    Info in Fiji; `read_tiff_metadata`).
+    Info in Fiji; `read_tiff_metadata`).  A 3D ``image`` is written as a stack.
     """
-    write_imagej(path, np.asarray(image, np.float32)[None], [str(metadata.get("signal", ""))],
-                 metadata, metadata.get("unit"))
+    stack = np.asarray(image, np.float32)
+    stack = stack if stack.ndim == 3 else stack[None]
+    name = str(metadata.get("signal", ""))
+    labels = [name] if len(stack) == 1 else [f"{name} {i}" for i in range(len(stack))]
+    write_imagej(path, stack, labels, metadata, metadata.get("unit"), step_A)
 
 
 def write_tiff_stack(path: str, snap: Snapshot, names, extra_attrs: dict | None = None) -> list[str]:
@@ -216,15 +220,15 @@ def write_tiff_stack(path: str, snap: Snapshot, names, extra_attrs: dict | None 
     units = {snap.unit(n) for n in names}
     with atomic_path(path) as tmp:
         write_imagej(tmp, stack, [f"{n} [{snap.unit(n)}]" for n in names], meta,
-                     units.pop() if len(units) == 1 else None)
+                     units.pop() if len(units) == 1 else None, snap.settings.calibration.step_A)
     return names
 
 
-def write_imagej(path: str, stack: np.ndarray, labels: list[str], metadata: dict, value_unit: str | None) -> None:
+def write_imagej(path: str, stack: np.ndarray, labels: list[str], metadata: dict, value_unit: str | None,
+                 step_A: float | None) -> None:
     """Write ``stack`` (n, rows, cols) float32 as an ImageJ TIFF (see `write_tiff`)."""
     import tifffile
 
-    step = metadata.get("step_A")
     ij: dict = {"axes": "ZYX" if len(stack) > 1 else "YX", "Info": json.dumps(metadata, default=str)}
     if len(labels) > 1 or labels[0]:
         ij["Labels"] = labels
@@ -234,9 +238,9 @@ def write_imagej(path: str, stack: np.ndarray, labels: list[str], metadata: dict
     if np.isfinite(lo) and np.isfinite(hi) and hi > lo:
         ij["min"], ij["max"] = float(lo), float(hi)
     resolution = None
-    if isinstance(step, (int, float)) and not isinstance(step, bool) and step > 0:
+    if step_A is not None and step_A > 0:
         ij["unit"] = java_escape("Å")
-        resolution = (1.0 / step, 1.0 / step)
+        resolution = (1.0 / step_A, 1.0 / step_A)
     tifffile.imwrite(path, stack if len(stack) > 1 else stack[0], imagej=True, resolution=resolution, metadata=ij)
 
 
