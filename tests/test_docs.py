@@ -29,7 +29,7 @@ DOCS = os.path.join(ROOT, "docs")
 NOTEBOOK = os.path.join(ROOT, "examples", "quickstart.ipynb")
 RUN_ALL = {"index.md", "getting-started.md", "how-ricom-works.md", "benchmarks.md", "api.md",
            "howto/files.md", "howto/live-merlin.md", "howto/live-dectris.md", "howto/timepix3.md", "howto/jupyter.md",
-           "howto/dask.md", "howto/libertem.md"}
+           "howto/dask.md", "howto/libertem.md", "howto/outputs.md"}
 FENCE = re.compile(r"^```([\w{}-]*)[^\n]*\n(.*?)^```\s*$", re.M | re.S)
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 

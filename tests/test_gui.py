@@ -109,7 +109,8 @@ def test_save_every_format_and_settings_round_trip(qtbot, window, tmp_path, monk
     w.save_panel("ricom", str(tmp_path / "ricom.tif"))
     with tifffile.TiffFile(tmp_path / "ricom.tif") as tif:
         img = tif.asarray()
-        meta = json.loads(tif.pages[0].description)
+        meta = json.loads(tif.imagej_metadata["Info"])  # ImageJ TIFF: the parameters in its Info
+        assert tif.pages[0].tags["XResolution"].value == (5, 1)  # pixels per Å at a 0.2 Å step
     assert img.dtype == np.float32 and np.allclose(img, w.rec.snapshot().ricom, rtol=1e-6, atol=1e-6)
     assert meta["signal"] == "ricom" and meta["kernel_size"] == 15 and meta["step_A"] == pytest.approx(0.2)
     assert meta["unit"] == "V·Å"

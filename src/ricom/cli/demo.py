@@ -53,7 +53,8 @@ def run(args) -> int:
         path = os.path.join(args.output_dir, f"{name}.tif")
         with outputs.atomic_path(path) as tmp:
             outputs.write_tiff(tmp, snap.signal(name), {**outputs.settings_attrs(snap), "signal": name,
-                                                        "unit": snap.unit(name)})
+                                                        "unit": snap.unit(name)},
+                               step_A=snap.settings.calibration.step_A)
         written.append(path)
     h5 = os.path.join(args.output_dir, "demo.h5")
     outputs.save(h5, snap, [*DEMO_SIGNALS, "divergence", "curl"], {"input": "demo"})

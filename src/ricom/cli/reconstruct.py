@@ -2,7 +2,9 @@
 
 Reconstruct riCOM (and iCOM, COM, virtual detectors, …) from a whole dataset and save
 the images.  INPUT is a .npy 4D array, a file of another supported format, or 'demo'.
-OUTPUT .h5 holds every signal; .npy/.tif the first signal; .png a preview.
+OUTPUT .h5 holds every signal; .hspy every signal as calibrated HyperSpy signals (COM as a
+pyxem beam shift); .npy/.tif the first signal (TIFF in ImageJ format, pixel size in Å), or
+one file per signal with {signal} in the name; .png a preview with scale and colour bars.
 
 With --cluster local:N or --scheduler tcp://HOST:PORT the patterns are read and reduced
 by Dask workers, each reading its own part of INPUT (see docs/howto/dask.md).
@@ -24,7 +26,8 @@ HELP = "reconstruct riCOM and other signals from a dataset"
 def add_arguments(p) -> None:
     p.add_argument("input", metavar="INPUT", help="data file (.npy, .mib, file.h5:/dataset, …) or 'demo'")
     p.add_argument("-o", "--output", metavar="OUTPUT",
-                   help="output file .h5/.npy/.tif/.png (default: INPUT name + _ricom.h5 here)")
+                   help="output file .h5/.hspy/.npy/.tif/.png; {signal} in an .npy/.tif name: one file per "
+                        "signal (default: INPUT name + _ricom.h5 here)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_source_options(p)
     add_reconstruction_options(p, cluster=True)

@@ -159,7 +159,8 @@ def save_panel(path: str, fmt: str, export, qimage=None, snap: Snapshot | None =
     path : str
         Output file.
     fmt : {"tif", "png", "npy"}
-        TIFF: float32 with the calibration and settings as JSON in its description;
+        TIFF: ImageJ float32, pixel size in Å, the calibration and settings as JSON in
+        its ``Info`` (`ricom.io.outputs.write_tiff`);
         PNG: ``qimage`` (the image as displayed); NPY: the float array.
     export : (str, ndarray, str)
         The panel's ``(signal name, data, unit)`` (see `ricom.gui.panels.Panel.export`).
@@ -185,8 +186,10 @@ def save_panel(path: str, fmt: str, export, qimage=None, snap: Snapshot | None =
             np.save(fh, np.asarray(data, np.float64))
     elif fmt == "tif":
         meta = settings_attrs(snap) if snap is not None else {}
+        scan_image = snap is not None and (name in snap.names() or name == "efield")  # not FFT, kernel, pattern
         with atomic_path(path) as tmp:
-            write_tiff(tmp, data, {**meta, "signal": name, "unit": unit, "software": "ricom gui"})
+            write_tiff(tmp, data, {**meta, "signal": name, "unit": unit, "software": "ricom gui"},
+                       step_A=snap.settings.calibration.step_A if scan_image else None)
     else:
         raise SettingsError(f"unknown panel format {fmt!r}; use tif, png or npy")
 

@@ -2,9 +2,10 @@
 
 Owns `ImageView`, the widget every image panel of the GUI is built on: a pyqtgraph
 view (row 0 at the top, square pixels, mouse wheel zoom, drag to pan) with a small
-tool row (colour map, contrast percentiles, symmetric contrast, gamma, save menu) and a
-read-out of the value under the cursor.  It shows an array as it is given; it never
-derives anything from it.
+tool row (colour map, contrast percentiles, symmetric contrast, gamma, scale bar, colour
+bar, save menu) and a read-out of the value under the cursor, cleared when the cursor
+leaves the image.  The scale bar's length comes from `ricom.io.scalebar.scale_bar`, as in
+the PNG previews.  It shows an array as it is given; it never derives anything from it.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pyqtgraph as pg
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from ricom.io.contrast import percentile_levels
+from ricom.io.scalebar import ScaleBar, scale_bar
 
 COLORMAPS = ("gray", "viridis", "magma", "inferno", "cividis", "diverging", "cyclic")
 """Colour maps offered in every panel (``diverging`` blue–white–red, ``cyclic`` for angles)."""
@@ -52,6 +54,10 @@ class ImageView(QtWidgets.QWidget):
         Show the tool row.
     formats : sequence of str
         Entries of the save menu (``"tif"``, ``"png"``, ``"npy"``); empty = no menu.
+    scale_bar, colour_bar : bool
+        Initial state of the "scale bar" and "colour bar" switches.  The scale bar shows
+        only where `set_image` was given the scan step; the colour bar only for
+        colour-mapped (not RGB) images.
 
     Signals
     -------
@@ -65,11 +71,14 @@ class ImageView(QtWidgets.QWidget):
     display_changed = QtCore.Signal()
 
     def __init__(self, colormap: str = "gray", symmetric: bool = False, controls: bool = True,
-                 formats=("tif", "png", "npy"), parent=None) -> None:
+                 formats=("tif", "png", "npy"), scale_bar: bool = False, colour_bar: bool = False,
+                 parent=None) -> None:
         super().__init__(parent)
         self.data: np.ndarray | None = None
         self.rgb: np.ndarray | None = None
         self.unit = ""
+        self.step_A: float | None = None
+        self.bar: ScaleBar | None = None
         self.levels = (0.0, 1.0)
         self._fixed_levels: tuple[float, float] | None = None
         lay = QtWidgets.QVBoxLayout(self)
@@ -85,7 +94,12 @@ class ImageView(QtWidgets.QWidget):
         self.symmetric = QtWidgets.QCheckBox("±", toolTip="contrast symmetric about zero", checked=symmetric)
         self.gamma = _spin(0.1, 5.0, 1.0, 2, "gamma of the colour scale")
         self.gamma.setSingleStep(0.1)
-        for w in (self.colormap, self.low, self.high, self.symmetric, self.gamma):
+        self.show_scale = QtWidgets.QCheckBox("scale bar", checked=scale_bar,
+                                              toolTip="scale bar (needs the scan step, Calibration › step)")
+        self.show_colours = QtWidgets.QCheckBox("colour bar", checked=colour_bar,
+                                                toolTip="colour bar with the values' unit")
+        switches = (self.colormap, self.low, self.high, self.symmetric, self.gamma, self.show_scale, self.show_colours)
+        for w in switches:
             self.tools.addWidget(w)
         self.tools.addStretch(1)
         if formats:
@@ -100,30 +114,52 @@ class ImageView(QtWidgets.QWidget):
         if controls:
             lay.addLayout(self.tools)
         else:
-            for w in (self.colormap, self.low, self.high, self.symmetric, self.gamma):
+            for w in switches:
                 w.hide()
         self.graphics = pg.GraphicsLayoutWidget()
         self.graphics.setMinimumSize(120, 100)
-        self.view = self.graphics.addViewBox(lockAspect=True, invertY=True, enableMenu=False)
+        self.view = self.graphics.addViewBox(row=0, col=0, lockAspect=True, invertY=True, enableMenu=False)
         self.item = pg.ImageItem(axisOrder="row-major")  # arrays as given: (row, col), row 0 at the top
         self.view.addItem(self.item)
+        self._make_bars()
         lay.addWidget(self.graphics, 1)
         self.readout = QtWidgets.QLabel(" ", styleSheet="color: #555; font-size: 9pt")
         lay.addWidget(self.readout)
         self.graphics.scene().sigMouseMoved.connect(self._mouse_moved)
+        for w in (self.graphics, self.graphics.viewport()):  # the cursor left the image: clear the read-out
+            w.installEventFilter(self)
         for w in (self.low, self.high, self.gamma):
             w.valueChanged.connect(self._controls_changed)
         self.colormap.currentTextChanged.connect(self._controls_changed)
-        self.symmetric.toggled.connect(self._controls_changed)
+        for w in (self.symmetric, self.show_scale, self.show_colours):
+            w.toggled.connect(self._controls_changed)
         self._shape = None
 
+    def _make_bars(self) -> None:
+        """The scale bar (a white rectangle with a black edge and its label, in image
+        coordinates, lower left) and the colour bar (right of the image, not interactive)."""
+        self.scale_rect = QtWidgets.QGraphicsRectItem()
+        self.scale_rect.setBrush(pg.mkBrush("w"))
+        self.scale_rect.setPen(pg.mkPen("k", width=1, cosmetic=True))
+        self.scale_text = pg.TextItem(color="w", anchor=(0.5, 1.0), fill=pg.mkBrush(0, 0, 0, 120))
+        for item in (self.scale_rect, self.scale_text):
+            item.setZValue(10)
+            item.hide()
+            self.view.addItem(item, ignoreBounds=True)
+        self.colorbar = pg.ColorBarItem(values=(0.0, 1.0), width=14, interactive=False, colorMapMenu=False,
+                                        label="")
+        self._colorbar_shown = False
+
     # ------------------------------------------------------------------ data
-    def set_image(self, data: np.ndarray, unit: str = "", rgb: np.ndarray | None = None) -> None:
+    def set_image(self, data: np.ndarray, unit: str = "", rgb: np.ndarray | None = None,
+                  step_A: float | None = None) -> None:
         """Show ``data`` (2D, any real dtype); ``rgb`` (h, w, 3 uint8), if given, is shown instead
-        while ``data`` still feeds the read-out and the saved files."""
+        while ``data`` still feeds the read-out and the saved files.  ``step_A``: the scan step
+        in Å (pixels are scan positions), for the scale bar; None: no scale bar."""
         self.data = np.asarray(data)
         self.rgb = rgb
         self.unit = unit
+        self.step_A = step_A
         self._render()
 
     def set_fixed_levels(self, levels: tuple[float, float] | None) -> None:
@@ -149,10 +185,39 @@ class ImageView(QtWidgets.QWidget):
                                                 **LEVEL_OPTIONS)
             lut = lookup_table(self.colormap.currentText(), self.gamma.value())
             self.item.setImage(img, autoLevels=False, levels=self.levels, lut=lut)
+        self._update_scale_bar()
+        self._update_colour_bar()
         shape = self.data.shape
         if shape != self._shape:
             self._shape = shape
             self.view.autoRange(padding=0.01)
+
+    def _update_scale_bar(self) -> None:
+        h, w = self.data.shape[:2]
+        self.bar = scale_bar(self.step_A, w) if self.show_scale.isChecked() else None
+        for item in (self.scale_rect, self.scale_text):
+            item.setVisible(self.bar is not None)
+        if self.bar is None:
+            return
+        thick = max(h * 0.025, 0.5)
+        x0, y1 = w * 0.05, h * 0.95
+        self.scale_rect.setRect(QtCore.QRectF(x0, y1 - thick, self.bar.length_px, thick))
+        self.scale_text.setText(self.bar.label)
+        self.scale_text.setPos(x0 + self.bar.length_px / 2, y1 - thick)
+
+    def _update_colour_bar(self) -> None:
+        show = self.show_colours.isChecked() and self.rgb is None
+        if show != self._colorbar_shown:
+            if show:
+                self.graphics.addItem(self.colorbar, row=0, col=1)
+            else:
+                self.graphics.ci.removeItem(self.colorbar)
+            self._colorbar_shown = show
+        if show:
+            lut = lookup_table(self.colormap.currentText(), self.gamma.value())
+            self.colorbar.setColorMap(pg.ColorMap(np.linspace(0.0, 1.0, len(lut)), lut))
+            self.colorbar.setLevels(self.levels)
+            self.colorbar.getAxis("left").setLabel(self.unit)
 
     def rendered_qimage(self) -> QtGui.QImage | None:
         """The image as displayed (colour map, contrast, gamma) at its native resolution."""
@@ -162,8 +227,14 @@ class ImageView(QtWidgets.QWidget):
         return self.item.qimage
 
     # ------------------------------------------------------------------ cursor
+    def eventFilter(self, obj, event) -> bool:
+        if event.type() == QtCore.QEvent.Type.Leave:
+            self.readout.setText(" ")
+        return super().eventFilter(obj, event)
+
     def _mouse_moved(self, pos) -> None:
         if self.data is None or not self.view.sceneBoundingRect().contains(pos):
+            self.readout.setText(" ")
             return
         p = self.view.mapSceneToView(pos)
         col, row = int(np.floor(p.x())), int(np.floor(p.y()))
@@ -179,7 +250,8 @@ class ImageView(QtWidgets.QWidget):
 
     def display_state(self) -> dict:
         return {"colormap": self.colormap.currentText(), "low": self.low.value(), "high": self.high.value(),
-                "symmetric": self.symmetric.isChecked(), "gamma": self.gamma.value()}
+                "symmetric": self.symmetric.isChecked(), "gamma": self.gamma.value(),
+                "scale_bar": self.show_scale.isChecked(), "colour_bar": self.show_colours.isChecked()}
 
     def set_display_state(self, state: dict) -> None:
         """Restore `display_state` (unknown keys ignored)."""
@@ -188,8 +260,10 @@ class ImageView(QtWidgets.QWidget):
         for key in ("low", "high", "gamma"):
             if isinstance(state.get(key), (int, float)):
                 getattr(self, key).setValue(float(state[key]))
-        if isinstance(state.get("symmetric"), bool):
-            self.symmetric.setChecked(state["symmetric"])
+        for key, box in (("symmetric", self.symmetric), ("scale_bar", self.show_scale),
+                         ("colour_bar", self.show_colours)):
+            if isinstance(state.get(key), bool):
+                box.setChecked(state[key])
 
 
 def _spin(lo: float, hi: float, value: float, decimals: int, tip: str) -> QtWidgets.QDoubleSpinBox:

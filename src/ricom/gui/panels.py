@@ -6,8 +6,9 @@ built on `ricom.gui.imageview.ImageView`: a named signal (riCOM, iCOM, COM x/y,
 divergence), the virtual detectors, the E-field as a colour wheel (hue = direction,
 value = magnitude), the FFT of any signal (display only: `windowed_log_spectrum`, a Hann
 window so the image edges make no axis streaks), and the kernel with its
-frequency response.  Every image comes from `Snapshot.signal` or `ricom.engine.kernels`; no
-panel computes physics.  The diffraction view is in `ricom.gui.diffraction`.
+frequency response.  Scan images pass the scan step on for the scale bar.  Every image
+comes from `Snapshot.signal` or `ricom.engine.kernels`; no panel computes physics.  The
+diffraction view is in `ricom.gui.diffraction`.
 """
 from __future__ import annotations
 
@@ -64,6 +65,11 @@ class Panel(QtWidgets.QWidget):
         self.shown_key = None
 
 
+def scan_step_A(snap) -> float | None:
+    """The scan step in Å of a snapshot (None when uncalibrated): the scale bar of scan images."""
+    return snap.settings.calibration.step_A
+
+
 def single_view_layout(panel: Panel, view: ImageView, top: QtWidgets.QWidget | None = None) -> None:
     lay = QtWidgets.QVBoxLayout(panel)
     lay.setContentsMargins(0, 0, 0, 0)
@@ -86,7 +92,7 @@ class SignalPanel(Panel):
 
     def refresh(self, live) -> None:
         snap = live.snapshot
-        self.view.set_image(snap.signal(self.signal), snap.unit(self.signal))
+        self.view.set_image(snap.signal(self.signal), snap.unit(self.signal), step_A=scan_step_A(snap))
 
 
 class _ChoicePanel(Panel):
@@ -133,7 +139,7 @@ class VirtualPanel(_ChoicePanel):
                                  if n in ("vadf", "vbf", "vabf") else 9))
         name = self.choice.currentText()
         if name in snap.virtual:
-            self.view.set_image(snap.virtual[name], "counts")
+            self.view.set_image(snap.virtual[name], "counts", step_A=scan_step_A(snap))
 
     def export(self):
         out = super().export()
@@ -163,7 +169,7 @@ class EFieldPanel(Panel):
         _, top = percentile_levels(mag, 0.0, self.view.high.value(), **LEVEL_OPTIONS)
         value = np.clip(mag / top, 0.0, 1.0) ** self.view.gamma.value() if top > 0 else np.zeros_like(mag)
         self._magnitude, self._direction = mag, ang
-        self.view.set_image(mag, snap.unit("efield_magnitude"), rgb=direction_rgb(ang, value))
+        self.view.set_image(mag, snap.unit("efield_magnitude"), rgb=direction_rgb(ang, value), step_A=scan_step_A(snap))
 
     def export(self):
         if self._magnitude is None:
