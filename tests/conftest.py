@@ -9,6 +9,9 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
+# The GUI tests draw off screen and figures go to files, whether or not a display is attached.
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("MPLBACKEND", "Agg")
 
 SHARED = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "shared"))
 QUICK = os.path.join(SHARED, "data", "quick_srtio3")

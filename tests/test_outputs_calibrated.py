@@ -187,7 +187,7 @@ def test_uncalibrated_hyperspy_axes_are_scan_pixels(poisson_data):
     import ricom
 
     snap = ricom.reconstruct(poisson_data, kernel_size=3, center_yx=(7.5, 7.5))
-    signals = snap.to_hyperspy(["ricom", "com_y"])
+    signals = ricom.to_hyperspy(snap, ["ricom", "com_y"])
     assert list(signals) == ["ricom", "com"]
     axis = signals["ricom"].axes_manager.signal_axes[0]
     assert (axis.scale, axis.units) == (1.0, "scan px")

@@ -21,10 +21,12 @@ _WHERE = {
     "Calibration": "ricom.core.params", "DetectorGeometry": "ricom.core.params",
     "KernelSettings": "ricom.core.params", "Settings": "ricom.core.params", "VirtualDetector": "ricom.core.params",
     "Reconstruction": "ricom.engine.reconstruction", "Snapshot": "ricom.engine.snapshot",
+    "to_hyperspy": "ricom.io.hyperspy",
 }
 
 __all__ = ["Calibration", "DetectorGeometry", "InputError", "KernelSettings", "PartialResult", "Reconstruction",
-           "RicomError", "Settings", "SettingsError", "Snapshot", "VirtualDetector", "make_settings", "reconstruct"]
+           "RicomError", "Settings", "SettingsError", "Snapshot", "VirtualDetector", "make_settings", "reconstruct",
+           "to_hyperspy"]
 
 
 def __getattr__(name: str):

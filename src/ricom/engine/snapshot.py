@@ -123,23 +123,3 @@ class Snapshot:
     def signals(self, names) -> dict[str, np.ndarray]:
         """Several images by name, aliases allowed, in order."""
         return {n: self.signal(n) for n in self.expand(names)}
-
-    def to_hyperspy(self, names=None) -> dict:
-        """The signals as calibrated HyperSpy signals (``pip install 'ricom[hyperspy]'``).
-
-        Scan axes in Å (scan px when uncalibrated), units and the parameters in the
-        metadata; COM x and y as one ``beam_shift`` signal ``com`` (pyxem's
-        ``BeamShift``).  See `ricom.io.hyperspy.to_hyperspy`.
-
-        Parameters
-        ----------
-        names : iterable of str, optional
-            Signals to convert; default all.
-
-        Returns
-        -------
-        dict of str to hyperspy signal
-        """
-        from ricom.io.hyperspy import to_hyperspy  # io sits above the engine: imported only when asked
-
-        return to_hyperspy(self, names)

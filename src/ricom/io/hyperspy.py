@@ -1,6 +1,6 @@
 """Results as HyperSpy signals, and ``.hspy`` files of them.
 
-Owns `to_hyperspy` (what `ricom.engine.snapshot.Snapshot.to_hyperspy` returns) and
+Owns `to_hyperspy` (also `ricom.to_hyperspy`: a snapshot as HyperSpy signals) and
 `save_hyperspy` (the ``-o result.hspy`` writer; ``.zspy`` is refused with the reason:
 RosettaSciIO's zspy writer keeps one signal per store and needs zarr 2).  Optional: needs HyperSpy
 (``pip install 'ricom[hyperspy]'``).
