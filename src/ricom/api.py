@@ -10,6 +10,12 @@ or truncated input, a dropped stream) keeps its partial result *and* says so.  H
 returns it with ``snapshot.complete`` False and ``snapshot.reason`` set;
 `reconstruct_run` (for frontends) returns the `RunResult` and leaves the decision to
 its caller.
+
+Phase contrast beside riCOM: ``signals=["tcbf", "ssb"]`` (or ``tcbf=TcbfSettings(…)``,
+``ssb=SsbOptions(…)``) with the flat options of `ricom.phase.methods.phase_methods`
+(``convergence_mrad``, ``defocus_A``, ``tcbf_fit`` …) puts those reducers on the same
+chunk stream — one pass — and the snapshot carries ``snap.tcbf``, ``snap.ssb`` and the
+tcBF fit in ``snap.metadata``.
 """
 from __future__ import annotations
 
@@ -22,6 +28,8 @@ from ricom.core.params import Calibration, DetectorGeometry, KernelSettings, Set
 from ricom.engine.pipeline import RunResult, run
 from ricom.engine.reconstruction import Reconstruction
 from ricom.engine.snapshot import Snapshot
+from ricom.phase.methods import KEYWORDS as PHASE_KEYWORDS
+from ricom.phase.methods import PhaseMethods, attach_methods, phase_methods
 from ricom.sources import Source, open_input
 
 
@@ -149,7 +157,8 @@ def open_with_settings(data, settings: Settings | None = None, source_options: d
 def reconstruct_run(data, *, settings: Settings | None = None, reference=None, descan: str | None = None,
                     descan_reference=None, progress=False, chunk_size: int = 512, stop=None,
                     source_options: dict | None = None, threads: int = 1, before_run=None,
-                    full_scan: bool | None = None,
+                    full_scan: bool | None = None, methods: PhaseMethods | None = None,
+                    refresh_s: float | None = None,
                     **setting_args) -> tuple[RunResult, Reconstruction, Source]:
     """Like `reconstruct` but returns the full `RunResult`, the engine and the source.
 
@@ -159,7 +168,12 @@ def reconstruct_run(data, *, settings: Settings | None = None, reference=None, d
     before the first chunk: attach further reducers (a recorder, …) there.
     ``full_scan``: an input that leaves scan positions empty is partial (see
     `ricom.engine.pipeline.run`); default: True unless ``source_options`` ask to ``pad``.
+    ``methods`` (or the keywords of `ricom.phase.methods.phase_methods` among
+    ``setting_args``: ``signals``, ``tcbf``, ``ssb``, ``convergence_mrad`` …): tcBF and SSB
+    beside riCOM in the same pass, attached before ``before_run``; ``refresh_s``: a live
+    display remakes their images between chunks at most this often.
     """
+    methods = _methods(methods, setting_args)
     source, settings = open_with_settings(data, settings, source_options, **setting_args)
     ref_c = reference_center(reference) if reference is not None else None
     rec = Reconstruction(source.scan_shape, source.detector_shape, settings, reference_center_yx=ref_c,
@@ -169,6 +183,7 @@ def reconstruct_run(data, *, settings: Settings | None = None, reference=None, d
             raise SettingsError("descan 'reference' needs a vacuum scan of the same scan: give ",
                                 Param("descan_reference"))
         apply_descan(rec, "reference", descan_reference, **(source_options or {}))
+    attach_methods(rec, methods, source, refresh_s)
     if before_run is not None:
         before_run(rec, source)
     if full_scan is None:
@@ -178,6 +193,17 @@ def reconstruct_run(data, *, settings: Settings | None = None, reference=None, d
         apply_descan(rec, descan)  # fitted to all the data; rebuilds the image
         result.snapshot = result.stamp(rec.snapshot())
     return result, rec, source
+
+
+def _methods(methods: PhaseMethods | None, setting_args: dict) -> PhaseMethods:
+    """``methods``, or those the phase keywords among ``setting_args`` ask for (taken out of them)."""
+    given = {k: setting_args.pop(k) for k in PHASE_KEYWORDS if k in setting_args}
+    if methods is not None:
+        if given:
+            raise SettingsError("give either methods= or the phase-contrast keywords (", Param("signals"),
+                                ", tcbf, ssb …), not both")
+        return methods
+    return phase_methods(**given)
 
 
 def reconstruct(data, *, scan_shape=None, scan_positions=None, settings: Settings | None = None, reference=None,
@@ -212,11 +238,18 @@ def reconstruct(data, *, scan_shape=None, scan_positions=None, settings: Setting
         True (default): a run that ends early (Ctrl-C, a broken frame, a truncated file)
         raises `PartialResult`, which carries the partial snapshot.  False: return it,
         with ``complete`` False and ``reason`` set.
+    signals, tcbf, ssb, convergence_mrad, defocus_A, tcbf_fit, … : optional
+        Phase contrast in the same pass (`ricom.phase.methods.phase_methods`):
+        ``signals=["tcbf", "ssb"]`` with ``convergence_mrad`` (SSB needs it) and
+        ``defocus_A`` (positive = underfocus), or ``tcbf=TcbfSettings(…)``,
+        ``ssb=SsbOptions(…)``.
 
     Returns
     -------
     Snapshot
-        ``.ricom``, ``.com_x``, ``.com_y``, ``.signal("icom")`` … and ``.complete``.
+        ``.ricom``, ``.com_x``, ``.com_y``, ``.signal("icom")`` … and ``.complete``; with
+        phase contrast ``.tcbf``, ``.ssb`` and the tcBF fit in ``.metadata``
+        (``tcbf_defocus_A``, ``tcbf_defocus_A_sigma`` …).
 
     Raises
     ------

@@ -54,8 +54,9 @@ def save_result(output: str, names, result, rec, extra: dict, rotation_auto: boo
         print(f"note: {unvisited} of {snap.hits.size} scan positions received no pattern and stay empty",
               file=sys.stderr)
     rate = snap.n_patterns / result.seconds_processing if result.seconds_processing > 0 else float("nan")
+    fit = f"; {snap.metadata['tcbf_summary']}" if "tcbf_summary" in snap.metadata else ""
     print(f"{snap.n_patterns} patterns in {result.seconds_processing:.2f} s ({rate:,.0f}/s); "
-          f"wrote {', '.join(written)} to {output}")
+          f"wrote {', '.join(written)} to {output}{fit}")
     kept = f"the partial result ({snap.n_patterns} patterns) is saved in {output}"
     if result.interrupted:
         print(f"ricom: interrupted; {kept}", file=sys.stderr)

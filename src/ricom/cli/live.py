@@ -194,6 +194,7 @@ def _run_live(args, names, kwargs, opts, stream, stop, input_label, where) -> in
 
     session = LiveSession(stream, acquisitions=count, stop=stop, on_status=status, pad=opts.get("pad", False),
                           record=record, reconnect=args.reconnect, keep=False, on_acquisition=save,
+                          on_start=_announce_plan,
                           reconstruct={"reference": args.reference, "descan": descan,
                                        "descan_reference": descan_ref, "chunk_size": args.chunk_size, **kwargs})
     print(f"waiting for an acquisition on {where} …", file=sys.stderr, flush=True)
@@ -203,6 +204,15 @@ def _run_live(args, names, kwargs, opts, stream, stop, input_label, where) -> in
         print("ricom: stopped before any acquisition arrived; nothing was written", file=sys.stderr)
         return 130
     return max(codes, key=lambda c: (c != 0, c))
+
+
+def _announce_plan(index, rec, source) -> None:
+    """SSB's memory plan of each acquisition, before its first chunk (checked already)."""
+    from ricom.phase.methods import methods_of
+
+    methods = methods_of(rec)
+    if methods is not None and methods.plan_text:
+        print(methods.plan_text, file=sys.stderr, flush=True)
 
 
 def _acquisition_count(text: str) -> int | None:

@@ -55,6 +55,14 @@ FLAGS = {
     "host": Wording("--host", "H"),
     "port": Wording("--port", "P"),
     "listen_port": Wording("--listen", "PORT"),
+    "signals": Wording("--signals", "LIST"),
+    "convergence_mrad": Wording("--convergence-mrad", "MRAD"),
+    "defocus_A": Wording("--defocus", "ANGSTROM"),
+    "tcbf_fit": Wording("--tcbf-fit", "auto|first|given"),
+    "tcbf_bin_px": Wording("--tcbf-bin", "PX"),
+    "tcbf_upsample": Wording("--tcbf-upsample", "N"),
+    "ssb_bin_factor": Wording("--ssb-bin", "PX"),
+    "ssb_max_memory_bytes": Wording("--ssb-max-memory-gb", "GB"),
 }
 """The option that sets each library parameter, and the form of its value (its metavar)."""
 
@@ -211,7 +219,8 @@ def add_reconstruction_options(p: argparse.ArgumentParser, cluster: bool = False
     if batch:
         o.add_argument("--signals", default=DEFAULT_SIGNALS, metavar="LIST",
                        help="comma list: ricom, icom, com (com_x, com_y), vbf, vabf, vadf, divergence, curl, "
-                            "efield, counts")
+                            "efield, counts, and the phase-contrast methods tcbf (tilt-corrected bright field) "
+                            "and ssb (single side-band ptychography), all in one pass")
     o.add_argument("--virtual-detector", nargs=2, type=float, metavar=("RIN", "ROUT"),
                    help="annulus of vadf (vbf is the disc inside RIN), in --virtual-detector-unit; default: "
                         "from the bright-field disc")
@@ -222,6 +231,9 @@ def add_reconstruction_options(p: argparse.ArgumentParser, cluster: bool = False
     if cluster:
         o.add_argument("--threads", type=int, default=1, metavar="N",
                        help="threads for the per-pattern sums (the kernel scatter uses one)")
+    if batch:
+        from ricom.cli.phase_options import add_phase_options
+        add_phase_options(p)
 
 
 def add_flip_option(group, text: str) -> None:
@@ -295,6 +307,8 @@ def signals_and_settings(args) -> tuple[list[str], dict]:
                                                                   kwargs["virtual_detector_unit"])]
     names = expand_signals(signal_list(args.signals), vd_names)
     kwargs["virtual_names"] = [n for n in names if n in vd_names]
+    from ricom.cli.phase_options import phase_kwargs
+    kwargs.update(phase_kwargs(args, names))
     return names, kwargs
 
 

@@ -185,8 +185,23 @@ class Reconstruction(ChunkReduction):
                 self._centre_used = centre
                 self._rebuild()
 
-    def snapshot(self) -> Snapshot:
-        """A consistent copy of all images, safe to take from any thread."""
+    def snapshot(self, fresh: bool = True) -> Snapshot:
+        """A consistent copy of all images, safe to take from any thread.
+
+        Further reducers add their images (`ricom.engine.reducer.Reducer.snapshot_part`:
+        tcBF, SSB); with ``fresh`` False, those whose images are costly hand out the
+        ones made last (a display's refresh), else they are made from everything seen.
+        """
+        snap = self._snapshot()
+        for reducer in list(self.reducers):  # outside the engine's lock: chunks go on meanwhile
+            part = reducer.snapshot_part(fresh)
+            if part is not None:
+                snap.extra.update(part.images)
+                snap.extra_units.update(part.units)
+                snap.metadata.update(part.attrs)
+        return snap
+
+    def _snapshot(self) -> Snapshot:
         with self._lock:
             cal = self._settings.calibration
             state, shape = self.moments.state, self.scan_shape

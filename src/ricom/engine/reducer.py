@@ -13,6 +13,10 @@ first reducer of every reconstruction; the riCOM image is assembled from it by
 `ricom.engine.ricom_update.RicomImage`.  Further reducers run beside it on the same
 chunks: `ricom.engine.Reconstruction.add_reducer`.  Chunks of single-electron events
 reach the reducers as received (`Reducer.process_event_chunk`: an event recorder).
+
+A reducer may add images to every snapshot of its reconstruction (`Reducer.snapshot_part`:
+the phase-contrast methods' ``tcbf`` and ``ssb``, and their fitted aberrations): the
+engine carries them without knowing what they are.
 """
 from __future__ import annotations
 
@@ -52,6 +56,26 @@ class ReducedChunk:
     encoded: object = None
 
 
+@dataclass
+class SnapshotPart:
+    """What a further reducer adds to a snapshot.
+
+    Attributes
+    ----------
+    images : dict of str to ndarray
+        Scan images by signal name (``tcbf``, ``ssb``).
+    units : dict of str to str
+        The unit of each image.
+    attrs : dict of str to object
+        Flat scalars and strings worth saving beside the images (a fit, its errors, the
+        options used), by name.
+    """
+
+    images: dict[str, np.ndarray]
+    units: dict[str, str]
+    attrs: dict[str, object]
+
+
 class Reducer(abc.ABC):
     """A result built up from reduced chunks, mergeable with a partial result of its kind."""
 
@@ -73,6 +97,14 @@ class Reducer(abc.ABC):
     @abc.abstractmethod
     def get_results(self) -> dict[str, np.ndarray]:
         """Copies of the results as plain NumPy arrays, by name."""
+
+    def snapshot_part(self, fresh: bool = True) -> SnapshotPart | None:
+        """Images this reducer adds to its reconstruction's snapshots (None: none, the default).
+
+        ``fresh`` False lets a reducer whose images are costly hand out the ones it made
+        last (a display refreshing many times a second); True asks for everything seen.
+        """
+        return None
 
 
 class PatternSum(Reducer):

@@ -3,6 +3,9 @@
 `Snapshot` is what the engine hands to frontends and writers: plain NumPy arrays plus
 the settings that made them.  `Snapshot.signal` derives iCOM, divergence, curl and the
 E-field on demand (from `ricom.signals.derived`), with units from the calibration.
+Images of further reducers beside riCOM — the phase-contrast methods ``tcbf`` and ``ssb``
+(`PHASE_SIGNALS`) — arrive made (`extra`, with their units and any fitted values in
+`metadata`); the engine does not know how they are made.
 """
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ricom.core.errors import SettingsError
+from ricom.core.errors import Param, SettingsError
 from ricom.core.params import Settings
 from ricom.signals import derived as S
 
@@ -18,13 +21,19 @@ SIGNALS = ("ricom", "icom", "com_x", "com_y", "divergence", "curl", "efield_magn
            "efield_direction", "counts", "hits")
 """Names `Snapshot.signal` knows besides the virtual detectors (``vbf``, ``vadf``, ...)."""
 
+PHASE_SIGNALS = ("tcbf", "ssb")
+"""Names of images further reducers add to a snapshot when asked for (`ricom.phase`):
+tilt-corrected bright field and single side-band ptychography."""
+
+PHASE_UNITS = {"tcbf": "relative contrast", "ssb": "rad"}
+
 ALIASES = {"com": ("com_x", "com_y"), "efield": ("efield_magnitude", "efield_direction")}
 
 
 def expand_signals(names, virtual_names=()) -> list[str]:
     """Resolve aliases (``com`` → ``com_x, com_y``); unknown names raise `SettingsError`."""
     out: list[str] = []
-    known = [*SIGNALS, *virtual_names]
+    known = [*SIGNALS, *PHASE_SIGNALS, *virtual_names]
     for name in names:
         for n in ALIASES.get(name, (name,)):
             if n not in known:
@@ -55,6 +64,12 @@ class Snapshot:
         while a run goes on is complete until that run says otherwise.
     reason : str or None
         Why the result is partial (None when complete).
+    extra : dict of str to ndarray
+        Images of further reducers (``tcbf``, ``ssb``) by name, with their units in
+        ``extra_units``; `signal` and the writers treat them as any other signal.
+    metadata : dict of str to object
+        Flat values those reducers report (``tcbf_defocus_A``, ``tcbf_defocus_A_sigma`` …,
+        ``ssb_convergence_mrad`` …); the writers save them as attributes.
     """
 
     ricom: np.ndarray
@@ -73,6 +88,9 @@ class Snapshot:
     virtual_radii_px: dict[str, tuple[float, float]] = field(default_factory=dict)
     complete: bool = True
     reason: str | None = None
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
+    extra_units: dict[str, str] = field(default_factory=dict)
+    metadata: dict[str, object] = field(default_factory=dict)
 
     @property
     def scan_shape(self) -> tuple[int, int]:
@@ -83,17 +101,32 @@ class Snapshot:
         """Fraction of scan positions that received at least one pattern."""
         return float((self.hits > 0).mean())
 
+    @property
+    def tcbf(self) -> np.ndarray:
+        """The tcBF image (relative contrast); a `SettingsError` if the run did not make one."""
+        return self.signal("tcbf")
+
+    @property
+    def ssb(self) -> np.ndarray:
+        """The SSB phase image (rad); a `SettingsError` if the run did not make one."""
+        return self.signal("ssb")
+
     def names(self) -> list[str]:
-        return [*SIGNALS, *self.virtual]
+        return [*SIGNALS, *self.extra, *self.virtual]
 
     def expand(self, names) -> list[str]:
         """Resolve aliases (``com`` → ``com_x, com_y``) and check the names."""
-        return expand_signals(names, self.virtual)
+        return expand_signals(names, [*self.virtual, *self.extra])
 
     def signal(self, name: str) -> np.ndarray:
-        """One image by name (see `SIGNALS` and the virtual-detector names)."""
+        """One image by name (see `SIGNALS`, `PHASE_SIGNALS` and the virtual-detector names)."""
         if name in self.virtual:
             return self.virtual[name]
+        if name in self.extra:
+            return self.extra[name]
+        if name in PHASE_SIGNALS:
+            raise SettingsError(f"signal {name!r} was not computed in this run; ask for it with ", Param("signals"),
+                                " when the run starts")
         cal = self.settings.calibration
         h = cal.step
         cx, cy = self.com_x, self.com_y
@@ -114,6 +147,8 @@ class Snapshot:
         return derived[name]()
 
     def unit(self, name: str) -> str:
+        if name in self.extra_units:
+            return self.extra_units[name]
         cal = self.settings.calibration
         per = f"{cal.com_unit}/{cal.distance_unit}"
         return {"ricom": cal.potential_unit, "icom": cal.potential_unit, "com_x": cal.com_unit,

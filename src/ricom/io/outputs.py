@@ -113,6 +113,7 @@ def settings_attrs(snap: Snapshot) -> dict:
     }
     if s.com_mask_px is not None:
         attrs["com_mask_px"] = list(s.com_mask_px)
+    attrs.update(snap.metadata)  # the phase-contrast methods' fit and options (tcbf_defocus_A, …)
     return attrs
 
 

@@ -252,11 +252,12 @@ class SsbReducer(Reducer):
 
     def image(self) -> np.ndarray:
         """The SSB phase (rad) of everything added so far, with the current options and centre."""
-        with self._lock:
+        centre = self.centre_yx()  # before the lock: a running centre asks the reconstruction, whose lock is
+        with self._lock:           # held while a chunk waits for this one (another thread's image would deadlock)
             if self._acc is None:
                 return np.zeros(self.scan_shape)
             optics = SsbOptics.from_calibration(self.calibration, self.options)
-            ky, kx = pixel_frequencies(self.detector_shape, self.options.bin_factor, self.centre_yx(), optics,
+            ky, kx = pixel_frequencies(self.detector_shape, self.options.bin_factor, centre, optics,
                                        self.geometry)
             ky, kx = ky[self._kept], kx[self._kept]
             per_pixel = max(1, self._acc.shape[0] * self._acc.shape[1] * 16)
