@@ -65,6 +65,10 @@ class WindowLayout:
         self.resizeDocks([d["ricom"], d["fft"]], [650, 300], QtCore.Qt.Vertical)
         for dock in (self.settings_dock, *d.values()):
             dock.show()
+        for key in ("tcbf", "ssb"):  # phase contrast: beside riCOM, hidden until switched on (View menu)
+            if key in d:
+                self.splitDockWidget(d["ricom"], d[key], QtCore.Qt.Horizontal)
+                d[key].hide()
 
     def reset_layout(self) -> None:
         self.restoreState(self._default_state)

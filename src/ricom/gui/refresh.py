@@ -45,7 +45,7 @@ class LiveState:
         """The engine's snapshot, or None (with ``error`` set) if the engine cannot give one."""
         if self._snap is None and self.rec is not None and self.error is None:
             try:
-                self._snap = self.rec.snapshot()
+                self._snap = self.rec.snapshot(fresh=False)  # tcBF/SSB as last made: no heavy work here
             except Exception as exc:  # keep showing the last images; say why
                 self.error = describe_error(exc)
         return self._snap

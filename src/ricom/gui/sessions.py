@@ -87,8 +87,11 @@ class SessionWorker:
 
     pausable = False
 
-    def __init__(self, request: SourceRequest, settings, chunk_size: int = 512, scan_shape=None) -> None:
+    def __init__(self, request: SourceRequest, settings, chunk_size: int = 512, scan_shape=None,
+                 methods: dict | None = None) -> None:
         self.request, self.settings, self.chunk_size, self.scan_shape = request, settings, int(chunk_size), scan_shape
+        self.methods = dict(methods or {})
+        """`ricom.api.reconstruct_run`'s ``methods`` and ``refresh_s``: tcBF and SSB beside riCOM."""
         self.stop_event = threading.Event()
         self.finished = threading.Event()
         self.rec = self.tap = self.source = None
@@ -119,7 +122,7 @@ class SessionWorker:
                                    self.notes.append)
         return LiveSession(self.stream, acquisitions=self.request.acquisitions,
                            stop=self.stop_event, on_status=self._on_status, on_acquisition=self._finished,
-                           reconstruct={"settings": self.settings, "chunk_size": self.chunk_size},
+                           reconstruct={"settings": self.settings, "chunk_size": self.chunk_size, **self.methods},
                            on_start=self._attach, settings_for=self._settings_for, keep=False, status_s=0.25)
 
     def _main(self) -> None:

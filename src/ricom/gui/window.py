@@ -27,6 +27,7 @@ from ricom.gui.actions import WindowActions
 from ricom.gui.diffraction import DiffractionPanel
 from ricom.gui.layout import WindowLayout
 from ricom.gui.panels import Panel, standard_panels
+from ricom.gui.phase_panels import methods_from, phase_panels
 from ricom.gui.refresh import REFRESH_HZ, LiveState, RefreshBudget, panels_to_redraw
 from ricom.gui.sessions import SessionDock, SessionWorker
 from ricom.gui.settings_column import SettingsColumn, settings_with_hints
@@ -34,11 +35,14 @@ from ricom.gui.simulator import LiveSimulatorSource
 from ricom.gui.source_panel import SourcePanel, SourceRequest, open_request
 from ricom.gui.wording import GUI
 from ricom.gui.worker import BackgroundJob, RunWorker, describe_error
+from ricom.phase.methods import attach_methods
 
 STATUS_HZ = 4
 CHUNK_SIZE = 512
 """Frames per engine chunk (as `ricom.engine.pipeline.run`): fewer, larger steps leave the GUI thread
 more room; the live simulator still delivers smaller bands at low rates."""
+PHASE_REFRESH_S = 0.5
+"""tcBF and SSB images are remade between chunks (in the worker thread) at most this often."""
 
 
 class MainWindow(WindowLayout, WindowActions, QtWidgets.QMainWindow):
@@ -55,7 +59,8 @@ class MainWindow(WindowLayout, WindowActions, QtWidgets.QMainWindow):
     panels, docks : dict of str
         The image panels (`ricom.gui.panels.Panel`) and their docks, by key (``ricom``,
         ``icom``, ``virtual``, ``com_x``, ``com_y``, ``efield``, ``divergence``, ``fft``,
-        ``kernel``, ``diffraction``).
+        ``kernel``, ``diffraction``, and the phase-contrast ``tcbf`` and ``ssb``, hidden until
+        switched on in the View menu: `ricom.gui.phase_panels`).
     column : SettingsColumn
     source_panel : SourcePanel
     worker : RunWorker or None
@@ -86,7 +91,7 @@ class MainWindow(WindowLayout, WindowActions, QtWidgets.QMainWindow):
         self.source_panel = SourcePanel()
         self.column = SettingsColumn()
         self._build_left_dock()
-        self.panels: dict[str, Panel] = {p.key: p for p in [*standard_panels(), DiffractionPanel()]}
+        self.panels: dict[str, Panel] = {p.key: p for p in [*standard_panels(), DiffractionPanel(), *phase_panels()]}
         self.docks: dict[str, QtWidgets.QDockWidget] = {}
         for key, panel in self.panels.items():
             dock = QtWidgets.QDockWidget(panel.title, self)
@@ -160,6 +165,7 @@ class MainWindow(WindowLayout, WindowActions, QtWidgets.QMainWindow):
         self.clear_message()
         try:
             settings = self.column.settings()
+            methods = methods_from(self.panels, lambda k: not self.docks[k].isHidden())
         except RicomError as exc:
             self.show_message(describe_error(exc), error=True)
             return
@@ -169,13 +175,16 @@ class MainWindow(WindowLayout, WindowActions, QtWidgets.QMainWindow):
                 raise SettingsError("the input does not carry its scan shape: set rows × cols in the settings "
                                     "column and tick 'override'")
             s = settings_with_hints(settings, source.hints(), source.scan_shape)
-            return Reconstruction(source.scan_shape, source.detector_shape, s, repeats=request.repeats)
+            rec = Reconstruction(source.scan_shape, source.detector_shape, s, repeats=request.repeats)
+            attach_methods(rec, methods, source, PHASE_REFRESH_S)  # tcBF and SSB on the same chunks
+            return rec
 
         self.request = request
         if request.live_session:  # a detector watched acquisition after acquisition (`ricom.gui.sessions`)
             self.sessions.clear()
             self.sessions.dock.show()
-            self.worker = SessionWorker(request, settings, CHUNK_SIZE, self.column.scan_shape()).start()
+            self.worker = SessionWorker(request, settings, CHUNK_SIZE, self.column.scan_shape(),
+                                        methods={"methods": methods, "refresh_s": PHASE_REFRESH_S}).start()
         else:
             self.worker = RunWorker(open_source, make_reconstruction, CHUNK_SIZE).start()
         self._ready = self._reported = False
