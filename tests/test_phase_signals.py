@@ -165,3 +165,22 @@ def test_live_merlin_gives_the_same_as_the_file(sim, npy, tmp_path):
         for name in ("ricom", "tcbf"):
             np.testing.assert_allclose(g[name][()], f[name][()], rtol=1e-6, atol=1e-9)
         assert g.attrs["tcbf_defocus_A"] == pytest.approx(f.attrs["tcbf_defocus_A"], rel=1e-9)
+
+
+def test_the_phase_contrast_page_command_lines_run(tmp_path, monkeypatch):
+    """The console lines of docs/howto/phase-contrast.md (the page's Python runs in test_docs)."""
+    from test_docs import DOCS, blocks, commands, run_console_line, stop_background
+
+    monkeypatch.chdir(tmp_path)
+    with open(os.path.join(DOCS, "howto", "phase-contrast.md"), encoding="utf-8") as fh:
+        text = fh.read()
+    lines = [(cmd, line) for lang, code, line in blocks(text) if lang == "console" for cmd in commands(code)]
+    assert len(lines) >= 4
+    try:
+        for cmd, line in lines:
+            run_console_line(cmd, f"phase-contrast.md:{line}", main)
+    finally:
+        stop_background()
+    with h5py.File(tmp_path / "all.h5") as f, h5py.File(tmp_path / "live.h5") as g:
+        assert {"ricom", "tcbf", "ssb", "vadf"} <= set(f) and {"ricom", "tcbf"} <= set(g)
+        assert abs(f.attrs["tcbf_defocus_A"] - 100.0) < 5.0 and abs(g.attrs["tcbf_defocus_A"] - 100.0) < 5.0
