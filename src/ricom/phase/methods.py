@@ -309,7 +309,8 @@ class PhaseSignals(Reducer):
         if self.ssb is not None:
             o = self.ssb.options
             out.update(ssb_convergence_mrad=float(o.convergence_mrad), ssb_defocus_A=float(o.defocus_A),
-                       ssb_astigmatism_A=float(o.astigmatism_A), ssb_astigmatism_angle_deg=float(o.astigmatism_angle_deg),
+                       ssb_astigmatism_A=float(o.astigmatism_A),
+                       ssb_astigmatism_angle_deg=float(o.astigmatism_angle_deg),
                        ssb_defocus_source="tcbf fit" if self.ssb_defocus_from_tcbf else "given",
                        ssb_bin_factor=int(o.bin_factor), ssb_accumulator_bytes=int(self.ssb.accumulator_bytes),
                        ssb_plan=self.ssb.plan.describe())
