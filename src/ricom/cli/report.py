@@ -7,10 +7,16 @@ captions) into DIR:
   kernel_spectra.png   frequency response vs kernel size and band-pass, with the
                        line-integration approximation (paper Fig. 2)
   images.png           riCOM (several kernels, with and without band-pass), iCOM,
-                       vADF and vBF at several doses (Fig. 6)
+                       vADF and vBF at several doses
   power_spectra.png    their radially averaged power spectra
   correlation.png      correlation with the simulator's projected potential, and noise
-  pore_profile.png     a line profile through a vacuum pore, small vs large kernel (Fig. 7)
+  methods_0A.png       ADF, SSB, tcBF, riCOM-21, riCOM-61 and riCOM-61 + band-pass at
+                       full, 1/10 and 1/100 dose, the dose lowered by the acceptance time
+                       of event data, with their Fourier transforms (Fig. 6); in focus
+  methods_100A.png     the same at 100 Å defocus, where tcBF works
+  methods_dose.png     their correlation with the projected potential and noise vs dose
+  pore_profile.png     a line profile through a vacuum pore, small vs large kernel and
+                       the other methods (Fig. 7)
 
 With 'demo' (the default) everything is simulated; with a file of your own, the
 images and spectra of that file are shown (no dose series or pore; the correlation with
@@ -87,7 +93,7 @@ def run(args) -> int:
         setting_args = {"center_yx": parse_center(args.center), "rotation_deg": args.rotation,
                         "flip": args.flip == "yes",
                         "step_A": args.step, "pixel_size_mrad": args.pixel_size_mrad, "energy_keV": args.energy_kev}
-    steps = len(cfg.doses) + 3 if args.input == "demo" else 3  # spectra, doses, pore, figures
+    steps = cfg.steps(args.input == "demo")  # spectra, doses, methods, pore, figures
     with Progress("report", steps, "steps") as progress:
         rep = make_report(args.input, args.output_dir, cfg, source_options=source_options(args), progress=progress,
                           **setting_args)

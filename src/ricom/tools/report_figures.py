@@ -16,7 +16,7 @@ import numpy as np
 from ricom.io.contrast import percentile_levels
 from ricom.io.outputs import atomic_path
 
-LABELS = {"icom": "iCOM", "vadf": "vADF", "vbf": "vBF", "truth": "ground truth"}
+LABELS = {"icom": "iCOM", "vadf": "vADF", "vbf": "vBF", "truth": "ground truth", "ssb": "SSB", "tcbf": "tcBF"}
 
 
 def label(method: str) -> str:
@@ -135,10 +135,11 @@ def correlation_figure(series: dict, path: str) -> str:
 def pore_figure(pore: dict, path: str) -> str:
     """Images of the pore and line profiles through it, normalised by the rim and specimen levels."""
     small, large = f"ricom_{min(pore['kernels'])}", f"ricom_{max(pore['kernels'])}"
-    shown = ["truth", small, large, "icom"]
-    fig = _figure(11, 5.6)[0]
+    others = [m for m in pore["images"] if not m.startswith("ricom_") and m != "truth"]
+    shown = ["truth", small, large, *others]
+    fig = _figure(max(11, 1.9 * len(shown)), 6.4)[0]
     fig.clear()
-    grid = fig.add_gridspec(2, 4, height_ratios=[1, 1.1])
+    grid = fig.add_gridspec(2, len(shown), height_ratios=[1, 1.4])
     sy, sx = pore["scan_shape"]
     r_px = pore["radius_A"] / pore["step_A"]
     t = np.linspace(0, 2 * np.pi, 100)
@@ -152,23 +153,26 @@ def pore_figure(pore: dict, path: str) -> str:
         met = pore["metrics"][m]
         span = (met["outside"] - met["rim"]) or 1.0
         b.plot(pore["x_A"], (np.asarray(pore["profiles"][m]) - met["rim"]) / span,
-               label=f"{label(m)} (phantom {met['phantom']:.2f})", lw=1.6 if m in (small, large) else 0.9)
+               label=f"{label(m)} (phantom {met['phantom']:.2f})", lw=1.6 if m in (small, large) else 0.9,
+               ls="-" if m.startswith("ricom_") or m == "truth" else "--")
     for s in (-1, 1):
         b.axvline(s * pore["radius_A"], color="0.5", ls=":", lw=0.8)
     b.axhline(0, color="0.7", lw=0.5)
     b.axhline(1, color="0.7", lw=0.5)
     b.set(xlabel="x from the pore centre [Å]", ylabel="(profile − rim) / (specimen − rim)",
           title="line profile through the pore centre")
-    b.legend(fontsize=7, loc="upper right")
+    b.legend(fontsize=7, loc="upper right", ncol=2)
     _save(fig, path)
     ms, ml = pore["metrics"][small], pore["metrics"][large]
     hs, hl = pore["kernel_half_width_A"][small], pore["kernel_half_width_A"][large]
+    rest = ", ".join(f"{label(m)} {pore['metrics'][m]['phantom']:.2f}" for m in others)
     return (f"A vacuum pore of radius {pore['radius_A']:g} Å. With the small {small[6:]}×{small[6:]} kernel the pore "
             f"centre rises back to the specimen's mean level (phantom {ms['phantom']:.2f}: 0 = as dark as the rim, 1 = "
             f"as bright as the specimen); with the large {large[6:]}×{large[6:]} kernel it stays dark "
             f"(phantom {ml['phantom']:.2f}). The ground truth is 0 in the pore. A kernel shows the pore's level "
             f"only when it reaches across it: half-widths {hs:g} Å and {hl:g} Å against the radius "
-            f"{pore['radius_A']:g} Å.")
+            f"{pore['radius_A']:g} Å. The other methods of the same scan (dashed; phantom {rest}): SSB is given "
+            f"defocus 0, tcBF fits its shifts on the whole scan (in focus it is close to a bright-field image).")
 
 
 def write_report(rep, out_dir: str) -> None:
@@ -179,6 +183,12 @@ def write_report(rep, out_dir: str) -> None:
             ("power_spectra.png", "Power spectra", power_figure, rep.series)]
     if any(r["correlation"] for r in rep.series["rows"]):
         jobs.append(("correlation.png", "Correlation with the ground truth and noise", correlation_figure, rep.series))
+    if getattr(rep, "methods", None) is not None:
+        from ricom.tools.report_methods_figures import methods_dose_figure, methods_figure
+        for scan in rep.methods["scans"]:
+            jobs.append((f"methods_{scan['defocus_A']:g}A.png", f"ADF, SSB, tcBF and riCOM at {scan['defocus_A']:g} Å "
+                         "defocus, full to 1/100 dose", methods_figure, scan))
+        jobs.append(("methods_dose.png", "The methods against dose", methods_dose_figure, rep.methods))
     if rep.pore is not None:
         jobs.append(("pore_profile.png", "Phantom intensity in a vacuum pore", pore_figure, rep.pore))
     rep.figures = []
@@ -216,6 +226,9 @@ def markdown(rep) -> str:
     noisy = [r for r in table if r.get("relative_noise") and r["dose"] is not None]
     out += _method_table("Relative noise (rms difference from the noiseless image)", "dose", noisy, "relative_noise",
                          lambda r, m: r["relative_noise"][m])
+    if getattr(rep, "methods", None) is not None:
+        from ricom.tools.report_methods_figures import methods_markdown
+        out += methods_markdown(rep.methods)
     if rep.pore is not None:
         out += ["", "## Pore levels", "", "| image | centre | rim | specimen | phantom |", "|---|---|---|---|---|"]
         out += [f"| {label(m)} | {v['centre']:.1f} | {v['rim']:.1f} | {v['outside']:.1f} | {v['phantom']:.2f} |"
