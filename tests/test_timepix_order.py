@@ -108,7 +108,7 @@ def test_cli_reconstruct_tpx3_reports_the_unvisited_positions(tmp_path, frames):
 
 def test_orders_that_cannot_apply_say_so(tmp_path, frames):
     _events_file(tmp_path / "scan.tpx3", frames, ORDERS["random"], "line")
-    with pytest.raises(SettingsError, match="do not fill whole lines.*sync='pixel'"):  # line sync: whole lines
+    with pytest.raises(SettingsError, match=r"do not fill whole lines.*sync='pixel'"):  # line sync: whole lines
         open_source(str(tmp_path / "scan.tpx3"), scan_shape=(SY, SX), scan_positions=np.arange(N - 3))
     with pytest.raises(SettingsError, match="flyback frames do not combine"):
         open_source(str(tmp_path / "scan.tpx3"), scan_shape=(SY, SX), scan_positions=np.arange(N), flyback_frames=2)

@@ -29,10 +29,11 @@ def assign_hits(t, x, y, tot, horizon, late_before, seg_start, seg_end, seg_dwel
     Segment ``s`` (sorted by start) spans ``[seg_start, seg_end)`` in ``seg_ncols``
     slots of ``seg_dwell`` ticks; its column ``c`` is slot ``seg_slot0[s] + c``, at the
     position `slot_position` gives with ``scan`` = (skip, line length, SY, SX) and the
-    scan ``order`` (empty: a raster) (−1: skipped).  Arrival times (ns after the position's start) and ToT are written only
-    with ``keep_times``.  ``counters`` += [outside segments, beyond acceptance, skipped or
-    flyback, late, late and outside].  The ticks of the last hit's slot are kept, so the
-    hits after it in the same slot (nearly all) skip the look-up.
+    scan ``order`` (empty: a raster) (−1: skipped).  Arrival times (ns after the
+    position's start) and ToT are written only with ``keep_times``.  ``counters`` +=
+    [outside segments, beyond acceptance, skipped or flyback, late, late and outside].  The
+    ticks of the last hit's slot are kept, so the hits after it in the same slot (nearly
+    all) skip the look-up.
     """
     nseg = seg_start.shape[0]
     n_out = n_carry = 0

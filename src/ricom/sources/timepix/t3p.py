@@ -6,9 +6,9 @@ chip index on multi-chip devices, placed by the chip layout of `ricom.sources.ti
 uint8 FToA (1.5625 ns, subtracted), uint16 ToT.  Time = 25·ToA − 1.5625·FToA.
 
 There is no trigger information: the probe's slot is (time − ``start_ns``) // dwell (a
-raster, or the k-th point of a listed scan order, ``scan_positions``), so ``dwell_ns`` and the scan shape must be given (or come from the ``.ricom.json``
-written by ``ricom simulate events``).  Records need not be in time order within
-``order_window_ns``.
+raster, or the k-th point of a listed scan order, ``scan_positions``), so ``dwell_ns``
+and the scan shape must be given (or come from the ``.ricom.json`` written by ``ricom
+simulate events``).  Records need not be in time order within ``order_window_ns``.
 """
 from __future__ import annotations
 
