@@ -89,7 +89,7 @@ def test_event_file_in_any_order_equals_the_frame_path(tmp_path, frames, name, s
         _close(got, ricom.reconstruct(frames.reshape(SY, SX, DY, DX), **KW))
 
 
-def test_cli_reconstruct_tpx3_reports_the_unvisited_positions(tmp_path, frames):
+def test_cli_reconstruct_tpx3_reports_the_unvisited_positions(tmp_path, frames, capsys):
     from ricom.cli.main import main
 
     order = ORDERS["sparse"]
@@ -104,6 +104,11 @@ def test_cli_reconstruct_tpx3_reports_the_unvisited_positions(tmp_path, frames):
         np.testing.assert_allclose(f["ricom"][()], want.ricom, rtol=1e-5, atol=1e-6 * np.abs(want.ricom).max())
         visited = np.unique(order[order >= 0]).size
         assert f.attrs["n_unvisited_positions"] == N - visited and f.attrs["n_scan_points"] == len(order)
+    capsys.readouterr()
+    assert main(["info", str(tmp_path / "scan.tpx3"), "--scan-shape", str(SY), str(SX), "--scan-positions",
+                 str(tmp_path / "order.csv")]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"scan order: 80 points listed in {tmp_path / 'order.csv'}; {N - visited} positions never visited" in out
 
 
 def test_orders_that_cannot_apply_say_so(tmp_path, frames):
