@@ -140,8 +140,8 @@ def test_assign_hits_matches_a_brute_force_placement(acceptance, keep_times):
     out = [np.empty(n, np.int64), np.empty(n, np.uint16), np.empty(n, np.uint16),
            np.empty(n if keep_times else 0, np.float32), np.empty(n if keep_times else 0, np.uint16)]
     counters = np.zeros(5, np.int64)
-    n_out, n_carry = assign_hits(*bufs, horizon, late_before, start, end, dwell, ncols, slot0, scan, acceptance,
-                                 0.5, keep_times, *out, counters)
+    n_out, n_carry = assign_hits(*bufs, horizon, late_before, start, end, dwell, ncols, slot0, scan,
+                                 np.zeros(0, np.int64), acceptance, 0.5, keep_times, *out, counters)
     carry, kept, counts = _reference_assign(t, horizon, late_before, (start, end, dwell, ncols, slot0), scan,
                                             acceptance)
     np.testing.assert_array_equal(counters, counts)
@@ -160,7 +160,12 @@ def test_slot_position_and_the_median_of_durations():
     slots = np.arange(-20, 400)
     for skip, line_len, sy, sx in ((0, 5, 3, 5), (7, 9, 4, 6), (13, 6, 1, 6)):
         ref = slots_to_positions(slots, skip, line_len, (sy, sx))
-        assert [slot_position(s, skip, line_len, sy, sx) for s in slots] == ref.tolist()
+        assert [slot_position(s, skip, line_len, sy, sx, np.zeros(0, np.int64)) for s in slots] == ref.tolist()
+        order = np.random.default_rng(skip).integers(-1, sy * sx, 2 * sy * sx + 3)  # any order, repeats, -1
+        listed = slots_to_positions(slots, skip, sx, (sy, sx), order)
+        k = slots - skip
+        np.testing.assert_array_equal(listed, np.where(k >= 0, order[np.maximum(k, 0) % order.size], -1))
+        assert [slot_position(s, skip, sx, sy, sx, order) for s in slots] == listed.tolist()
     sync = Synchroniser(SyncOptions((4, 4), "line"))
     rng = np.random.default_rng(0)
     for n in (1, 2, 7, 64):

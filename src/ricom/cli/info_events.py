@@ -97,8 +97,13 @@ def describe_events(source, path: str, read: bool = True, dwell_ns: float | None
     if read and d.get("acceptance_ns") is not None:
         out["events_kept"] = f"{count_text(d.get('events_kept', 0))} (within {d['acceptance_ns']:g} ns)"
     out["dwell"] = f"{dwell:g} ns ({where})" if dwell is not None else where
-    if dwell is not None and n_pos:
-        out["duration"] = f"{n_pos * dwell / 1e6:.4g} ms of dwell ({count_text(n_pos)} positions × {dwell:g} ns)"
+    if d.get("scan_positions"):  # a scan in a listed order: a pass is the list's points
+        out["scan_order"] = (f"{count_text(d['n_scan_points'])} points listed in {d['scan_positions']}; "
+                             f"{count_text(d['n_unvisited_positions'])} positions never visited (they stay empty)")
+    n_points = d.get("n_scan_points") or n_pos
+    if dwell is not None and n_points:
+        out["duration"] = (f"{n_points * dwell / 1e6:.4g} ms of dwell ({count_text(n_points)} "
+                           f"{'points' if d.get('scan_positions') else 'positions'} × {dwell:g} ns)")
     if read and n_pos and events is not None:
         out["mean_dose"] = f"{d.get('events_kept', events) / n_pos:.1f} electrons per position"
     if "sync" in d:

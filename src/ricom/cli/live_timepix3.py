@@ -21,6 +21,11 @@ the dose afterwards.  With --acceptance-ns the recording holds only the electron
 port 8283): CSR frames in scan order, several scans per acquisition, each saved as it
 ends; a scan cancelled mid-way is saved as partial.
 
+--scan-positions FILE: a scan in any order (sparse, random, serpentine): the k-th pixel
+trigger (--sync pixel), dwell slot (--sync dwell), column k % SX of line k // SX (--sync
+line: the list must fill whole lines) or ASI CSR frame is at the k-th listed position;
+each scan is one pass of the list, positions never listed stay empty and are reported.
+
 Exit codes as for 'ricom live merlin': 0 complete; 2 bad settings or no data; 3 a scan
 ended early or broke off (the partial result is saved); 130 Ctrl-C (partial saved).
 """

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 
 from ricom.core.errors import InputError
+from ricom.core.scan_positions import scan_positions_from
 from ricom.live.session import AcquisitionStream
 from ricom.sources.timepix.asi import PORT, AsiConnection, AsiScanSource
 
@@ -26,12 +27,14 @@ class AsiAcquisitions(AcquisitionStream):
     timeout : float, optional
         Seconds without data that end a scan being received (None: wait).
     source_options : dict
-        `AsiScanSource` options (``scan_shape``).
+        `AsiScanSource` options (``scan_shape``, ``scan_positions``).
     """
 
     def __init__(self, host: str, port: int = PORT, *, stop: threading.Event | None = None,
                  timeout: float | None = None, **source_options) -> None:
         self.host, self.port, self.stop, self.timeout = host, int(port), stop, timeout
+        if source_options.get("scan_positions") is not None:  # read once, not per scan
+            source_options["scan_positions"] = scan_positions_from(source_options["scan_positions"])
         self.options = source_options
 
     def connect(self) -> AsiConnection:

@@ -13,9 +13,11 @@ import threading
 import time
 
 from ricom.core.errors import InputError, Param, SettingsError
+from ricom.core.scan_positions import scan_positions_from
 from ricom.live.session import AcquisitionStream
 from ricom.sources.timepix.serval import ServalClient, raw_destination
 from ricom.sources.timepix.stream import Tpx3Connection, Tpx3StreamSource
+from ricom.sources.timepix.sync import SyncOptions
 
 
 class Tpx3RawAcquisitions(AcquisitionStream):
@@ -36,7 +38,8 @@ class Tpx3RawAcquisitions(AcquisitionStream):
         otherwise) and start a measurement per scan (the previous one is stopped first;
         `close_serval` stops the last).
     source_options : dict
-        `Tpx3StreamSource` options (scan shape, sync, dwell, acceptance, chip layout, …).
+        `Tpx3StreamSource` options (scan shape, sync, dwell, acceptance, chip layout, scan
+        order ``scan_positions``, …).
     """
 
     def __init__(self, host: str | None = None, port: int | None = None, *, listen_port: int | None = None,
@@ -46,6 +49,13 @@ class Tpx3RawAcquisitions(AcquisitionStream):
             raise SettingsError("a Timepix3 raw stream does not carry the scan shape; give ",
                                 Param("scan_shape", form=True))
         source_options.pop("n_frames", None)
+        if source_options.get("sync") in (None, "auto"):
+            source_options["sync"] = "line"
+        order = scan_positions_from(source_options.get("scan_positions"))
+        if order is not None:  # read once, and checked against scan shape and sync before any scan arrives
+            source_options["scan_positions"] = order
+            SyncOptions(tuple(source_options["scan_shape"]), source_options["sync"],
+                        flyback_frames=source_options.get("flyback_frames", 0), scan_positions=order)
         self.host, self.port, self.listen_port, self.listen_host = host, port, listen_port, listen_host
         self.stop, self.timeout, self.options = stop, timeout, source_options
         self.serval, self.scans = serval, 0
@@ -84,7 +94,5 @@ class Tpx3RawAcquisitions(AcquisitionStream):
         sock = connection.next_socket()
         self.scans += 1
         options = dict(self.options)
-        if options.get("sync") in (None, "auto"):
-            options["sync"] = "line"
         return Tpx3StreamSource(sock, stop=self.stop, timeout=self.timeout, where=connection.where,
                                 connection=connection, **options)

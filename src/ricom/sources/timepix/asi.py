@@ -28,6 +28,7 @@ import numpy as np
 
 from ricom.core.chunks import ScanLayout
 from ricom.core.errors import InputError, Param, SettingsError
+from ricom.core.scan_positions import scan_positions_from
 from ricom.sources.base import Source
 from ricom.sources.merlin.stream import StreamBuffer
 from ricom.sources.timepix.csr import CsrBatch
@@ -213,13 +214,17 @@ class AsiScanSource(Source):
         Ends the scan early (what arrived is kept).
     timeout : float, optional
         Seconds without data that end the scan; None waits.
+    scan_positions : ScanPositions, str or array, optional
+        The scan order (`ricom.core.scan_positions`): CSR frame k is at the k-th listed
+        position (frames past the list belong nowhere).  The header's ``nav_shape`` then
+        only counts the frames (``header_scan_shape`` is None; ``nav_shape`` in `describe`).
     """
 
     kind = "events"
 
     def __init__(self, connection: AsiConnection | None = None, *, host: str = "127.0.0.1", port: int = PORT,
                  scan_shape=None, stop: threading.Event | None = None, timeout: float | None = None,
-                 **_ignored) -> None:
+                 scan_positions=None, **_ignored) -> None:
         self._owns = connection is None
         if connection is None:
             connection = AsiConnection(host, port, stop=stop, timeout=timeout)
@@ -234,14 +239,15 @@ class AsiScanSource(Source):
         self.name = f"asi://{connection.host}:{connection.port}"
         self.sequence = connection.scan_sequence
         connection.scan_sequence = None  # a scan is read once
-        self.header_scan_shape = tuple(int(v) for v in self.header.nav_shape)
+        self.nav_shape = tuple(int(v) for v in self.header.nav_shape)
         self.detector_shape = tuple(int(v) for v in self.header.sig_shape)
-        shape = self.header_scan_shape if scan_shape is None else tuple(int(v) for v in scan_shape)
+        shape = self.nav_shape if scan_shape is None else tuple(int(v) for v in scan_shape)
         if len(shape) != 2 or min(shape) < 1:
             raise SettingsError(Param("scan_shape"), f" must be two positive integers, got {shape}")
         self.scan_shape = shape
-        self.layout = ScanLayout(shape)
-        self.n_frames = self.header_scan_shape[0] * self.header_scan_shape[1]
+        self.layout = ScanLayout(shape, order=scan_positions_from(scan_positions))
+        self.header_scan_shape = self.nav_shape if self.layout.order is None else None  # (a list places the frames)
+        self.n_frames = self.nav_shape[0] * self.nav_shape[1]
         self.acquisition_header = self.header.summary()
         self._received = self._events = 0
         self._indptr_dt = dtype_of(self.header.indptr_dtype, "indptr")
@@ -362,7 +368,7 @@ class AsiScanSource(Source):
         return frames[frames >= 0], received
 
     def describe(self) -> dict:
-        return {**super().describe(), "name": self.name, "header_scan_shape": self.header_scan_shape,
+        return {**super().describe(), "name": self.name, "header_scan_shape": self.nav_shape,
                 "scan_sequence": self.sequence, "frames_received": self._received, "events": self._events,
                 "format": "ToT" if self.header.format == 1 else "counts"}
 

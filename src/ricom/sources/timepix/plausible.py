@@ -7,6 +7,7 @@ of arrays.  This module owns the checks that stop that:
 
 - `check_sync_options`: the synchronisation options are numbers of the right kind —
   finite, positive where they must be, a dwell time of at least one hit tick (1.5625 ns);
+  `check_scan_order`: a scan order (``scan_positions``) fits the scan and the sync mode;
 - `screen_hits`: the compiled pass that leaves out *time outliers* — a hit more than
   ``gap`` ticks after every hit before it that most of the hits after it do not follow
   (one pass over each block, no per-hit Python; the synchroniser counts and reports them).
@@ -95,6 +96,20 @@ def check_sync_options(o) -> None:
             raise SettingsError(f"{name} must be a whole number ≥ 0, got {v!r}; give ", Param(name))
     if not isinstance(o.keep_times, (bool, np.bool_)):
         raise SettingsError(f"keep_times must be True or False, got {o.keep_times!r}")
+
+
+def check_scan_order(o) -> None:
+    """Raise `SettingsError` unless the scan order of a `ricom.sources.timepix.sync.SyncOptions` fits:
+    every position inside the scan, no flyback slots, and in line sync whole lines of SX points."""
+    order, sx = o.scan_positions, o.scan_shape[1]
+    order.flat(o.scan_shape)  # a position outside the scan: a one-line error now
+    if o.flyback_frames:
+        raise SettingsError("flyback frames do not combine with a list of scan positions; leave out ",
+                            Param("flyback_frames"), " and give those slots as -1 in ", Param("scan_positions"))
+    if o.mode == "line" and len(order) % sx:
+        raise SettingsError(f"line sync places {sx} scan points per line, and the {len(order)} points of "
+                            f"{order.name} do not fill whole lines: pad the list with -1 to a multiple of "
+                            f"{sx}, or use ", Param("sync", "pixel"), " (a pixel trigger per point)")
 
 
 @numba.njit(nogil=True, cache=True)

@@ -23,6 +23,7 @@ import numpy as np
 
 from ricom.core.chunks import ScanLayout
 from ricom.core.errors import InputError, Param, SettingsError
+from ricom.core.scan_positions import scan_positions_from
 from ricom.sources.timepix.sync import DEFAULT_ORDER_WINDOW_NS, SyncOptions
 from ricom.sources.timepix.tpx3 import TimedEventSource, Tpx3Decoder, layout_shape, parse_chip_layout
 
@@ -141,6 +142,9 @@ class Tpx3StreamSource(TimedEventSource):
         Marked ``lost`` when the stream breaks off mid-chunk.
     dwell_ns, acceptance_ns, trigger, skip_lines, skip_frames, flyback_frames, order_window_ns, keep_times
         As `ricom.sources.timepix.tpx3.Tpx3Source`.
+    scan_positions : ScanPositions, str or array, optional
+        The scan order, as `ricom.sources.timepix.tpx3.Tpx3Source`: a scan is then one pass
+        of the list.
     """
 
     header_scan_shape = None
@@ -151,7 +155,7 @@ class Tpx3StreamSource(TimedEventSource):
                  flyback_frames: int = 0, order_window_ns: float = DEFAULT_ORDER_WINDOW_NS, keep_times: bool = False,
                  stop: threading.Event | None = None, timeout: float | None = None, yield_s: float = 0.015,
                  block_bytes: int = 8 << 20, where: str = "", connection: Tpx3Connection | None = None,
-                 **_ignored) -> None:
+                 scan_positions=None, **_ignored) -> None:
         if scan_shape is None:
             raise SettingsError("a Timepix3 raw stream does not carry the scan shape; give ",
                                 Param("scan_shape", form=True))
@@ -165,10 +169,11 @@ class Tpx3StreamSource(TimedEventSource):
         self.detector_shape = layout_shape(self.chip_layout)
         self.trigger = trigger
         self.scan_shape = (int(scan_shape[0]), int(scan_shape[1]))
-        self.n_frames = self.scan_shape[0] * self.scan_shape[1]
-        self.layout = ScanLayout(self.scan_shape)  # (for the live session's bookkeeping: positions, not frames)
+        order = scan_positions_from(scan_positions)
         self.sync_options = SyncOptions(self.scan_shape, sync, dwell_ns, acceptance_ns, skip_lines, skip_frames,
-                                        flyback_frames, 0.0, order_window_ns, keep_times)
+                                        flyback_frames, 0.0, order_window_ns, keep_times, order)
+        self.n_frames = self.sync_options.points_per_pass
+        self.layout = ScanLayout(self.scan_shape, order=order)  # (the live session's bookkeeping: points, not frames)
         self._decoder = Tpx3Decoder(self.chip_layout, trigger)
         self._buf = bytearray(max(int(block_bytes), 1 << 16))
         self.bytes_received = self.skipped_bytes = self._tail = 0
@@ -176,12 +181,14 @@ class Tpx3StreamSource(TimedEventSource):
 
     @property
     def frames_received(self) -> int:
-        """Scan positions whose dwell has passed so far."""
-        return self._sync.counts["positions_done"] if self._sync is not None else 0
+        """Scan points (positions of a raster, listed points of a scan order) whose dwell has passed so far."""
+        return self._sync.counts["points_done"] if self._sync is not None else 0
 
     def summary(self) -> str:
         sy, sx = self.scan_shape
-        return f"Timepix3 raw packets, {self.sync_options.mode} sync, scan {sy}×{sx}"
+        order = self.scan_positions
+        listed = f", {len(order)} points listed in {order.name}" if order is not None else ""
+        return f"Timepix3 raw packets, {self.sync_options.mode} sync, scan {sy}×{sx}{listed}"
 
     def _recv(self, mv, end: int) -> int | None:
         """Bytes read into ``mv[end:]``; None when nothing came within the poll time, 0 at the end."""
@@ -250,7 +257,7 @@ class Tpx3StreamSource(TimedEventSource):
         if self._stopped:
             return
         sync, dec = self._sync, self._decoder
-        done = sync.counts["positions_done"]
+        done = sync.counts["points_done"]
         progress = f"after {done} of {self.n_frames} positions"
         if dec.state[1] > 0 or self._tail:
             if self.connection is not None:
@@ -260,7 +267,7 @@ class Tpx3StreamSource(TimedEventSource):
                              f"missing); the events before are kept")
         if done >= self.n_frames:
             return
-        mode, sy = self.sync_options.mode, self.scan_shape[0]
+        mode, sy = self.sync_options.mode, self.sync_options.slots_per_pass // sync.line_len
         if mode == "line":
             why = (f"{sync.n_segments} of {sy} line triggers arrived ({sync.counts['missing_end']} without an end "
                    f"trigger): a line trigger is missing, or the scan was cancelled")

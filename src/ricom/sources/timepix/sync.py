@@ -16,7 +16,13 @@ Three modes (``../shared/FORMATS.md`` §3):
 Positions are counted in *slots*: a line has SX + ``flyback_frames`` slots, the last
 ``flyback_frames`` of which are dropped; ``skip_lines`` whole lines and then
 ``skip_frames`` slots at the start are dropped; slots past the last line start a new
-pass of the scan (they add to the same positions).  With ``acceptance_ns`` only hits
+pass of the scan (they add to the same positions).  With ``scan_positions`` (a scan in
+any order, `ricom.core.scan_positions.ScanPositions`) the k-th slot after the skipped ones
+— the k-th pixel trigger, the k-th dwell slot, in line sync column k % SX of line
+k // SX — is the k-th listed scan point: a pass has as many slots as the list has points,
+and ``flyback_frames`` must be 0 (list those slots as −1); in line sync the list must fill
+whole lines (a multiple of SX points), so a serpentine or interleaved scan with line
+triggers is a list too.  With ``acceptance_ns`` only hits
 within that time after the probe reached their position are kept (dose control).
 With ``keep_times`` the chunks also carry each hit's arrival time after the probe reached
 its position (``t_ns``) and its ToT (the engine needs neither; leaving them out is faster).
@@ -46,11 +52,13 @@ import numpy as np
 
 from ricom.core.chunks import EventChunk
 from ricom.core.errors import InputError, Param
-from ricom.sources.timepix.assign import SEGMENT, assign_hits, slots_to_positions
+from ricom.core.scan_positions import ScanPositions
+from ricom.sources.timepix.assign import SEGMENT, assign_hits, points_done, slots_to_positions
 from ricom.sources.timepix.plausible import (
     ISOLATION_MIN_NS,
     SUPPORT_HITS,
     check_dwell_span,
+    check_scan_order,
     check_slots,
     check_sync_options,
     screen_hits,
@@ -78,9 +86,24 @@ class SyncOptions:
     start_ns: float = 0.0
     order_window_ns: float = DEFAULT_ORDER_WINDOW_NS
     keep_times: bool = False
+    scan_positions: ScanPositions | None = None
 
     def __post_init__(self) -> None:
         check_sync_options(self)  # finite numbers of the right kind, a dwell of at least one hit tick
+        if self.scan_positions is not None:
+            check_scan_order(self)  # inside the scan, no flyback slots, whole lines in line sync
+
+    @property
+    def points_per_pass(self) -> int:
+        """Scan points (slots that are points) in one pass: the listed ones, or SY·SX of a raster."""
+        return len(self.scan_positions) if self.scan_positions is not None else self.scan_shape[0] * self.scan_shape[1]
+
+    @property
+    def slots_per_pass(self) -> int:
+        """Slots of one pass (with a raster's flyback slots)."""
+        if self.scan_positions is not None:
+            return len(self.scan_positions)
+        return self.scan_shape[0] * (self.scan_shape[1] + self.flyback_frames)
 
 
 KEEP_DONE = 64
@@ -101,6 +124,9 @@ class Synchroniser:
         self.skip = options.skip_lines * self.line_len + options.skip_frames
         self._scan = np.array([self.skip, self.line_len, *options.scan_shape], np.int64)
         """Slot → position (`ricom.sources.timepix.assign.slot_position`): skip, line length, SY, SX."""
+        order = options.scan_positions
+        self._order = order.flat(options.scan_shape) if order is not None else np.zeros(0, np.int64)
+        """The flat position of every scan point of a pass (empty: a raster)."""
         self.dwell = options.dwell_ns / TICK_NS if options.dwell_ns else None
         self.acceptance = options.acceptance_ns / TICK_NS if options.acceptance_ns else np.inf
         self.window = int(options.order_window_ns / TICK_NS)
@@ -124,7 +150,8 @@ class Synchroniser:
         self.screen_state = np.array([0, 0, 0, self.gap], np.int64)
         """Time-outlier screening: [latest time kept, valid, block pre-checked by its decoder, gap]."""
         self.counts = dict.fromkeys(("hits", "kept", "outside", "rejected", "skipped", "late", "late_lost",
-                                     "positions_done", "missing_end", "stray_end", "outliers"), 0)
+                                     "positions_done", "points_done", "missing_end", "stray_end",
+                                     "outliers"), 0)
         self.warnings: list[str] = []
 
     # ------------------------------------------------------------------ input
@@ -170,7 +197,7 @@ class Synchroniser:
                np.empty(n_t, np.float32), np.empty(n_t, np.uint16))
         counters = np.zeros(5, np.int64)
         n_out, n_carry = assign_hits(t, x, y, tot, horizon, self._horizon, segs["start"], segs["end"], segs["dwell"],
-                                     segs["ncols"], segs["slot0"], self._scan, self.acceptance, TICK_NS,
+                                     segs["ncols"], segs["slot0"], self._scan, self._order, self.acceptance, TICK_NS,
                                      self.o.keep_times, *out, counters)
         self._horizon = max(self._horizon, horizon)
         if bufs is not self._bufs:  # (not from `buffers`: keep the carry where `buffers` looks)
@@ -186,10 +213,13 @@ class Synchroniser:
         k = finished["ncols"]
         check_slots(int(k.sum()), f"{finished.shape[0]:,} finished {self._unit()} of one block")
         first = np.cumsum(k) - k
-        positions_done = slots_to_positions(np.repeat(finished["slot0"], k) + np.arange(int(k.sum()))
-                                            - np.repeat(first, k), self.skip, self.line_len, self.o.scan_shape)
+        slots = np.repeat(finished["slot0"], k) + np.arange(int(k.sum())) - np.repeat(first, k)
+        positions_done = slots_to_positions(slots, self.skip, self.line_len, self.o.scan_shape,
+                                            self._order if self._order.size else None)
         positions_done = positions_done[positions_done >= 0]
         self.counts["positions_done"] += positions_done.shape[0]
+        self.counts["points_done"] += points_done(slots, self.skip, self.line_len, self.o.scan_shape[1],
+                                                  bool(self._order.size))
         if final:
             self._final_checks()
         pos, ox, oy, ot, otot = (a[:n_out] for a in out)
@@ -310,7 +340,7 @@ class Synchroniser:
         first = self._n_segments
         last = max(first, int(np.ceil((limit - self.t0) / line_t)) if limit > self.t0 else 0)
         if last > first:  # before anything is allocated: do the events' times fit the scan?
-            check_dwell_span(last * self.line_len - self.skip, self.o.scan_shape[0] * self.line_len,
+            check_dwell_span(last * self.line_len - self.skip, self.o.slots_per_pass,
                              self.counts["hits"], limit * TICK_NS * 1e-9, self.o.dwell_ns, self.o.start_ns,
                              self.o.scan_shape)
             check_slots((last - first) * self.line_len, f"{last - first:,} dwell lines of one block")
@@ -353,24 +383,28 @@ class Synchroniser:
         if self.o.mode == "dwell":
             self._dwell_end()
             return
-        per_pass = sy if self.o.mode == "line" else sy * self.line_len
+        slots = self.o.slots_per_pass
+        per_pass = slots // self.line_len if self.o.mode == "line" else slots
         used = self._n_segments - (self.o.skip_lines if self.o.mode == "line" else self.skip)
         unit = "lines" if self.o.mode == "line" else "positions"
+        scan = f"the {slots} listed scan points" if self.o.scan_positions is not None else f"a scan of {sy}×{sx}"
         if used < per_pass or used % per_pass:
-            self.warnings.append(f"{self._n_segments} {name} do not fit a scan of {sy}×{sx} (a pass "
+            self.warnings.append(f"{self._n_segments} {name} do not fit {scan} (a pass "
                                  f"needs {per_pass} {unit} after skipping): check the scan shape; "
                                  f"the last pass is incomplete")
 
     def _dwell_end(self) -> None:
         """Warn if the events end inside a pass of the scan (no trigger says where the scan ends)."""
-        (sy, sx), done = self.o.scan_shape, self.counts["positions_done"]
-        per_pass = sy * sx
+        (sy, sx), done = self.o.scan_shape, self.counts["points_done"]
+        per_pass = self.o.points_per_pass
         if done and done % per_pass == 0:
             return
         into = done % per_pass
         passes = f" of pass {done // per_pass + 1}" if done >= per_pass else ""
-        self.warnings.append(f"the events end at {100 * into / per_pass:.0f} % of the scan{passes} (line "
-                             f"{into // sx + 1} of {sy}): the data are truncated, or check scan_shape and dwell_ns")
+        where = f"line {into // sx + 1} of {sy}" if self.o.scan_positions is None else \
+            f"point {into + 1} of {per_pass} listed"
+        self.warnings.append(f"the events end at {100 * into / per_pass:.0f} % of the scan{passes} ({where}): "
+                             f"the data are truncated, or check scan_shape and dwell_ns")
 
     def _unit(self) -> str:
         return {"line": "lines", "pixel": "trigger periods", "dwell": "dwell lines"}[self.o.mode]

@@ -5,10 +5,10 @@ index (x = i % 256, y = i // 256 on the chip), uint64 ToA (25 ns), uint8 overflo
 chip index on multi-chip devices, placed by the chip layout of `ricom.sources.timepix.tpx3`),
 uint8 FToA (1.5625 ns, subtracted), uint16 ToT.  Time = 25·ToA − 1.5625·FToA.
 
-There is no trigger information: the probe position is (time − ``start_ns``) // dwell,
-so ``dwell_ns`` and the scan shape must be given (or come from the ``.ricom.json``
-written by ``ricom simulate events``).  Records need not be in time order within
-``order_window_ns``.
+There is no trigger information: the probe's slot is (time − ``start_ns``) // dwell (a
+raster, or the k-th point of a listed scan order, ``scan_positions``), so ``dwell_ns``
+and the scan shape must be given (or come from the ``.ricom.json`` written by ``ricom
+simulate events``).  Records need not be in time order within ``order_window_ns``.
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import numba
 import numpy as np
 
 from ricom.core.errors import InputError, Message, Param, SettingsError
+from ricom.core.scan_positions import scan_positions_from
 from ricom.sources.timepix.plausible import precheck_begin, precheck_end, precheck_hit
 from ricom.sources.timepix.sidecar import read_event_sidecar, scan_shape_of
 from ricom.sources.timepix.sync import DEFAULT_ORDER_WINDOW_NS, SyncOptions
@@ -85,6 +86,9 @@ class T3pSource(TimedEventSource):
         non-zero one (then ``cheetah``), else ``single``; see `parse_chip_layout`.
     skip_frames, flyback_frames, start_ns, order_window_ns, keep_times
         See `ricom.sources.timepix.sync.SyncOptions` (``skip_frames`` counts positions).
+    scan_positions : ScanPositions, str or array, optional
+        The scan order (`ricom.core.scan_positions`): the k-th dwell slot is at the k-th
+        listed position.
     block_records : int
         Records decoded per block.
     """
@@ -95,7 +99,7 @@ class T3pSource(TimedEventSource):
     def __init__(self, path: str, scan_shape=None, dwell_ns=None, acceptance_ns=None, chip_layout=None,
                  skip_frames: int = 0, flyback_frames: int = 0, start_ns: float = 0.0,
                  order_window_ns: float = DEFAULT_ORDER_WINDOW_NS, keep_times: bool = False,
-                 block_records: int = 1 << 20, **_ignored) -> None:
+                 block_records: int = 1 << 20, scan_positions=None, **_ignored) -> None:
         self.name = path
         size = os.path.getsize(path)
         self._tail = size % RECORD.itemsize
@@ -116,7 +120,8 @@ class T3pSource(TimedEventSource):
                                 Param("scan_shape", form=True), " and ", Param("dwell_ns", form=True))
         self.scan_shape = scan_shape
         self.sync_options = SyncOptions(self.scan_shape, "dwell", dwell_ns, acceptance_ns, 0, skip_frames,
-                                        flyback_frames, start_ns, order_window_ns, keep_times)
+                                        flyback_frames, start_ns, order_window_ns, keep_times,
+                                        scan_positions_from(scan_positions))
         self.block_records = int(block_records)
         self._counters = np.zeros(3, np.int64)
 

@@ -25,6 +25,7 @@ import numba
 import numpy as np
 
 from ricom.core.errors import InputError, Message, Param, SettingsError
+from ricom.core.scan_positions import scan_positions_from
 from ricom.sources.base import Source
 from ricom.sources.timepix.plausible import precheck_begin, precheck_end, precheck_hit
 from ricom.sources.timepix.sidecar import read_event_sidecar, scan_shape_of
@@ -276,6 +277,11 @@ class TimedEventSource(Source):
     def _extra_warnings(self) -> list[str]:
         return []
 
+    @property
+    def scan_positions(self):
+        """The scan order (`ricom.core.scan_positions.ScanPositions`; None: a raster)."""
+        return self.sync_options.scan_positions
+
     def _check_end(self) -> None:
         """After the last chunk: raise `InputError` if the data ended early (live streams)."""
 
@@ -339,6 +345,9 @@ class Tpx3Source(TimedEventSource):
         See `parse_chip_layout`; ``"auto"``: one chip → ``single``, more → ``cheetah``.
     skip_lines, skip_frames, flyback_frames, start_ns, order_window_ns, keep_times
         See `ricom.sources.timepix.sync.SyncOptions`.
+    scan_positions : ScanPositions, str or array, optional
+        The scan order (`ricom.core.scan_positions`): the k-th pixel trigger (dwell slot; in
+        line sync column k % SX of line k // SX) is at the k-th listed position.
     block_packets : int
         Packets decoded per block (memory ≈ 22 bytes per packet).
     """
@@ -350,7 +359,7 @@ class Tpx3Source(TimedEventSource):
     def __init__(self, path: str, scan_shape=None, sync: str = "auto", dwell_ns=None, acceptance_ns=None,
                  trigger: str = "tdc1", chip_layout=None, skip_lines: int = 0, skip_frames: int = 0,
                  flyback_frames: int = 0, start_ns: float = 0.0, order_window_ns: float = DEFAULT_ORDER_WINDOW_NS,
-                 keep_times: bool = False, block_packets: int = 1 << 20, **_ignored) -> None:
+                 keep_times: bool = False, block_packets: int = 1 << 20, scan_positions=None, **_ignored) -> None:
         self.name = path
         size = os.path.getsize(path)
         self._tail = size % 8
@@ -385,7 +394,8 @@ class Tpx3Source(TimedEventSource):
         if dwell_ns is None and sync == "dwell":
             dwell_ns = side.get("dwell_ns")
         self.sync_options = SyncOptions(self.scan_shape, sync, dwell_ns, acceptance_ns, skip_lines, skip_frames,
-                                        flyback_frames, start_ns, order_window_ns, keep_times)
+                                        flyback_frames, start_ns, order_window_ns, keep_times,
+                                        scan_positions_from(scan_positions))
         self.block_packets = int(block_packets)
         self._decoder: Tpx3Decoder | None = None
 
