@@ -187,12 +187,14 @@ def test_uncalibrated_hyperspy_axes_are_scan_pixels(poisson_data):
     import ricom
 
     snap = ricom.reconstruct(poisson_data, kernel_size=3, center_yx=(7.5, 7.5))
-    signals = ricom.to_hyperspy(snap, ["ricom", "com_y"])
+    signals = snap.to_hyperspy(["ricom", "com_y"])
     assert list(signals) == ["ricom", "com"]
     axis = signals["ricom"].axes_manager.signal_axes[0]
     assert (axis.scale, axis.units) == (1.0, "scan px")
     assert signals["ricom"].metadata.Signal.quantity == "ricom (px·scan px)"
     np.testing.assert_array_equal(signals["com"].data[..., 1], snap.com_y.astype(np.float32))
+    again = ricom.to_hyperspy(snap, ["ricom"])  # the package-level function is the same conversion
+    np.testing.assert_array_equal(again["ricom"].data, signals["ricom"].data)
 
 
 def test_zspy_is_refused_before_processing(tmp_path, npy, capsys):

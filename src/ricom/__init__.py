@@ -21,7 +21,7 @@ _WHERE = {
     "Calibration": "ricom.core.params", "DetectorGeometry": "ricom.core.params",
     "KernelSettings": "ricom.core.params", "Settings": "ricom.core.params", "VirtualDetector": "ricom.core.params",
     "Reconstruction": "ricom.engine.reconstruction", "Snapshot": "ricom.engine.snapshot",
-    "to_hyperspy": "ricom.io.hyperspy",
+    "to_hyperspy": "ricom.engine.as_hyperspy",
 }
 
 __all__ = ["Calibration", "DetectorGeometry", "InputError", "KernelSettings", "PartialResult", "Reconstruction",

@@ -9,6 +9,7 @@ Images of further reducers beside riCOM — the phase-contrast methods ``tcbf`` 
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -158,3 +159,55 @@ class Snapshot:
     def signals(self, names) -> dict[str, np.ndarray]:
         """Several images by name, aliases allowed, in order."""
         return {n: self.signal(n) for n in self.expand(names)}
+
+    def to_hyperspy(self, names=None) -> dict:
+        """The signals as calibrated HyperSpy signals (``pip install 'ricom[hyperspy]'``).
+
+        Scan axes in Å (scan px when uncalibrated), units and `settings_attrs` in the
+        metadata; COM x and y as one ``beam_shift`` signal ``com`` (pyxem's ``BeamShift``).
+        See `ricom.engine.as_hyperspy.to_hyperspy`.
+
+        Parameters
+        ----------
+        names : iterable of str, optional
+            Signals to convert (aliases allowed); default all.
+
+        Returns
+        -------
+        dict of str to hyperspy signal
+        """
+        from ricom.engine.as_hyperspy import to_hyperspy  # HyperSpy is imported only when asked
+
+        return to_hyperspy(self, names)
+
+
+def settings_attrs(snap: Snapshot) -> dict:
+    """Flat, HDF5-friendly description of the parameters behind a snapshot."""
+    s = snap.settings
+    cal, geo, ker = s.calibration, s.geometry, s.kernel
+    attrs = {
+        "kernel_size": ker.size,
+        "band_pass_cycles_per_pixel": list(ker.band_pass) if ker.band_pass else "none",
+        "rotation_deg": geo.rotation_deg,
+        "flip": bool(geo.flip),
+        "flip_convention": "True: detector x (columns) mirrored before the rotation",
+        "rotation_convention": "measured COM turned by rotation_deg from detector +x towards +y",
+        "center_yx": list(snap.center_yx) if snap.center_yx is not None else "none",
+        "center_mode": "given" if geo.center_yx is not None else "auto",
+        "step_A": cal.step_A if cal.step_A is not None else "none",
+        "pixel_size_mrad": cal.pixel_size_mrad if cal.pixel_size_mrad is not None else "none",
+        "energy_keV": cal.energy_keV if cal.energy_keV is not None else "none",
+        "n_patterns": snap.n_patterns,
+        "n_empty_patterns": snap.n_empty,
+        "n_invalid_patterns": snap.n_invalid,
+        "seconds_processing": snap.seconds_processing,
+        "scan_shape": list(snap.scan_shape),
+        "virtual_detectors_px": json.dumps({k: list(v) for k, v in snap.virtual_radii_px.items()}),
+        "software": "ricom",
+        "complete": bool(snap.complete),
+        "partial_reason": str(snap.reason) if snap.reason else "",
+    }
+    if s.com_mask_px is not None:
+        attrs["com_mask_px"] = list(s.com_mask_px)
+    attrs.update(snap.metadata)  # the phase-contrast methods' fit and options (tcbf_defocus_A, …)
+    return attrs

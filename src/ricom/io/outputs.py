@@ -19,7 +19,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from ricom.core.errors import InputError, SettingsError
-from ricom.engine.snapshot import Snapshot
+from ricom.engine.snapshot import Snapshot, settings_attrs
 from ricom.io.contrast import percentile_levels
 from ricom.io.scalebar import scale_bar
 
@@ -83,38 +83,6 @@ def current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
-
-
-def settings_attrs(snap: Snapshot) -> dict:
-    """Flat, HDF5-friendly description of the parameters behind a snapshot."""
-    s = snap.settings
-    cal, geo, ker = s.calibration, s.geometry, s.kernel
-    attrs = {
-        "kernel_size": ker.size,
-        "band_pass_cycles_per_pixel": list(ker.band_pass) if ker.band_pass else "none",
-        "rotation_deg": geo.rotation_deg,
-        "flip": bool(geo.flip),
-        "flip_convention": "True: detector x (columns) mirrored before the rotation",
-        "rotation_convention": "measured COM turned by rotation_deg from detector +x towards +y",
-        "center_yx": list(snap.center_yx) if snap.center_yx is not None else "none",
-        "center_mode": "given" if geo.center_yx is not None else "auto",
-        "step_A": cal.step_A if cal.step_A is not None else "none",
-        "pixel_size_mrad": cal.pixel_size_mrad if cal.pixel_size_mrad is not None else "none",
-        "energy_keV": cal.energy_keV if cal.energy_keV is not None else "none",
-        "n_patterns": snap.n_patterns,
-        "n_empty_patterns": snap.n_empty,
-        "n_invalid_patterns": snap.n_invalid,
-        "seconds_processing": snap.seconds_processing,
-        "scan_shape": list(snap.scan_shape),
-        "virtual_detectors_px": json.dumps({k: list(v) for k, v in snap.virtual_radii_px.items()}),
-        "software": "ricom",
-        "complete": bool(snap.complete),
-        "partial_reason": str(snap.reason) if snap.reason else "",
-    }
-    if s.com_mask_px is not None:
-        attrs["com_mask_px"] = list(s.com_mask_px)
-    attrs.update(snap.metadata)  # the phase-contrast methods' fit and options (tcbf_defocus_A, …)
-    return attrs
 
 
 def load_writer(path: str) -> None:
