@@ -231,3 +231,21 @@ def test_asi_pre_encoded_scan_is_the_message_by_message_stream():
             sock.close()
         streams.append(data)
     assert streams[0] == streams[1] and len(streams[0]) > 32 * 6
+
+
+def test_csr_frames_with_a_falling_indptr_are_refused_not_written_past():
+    """Found by `make fuzz` (ASI stream, seed 0): an indptr whose uint64 values wrap as int64
+    passed the stream's check and the compiled fill wrote past its arrays (a segfault)."""
+    from ricom.core.errors import InputError
+    from ricom.sources.timepix.csr import CsrBatch, csr_events
+
+    indptr = np.array([0, 109, 7460619488996622557, 14606849918833379720, 455, 663], np.uint64)
+    indices, values = np.zeros(663, np.uint16), np.ones(663, np.uint16)
+    with pytest.raises(InputError, match="indptr does not rise"):
+        CsrBatch(4, tot=True).add(indptr, indices, values, np.arange(5, dtype=np.int64))
+    with pytest.raises(InputError, match="negative count"):
+        csr_events(np.array([0, 1], np.int64), np.zeros(1, np.int64), np.array([-3], np.int64), [0], 4, False)
+    with pytest.raises(InputError):  # more entries claimed than given
+        csr_events(np.array([0, 5], np.int64), np.zeros(3, np.int64), np.ones(3, np.int64), [0], 4, False)
+    pos, x, y, _ = csr_events(np.array([0, 1, 3], np.int64), np.array([5, 0, 7]), np.array([2, 1, 1]), [4, 9], 4, False)
+    assert pos.tolist() == [4, 4, 9, 9] and x.tolist() == [1, 1, 0, 3] and y.tolist() == [1, 1, 0, 1]

@@ -340,7 +340,7 @@ class AsiScanSource(Source):
             return None
         received = time.perf_counter()
         indptr = payload[:ip_bytes].view(self._indptr_dt)
-        if int(indptr[0]) != 0 or int(indptr[-1]) != nnz or np.any(np.diff(indptr.astype(np.int64)) < 0):
+        if int(indptr[0]) != 0 or int(indptr[-1]) != nnz or np.any(indptr[1:] < indptr[:-1]):  # unsigned: no diff
             self.connection.lost = True
             raise InputError(f"ArrayChunk at frame {self._received} of scan #{self.sequence}: indptr does not run "
                              f"from 0 to its {nnz} entries")

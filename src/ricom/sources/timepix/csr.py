@@ -12,18 +12,28 @@ import numba
 import numpy as np
 
 from ricom.core.chunks import EventChunk
+from ricom.core.errors import InputError
 
 
 @numba.njit(nogil=True, cache=True)
 def _csr_count(indptr, indices, values, tot):
     """(events, largest pixel index or −1) of CSR frames: the sum of the counts, or one
-    event per entry with ToT values."""
+    event per entry with ToT values; (−1, −1) if ``indptr`` does not rise from 0 to at most
+    the entries given or a count is negative (the fill would then write past, or leave
+    unwritten, its arrays)."""
     nnz = indptr[indptr.shape[0] - 1]
+    if indptr[0] != 0 or nnz > min(indices.shape[0], values.shape[0]):
+        return np.int64(-1), np.int64(-1)
+    for f in range(indptr.shape[0] - 1):
+        if indptr[f + 1] < indptr[f]:
+            return np.int64(-1), np.int64(-1)
     n = np.int64(nnz) if tot else np.int64(0)
     top = np.int64(-1)
     for j in range(nnz):
         top = max(top, np.int64(indices[j]))
         if not tot:
+            if values[j] < 0:
+                return np.int64(-1), np.int64(-1)
             n += np.int64(values[j])
     return n, top
 
@@ -82,6 +92,9 @@ class CsrBatch:
         """Keep one chunk's frames (the arrays, not copies) unless a pixel index reaches
         ``n_pixels``; returns the largest pixel index (−1: none)."""
         n, top = _csr_count(indptr, indices, values, self.tot)
+        if n < 0:
+            raise InputError(f"CSR frames whose indptr does not rise from 0 to at most their {len(indices)} "
+                             "entries, or with a negative count; the stream is corrupt")
         if n_pixels is None or top < n_pixels:
             self.parts.append((indptr, indices, values, frames))
             self.n_events += int(n)
