@@ -151,3 +151,33 @@ def test_contiguous_hdf5_is_read_in_place(tmp_path, chunked):
     np.testing.assert_array_equal(got, data.reshape(12, 16, 24))
     assert got.dtype.isnative
     src.close()
+
+
+@pytest.mark.parametrize("kind", ["packed", "native", "big-endian", "uint8", "strided", "float"])
+def test_mean_pattern_read_in_place_equals_numpy(kind):
+    """Packed file frames and contiguous 8/16-bit arrays are summed where they lie (compiled);
+    the mean is NumPy's of the same sampled patterns, bit for bit."""
+    from ricom.engine.detector import _mean_pattern
+
+    rng = np.random.default_rng(11)
+    frames = rng.integers(0, 65536, (150, 12, 20)).astype(np.uint16)
+    picks = np.unique(np.linspace(0, 149, 64).astype(np.int64))
+    expected = frames[picks].mean(axis=0, dtype=np.float64)
+    if kind == "packed":
+        rows = np.zeros((150, 5 + 12 * 20), np.uint16)
+        rows[:, 5:] = frames.reshape(150, -1).byteswap()
+        data = PackedFrames(rows, 5, (12, 20), big_endian=True, max_value=65535)
+    elif kind == "native":
+        data = frames
+    elif kind == "big-endian":
+        data = frames.astype(">u2")
+    elif kind == "uint8":
+        data = (frames >> 8).astype(np.uint8)
+        expected = data[picks].mean(axis=0, dtype=np.float64)
+    elif kind == "strided":
+        data = np.repeat(frames, 2, axis=2)[:, :, ::2]  # not contiguous: the NumPy path
+    else:
+        data = frames.astype(np.float32)
+    got = _mean_pattern(data, 64)
+    assert got.dtype == np.float64 and got.shape == (12, 20)
+    np.testing.assert_array_equal(got, expected)

@@ -184,12 +184,36 @@ def mean_pattern(frames: np.ndarray, sample: int = 64) -> np.ndarray:
 
 def _mean_pattern(frames, sample: int) -> np.ndarray:
     n = frames.shape[0]
-    pick = frames[np.unique(np.linspace(0, n - 1, min(n, sample)).astype(np.int64))]
+    picks = np.unique(np.linspace(0, n - 1, min(n, sample)).astype(np.int64))
+    rows = _rows_in_place(frames)
+    if rows is not None:  # summed where they lie: no copy of the patterns (fresh pages cost more than the sum)
+        flat, offset, swap = rows
+        ny, nx = frames.shape[1:]
+        total = np.zeros(ny * nx, np.int64)
+        C.sum_patterns(flat, offset, picks, ny * nx, swap, total)
+        return (total / len(picks)).reshape(ny, nx)
+    pick = frames[picks]
     pick = pick.astype(pick.dtype.newbyteorder("="), copy=False) if not pick.dtype.isnative else pick
     if pick.dtype.kind == "f":
         good = np.isfinite(pick).all(axis=(1, 2))
         pick = pick[good] if good.any() else np.zeros_like(pick[:1])
     return pick.mean(axis=0, dtype=np.float64)
+
+
+def _rows_in_place(frames) -> tuple[np.ndarray, int, bool] | None:
+    """``(rows, offset, swap_bytes)`` for `ricom.engine.compiled.sum_patterns` when the
+    patterns are 8/16-bit unsigned and can be read where they lie (packed file frames, or a
+    C-contiguous array); None otherwise."""
+    if isinstance(frames, PackedFrames):
+        if frames.bits:
+            return None
+        return frames.rows, frames.offset, frames.big_endian and frames.dtype.itemsize == 2
+    if not (isinstance(frames, np.ndarray) and frames.ndim == 3 and frames.dtype.kind == "u"
+            and frames.dtype.itemsize <= 2 and frames.flags.c_contiguous):
+        return None
+    swap = not frames.dtype.isnative
+    native = frames.view(frames.dtype.newbyteorder("=")) if swap else frames
+    return native.reshape(frames.shape[0], -1), 0, swap and frames.dtype.itemsize == 2
 
 
 def pattern_centre_of_mass(pattern: np.ndarray) -> tuple[float, float] | None:

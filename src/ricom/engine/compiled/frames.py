@@ -3,8 +3,9 @@
 One kernel per kind of input: 8/16-bit unsigned (plain or packed in a file buffer,
 either byte order; column sums in 16-bit lanes over row blocks as deep as the counter
 depth allows, checked exactly), raw 1-bit packed words, other integers and floats
-(optionally masked).  ``out[row, i]`` receives the rows of `ricom.engine.compiled` (TOTAL, SUM_X, SUM_Y,
-FIRST_RING…) of pattern i.
+(optionally masked).  ``out[row, i]`` receives the rows of `ricom.engine.compiled`
+(TOTAL, SUM_X, SUM_Y, FIRST_RING…) of pattern i.  Also the sum of sampled 8/16-bit
+patterns read in place (a chunk's mean pattern, `sum_patterns`).
 """
 from __future__ import annotations
 
@@ -311,3 +312,18 @@ def frame_ring_sums(frames, runs, n_rings, out):
             acc[ring] += s
         for ring in range(n_rings):
             out[FIRST_RING + ring, i] = acc[ring]
+
+
+@numba.njit(**JIT)
+def sum_patterns(rows, offset, picks, n_pixels, swap_bytes, out):
+    """Sum the patterns ``rows[i, offset:offset + n_pixels]`` for i in ``picks`` into ``out``
+    (int64, exact), reading 8/16-bit pixels in place (byte-swapped when ``swap_bytes``):
+    the mean pattern of a chunk without copying its patterns out first."""
+    for i in picks:
+        img = rows[i, offset:offset + n_pixels]
+        if swap_bytes:
+            for x in range(n_pixels):
+                out[x] += np.int64(bswap(img[x]))
+        else:
+            for x in range(n_pixels):
+                out[x] += np.int64(img[x])
