@@ -131,12 +131,23 @@ def bench_settings(kernel: int, detector_shape) -> Settings:
     return Settings(kernel=KernelSettings(kernel), geometry=DetectorGeometry(c))
 
 
+def cli_settings(kernel: int) -> Settings:
+    """What ``ricom reconstruct --kernel-size KERNEL`` uses: the default signals' virtual
+    detectors (``vbf``, ``vadf``: ring sums in the per-pattern reduction) and the centre
+    found from the data."""
+    from ricom.api import make_settings
+
+    return make_settings(kernel_size=kernel, virtual_names=["vbf", "vadf"])
+
+
 def time_run(make_source: Callable, scan_shape, detector_shape, kernel: int, threads: int,
-              chunk_size: int = 512) -> tuple[float, int]:
-    """Seconds and patterns of one full run, timed after an identical warm-up run in this process."""
-    rec = Reconstruction(scan_shape, detector_shape, bench_settings(kernel, detector_shape), threads=threads)
+              chunk_size: int = 512, settings: Settings | None = None) -> tuple[float, int]:
+    """Seconds and patterns of one full run, timed after an identical warm-up run in this process
+    (``settings``: else `bench_settings`, the given centre and no virtual detectors)."""
+    settings = settings if settings is not None else bench_settings(kernel, detector_shape)
+    rec = Reconstruction(scan_shape, detector_shape, settings, threads=threads)
     run(make_source(), rec, chunk_size=chunk_size)
-    rec = Reconstruction(scan_shape, detector_shape, bench_settings(kernel, detector_shape), threads=threads)
+    rec = Reconstruction(scan_shape, detector_shape, settings, threads=threads)
     res = run(make_source(), rec, chunk_size=chunk_size)
     return res.seconds_processing, res.snapshot.n_patterns
 

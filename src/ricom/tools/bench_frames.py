@@ -25,6 +25,7 @@ from ricom.sources.merlin.file import MerlinSource
 from ricom.tools.bench_core import (
     BenchRecord,
     age_in_page_cache,
+    cli_settings,
     make_record,
     memread_gb_per_s,
     memread_pair,
@@ -55,16 +56,18 @@ def mib_path(folder: str, scan_shape, detector_shape, depth: int, raw: bool, age
 
 
 def bench_mib(folder: str, scan_shape, detector_shape, depth: int, raw: bool, kernel: int,
-              threads: int, aged: bool = False) -> BenchRecord:
-    """A Merlin file from the page cache, through `MerlinSource`."""
+              threads: int, aged: bool = False, cli: bool = False) -> BenchRecord:
+    """A Merlin file from the page cache, through `MerlinSource`; ``cli``: with the settings of
+    ``ricom reconstruct`` (`cli_settings`: the default virtual detectors, the centre from the
+    data), the in-process counterpart of the ``fresh`` case."""
     path = mib_path(folder, scan_shape, detector_shape, depth, raw, aged)
     mm = np.memmap(path, np.uint8, "r")
     memread, note = memread_pair(mm, threads)
     frame_bytes = mm.size // (scan_shape[0] * scan_shape[1])
     del mm
     secs, n = time_run(lambda: MerlinSource(path, scan_shape=scan_shape), scan_shape, detector_shape,
-                        kernel, threads)
-    name = f"mib {'raw ' if raw else ''}{depth}-bit" + (" aged" if aged else "")
+                        kernel, threads, settings=cli_settings(kernel) if cli else None)
+    name = f"mib {'raw ' if raw else ''}{depth}-bit" + (" aged" if aged else "") + (" cli settings" if cli else "")
     return make_record(name, threads, kernel, detector_shape, secs, n, frame_bytes, memread, note)
 
 
