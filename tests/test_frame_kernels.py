@@ -40,7 +40,8 @@ def _frames(rng, k, shape, top, spikes=0):
 
 @pytest.mark.parametrize("shape", [(64, 96), (37, 53), (256, 256)])
 @pytest.mark.parametrize("top,spikes", [(4095, 0), (4095, 65535), (255, 0), (63, 0), (65535, 0)])
-@pytest.mark.parametrize("bounds", [None, (0.0, 5.0, 9.0, np.inf), (3.0, 7.5), (0.0, 2.0, 4.0, 8.0, 12.0)])
+@pytest.mark.parametrize("bounds", [None, (0.0, 5.0, 9.0, np.inf), (3.0, 7.5), (0.0, 2.0, 4.0, 8.0, 12.0),
+                                    (0.0, np.inf)])  # the last: one ring holds every pixel, no mask at all
 def test_plain_arrays_match_exact_sums(shape, top, spikes, bounds):
     rng = np.random.default_rng(hash((shape, top, spikes)) % 2**32)
     frames = _frames(rng, 5, shape, top, spikes)

@@ -85,7 +85,7 @@ def block_rows(dtype, max_value: int = 0) -> int:
 def _moments_u16(rows, offset, ny, nx, swap, block, runs, n_rings, moments) -> None:
     if n_rings:
         masks, mask_ring, bands, derived = ring_masks(runs, n_rings, (ny, nx), rows.dtype)
-        C.frame_moments_rings_u16(rows, offset, ny, nx, swap, block, masks.reshape(len(masks), -1), mask_ring,
+        C.frame_moments_rings_u16(rows, offset, ny, nx, swap, block, masks.reshape(masks.shape[0], ny * nx), mask_ring,
                                   bands, derived,
                                   n_rings, moments)
     else:
