@@ -40,7 +40,8 @@ def _frames(rng, k, shape, top, spikes=0):
 
 @pytest.mark.parametrize("shape", [(64, 96), (37, 53), (256, 256)])
 @pytest.mark.parametrize("top,spikes", [(4095, 0), (4095, 65535), (255, 0), (63, 0), (65535, 0)])
-@pytest.mark.parametrize("bounds", [None, (0.0, 5.0, 9.0, np.inf), (3.0, 7.5), (0.0, 2.0, 4.0, 8.0, 12.0)])
+@pytest.mark.parametrize("bounds", [None, (0.0, 5.0, 9.0, np.inf), (3.0, 7.5), (0.0, 2.0, 4.0, 8.0, 12.0),
+                                    (0.0, np.inf)])  # the last: one ring holds every pixel, no mask at all
 def test_plain_arrays_match_exact_sums(shape, top, spikes, bounds):
     rng = np.random.default_rng(hash((shape, top, spikes)) % 2**32)
     frames = _frames(rng, 5, shape, top, spikes)
@@ -83,11 +84,12 @@ def test_block_rows_follow_the_depth():
 
 def test_ring_masks_leave_the_largest_ring_to_subtraction():
     lookups, ring = _lookups((40, 40), (0.0, 4.0, 8.0, np.inf), (19.5, 19.5))
-    masks, mask_ring, row_masked, derived = ring_masks(lookups.ring_runs, 3, (40, 40), np.uint16)
+    masks, mask_ring, bands, derived = ring_masks(lookups.ring_runs, 3, (40, 40), np.uint16)
     assert derived == 2 and sorted(mask_ring.tolist()) == [0, 1]
     for m, j in zip(masks, mask_ring, strict=True):
         np.testing.assert_array_equal(m == 0xFFFF, ring == j)
-    np.testing.assert_array_equal(row_masked, (ring < 2).any(axis=1))
+    rows = np.flatnonzero((ring < 2).any(axis=1))
+    assert bands.tolist() == [[rows[0], rows[-1] + 1]]
 
 
 @pytest.mark.parametrize("depth,top", [(12, 4095), (6, 63)])
@@ -151,3 +153,49 @@ def test_contiguous_hdf5_is_read_in_place(tmp_path, chunked):
     np.testing.assert_array_equal(got, data.reshape(12, 16, 24))
     assert got.dtype.isnative
     src.close()
+
+
+@pytest.mark.parametrize("kind", ["packed", "native", "big-endian", "uint8", "strided", "float"])
+def test_mean_pattern_read_in_place_equals_numpy(kind):
+    """Packed file frames and contiguous 8/16-bit arrays are summed where they lie (compiled);
+    the mean is NumPy's of the same sampled patterns, bit for bit."""
+    from ricom.engine.detector import _mean_pattern
+
+    rng = np.random.default_rng(11)
+    frames = rng.integers(0, 65536, (150, 12, 20)).astype(np.uint16)
+    picks = np.unique(np.linspace(0, 149, 64).astype(np.int64))
+    expected = frames[picks].mean(axis=0, dtype=np.float64)
+    if kind == "packed":
+        rows = np.zeros((150, 5 + 12 * 20), np.uint16)
+        rows[:, 5:] = frames.reshape(150, -1).byteswap()
+        data = PackedFrames(rows, 5, (12, 20), big_endian=True, max_value=65535)
+    elif kind == "native":
+        data = frames
+    elif kind == "big-endian":
+        data = frames.astype(">u2")
+    elif kind == "uint8":
+        data = (frames >> 8).astype(np.uint8)
+        expected = data[picks].mean(axis=0, dtype=np.float64)
+    elif kind == "strided":
+        data = np.repeat(frames, 2, axis=2)[:, :, ::2]  # not contiguous: the NumPy path
+    else:
+        data = frames.astype(np.float32)
+    got = _mean_pattern(data, 64)
+    assert got.dtype == np.float64 and got.shape == (12, 20)
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_ring_sums_of_a_large_detector_stay_exact_beyond_32_bits():
+    """The disc holds ~125 000 pixels of 16-bit values (a sum far above 2³²): the ring pass
+    sums it in pieces that each fit 32 bits."""
+    rng = np.random.default_rng(7)
+    shape = (512, 512)
+    frames = (65535 - rng.integers(0, 3, (2, *shape))).astype(np.uint16)
+    lookups, ring = _lookups(shape, (0.0, 200.0, 300.0, np.inf), (255.5, 255.5))
+    assert (frames[0].astype(np.int64) * (ring == 0)).sum() > 2**32
+    out = np.zeros((3 + lookups.n_rings, 2))
+    frame_moments(frames, lookups, out)
+    np.testing.assert_array_equal(out, _reference(frames, ring, lookups.n_rings))
+    out[:] = 0
+    frame_moments(frames.astype(">u2"), lookups, out)
+    np.testing.assert_array_equal(out, _reference(frames, ring, lookups.n_rings))

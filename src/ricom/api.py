@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import math
 
-from ricom.calibration.calibrate import apply_descan
-from ricom.calibration.centre import center_from_reference
 from ricom.core.errors import Message, Param, RicomError, SettingsError
 from ricom.core.params import Calibration, DetectorGeometry, KernelSettings, Settings, VirtualDetector, max_kernel_size
 from ricom.engine.pipeline import RunResult, run
@@ -134,6 +132,8 @@ def reference_center(reference, **source_options) -> tuple[float, float]:
 
     The same as `ricom.calibration.centre.center_from_reference` with ``method="com"``.
     """
+    from ricom.calibration.centre import center_from_reference  # only when asked: not at start-up
+
     return center_from_reference(reference, "com", **source_options)
 
 
@@ -178,6 +178,8 @@ def reconstruct_run(data, *, settings: Settings | None = None, reference=None, d
     ref_c = reference_center(reference) if reference is not None else None
     rec = Reconstruction(source.scan_shape, source.detector_shape, settings, reference_center_yx=ref_c,
                          threads=threads)
+    if descan is not None:
+        from ricom.calibration.calibrate import apply_descan  # only when asked: not at start-up
     if descan == "reference":
         if descan_reference is None:
             raise SettingsError("descan 'reference' needs a vacuum scan of the same scan: give ",

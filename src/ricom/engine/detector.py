@@ -84,8 +84,9 @@ def block_rows(dtype, max_value: int = 0) -> int:
 
 def _moments_u16(rows, offset, ny, nx, swap, block, runs, n_rings, moments) -> None:
     if n_rings:
-        masks, mask_ring, row_masked, derived = ring_masks(runs, n_rings, (ny, nx), rows.dtype)
-        C.frame_moments_rings_u16(rows, offset, ny, nx, swap, block, masks, mask_ring, row_masked, derived,
+        masks, mask_ring, bands, derived = ring_masks(runs, n_rings, (ny, nx), rows.dtype)
+        C.frame_moments_rings_u16(rows, offset, ny, nx, swap, block, masks.reshape(masks.shape[0], ny * nx), mask_ring,
+                                  bands, derived,
                                   n_rings, moments)
     else:
         C.frame_moments_u16(rows, offset, ny, nx, swap, block, moments)
@@ -101,8 +102,9 @@ def ring_masks(runs: np.ndarray, n_rings: int, shape, dtype) -> tuple[np.ndarray
     nor, if it has more, do the pixels in no ring; the others (and those pixels, if they
     have a mask) get one each, all bits set on their pixels, padded to an even count.
     Returns ``masks (2m, ny, nx)`` of ``dtype``, the ring of each mask (−1: no ring, −2:
-    padding), per row whether any mask has pixels in it, and the derived ring (−1 if
-    the pixels in no ring are the ones left without a mask).  Cached per ``runs`` array.
+    padding), ``bands (m, 2)``: the rows ``y0:y1`` holding the pixels of each pair of masks
+    (``0, 0`` for none), and the derived ring (−1 if the pixels in no ring are the ones
+    left without a mask).  Cached per ``runs`` array.
     """
     key = (id(runs), np.dtype(dtype).str)
     hit = _RING_MASKS.get(key)
@@ -121,12 +123,29 @@ def ring_masks(runs: np.ndarray, n_rings: int, shape, dtype) -> tuple[np.ndarray
         if s >= 0:
             masks[j][slot == s] = np.iinfo(dtype).max
     mask_ring = np.array([-1 if s == n_rings else s for s in kept], np.int64)
-    row_masked = masks.any(axis=(0, 2)) if len(kept) else np.zeros(shape[0], bool)
-    result = (masks, mask_ring, row_masked, skip if skip < n_rings else -1)
+    result = (masks, mask_ring, mask_bands(masks), skip if skip < n_rings else -1)
     if len(_RING_MASKS) > 8:
         _RING_MASKS.clear()
     _RING_MASKS[key] = (runs, result)
     return result
+
+
+def mask_bands(masks: np.ndarray) -> np.ndarray:
+    """``(m, 2)`` rows ``y0:y1`` from the first to the last row holding pixels of mask pair
+    ``(2j, 2j+1)`` (``0, 0`` where the pair has none).
+
+    Examples
+    --------
+    >>> m = np.zeros((2, 6, 4), np.uint16); m[0, 1, 2] = 0xFFFF; m[1, 3, 0] = 0xFFFF
+    >>> mask_bands(m).tolist()
+    [[1, 4]]
+    """
+    bands = np.zeros((masks.shape[0] // 2, 2), np.int64)
+    for j in range(len(bands)):
+        rows = np.flatnonzero(masks[2 * j].any(axis=1) | masks[2 * j + 1].any(axis=1))
+        if len(rows):
+            bands[j] = rows[0], rows[-1] + 1
+    return bands
 
 
 _BIT_MASKS: dict = {}
@@ -184,12 +203,36 @@ def mean_pattern(frames: np.ndarray, sample: int = 64) -> np.ndarray:
 
 def _mean_pattern(frames, sample: int) -> np.ndarray:
     n = frames.shape[0]
-    pick = frames[np.unique(np.linspace(0, n - 1, min(n, sample)).astype(np.int64))]
+    picks = np.unique(np.linspace(0, n - 1, min(n, sample)).astype(np.int64))
+    rows = _rows_in_place(frames)
+    if rows is not None:  # summed where they lie: no copy of the patterns (fresh pages cost more than the sum)
+        flat, offset, swap = rows
+        ny, nx = frames.shape[1:]
+        total = np.zeros(ny * nx, np.int64)
+        C.sum_patterns(flat, offset, picks, ny * nx, swap, total)
+        return (total / len(picks)).reshape(ny, nx)
+    pick = frames[picks]
     pick = pick.astype(pick.dtype.newbyteorder("="), copy=False) if not pick.dtype.isnative else pick
     if pick.dtype.kind == "f":
         good = np.isfinite(pick).all(axis=(1, 2))
         pick = pick[good] if good.any() else np.zeros_like(pick[:1])
     return pick.mean(axis=0, dtype=np.float64)
+
+
+def _rows_in_place(frames) -> tuple[np.ndarray, int, bool] | None:
+    """``(rows, offset, swap_bytes)`` for `ricom.engine.compiled.sum_patterns` when the
+    patterns are 8/16-bit unsigned and can be read where they lie (packed file frames, or a
+    C-contiguous array); None otherwise."""
+    if isinstance(frames, PackedFrames):
+        if frames.bits:
+            return None
+        return frames.rows, frames.offset, frames.big_endian and frames.dtype.itemsize == 2
+    if not (isinstance(frames, np.ndarray) and frames.ndim == 3 and frames.dtype.kind == "u"
+            and frames.dtype.itemsize <= 2 and frames.flags.c_contiguous):
+        return None
+    swap = not frames.dtype.isnative
+    native = frames.view(frames.dtype.newbyteorder("=")) if swap else frames
+    return native.reshape(frames.shape[0], -1), 0, swap and frames.dtype.itemsize == 2
 
 
 def pattern_centre_of_mass(pattern: np.ndarray) -> tuple[float, float] | None:

@@ -312,6 +312,8 @@ def plan(quick: bool) -> list[tuple[str, dict]]:
                                       threads=t)))
         cases.append(("mib", dict(scan_shape=scan, detector_shape=det, depth=12, raw=False, kernel=61, threads=t,
                                   aged=True)))
+        cases.append(("mib", dict(scan_shape=scan, detector_shape=det, depth=12, raw=False, kernel=61, threads=t,
+                                  aged=True, cli=True)))
         cases.append(("fresh", dict(scan_shape=scan, detector_shape=det, depth=12, kernel=61, threads=t)))
     cases.append(("mib", dict(scan_shape=(64, 64), detector_shape=(512, 512), depth=12, raw=False, kernel=61,
                               threads=1)))

@@ -90,18 +90,25 @@ def age_in_page_cache(path: str, aged: str) -> str:
     with open(path, "rb") as src, open(tmp, "wb") as dst:
         while block := src.read(64 << 20):
             dst.write(block)
-        dst.flush()
-        os.fsync(dst.fileno())
     os.replace(tmp, aged)
-    fd = os.open(aged, os.O_RDONLY)
+    return settle_in_page_cache(aged)
+
+
+def settle_in_page_cache(path: str) -> str:
+    """Write ``path``'s dirty pages to the disk and wait for them, drop its pages and read them
+    back: the file then sits in the page cache as one a user reprocesses does (clean, in the
+    folios a read from the disk makes), whoever wrote it and how; no writeback is left to
+    compete with the run that reads it.  Returns ``path``."""
+    fd = os.open(path, os.O_RDONLY)
     try:
+        os.fsync(fd)  # waits for the writeback of every dirty page (a mapping's too, once synced)
         if hasattr(os, "posix_fadvise"):
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # drop the written pages …
         while os.read(fd, 8 << 20):  # … and read them back
             pass
     finally:
         os.close(fd)
-    return aged
+    return path
 
 
 def synthetic_frames(n_unique: int, detector_shape, max_count: int, seed: int = 0) -> np.ndarray:
@@ -124,12 +131,23 @@ def bench_settings(kernel: int, detector_shape) -> Settings:
     return Settings(kernel=KernelSettings(kernel), geometry=DetectorGeometry(c))
 
 
+def cli_settings(kernel: int) -> Settings:
+    """What ``ricom reconstruct --kernel-size KERNEL`` uses: the default signals' virtual
+    detectors (``vbf``, ``vadf``: ring sums in the per-pattern reduction) and the centre
+    found from the data."""
+    from ricom.api import make_settings
+
+    return make_settings(kernel_size=kernel, virtual_names=["vbf", "vadf"])
+
+
 def time_run(make_source: Callable, scan_shape, detector_shape, kernel: int, threads: int,
-              chunk_size: int = 512) -> tuple[float, int]:
-    """Seconds and patterns of one full run, timed after an identical warm-up run in this process."""
-    rec = Reconstruction(scan_shape, detector_shape, bench_settings(kernel, detector_shape), threads=threads)
+              chunk_size: int = 512, settings: Settings | None = None) -> tuple[float, int]:
+    """Seconds and patterns of one full run, timed after an identical warm-up run in this process
+    (``settings``: else `bench_settings`, the given centre and no virtual detectors)."""
+    settings = settings if settings is not None else bench_settings(kernel, detector_shape)
+    rec = Reconstruction(scan_shape, detector_shape, settings, threads=threads)
     run(make_source(), rec, chunk_size=chunk_size)
-    rec = Reconstruction(scan_shape, detector_shape, bench_settings(kernel, detector_shape), threads=threads)
+    rec = Reconstruction(scan_shape, detector_shape, settings, threads=threads)
     res = run(make_source(), rec, chunk_size=chunk_size)
     return res.seconds_processing, res.snapshot.n_patterns
 
@@ -141,7 +159,8 @@ def make_record(case, threads, kernel, det, seconds, n, bytes_per_pattern, memre
 
 
 def write_mib(path: str, scan_shape, detector_shape, depth: int, raw: bool, n_unique: int = 256) -> int:
-    """A simulated `.mib` file; returns bytes per frame."""
+    """A simulated `.mib` file, settled in the page cache (`settle_in_page_cache`); returns
+    bytes per frame."""
     quad = detector_shape[0] > 256
     unique = synthetic_frames(n_unique, detector_shape, 2 ** depth - 1)
     n = scan_shape[0] * scan_shape[1]
@@ -150,6 +169,7 @@ def write_mib(path: str, scan_shape, detector_shape, depth: int, raw: bool, n_un
             count = min(n_unique, n - start)
             block = encode_frames(unique[:count], depth, raw, quad=quad, start_seq=start + 1)
             fh.write(block)
+    settle_in_page_cache(path)
     return len(block) // count
 
 

@@ -2,9 +2,12 @@
 `.mib` files from the page cache (in this process), and ``fresh``: ``ricom reconstruct`` of
 a `.mib` in a new process, as a user runs it.
 
-Files are read from the page cache; ``aged`` cases read a copy whose pages came back from
-the disk (`age_in_page_cache`) rather than the file just written.  Cases with more than one
-thread give the one-thread memory read beside their own (`memread_pair`).
+Files are read from the page cache: every input is written, synced and read back before it
+is timed (`settle_in_page_cache`: no writeback competes with the run, and the pages sit in
+the folios a read from the disk makes, as a user's file does); ``aged`` cases read a copy
+made the same way (`age_in_page_cache`), a check that the written files stand for it.
+Cases with more than one thread give the one-thread memory read beside their own
+(`memread_pair`).
 """
 from __future__ import annotations
 
@@ -22,9 +25,11 @@ from ricom.sources.merlin.file import MerlinSource
 from ricom.tools.bench_core import (
     BenchRecord,
     age_in_page_cache,
+    cli_settings,
     make_record,
     memread_gb_per_s,
     memread_pair,
+    settle_in_page_cache,
     synthetic_frames,
     time_run,
     write_mib,
@@ -51,28 +56,33 @@ def mib_path(folder: str, scan_shape, detector_shape, depth: int, raw: bool, age
 
 
 def bench_mib(folder: str, scan_shape, detector_shape, depth: int, raw: bool, kernel: int,
-              threads: int, aged: bool = False) -> BenchRecord:
-    """A Merlin file from the page cache, through `MerlinSource`."""
+              threads: int, aged: bool = False, cli: bool = False) -> BenchRecord:
+    """A Merlin file from the page cache, through `MerlinSource`; ``cli``: with the settings of
+    ``ricom reconstruct`` (`cli_settings`: the default virtual detectors, the centre from the
+    data), the in-process counterpart of the ``fresh`` case."""
     path = mib_path(folder, scan_shape, detector_shape, depth, raw, aged)
     mm = np.memmap(path, np.uint8, "r")
     memread, note = memread_pair(mm, threads)
     frame_bytes = mm.size // (scan_shape[0] * scan_shape[1])
     del mm
     secs, n = time_run(lambda: MerlinSource(path, scan_shape=scan_shape), scan_shape, detector_shape,
-                        kernel, threads)
-    name = f"mib {'raw ' if raw else ''}{depth}-bit" + (" aged" if aged else "")
+                        kernel, threads, settings=cli_settings(kernel) if cli else None)
+    name = f"mib {'raw ' if raw else ''}{depth}-bit" + (" aged" if aged else "") + (" cli settings" if cli else "")
     return make_record(name, threads, kernel, detector_shape, secs, n, frame_bytes, memread, note)
 
 
 def write_npy_scan(path: str, scan_shape, detector_shape) -> None:
-    """A 12-bit uint16 `.npy` scan of 256 synthetic patterns repeated, written in blocks."""
+    """A 12-bit uint16 `.npy` scan of 256 synthetic patterns repeated, written in blocks (by
+    ``write``, not through a mapping) and settled in the page cache like the `.mib`."""
     unique = synthetic_frames(256, detector_shape, 4095)
-    arr = np.lib.format.open_memmap(path, "w+", np.uint16, (*scan_shape, *detector_shape))
-    flat = arr.reshape(-1, *detector_shape)
-    for i in range(0, flat.shape[0], 256):
-        flat[i:i + 256] = unique[: flat.shape[0] - i]
-    arr.flush()
-    del arr, flat
+    n = scan_shape[0] * scan_shape[1]
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint16)), "fortran_order": False,
+              "shape": (*scan_shape, *detector_shape)}
+    with open(path, "wb") as fh:
+        np.lib.format.write_array_header_1_0(fh, header)
+        for i in range(0, n, 256):
+            fh.write(unique[: n - i].tobytes())
+    settle_in_page_cache(path)
 
 
 def npy_path(folder: str, scan_shape, detector_shape, aged: bool = False) -> str:
@@ -106,6 +116,7 @@ def bench_h5(folder: str, scan_shape, detector_shape, kernel: int, threads: int)
             ds = f.create_dataset("data", data.shape, data.dtype)
             for r in range(data.shape[0]):
                 ds[r] = data[r]
+        settle_in_page_cache(path)
     mm = np.memmap(path, np.uint8, "r")
     memread, note = memread_pair(mm, threads)
     bytes_per = int(np.prod(detector_shape)) * 2

@@ -28,6 +28,7 @@ from ricom.engine.compiled.frames import (
     frame_moments_u16,
     frame_moments_weighted,
     frame_ring_sums,
+    sum_patterns,
 )
 from ricom.engine.compiled.moments import accumulate
 from ricom.engine.compiled.ricom_update import (
@@ -61,6 +62,7 @@ __all__ = [
     "frame_ring_sums",
     "load",
     "scatter_touched",
+    "sum_patterns",
     "take_deltas",
     "touched_box",
 ]

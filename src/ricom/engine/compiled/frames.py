@@ -2,9 +2,11 @@
 
 One kernel per kind of input: 8/16-bit unsigned (plain or packed in a file buffer,
 either byte order; column sums in 16-bit lanes over row blocks as deep as the counter
-depth allows, checked exactly), raw 1-bit packed words, other integers and floats
-(optionally masked).  ``out[row, i]`` receives the rows of `ricom.engine.compiled` (TOTAL, SUM_X, SUM_Y,
-FIRST_RING…) of pattern i.
+depth allows, checked exactly; ring sums under masks in one loop over the rows that hold
+them), raw 1-bit packed words, other integers and floats
+(optionally masked).  ``out[row, i]`` receives the rows of `ricom.engine.compiled`
+(TOTAL, SUM_X, SUM_Y, FIRST_RING…) of pattern i.  Also the sum of sampled 8/16-bit
+patterns read in place (a chunk's mean pattern, `sum_patterns`).
 """
 from __future__ import annotations
 
@@ -72,23 +74,8 @@ def _add_row(seg, col, swap_bytes):
 
 
 @numba.njit(inline="always", fastmath=True)
-def _add_row_masked(seg, m0, m1, col, swap_bytes):
-    """`_add_row` that also sums the pixels under two masks (all bits set: in, 0: out)."""
-    r = np.uint32(0)
-    a = np.uint32(0)
-    b = np.uint32(0)
-    for x in range(seg.shape[0]):
-        v = bswap(seg[x]) if swap_bytes else seg[x]
-        col[x] += v
-        r = np.uint32(r + np.uint32(v))
-        a = np.uint32(a + np.uint32(v & m0[x]))
-        b = np.uint32(b + np.uint32(v & m1[x]))
-    return np.int64(r), np.int64(a), np.int64(b)
-
-
-@numba.njit(inline="always", fastmath=True)
 def _masked_sums(seg, m0, m1, swap_bytes):
-    """Sums of one row's pixels under two masks."""
+    """Sums of the pixels ``seg`` under two masks (32-bit: at most `MASKED_PIECE` of them)."""
     a = np.uint32(0)
     b = np.uint32(0)
     for x in range(seg.shape[0]):
@@ -118,6 +105,36 @@ def _close_block(img, y0, y1, nx, swap_bytes, col16, col32, block_total):
     return False
 
 
+@numba.njit(inline="always", fastmath=True)
+def _frame_sums(img, ny, nx, swap_bytes, block, col16, col32):
+    """Total, Σ I·x and Σ I·y of one pattern ``img`` (flat rows), and the block depth to go on
+    with (0 once a block wrapped: 32-bit sums from there on)."""
+    col32[:] = 0
+    t = 0
+    my = 0
+    y0 = 0
+    while y0 < ny:
+        if block == 0:  # 32-bit sums
+            r = _add_row(img[y0 * nx:(y0 + 1) * nx], col32, swap_bytes)
+            t += r
+            my += r * y0
+            y0 += 1
+            continue
+        y1 = min(ny, y0 + block)
+        col16[:] = 0
+        tb = 0
+        for y in range(y0, y1):
+            r = _add_row(img[y * nx:(y + 1) * nx], col16, swap_bytes)
+            tb += r
+            my += r * y
+        t += tb
+        ok = _close_block(img, y0, y1, nx, swap_bytes, col16, col32, tb)
+        y0 = y1
+        if not ok:
+            block = 0  # values above the depth assumed: 32-bit sums from here on
+    return t, _first_moment(col32), my, block
+
+
 @numba.njit(fastmath=True, **JIT)
 def frame_moments_u16(rows, offset, ny, nx, swap_bytes, block_rows, out):
     """Moments of unmasked 8/16-bit unsigned patterns in one read.
@@ -134,60 +151,30 @@ def frame_moments_u16(rows, offset, ny, nx, swap_bytes, block_rows, out):
     col32 = np.zeros(nx, np.uint32)
     block = block_rows if block_rows >= 2 else 0
     for i in range(rows.shape[0]):
-        img = rows[i, offset:offset + ny * nx]
-        col32[:] = 0
-        t = 0
-        my = 0
-        y0 = 0
-        while y0 < ny:
-            if block == 0:  # 32-bit sums
-                r = _add_row(img[y0 * nx:(y0 + 1) * nx], col32, swap_bytes)
-                t += r
-                my += r * y0
-                y0 += 1
-                continue
-            y1 = min(ny, y0 + block)
-            col16[:] = 0
-            tb = 0
-            for y in range(y0, y1):
-                r = _add_row(img[y * nx:(y + 1) * nx], col16, swap_bytes)
-                tb += r
-                my += r * y
-            t += tb
-            ok = _close_block(img, y0, y1, nx, swap_bytes, col16, col32, tb)
-            y0 = y1
-            if not ok:
-                block = 0  # values above the depth assumed: 32-bit sums from here on
+        t, sx, sy, block = _frame_sums(rows[i, offset:offset + ny * nx], ny, nx, swap_bytes, block, col16, col32)
         out[TOTAL, i] = t
-        out[SUM_X, i] = _first_moment(col32)
-        out[SUM_Y, i] = my
+        out[SUM_X, i] = sx
+        out[SUM_Y, i] = sy
 
 
-@numba.njit(inline="always", fastmath=True)
-def _ring_row(seg, y, col, masks, row_masked, acc, swap_bytes):
-    """One row into ``col`` and, where ``row_masked[y]``, its sums under every mask into ``acc``."""
-    if not (row_masked[y] and masks.shape[0] >= 2):
-        return _add_row(seg, col, swap_bytes)
-    r, a, b = _add_row_masked(seg, masks[0, y], masks[1, y], col, swap_bytes)
-    acc[0] += a
-    acc[1] += b
-    for j in range(2, masks.shape[0], 2):
-        a, b = _masked_sums(seg, masks[j, y], masks[j + 1, y], swap_bytes)
-        acc[j] += a
-        acc[j + 1] += b
-    return r
+MASKED_PIECE = 65536
+"""Pixels summed under a mask per call of `_masked_sums` at most: their sum stays below 2³²
+(exact in 32-bit lanes) for any 16-bit values."""
 
 
 @numba.njit(fastmath=True, **JIT)
-def frame_moments_rings_u16(rows, offset, ny, nx, swap_bytes, block_rows, masks, mask_ring, row_masked,
+def frame_moments_rings_u16(rows, offset, ny, nx, swap_bytes, block_rows, masks, mask_ring, bands,
                             derived_ring, n_rings, out):
-    """As `frame_moments_u16`, with the ring sums of the virtual detectors in the same read.
+    """As `frame_moments_u16`, with the ring sums of the virtual detectors.
 
-    ``masks (2m, ny, nx)`` (the rows' dtype, all bits set on the pixels of one ring, 0
-    elsewhere) are summed under in whole-row loops, two at a time, on the rows where
-    ``row_masked[y]``; ``mask_ring[j]`` is mask j's ring (−1: the pixels in no ring, −2:
-    padding).  The ring ``derived_ring`` (the one with the most pixels, −1 for none; see
-    `ricom.engine.detector.ring_masks`) has no mask: it is the total minus the others.
+    ``masks (2m, ny*nx)`` (the rows' dtype, all bits set on the pixels of one ring, 0
+    elsewhere) are summed under two at a time, after the pattern's moments, in one long
+    loop over the rows ``bands[j] = (y0, y1)`` that hold pair j's pixels (the pattern is
+    still in the cache; one loop over a band costs far less than a masked pass per row,
+    whose per-row reductions dominate short rows).  ``mask_ring[j]`` is mask j's ring
+    (−1: the pixels in no ring, −2: padding).  The ring ``derived_ring`` (the one with the
+    most pixels, −1 for none; see `ricom.engine.detector.ring_masks`) has no mask: it is
+    the total minus the others.
     """
     col16 = np.zeros(nx, np.uint16)
     col32 = np.zeros(nx, np.uint32)
@@ -195,33 +182,17 @@ def frame_moments_rings_u16(rows, offset, ny, nx, swap_bytes, block_rows, masks,
     block = block_rows if block_rows >= 2 else 0
     for i in range(rows.shape[0]):
         img = rows[i, offset:offset + ny * nx]
-        col32[:] = 0
+        t, sx, sy, block = _frame_sums(img, ny, nx, swap_bytes, block, col16, col32)
         acc[:] = 0
-        t = 0
-        my = 0
-        y0 = 0
-        while y0 < ny:
-            if block == 0:  # 32-bit sums
-                r = _ring_row(img[y0 * nx:(y0 + 1) * nx], y0, col32, masks, row_masked, acc, swap_bytes)
-                t += r
-                my += r * y0
-                y0 += 1
-                continue
-            y1 = min(ny, y0 + block)
-            col16[:] = 0
-            tb = 0
-            for y in range(y0, y1):
-                r = _ring_row(img[y * nx:(y + 1) * nx], y, col16, masks, row_masked, acc, swap_bytes)
-                tb += r
-                my += r * y
-            t += tb
-            ok = _close_block(img, y0, y1, nx, swap_bytes, col16, col32, tb)
-            y0 = y1
-            if not ok:
-                block = 0
+        for j in range(0, masks.shape[0] - 1, 2):
+            for p0 in range(bands[j // 2, 0] * nx, bands[j // 2, 1] * nx, MASKED_PIECE):
+                p1 = min(p0 + MASKED_PIECE, bands[j // 2, 1] * nx)
+                a, b = _masked_sums(img[p0:p1], masks[j, p0:p1], masks[j + 1, p0:p1], swap_bytes)
+                acc[j] += a
+                acc[j + 1] += b
         out[TOTAL, i] = t
-        out[SUM_X, i] = _first_moment(col32)
-        out[SUM_Y, i] = my
+        out[SUM_X, i] = sx
+        out[SUM_Y, i] = sy
         rest = t
         for j in range(masks.shape[0]):
             if mask_ring[j] != -2:
@@ -311,3 +282,18 @@ def frame_ring_sums(frames, runs, n_rings, out):
             acc[ring] += s
         for ring in range(n_rings):
             out[FIRST_RING + ring, i] = acc[ring]
+
+
+@numba.njit(**JIT)
+def sum_patterns(rows, offset, picks, n_pixels, swap_bytes, out):
+    """Sum the patterns ``rows[i, offset:offset + n_pixels]`` for i in ``picks`` into ``out``
+    (int64, exact), reading 8/16-bit pixels in place (byte-swapped when ``swap_bytes``):
+    the mean pattern of a chunk without copying its patterns out first."""
+    for i in picks:
+        img = rows[i, offset:offset + n_pixels]
+        if swap_bytes:
+            for x in range(n_pixels):
+                out[x] += np.int64(bswap(img[x]))
+        else:
+            for x in range(n_pixels):
+                out[x] += np.int64(img[x])
