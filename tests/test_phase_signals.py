@@ -184,3 +184,13 @@ def test_the_phase_contrast_page_command_lines_run(tmp_path, monkeypatch):
     with h5py.File(tmp_path / "all.h5") as f, h5py.File(tmp_path / "live.h5") as g:
         assert {"ricom", "tcbf", "ssb", "vadf"} <= set(f) and {"ricom", "tcbf"} <= set(g)
         assert abs(f.attrs["tcbf_defocus_A"] - 100.0) < 5.0 and abs(g.attrs["tcbf_defocus_A"] - 100.0) < 5.0
+
+
+def test_live_timepix3_refuses_tcbf_before_connecting(tmp_path, capsys):
+    """Events carry no whole patterns: the refusal comes before any socket is opened (port 1 is never tried)."""
+    out = tmp_path / "live.h5"
+    code = main(["live", "timepix3", "--raw", "--host", "127.0.0.1", "--port", "1", "--scan-shape", "8", "8",
+                 "--signals", "ricom,tcbf", "-o", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "tcBF needs whole patterns" in err and "--signals" in err
+    assert not out.exists()

@@ -53,10 +53,14 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from ricom.core.errors import SettingsError
+    from ricom.cli.options import signal_list
+    from ricom.core.errors import Param, SettingsError
     from ricom.live.timepix import Tpx3RawAcquisitions
     from ricom.sources.timepix.serval import ServalClient
 
+    if "tcbf" in signal_list(args.signals):  # refused before connecting, as attaching it would once data arrive
+        raise SettingsError("tcBF needs whole patterns and a Timepix3 stream sends single electrons; leave tcbf out "
+                            "of ", Param("signals"), " (ssb works on events)")
     if args.asi:
         return _run_asi(args)
     if args.listen is None and (args.host is None or args.port is None):
