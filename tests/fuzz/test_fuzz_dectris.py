@@ -156,6 +156,7 @@ def test_stream_v1_series(messages):
 @example([[V2[0][0][0].replace(b"fuint16", b"f\0int16")], *V2[0][1:]])  # a damaged dtype: TypeError
 @example([V2[0][0], [V2[0][1][0].replace(b"series_id\x03", b"series_id\x04")]])  # then silence: a busy hang
 @example([V2[0][0], [V2[0][1][0].replace(b"himage_id", b"himage_iX")]])  # no image_id: TypeError
+@example([[V2[0][0][0].replace(b"series_id\x03", b"series_id\x03@\0\0\0\0\0")], *V2[0][1:]])  # bytes key: TypeError
 def test_stream_v2_series(messages):
     _check(bounded(lambda: _live(messages, V2Protocol()), _size(messages)))
 
