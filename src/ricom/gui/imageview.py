@@ -106,13 +106,7 @@ class ImageView(QtWidgets.QWidget):
             self.tools.addWidget(w)
         self.tools.addStretch(1)
         if formats:
-            self.save_button = QtWidgets.QToolButton(text="Save", toolTip="save this panel",
-                                                     popupMode=QtWidgets.QToolButton.InstantPopup)
-            menu = QtWidgets.QMenu(self.save_button)
-            labels = {"tif": "TIFF (float32, calibrated)…", "png": "PNG (as shown)…", "npy": "NumPy .npy…"}
-            for fmt in formats:
-                menu.addAction(labels[fmt], lambda f=fmt: self.save_requested.emit(f))
-            self.save_button.setMenu(menu)
+            self.save_button = self._save_menu(formats)
             self.tools.addWidget(self.save_button)
         if controls:
             lay.addLayout(self.tools)
@@ -160,6 +154,17 @@ class ImageView(QtWidgets.QWidget):
         holder = QtWidgets.QWidgetAction(menu)
         holder.setDefaultWidget(self.display_panel)
         menu.addAction(holder)
+        button.setMenu(menu)
+        return button
+
+    def _save_menu(self, formats) -> QtWidgets.QToolButton:
+        """The Save button: one click opens the formats (`save_requested` with the one picked)."""
+        button = QtWidgets.QToolButton(text="Save", toolTip="save this panel",
+                                       popupMode=QtWidgets.QToolButton.InstantPopup)
+        menu = QtWidgets.QMenu(button)
+        labels = {"tif": "TIFF (float32, calibrated)…", "png": "PNG (as shown)…", "npy": "NumPy .npy…"}
+        for fmt in formats:
+            menu.addAction(labels[fmt], lambda f=fmt: self.save_requested.emit(f))
         button.setMenu(menu)
         return button
 
