@@ -1,11 +1,12 @@
 """One image on screen: colour map, percentile contrast, gamma, zoom/pan, value under the cursor.
 
 Owns `ImageView`, the widget every image panel of the GUI is built on: a pyqtgraph
-view (row 0 at the top, square pixels, mouse wheel zoom, drag to pan) with a small
-tool row (colour map, contrast percentiles, symmetric contrast, gamma, scale bar, colour
-bar, save menu) and a read-out of the value under the cursor, cleared when the cursor
-leaves the image.  The scale bar's length comes from `ricom.io.scalebar.scale_bar`, as in
-the PNG previews.  It shows an array as it is given; it never derives anything from it.
+view (row 0 at the top, square pixels, mouse wheel zoom, drag to pan) with a narrow
+tool row (colour map; a "display" pop-up with the contrast percentiles, symmetric
+contrast, gamma, scale bar and colour bar; the save menu) and a read-out of the value
+under the cursor, cleared when the cursor leaves the image.  The scale bar's length comes
+from `ricom.io.scalebar.scale_bar`, as in the PNG previews.  It shows an array as it is
+given; it never derives anything from it.
 """
 from __future__ import annotations
 
@@ -89,27 +90,23 @@ class ImageView(QtWidgets.QWidget):
         self.colormap = QtWidgets.QComboBox(toolTip="colour map")
         self.colormap.addItems(COLORMAPS)
         self.colormap.setCurrentText(colormap)
-        self.low = _spin(0.0, 50.0, 0.5, 1, "lower contrast limit: percentile of the values")
-        self.high = _spin(50.0, 100.0, 99.5, 1, "upper contrast limit: percentile of the values")
-        self.symmetric = QtWidgets.QCheckBox("±", toolTip="contrast symmetric about zero", checked=symmetric)
+        self.low = _spin(0.0, 50.0, 0.5, 1, "lower contrast limit: percentile of the values", "low ")
+        self.high = _spin(50.0, 100.0, 99.5, 1, "upper contrast limit: percentile of the values", "high ")
+        self.symmetric = QtWidgets.QCheckBox("± symmetric about zero", toolTip="contrast symmetric about zero",
+                                             checked=symmetric)
         self.gamma = _spin(0.1, 5.0, 1.0, 2, "gamma of the colour scale")
         self.gamma.setSingleStep(0.1)
         self.show_scale = QtWidgets.QCheckBox("scale bar", checked=scale_bar,
                                               toolTip="scale bar (needs the scan step, Calibration › step)")
         self.show_colours = QtWidgets.QCheckBox("colour bar", checked=colour_bar,
                                                 toolTip="colour bar with the values' unit")
-        switches = (self.colormap, self.low, self.high, self.symmetric, self.gamma, self.show_scale, self.show_colours)
+        self.display_button = self._display_popup()
+        switches = (self.colormap, self.display_button)
         for w in switches:
             self.tools.addWidget(w)
         self.tools.addStretch(1)
         if formats:
-            self.save_button = QtWidgets.QToolButton(text="Save", toolTip="save this panel",
-                                                     popupMode=QtWidgets.QToolButton.InstantPopup)
-            menu = QtWidgets.QMenu(self.save_button)
-            labels = {"tif": "TIFF (float32, calibrated)…", "png": "PNG (as shown)…", "npy": "NumPy .npy…"}
-            for fmt in formats:
-                menu.addAction(labels[fmt], lambda f=fmt: self.save_requested.emit(f))
-            self.save_button.setMenu(menu)
+            self.save_button = self._save_menu(formats)
             self.tools.addWidget(self.save_button)
         if controls:
             lay.addLayout(self.tools)
@@ -124,6 +121,7 @@ class ImageView(QtWidgets.QWidget):
         self._make_bars()
         lay.addWidget(self.graphics, 1)
         self.readout = QtWidgets.QLabel(" ", styleSheet="color: #555; font-size: 9pt")
+        self.readout.setSizePolicy(QtWidgets.QSizePolicy.Ignored, QtWidgets.QSizePolicy.Preferred)  # never widens
         lay.addWidget(self.readout)
         self.graphics.scene().sigMouseMoved.connect(self._mouse_moved)
         for w in (self.graphics, self.graphics.viewport()):  # the cursor left the image: clear the read-out
@@ -134,6 +132,59 @@ class ImageView(QtWidgets.QWidget):
         for w in (self.symmetric, self.show_scale, self.show_colours):
             w.toggled.connect(self._controls_changed)
         self._shape = None
+        self._describe_display()
+
+    def _display_popup(self) -> QtWidgets.QToolButton:
+        """The "display" button: a pop-up with the contrast percentiles, ±, gamma and the two bars.
+
+        The controls stay attributes of the view (``low``, ``high``, ``symmetric``, ``gamma``,
+        ``show_scale``, ``show_colours``); the pop-up only holds them, so the tool row stays
+        narrow (colour map, this button, Save) and a dock fits a 1920 px screen with its neighbours."""
+        self.display_panel = QtWidgets.QWidget()
+        grid = QtWidgets.QGridLayout(self.display_panel)
+        grid.setContentsMargins(8, 6, 8, 6)
+        rows = (("contrast", (self.low, self.high)), ("", (self.symmetric,)), ("gamma", (self.gamma,)),
+                ("show", (self.show_scale, self.show_colours)))
+        for r, (label, widgets) in enumerate(rows):
+            grid.addWidget(QtWidgets.QLabel(label), r, 0)
+            for c, w in enumerate(widgets, start=1):
+                grid.addWidget(w, r, c, 1, 3 - len(widgets))
+        button = QtWidgets.QToolButton(text="display", popupMode=QtWidgets.QToolButton.InstantPopup)
+        menu = QtWidgets.QMenu(button)
+        holder = QtWidgets.QWidgetAction(menu)
+        holder.setDefaultWidget(self.display_panel)
+        menu.addAction(holder)
+        button.setMenu(menu)
+        return button
+
+    def _save_menu(self, formats) -> QtWidgets.QToolButton:
+        """The Save button: one click opens the formats (`save_requested` with the one picked)."""
+        button = QtWidgets.QToolButton(text="Save", toolTip="save this panel",
+                                       popupMode=QtWidgets.QToolButton.InstantPopup)
+        menu = QtWidgets.QMenu(button)
+        labels = {"tif": "TIFF (float32, calibrated)…", "png": "PNG (as shown)…", "npy": "NumPy .npy…"}
+        for fmt in formats:
+            menu.addAction(labels[fmt], lambda f=fmt: self.save_requested.emit(f))
+        button.setMenu(menu)
+        return button
+
+    def hide_controls(self, *widgets: QtWidgets.QWidget) -> None:
+        """Hide display controls a panel does not use (the E-field's colour map, low limit, ±)."""
+        for w in widgets:
+            w.hide()
+        self._describe_display()
+
+    def _describe_display(self) -> None:
+        """The display button's tooltip: what the pop-up is set to, readable without opening it."""
+        parts = []
+        shown = self.display_panel
+        low = f"{self.low.value():g}–" if self.low.isVisibleTo(shown) else "up to "
+        sym = ", symmetric" if self.symmetric.isChecked() and self.symmetric.isVisibleTo(shown) else ""
+        parts.append(f"contrast {low}{self.high.value():g} %{sym}")
+        parts.append(f"gamma {self.gamma.value():.2f}")
+        parts += [name for name, box in (("scale bar", self.show_scale), ("colour bar", self.show_colours))
+                  if box.isChecked()]
+        self.display_button.setToolTip("display: " + "; ".join(parts) + " (click to change)")
 
     def _make_bars(self) -> None:
         """The scale bar (a white rectangle with a black edge and its label, in image
@@ -168,6 +219,7 @@ class ImageView(QtWidgets.QWidget):
         self._render()
 
     def _controls_changed(self, *_) -> None:
+        self._describe_display()
         self._render()
         self.display_changed.emit()
 
@@ -266,8 +318,9 @@ class ImageView(QtWidgets.QWidget):
                 box.setChecked(state[key])
 
 
-def _spin(lo: float, hi: float, value: float, decimals: int, tip: str) -> QtWidgets.QDoubleSpinBox:
-    s = QtWidgets.QDoubleSpinBox(minimum=lo, maximum=hi, value=value, decimals=decimals, toolTip=tip)
+def _spin(lo: float, hi: float, value: float, decimals: int, tip: str, prefix: str = "") -> QtWidgets.QDoubleSpinBox:
+    """A display spin box; a percentile's says which limit it is (``prefix``) and ends in %."""
+    s = QtWidgets.QDoubleSpinBox(minimum=lo, maximum=hi, value=value, decimals=decimals, toolTip=tip,
+                                 prefix=prefix, suffix=" %" if prefix else "")
     s.setKeyboardTracking(False)
-    s.setMaximumWidth(64)
     return s

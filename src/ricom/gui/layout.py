@@ -1,11 +1,12 @@
 """How the main window is laid out: docks, menus, status bar, and the remembered layout.
 
 Owns `WindowLayout`, a mixin of `ricom.gui.window.MainWindow`: the left dock (messages,
-source controls, settings column), the default arrangement of the panel docks (settings
-on the left, a four-column grid with riCOM largest), the File, View and Help menus (Help ›
-About: `ricom.gui.about`), the status bar widgets (with the "calibration missing" button
-that leads to the Calibration fields), and saving/restoring the dock layout, window geometry and each panel's
-display settings with `QSettings`.
+source controls, settings column, as wide as its fields), the default arrangement of the
+panel docks (settings on the left, a four-column grid with riCOM largest, tcBF and SSB
+tabbed with FFT under riCOM, so the window fits a 1920×1080 screen), the File, View and
+Help menus (Help › About: `ricom.gui.about`), the status bar widgets (with the
+"calibration missing" button that leads to the Calibration fields), and saving/restoring
+the dock layout, window geometry and each panel's display settings with `QSettings`.
 """
 from __future__ import annotations
 
@@ -40,14 +41,21 @@ class WindowLayout:
         lay.addStretch(1)  # spare height goes below the settings, not into the source controls
         scroll = QtWidgets.QScrollArea(widgetResizable=True)
         scroll.setWidget(inner)
-        scroll.setMinimumWidth(290)
+        # as wide as the column's fields need beside the vertical scroll bar: no horizontal scrolling
+        scroll.setMinimumWidth(inner.minimumSizeHint().width() + scroll.verticalScrollBar().sizeHint().width()
+                               + 2 * scroll.frameWidth())
         self.settings_scroll = scroll
         self.settings_dock = QtWidgets.QDockWidget("Source and settings", self)
         self.settings_dock.setObjectName("dock_settings")
         self.settings_dock.setWidget(scroll)
 
     def _default_layout(self) -> None:
-        """Settings on the left; a 4-column grid of panels (riCOM large) on the right."""
+        """Settings on the left; a 4-column grid of panels (riCOM large) on the right.
+
+        The phase-contrast docks (tcBF, SSB) are tabs beside FFT under riCOM, hidden until
+        switched on (View menu): switched on, one comes to the front and its slot gets half of
+        the column's height (`_phase_dock_shown`); the window never gets wider for them.
+        """
         d = self.docks
         self.addDockWidget(QtCore.Qt.LeftDockWidgetArea, self.settings_dock)
         self.addDockWidget(QtCore.Qt.RightDockWidgetArea, d["ricom"])
@@ -61,14 +69,26 @@ class WindowLayout:
             for above, below in itertools.pairwise(col):
                 self.splitDockWidget(d[above], d[below], QtCore.Qt.Vertical)
         self.resizeDocks([self.settings_dock, d["ricom"], d["icom"], d["virtual"], d["diffraction"]],
-                         [300, 420, 280, 280, 320], QtCore.Qt.Horizontal)
+                         [self.settings_scroll.minimumWidth(), 420, 280, 280, 320], QtCore.Qt.Horizontal)
         self.resizeDocks([d["ricom"], d["fft"]], [650, 300], QtCore.Qt.Vertical)
         for dock in (self.settings_dock, *d.values()):
             dock.show()
-        for key in ("tcbf", "ssb"):  # phase contrast: beside riCOM, hidden until switched on (View menu)
+        for key in ("tcbf", "ssb"):
             if key in d:
-                self.splitDockWidget(d["ricom"], d[key], QtCore.Qt.Horizontal)
+                self.tabifyDockWidget(d["fft"], d[key])
                 d[key].hide()
+                d[key].toggleViewAction().triggered.connect(lambda on, k=key: on and self._phase_dock_shown(k))
+        d["fft"].raise_()
+
+    def _phase_dock_shown(self, key: str) -> None:
+        """The user switched a phase dock on: bring it to the front of its tabs and, while it
+        still shares FFT's slot under riCOM, give that slot half of the column's height."""
+        dock, d = self.docks[key], self.docks
+        dock.raise_()
+        if dock.isFloating() or d["fft"] not in self.tabifiedDockWidgets(dock) or d["ricom"].isHidden():
+            return
+        half = (d["ricom"].height() + dock.height()) // 2
+        self.resizeDocks([d["ricom"], dock], [half, half], QtCore.Qt.Vertical)
 
     def reset_layout(self) -> None:
         self.restoreState(self._default_state)

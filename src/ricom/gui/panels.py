@@ -154,8 +154,7 @@ class EFieldPanel(Panel):
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
         self.view = ImageView("gray", controls=True)
-        for w in (self.view.colormap, self.view.symmetric, self.view.low):
-            w.hide()
+        self.view.hide_controls(self.view.colormap, self.view.symmetric, self.view.low)
         self.view.high.setToolTip("percentile of the magnitude shown at full brightness")
         wheel = QtWidgets.QLabel(toolTip="direction colour wheel (scan frame, +x right, +y down)")
         wheel.setPixmap(pg.QtGui.QPixmap.fromImage(pg.functions.makeQImage(colour_wheel(40), transpose=False)))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 
-from PySide6 import QtWidgets
+from PySide6 import QtCore, QtGui, QtWidgets
 
 from ricom.gui.imageview import ImageView
 from ricom.gui.panels import Panel, scan_step_A, single_view_layout
@@ -28,6 +28,27 @@ def _spin(value: float, low: float, high: float, suffix: str, tip: str) -> QtWid
     return box
 
 
+class ElidedLabel(QtWidgets.QLabel):
+    """One line of text that ends in "…" where the dock is too narrow for it, instead of
+    widening the dock; ``text()`` and the tooltip keep the whole text."""
+
+    def setText(self, text: str) -> None:
+        super().setText(text)
+        self.setToolTip(text)
+
+    def minimumSizeHint(self) -> QtCore.QSize:
+        return QtCore.QSize(0, super().minimumSizeHint().height())
+
+    def sizeHint(self) -> QtCore.QSize:
+        return QtCore.QSize(0, super().sizeHint().height())
+
+    def paintEvent(self, event) -> None:
+        painter = QtGui.QPainter(self)
+        rect = self.contentsRect()
+        shown = self.fontMetrics().elidedText(self.text(), QtCore.Qt.ElideRight, rect.width())
+        painter.drawText(rect, int(self.alignment()), shown)
+
+
 class _PhasePanel(Panel):
     """A phase-contrast image with its settings above it and a status line."""
 
@@ -36,9 +57,12 @@ class _PhasePanel(Panel):
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
         self.bar = QtWidgets.QWidget()
-        self.row = QtWidgets.QHBoxLayout(self.bar)
-        self.row.setContentsMargins(4, 2, 4, 0)
-        self.status = QtWidgets.QLabel("shown: computed from the next start", wordWrap=True)
+        self.grid = QtWidgets.QGridLayout(self.bar)
+        self.grid.setContentsMargins(4, 2, 4, 0)
+        self.grid.setVerticalSpacing(2)
+        self.status = ElidedLabel()
+        self.status.setText("shown: computed from the next start")
+        self.status.setContentsMargins(4, 0, 4, 0)
         top = QtWidgets.QWidget()
         lay = QtWidgets.QVBoxLayout(top)
         lay.setContentsMargins(0, 0, 0, 0)
@@ -47,6 +71,14 @@ class _PhasePanel(Panel):
         lay.addWidget(self.status)
         self.view = ImageView("gray")
         single_view_layout(self, self.view, top)
+
+    def add_setting(self, row: int, column: int, label: str, widget: QtWidgets.QWidget) -> None:
+        """Put a setting (its label, then its field) into the bar's grid at (``row``, ``column``):
+        as few per row as keep the dock as narrow as the image panels."""
+        if label:
+            self.grid.addWidget(QtWidgets.QLabel(label), row, 2 * column)
+        self.grid.addWidget(widget, row, 2 * column + 1)
+        self.grid.setColumnStretch(2 * column + 1, 1)
 
     def keywords(self) -> dict:
         """This method's `ricom.phase.methods.phase_methods` keywords."""
@@ -77,9 +109,10 @@ class TcbfPanel(_PhasePanel):
                                                "rows; given: shifts from the defocus")
         self.fit.addItems(["auto", "first", "given"])
         self.defocus = _spin(0.0, -1e5, 1e5, " Å", "defocus, positive = underfocus (used with fit 'given')")
-        for label, w in (("fit", self.fit), ("defocus", self.defocus)):
-            self.row.addWidget(QtWidgets.QLabel(label))
-            self.row.addWidget(w, 1)
+        self.add_setting(0, 0, "fit", self.fit)
+        self.add_setting(0, 1, "defocus", self.defocus)
+        self.fit.currentTextChanged.connect(lambda fit: self.defocus.setEnabled(fit == "given"))
+        self.defocus.setEnabled(False)  # used only with fit 'given'
 
     def keywords(self) -> dict:
         fit = self.fit.currentText()
@@ -103,11 +136,12 @@ class SsbPanel(_PhasePanel):
         super().__init__(parent)
         self.convergence = _spin(20.0, 0.1, 500.0, " mrad", "probe convergence semi-angle")
         self.defocus = _spin(0.0, -1e5, 1e5, " Å", "defocus, positive = underfocus")
-        self.use_fit = QtWidgets.QCheckBox("tcBF's", toolTip="take the defocus tcBF fits (when tcBF is shown too)")
-        for label, w in (("α", self.convergence), ("defocus", self.defocus)):
-            self.row.addWidget(QtWidgets.QLabel(label))
-            self.row.addWidget(w, 1)
-        self.row.addWidget(self.use_fit)
+        self.use_fit = QtWidgets.QCheckBox("tcBF's fit", toolTip="take the defocus tcBF fits (when tcBF is shown "
+                                                                 "too) instead of the one entered here")
+        self.add_setting(0, 0, "α", self.convergence)
+        self.add_setting(1, 0, "defocus", self.defocus)
+        self.add_setting(1, 1, "", self.use_fit)
+        self.use_fit.toggled.connect(lambda on: self.defocus.setEnabled(not on))
 
     def keywords(self) -> dict:
         return {"convergence_mrad": self.convergence.value(),
