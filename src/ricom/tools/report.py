@@ -23,14 +23,8 @@ Every image comes from the library through its public API (`ricom.api.reconstruc
 measures images (`ricom.tools.report_measures`).  The figures are drawn by
 `ricom.tools.report_figures` and `ricom.tools.report_methods_figures`.
 
-Examples
---------
->>> import numpy as np
->>> from ricom.tools.report import pore_metrics
->>> yy, xx = np.indices((21, 21))
->>> flat = np.where(np.hypot(yy - 10, xx - 10) < 6, 0.0, 1.0)   # a dark pore, no phantom
->>> round(pore_metrics(flat, (10, 10), 6.0)["phantom"], 3)
-0.0
+The measures (`pore_metrics`, …) are re-exported here; their examples are in
+`ricom.tools.report_measures`.
 """
 from __future__ import annotations
 
