@@ -33,6 +33,7 @@ import numpy as np
 
 from ricom.api import open_input
 from ricom.core.params import Calibration, DetectorGeometry
+from ricom.phase._ssb_events import EventPatterns
 from ricom.phase.ssb import SsbOptions, attach_ssb
 from ricom.phase.tcbf import TcbfSettings, reconstruct_tcbf
 from ricom.simulators.events import write_events
@@ -122,11 +123,9 @@ def event_patterns(path: str, acceptance_ns: float | None) -> tuple[np.ndarray, 
         counts = np.zeros(sy * sx * dy * dx, np.int64)
         try:
             for chunk in source.chunks(1 << 20):
-                col = np.floor(np.asarray(chunk.x, np.float64) + 0.5).astype(np.int64)
-                row = np.floor(np.asarray(chunk.y, np.float64) + 0.5).astype(np.int64)
-                pos = np.asarray(chunk.positions, np.int64)
-                ok = (pos >= 0) & (col >= 0) & (col < dx) & (row >= 0) & (row < dy)
-                counts += np.bincount((pos[ok] * dy + row[ok]) * dx + col[ok], minlength=counts.size)
+                ev = EventPatterns.of(chunk, (sy, sx), (dy, dx), None)  # the acceptance is the reader's
+                ok = (ev.positions >= 0) & (ev.pixels >= 0)
+                counts += np.bincount(ev.positions[ok] * (dy * dx) + ev.pixels[ok], minlength=counts.size)
         finally:
             source.close()
     return counts.reshape(sy, sx, dy, dx).astype(np.uint32), float(counts.sum()) / (sy * sx)

@@ -38,7 +38,7 @@ class SeriesHeader:
 
     def text(self) -> str:
         """The header as JSON text (kept with each acquisition)."""
-        return json.dumps(_json_keys({"series": self.series, "stream": self.stream, **self.config}), default=str)
+        return json.dumps({"series": self.series, "stream": self.stream, **self.config}, default=str)
 
     def summary(self) -> str:
         shape = "×".join(str(v) for v in self.detector_shape) if self.detector_shape else "?"
@@ -54,16 +54,6 @@ class SeriesHeader:
         if comp:
             bits.append(str(comp))
         return ", ".join(bits)
-
-
-def _json_keys(value):
-    """``value`` with every mapping's keys made text (a CBOR map may have bytes or tuple keys)."""
-    if isinstance(value, dict):
-        return {k if isinstance(k, (str, int, float, bool)) or k is None else repr(k): _json_keys(v)
-                for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_keys(v) for v in value]
-    return value
 
 
 @dataclass

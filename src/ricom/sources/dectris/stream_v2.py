@@ -118,7 +118,7 @@ class V2Protocol(ImageParser):
         if masks and m.get("pixel_mask_enabled", True):
             mask = CborArray(next(iter(masks.values()))).decode()
         saturation = m.get("saturation_value")
-        config = {k: _plain(v) for k, v in m.items() if k not in _BULKY}
+        config = {str(k): _plain(v) for k, v in m.items() if k not in _BULKY}  # a CBOR map may have bytes keys
         config["nimages"] = m.get("number_of_images")
         return SeriesHeader(_series(m), shape, dtype, int(m["number_of_images"]) if m.get("number_of_images") else None,
                             8 * dtype.itemsize, int(saturation) if saturation is not None else None, mask, config, "v2")
