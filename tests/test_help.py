@@ -3,6 +3,7 @@ each subcommand shows its own description and only the options that apply to it.
 from __future__ import annotations
 
 import argparse
+import re
 
 import numpy as np
 import pytest
@@ -130,3 +131,22 @@ def test_simulate_data_help_is_its_own(capsys):
         main(["simulate", "data", "--help"])
     out = capsys.readouterr().out
     assert "ricom simulate data" in out and "Other targets serve" not in out
+
+
+OPTION = re.compile(r"(?<![\w-])--[a-z][\w-]*")
+
+
+@pytest.mark.parametrize("path", [p for p in PARSERS if p], ids=" ".join)
+def test_option_help_names_only_options_of_its_own_command(path):
+    """An option's help that points to another option points to one this command has
+    (``simulate data`` once said "with --from: the file's", an option only the detector
+    simulators take); quoted command lines of other commands ('ricom reconstruct --flip yes')
+    are examples, not references."""
+    parser = PARSERS[path]
+    names = {s for a in parser._actions for s in a.option_strings}
+    for action in parser._actions:
+        if not action.help or action.help == argparse.SUPPRESS:
+            continue
+        text = re.sub(r"'ricom [^']*'", "", action.help)
+        foreign = set(OPTION.findall(text)) - names
+        assert not foreign, f"ricom {' '.join(path)} {action.option_strings}: names {sorted(foreign)}"

@@ -17,10 +17,10 @@ DATA_DOC = """ricom simulate data -o FILE.npy|FILE.h5 [options]
 Write a simulated 4D-STEM dataset (scan_y, scan_x, det_y, det_x) of the built-in SrTiO3
 specimen: float32 fractions of the beam without --dose, Poisson counts with it.  The
 calibration (scan step, detector pixel size in mrad, beam energy, pattern centre) goes
-into FILE.npy.ricom.json (FILE.h5.ricom.json) beside it (and for .h5 also into the file's attributes), so that
-'ricom reconstruct FILE.npy' gives riCOM in V·Å.  The projected
-potential (the ground truth) is stored as /potential in .h5.  On a terminal a progress
-bar shows; piped, a line every 5 s; it ends with one summary line.
+into FILE.npy.ricom.json (FILE.h5.ricom.json) beside it, and for .h5 also into the
+attributes of /data, so that 'ricom reconstruct FILE.npy' (or FILE.h5:/data) gives riCOM
+in V·Å.  The projected potential (the ground truth) is stored as /potential in .h5.  On
+a terminal a progress bar shows; piped, a line every 5 s; it ends with one summary line.
 
 Example: ricom simulate data -o scan.npy --scan-shape 32 32 --dose 1000 --defocus 50
 """
@@ -71,13 +71,15 @@ def add_server_arguments(p, file_help: str, file_metavar: str = "FILE"):
     return s
 
 
-def add_specimen_arguments(p) -> None:
-    """Options of the simulated specimen and microscope (shared with other targets)."""
+def add_specimen_arguments(p, from_file: bool = True) -> None:
+    """Options of the simulated specimen and microscope (shared with other targets);
+    ``from_file``: the target also takes ``--from FILE`` (whose scan shape then applies)."""
     from ricom.cli.options import add_flip_option
 
     g = p.add_argument_group("specimen and microscope (the built-in SrTiO3 [001] specimen)")
+    with_from = "; with --from: the file's" if from_file else ""
     g.add_argument("--scan-shape", nargs=2, type=int, default=(64, 64), metavar=("SY", "SX"),
-                   help="rows and columns of probe positions (default: 64 64; with --from: the file's)")
+                   help=f"rows and columns of probe positions (default: 64 64{with_from})")
     g.add_argument("--detector-shape", nargs=2, type=int, default=(64, 64), metavar=("DY", "DX"),
                    help="rows and columns of detector pixels per pattern")
     g.add_argument("--step", type=float, default=0.2, metavar="ANGSTROM", help="scan step in Å")
@@ -124,7 +126,7 @@ def simulator_data(args):
 def add_data_arguments(p) -> None:
     p.add_argument("-o", "--output", required=True, metavar="FILE",
                    help=".npy (with FILE.npy.ricom.json) or .h5 (dataset /data with the calibration as attributes)")
-    add_specimen_arguments(p)
+    add_specimen_arguments(p, from_file=False)
 
 
 def sidecar_path(path: str) -> str:
