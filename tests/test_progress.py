@@ -203,3 +203,31 @@ def test_lines_keep_coming_while_one_step_takes_long():
     assert len(lines) >= 3 and all(line.startswith("ricom: report: 20 % (1/5 steps, ") for line in lines)
     time.sleep(0.3)
     assert out.getvalue().splitlines() == lines  # nothing after close
+
+
+def test_bench_counts_its_cases_and_ends_with_a_summary(tmp_path, monkeypatch, capsys):
+    """`ricom bench` piped: a progress line names the case running (a full bench makes its
+    inputs for minutes between two rows), and one summary line closes the table."""
+    import json
+
+    from ricom.cli.main import main
+    from ricom.tools import bench
+
+    small = dict(scan_shape=(8, 8), detector_shape=(32, 32), threads=1)
+    monkeypatch.setattr(bench, "plan", lambda quick: [("memory", {**small, "kernel": 5}), ("dask", {}),
+                                                      ("memory", {**small, "kernel": 9})])
+    monkeypatch.setenv("RICOM_PROGRESS_EVERY_S", "0.0001")
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--json", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "ricom: bench: 0 % (0/2 cases, 0 s; memory)" in captured.err  # dask runs only when asked
+    assert re.search(r"^ricom: bench: 50 % \(1/2 cases, \d+ s; memory\)$", captured.err, re.M)
+    rows = captured.out.strip().splitlines()
+    assert rows[0].startswith("machine: ") and sum(r.startswith("memory uint16") for r in rows) == 2
+    records = json.loads(out.read_text())
+    best = max(r["patterns_per_s"] for r in records)
+    assert re.fullmatch(rf"ricom bench: 2 cases in [\d.]+ s; fastest memory uint16: "
+                        rf"{re.escape(count_text(best))} patterns/s; wrote {re.escape(str(out))}", rows[-1]), rows[-1]
+    assert main(["bench", "--only", "memory", "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == "" and captured.out.strip().splitlines()[-1].endswith("(--json FILE saves them)")

@@ -341,14 +341,22 @@ ONLY_WHEN_ASKED = {"dask"}
 plan = bench_ssb.joined(plan, RUNNERS, NEEDS_FOLDER)  # the SSB cases: ricom.tools.bench_ssb
 
 
+def selected_plan(quick: bool = False, kinds: set[str] | None = None) -> list[tuple[str, dict]]:
+    """The cases `run_bench` runs: the plan, without the kinds not asked for (``dask`` only when asked)."""
+    return [(kind, args) for kind, args in plan(quick)
+            if not ((kinds and kind not in kinds) or (kind in ONLY_WHEN_ASKED and not (kinds and kind in kinds)))]
+
+
 def run_bench(quick: bool = False, folder: str | None = None, report: Callable | None = None,
-              kinds: set[str] | None = None) -> list[BenchRecord]:
-    """Run the benchmark plan; files are made in ``folder`` (a temporary one by default)."""
+              kinds: set[str] | None = None, starting: Callable[[str], None] | None = None) -> list[BenchRecord]:
+    """Run the benchmark plan; files are made in ``folder`` (a temporary one by default).
+
+    ``report(record)`` is called after each case, ``starting(kind)`` before it (progress)."""
     records = []
     with tempfile.TemporaryDirectory(prefix="ricom-bench-", dir=folder) as tmp:
-        for kind, args in plan(quick):
-            if (kinds and kind not in kinds) or (kind in ONLY_WHEN_ASKED and not (kinds and kind in kinds)):
-                continue
+        for kind, args in selected_plan(quick, kinds):
+            if starting:
+                starting(kind)
             fn = RUNNERS[kind]
             try:
                 rec = fn(tmp, **args) if kind in NEEDS_FOLDER else fn(**args)
