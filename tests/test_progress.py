@@ -231,3 +231,25 @@ def test_bench_counts_its_cases_and_ends_with_a_summary(tmp_path, monkeypatch, c
     assert main(["bench", "--only", "memory", "--no-progress"]) == 0
     captured = capsys.readouterr()
     assert captured.err == "" and captured.out.strip().splitlines()[-1].endswith("(--json FILE saves them)")
+
+
+def test_piped_report_and_calibrate_show_progress_and_one_summary(flipped, tmp_path, monkeypatch, capsys):
+    """`ricom report` (13 s on the demo) and `ricom calibrate` report as they go when piped
+    (stderr here is not a terminal) and close with one summary line."""
+    from ricom.cli.main import main
+
+    monkeypatch.setenv("RICOM_PROGRESS_EVERY_S", "0.0001")
+    assert main(["report", str(flipped), "-o", str(tmp_path / "rep"), "--doses", "1e3"]) == 0
+    captured = capsys.readouterr()
+    steps = [tuple(map(int, m)) for m in re.findall(r"^ricom: report: \d+ % \((\d+)/(\d+) steps, \d+ s", captured.err,
+                                                   re.M)]
+    assert len({done for done, _ in steps}) >= 2 and steps == sorted(steps), captured.err
+    total = steps[0][1]
+    summary = captured.out.strip().splitlines()[-1]
+    assert re.fullmatch(rf"ricom report: {total} steps in [\d.]+ s; wrote \d+ figures, report.json and report.md "
+                        rf"to {re.escape(str(tmp_path / 'rep'))}", summary), summary
+    assert main(["calibrate", str(flipped)]) == 0
+    captured = capsys.readouterr()
+    assert re.search(r"^ricom: calibrating: \d+ % \(\d+/576 patterns, \d+ s\)$", captured.err, re.M), captured.err
+    assert re.fullmatch(r"ricom calibrate: 576 patterns in [\d.]+ s \([\d ]+ patterns/s\)",
+                        captured.out.strip().splitlines()[-1])
