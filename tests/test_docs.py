@@ -175,6 +175,8 @@ def test_docs_build_without_warnings(tmp_path):
     assert res.returncode == 0, res.stderr[-4000:]
     assert (tmp_path / "html" / "how-ricom-works.html").exists()
     assert (tmp_path / "html" / "notebooks" / "quickstart.html").exists()
+    page = (tmp_path / "html" / "howto" / "live-merlin.html").read_text(encoding="utf-8")
+    assert "_static/ricom.css" in page and (tmp_path / "html" / "_static" / "ricom.css").exists()  # code wraps
 
 
 # ----------------------------------------------------------------------------- the Jupyter view
