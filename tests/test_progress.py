@@ -253,3 +253,16 @@ def test_piped_report_and_calibrate_show_progress_and_one_summary(flipped, tmp_p
     assert re.search(r"^ricom: calibrating: \d+ % \(\d+/576 patterns, \d+ s\)$", captured.err, re.M), captured.err
     assert re.fullmatch(r"ricom calibrate: 576 patterns in [\d.]+ s \([\d ]+ patterns/s\)",
                         captured.out.strip().splitlines()[-1])
+
+
+def test_reconstruct_closes_with_the_summary_line_of_the_other_commands(tmp_path, capsys):
+    """``ricom reconstruct``'s closing line names the command and groups digits as the others do."""
+    from ricom.cli.main import main
+
+    data = np.random.default_rng(1).poisson(3.0, (40, 30, 16, 16)).astype(np.uint16)
+    np.save(tmp_path / "d.npy", data)
+    out = tmp_path / "r.h5"
+    assert main(["reconstruct", str(tmp_path / "d.npy"), "-o", str(out), "--kernel-size", "5"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert re.fullmatch(rf"ricom reconstruct: 1 200 patterns in [\d.]+ s \([\d ]+ patterns/s\); wrote ricom, "
+                        rf"icom, com_x, com_y, vbf, vadf to {re.escape(str(out))}", last), last

@@ -13,10 +13,11 @@ import sys
 from ricom.cli.interrupts import deferred
 from ricom.cli.main import EXIT_DONE, EXIT_INTERRUPTED, EXIT_PARTIAL
 from ricom.cli.options import error_text
+from ricom.core.progress import count_text
 
 
 def save_result(output: str, names, result, rec, extra: dict, rotation_auto: bool,
-                interrupted: bool = False) -> int:
+                interrupted: bool = False, command: str = "reconstruct") -> int:
     """Apply ``--rotation auto`` if asked, write ``output`` and say what happened.
 
     Parameters
@@ -35,6 +36,8 @@ def save_result(output: str, names, result, rec, extra: dict, rotation_auto: boo
         Find rotation and flip from the data before saving.
     interrupted : bool
         Ctrl-C came although the run read its whole input (e.g. after its last chunk).
+    command : str
+        The command named in the summary line (``ricom reconstruct: 4 096 patterns in …``).
 
     Returns
     -------
@@ -55,8 +58,8 @@ def save_result(output: str, names, result, rec, extra: dict, rotation_auto: boo
               file=sys.stderr)
     rate = snap.n_patterns / result.seconds_processing if result.seconds_processing > 0 else float("nan")
     fit = f"; {snap.metadata['tcbf_summary']}" if "tcbf_summary" in snap.metadata else ""
-    print(f"{snap.n_patterns} patterns in {result.seconds_processing:.2f} s ({rate:,.0f}/s); "
-          f"wrote {', '.join(written)} to {output}{fit}")
+    print(f"ricom {command}: {count_text(snap.n_patterns)} patterns in {result.seconds_processing:.2f} s "
+          f"({count_text(rate)} patterns/s); wrote {', '.join(written)} to {output}{fit}")
     kept = f"the partial result ({snap.n_patterns} patterns) is saved in {output}"
     if result.interrupted:
         print(f"ricom: interrupted; {kept}", file=sys.stderr)

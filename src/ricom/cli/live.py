@@ -260,7 +260,7 @@ def _save(args, output, names, acq, count, descan, input_label: str) -> int:
     if descan:
         extra["descan"] = descan
     code = save_result(path, names, acq.result, acq.reconstruction, extra, parse_rotation(args.rotation) == "auto",
-                       interrupted=acq.result.interrupted)
+                       interrupted=acq.result.interrupted, command="live")
     if code == 0 and acq.count.problem:
         print(f"ricom: error: {error_text(acq.count.problem)}; the result is saved in {path} "
               f"(n_expected={acq.count.n_expected}, n_received={acq.count.n_received}, "
