@@ -92,6 +92,21 @@ def test_ring_masks_leave_the_largest_ring_to_subtraction():
     assert bands.tolist() == [[rows[0], rows[-1] + 1]]
 
 
+def test_ring_masks_are_paired_by_the_rows_they_span_and_an_odd_one_is_alone():
+    """Tallest masks first, two per band, the shortest alone: each pass covers rows of
+    similar extent (the default vbf/vadf rings give three masks, no padding pass)."""
+    lookups, _ring = _lookups((60, 50), (0.0, 3.0, 9.0, 14.0, np.inf), (29.5, 24.5))
+    masks, mask_ring, bands, derived = ring_masks(lookups.ring_runs, 4, (60, 50), np.uint16)
+    assert derived == 3 and len(masks) == 3 and sorted(mask_ring.tolist()) == [0, 1, 2]
+    spans = [np.ptp(np.flatnonzero(m.any(axis=1))) + 1 for m in masks]
+    assert spans == sorted(spans, reverse=True) and spans[-1] < spans[0]
+    assert mask_ring[-1] == 0  # the disc spans the fewest rows
+    for j, (y0, y1) in enumerate(bands.tolist()):
+        rows = np.flatnonzero(masks[2 * j:2 * j + 2].any(axis=(0, 2)))
+        assert (y0, y1) == (rows[0], rows[-1] + 1)
+    assert bands.shape == (2, 2)
+
+
 @pytest.mark.parametrize("depth,top", [(12, 4095), (6, 63)])
 def test_merlin_frames_carry_the_counter_depth(tmp_path, depth, top):
     rng = np.random.default_rng(depth)

@@ -100,11 +100,14 @@ def ring_masks(runs: np.ndarray, n_rings: int, shape, dtype) -> tuple[np.ndarray
 
     The ring with the most pixels gets no mask (its sum is the total minus the others'),
     nor, if it has more, do the pixels in no ring; the others (and those pixels, if they
-    have a mask) get one each, all bits set on their pixels, padded to an even count.
-    Returns ``masks (2m, ny, nx)`` of ``dtype``, the ring of each mask (−1: no ring, −2:
-    padding), ``bands (m, 2)``: the rows ``y0:y1`` holding the pixels of each pair of masks
-    (``0, 0`` for none), and the derived ring (−1 if the pixels in no ring are the ones
-    left without a mask).  Cached per ``runs`` array.
+    have a mask) get one each, all bits set on their pixels.  The kernel sums two masks
+    per pass over the rows that hold either, and the last one alone if their count is odd,
+    so the masks are ordered by the rows they span, tallest first: each pass then covers
+    rows of similar extent, and the shortest mask is the one summed alone.  Returns
+    ``masks (m, ny, nx)`` of ``dtype``, the ring of each mask (−1: no ring), ``bands
+    (⌈m/2⌉, 2)``: the rows ``y0:y1`` holding the pixels of masks ``2j`` and ``2j+1`` (``0,
+    0`` for none), and the derived ring (−1 if the pixels in no ring are the ones left
+    without a mask).  Cached per ``runs`` array.
     """
     key = (id(runs), np.dtype(dtype).str)
     hit = _RING_MASKS.get(key)
@@ -117,11 +120,10 @@ def ring_masks(runs: np.ndarray, n_rings: int, shape, dtype) -> tuple[np.ndarray
     counts = np.bincount(slot.ravel(), minlength=n_rings + 1)
     skip = int(np.argmax(counts))
     kept = [s for s in range(n_rings + 1) if s != skip and counts[s]]
-    kept += [-2] * (len(kept) % 2)
+    kept.sort(key=lambda s: -_rows_spanned(slot == s))
     masks = np.zeros((len(kept), *shape), dtype)
     for j, s in enumerate(kept):
-        if s >= 0:
-            masks[j][slot == s] = np.iinfo(dtype).max
+        masks[j][slot == s] = np.iinfo(dtype).max
     mask_ring = np.array([-1 if s == n_rings else s for s in kept], np.int64)
     result = (masks, mask_ring, mask_bands(masks), skip if skip < n_rings else -1)
     if len(_RING_MASKS) > 8:
@@ -130,19 +132,24 @@ def ring_masks(runs: np.ndarray, n_rings: int, shape, dtype) -> tuple[np.ndarray
     return result
 
 
+def _rows_spanned(where: np.ndarray) -> int:
+    rows = np.flatnonzero(where.any(axis=1))
+    return int(rows[-1] - rows[0] + 1) if len(rows) else 0
+
+
 def mask_bands(masks: np.ndarray) -> np.ndarray:
-    """``(m, 2)`` rows ``y0:y1`` from the first to the last row holding pixels of mask pair
-    ``(2j, 2j+1)`` (``0, 0`` where the pair has none).
+    """``(⌈m/2⌉, 2)`` rows ``y0:y1`` from the first to the last row holding pixels of mask
+    ``2j`` or ``2j+1`` (mask ``2j`` alone when it is the last; ``0, 0`` where none has any).
 
     Examples
     --------
-    >>> m = np.zeros((2, 6, 4), np.uint16); m[0, 1, 2] = 0xFFFF; m[1, 3, 0] = 0xFFFF
+    >>> m = np.zeros((3, 6, 4), np.uint16); m[0, 1, 2] = 0xFFFF; m[1, 3, 0] = 0xFFFF; m[2, 5, 1] = 1
     >>> mask_bands(m).tolist()
-    [[1, 4]]
+    [[1, 4], [5, 6]]
     """
-    bands = np.zeros((masks.shape[0] // 2, 2), np.int64)
+    bands = np.zeros(((masks.shape[0] + 1) // 2, 2), np.int64)
     for j in range(len(bands)):
-        rows = np.flatnonzero(masks[2 * j].any(axis=1) | masks[2 * j + 1].any(axis=1))
+        rows = np.flatnonzero(masks[2 * j:2 * j + 2].any(axis=(0, 2)))
         if len(rows):
             bands[j] = rows[0], rows[-1] + 1
     return bands

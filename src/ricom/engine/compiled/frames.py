@@ -86,6 +86,16 @@ def _masked_sums(seg, m0, m1, swap_bytes):
 
 
 @numba.njit(inline="always", fastmath=True)
+def _masked_sum(seg, m0, swap_bytes):
+    """Sum of the pixels ``seg`` under one mask (32-bit: at most `MASKED_PIECE` of them)."""
+    a = np.uint32(0)
+    for x in range(seg.shape[0]):
+        v = bswap(seg[x]) if swap_bytes else seg[x]
+        a = np.uint32(a + np.uint32(v & m0[x]))
+    return np.int64(a)
+
+
+@numba.njit(inline="always", fastmath=True)
 def _close_block(img, y0, y1, nx, swap_bytes, col16, col32, block_total):
     """Add a block's 16-bit column sums into ``col32``; False if one of them wrapped.
 
@@ -167,14 +177,14 @@ def frame_moments_rings_u16(rows, offset, ny, nx, swap_bytes, block_rows, masks,
                             derived_ring, n_rings, out):
     """As `frame_moments_u16`, with the ring sums of the virtual detectors.
 
-    ``masks (2m, ny*nx)`` (the rows' dtype, all bits set on the pixels of one ring, 0
-    elsewhere) are summed under two at a time, after the pattern's moments, in one long
-    loop over the rows ``bands[j] = (y0, y1)`` that hold pair j's pixels (the pattern is
-    still in the cache; one loop over a band costs far less than a masked pass per row,
-    whose per-row reductions dominate short rows).  ``mask_ring[j]`` is mask j's ring
-    (−1: the pixels in no ring, −2: padding).  The ring ``derived_ring`` (the one with the
-    most pixels, −1 for none; see `ricom.engine.detector.ring_masks`) has no mask: it is
-    the total minus the others.
+    ``masks (m, ny*nx)`` (the rows' dtype, all bits set on the pixels of one ring, 0
+    elsewhere) are summed under two at a time (the last alone when m is odd), after the
+    pattern's moments, in one long loop over the rows ``bands[j // 2] = (y0, y1)`` that
+    hold masks j and j+1 (the pattern is still in the cache; one loop over a band costs
+    far less than a masked pass per row, whose per-row reductions dominate short rows).
+    ``mask_ring[j]`` is mask j's ring (−1: the pixels in no ring).  The ring
+    ``derived_ring`` (the one with the most pixels, −1 for none; see
+    `ricom.engine.detector.ring_masks`) has no mask: it is the total minus the others.
     """
     col16 = np.zeros(nx, np.uint16)
     col32 = np.zeros(nx, np.uint32)
@@ -184,19 +194,21 @@ def frame_moments_rings_u16(rows, offset, ny, nx, swap_bytes, block_rows, masks,
         img = rows[i, offset:offset + ny * nx]
         t, sx, sy, block = _frame_sums(img, ny, nx, swap_bytes, block, col16, col32)
         acc[:] = 0
-        for j in range(0, masks.shape[0] - 1, 2):
+        for j in range(0, masks.shape[0], 2):
             for p0 in range(bands[j // 2, 0] * nx, bands[j // 2, 1] * nx, MASKED_PIECE):
                 p1 = min(p0 + MASKED_PIECE, bands[j // 2, 1] * nx)
-                a, b = _masked_sums(img[p0:p1], masks[j, p0:p1], masks[j + 1, p0:p1], swap_bytes)
-                acc[j] += a
-                acc[j + 1] += b
+                if j + 1 < masks.shape[0]:
+                    a, b = _masked_sums(img[p0:p1], masks[j, p0:p1], masks[j + 1, p0:p1], swap_bytes)
+                    acc[j] += a
+                    acc[j + 1] += b
+                else:
+                    acc[j] += _masked_sum(img[p0:p1], masks[j, p0:p1], swap_bytes)
         out[TOTAL, i] = t
         out[SUM_X, i] = sx
         out[SUM_Y, i] = sy
         rest = t
         for j in range(masks.shape[0]):
-            if mask_ring[j] != -2:
-                rest -= acc[j]
+            rest -= acc[j]
             if mask_ring[j] >= 0:
                 out[FIRST_RING + mask_ring[j], i] = acc[j]
         if 0 <= derived_ring < n_rings:
