@@ -120,38 +120,41 @@ def ring_masks(runs: np.ndarray, n_rings: int, shape, dtype) -> tuple[np.ndarray
     counts = np.bincount(slot.ravel(), minlength=n_rings + 1)
     skip = int(np.argmax(counts))
     kept = [s for s in range(n_rings + 1) if s != skip and counts[s]]
-    kept.sort(key=lambda s: -_rows_spanned(slot == s))
+    extent = {s: _row_extent(slot == s) for s in kept}
+    kept.sort(key=lambda s: extent[s][0] - extent[s][1])  # tallest first
     masks = np.zeros((len(kept), *shape), dtype)
     for j, s in enumerate(kept):
         masks[j][slot == s] = np.iinfo(dtype).max
     mask_ring = np.array([-1 if s == n_rings else s for s in kept], np.int64)
-    result = (masks, mask_ring, mask_bands(masks), skip if skip < n_rings else -1)
+    result = (masks, mask_ring, pair_bands([extent[s] for s in kept]), skip if skip < n_rings else -1)
     if len(_RING_MASKS) > 8:
         _RING_MASKS.clear()
     _RING_MASKS[key] = (runs, result)
     return result
 
 
-def _rows_spanned(where: np.ndarray) -> int:
+def _row_extent(where: np.ndarray) -> tuple[int, int]:
+    """Rows ``y0:y1`` from the first to the last row where ``where`` holds (0, 0 if nowhere)."""
     rows = np.flatnonzero(where.any(axis=1))
-    return int(rows[-1] - rows[0] + 1) if len(rows) else 0
+    return (int(rows[0]), int(rows[-1]) + 1) if len(rows) else (0, 0)
 
 
-def mask_bands(masks: np.ndarray) -> np.ndarray:
-    """``(⌈m/2⌉, 2)`` rows ``y0:y1`` from the first to the last row holding pixels of mask
-    ``2j`` or ``2j+1`` (mask ``2j`` alone when it is the last; ``0, 0`` where none has any).
+def pair_bands(extents) -> np.ndarray:
+    """``(⌈m/2⌉, 2)`` rows ``y0:y1`` covering the row extents of masks ``2j`` and ``2j+1``
+    (mask ``2j`` alone when it is the last; an empty extent ``(0, 0)`` adds no rows).
 
     Examples
     --------
-    >>> m = np.zeros((3, 6, 4), np.uint16); m[0, 1, 2] = 0xFFFF; m[1, 3, 0] = 0xFFFF; m[2, 5, 1] = 1
-    >>> mask_bands(m).tolist()
+    >>> pair_bands([(1, 2), (3, 4), (5, 6)]).tolist()
     [[1, 4], [5, 6]]
+    >>> pair_bands([(0, 0), (2, 3)]).tolist()
+    [[2, 3]]
     """
-    bands = np.zeros(((masks.shape[0] + 1) // 2, 2), np.int64)
+    bands = np.zeros(((len(extents) + 1) // 2, 2), np.int64)
     for j in range(len(bands)):
-        rows = np.flatnonzero(masks[2 * j:2 * j + 2].any(axis=(0, 2)))
-        if len(rows):
-            bands[j] = rows[0], rows[-1] + 1
+        pair = [e for e in extents[2 * j:2 * j + 2] if e[1] > e[0]]
+        if pair:
+            bands[j] = min(e[0] for e in pair), max(e[1] for e in pair)
     return bands
 
 
